@@ -1,0 +1,1 @@
+"""dask_factor.io."""
