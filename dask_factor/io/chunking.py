@@ -1,0 +1,83 @@
+"""Choosing column-block boundaries by non-zeros (shared by every reader and the engine)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: default target of stored entries per column block (about 24 MB of CSC at float32/int32)
+DEFAULT_BLOCK_NNZ = 2_000_000
+
+
+def column_bounds_by_nnz(
+    indptr: np.ndarray,
+    target_nnz: int = DEFAULT_BLOCK_NNZ,
+    *,
+    min_blocks: int = 1,
+    max_cols: int | None = None,
+) -> np.ndarray:
+    """Split the columns of a CSC matrix into contiguous blocks of about ``target_nnz`` entries.
+
+    Parameters
+    ----------
+    indptr : ndarray of shape (n + 1,)
+        CSC column pointer (any integer dtype; int64 is safe past 2**31 entries).
+    target_nnz : int
+        Wanted number of stored entries per block.
+    min_blocks : int
+        At least this many blocks (when there are that many columns), so that small matrices
+        still spread over the workers.
+    max_cols : int, optional
+        Never put more than this many columns in one block.
+
+    Returns
+    -------
+    bounds : ndarray of int64, shape (n_blocks + 1,)
+        Block ``b`` covers columns ``bounds[b]:bounds[b + 1]``; ``bounds[0] == 0`` and
+        ``bounds[-1] == n``.  The split depends only on ``indptr`` and the arguments.
+
+    Examples
+    --------
+    >>> column_bounds_by_nnz(np.array([0, 5, 10, 15, 20]), target_nnz=10)
+    array([0, 2, 4])
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n = indptr.size - 1
+    if n <= 0:
+        return np.array([0], dtype=np.int64)
+    nnz = int(indptr[-1] - indptr[0])
+    n_blocks = max(int(min_blocks), -(-nnz // max(int(target_nnz), 1)), 1)
+    if max_cols:
+        n_blocks = max(n_blocks, -(-n // int(max_cols)))
+    n_blocks = min(n_blocks, n)
+    if nnz == 0:
+        bounds = np.linspace(0, n, n_blocks + 1).round().astype(np.int64)
+    else:
+        # cut where the cumulative nnz (plus a small per-column weight so that empty columns
+        # still spread) crosses equal shares
+        weight = (indptr[1:] - indptr[:-1]).astype(np.float64) + nnz / (8.0 * n)
+        cum = np.concatenate([[0.0], np.cumsum(weight)])
+        targets = cum[-1] * np.arange(1, n_blocks) / n_blocks
+        cuts = np.searchsorted(cum, targets, side="left")
+        bounds = np.concatenate([[0], cuts, [n]]).astype(np.int64)
+    bounds = np.unique(bounds)
+    if max_cols:
+        out = [0]
+        for b in bounds[1:]:
+            while b - out[-1] > max_cols:
+                out.append(out[-1] + int(max_cols))
+            out.append(int(b))
+        bounds = np.asarray(out, dtype=np.int64)
+    return bounds
+
+
+def uniform_column_bounds(n: int, block_cols: int) -> np.ndarray:
+    """Boundaries of blocks of ``block_cols`` columns (the last one shorter).
+
+    Examples
+    --------
+    >>> uniform_column_bounds(10, 4)
+    array([ 0,  4,  8, 10])
+    """
+    if n <= 0:
+        return np.array([0], dtype=np.int64)
+    return np.unique(np.append(np.arange(0, n, max(int(block_cols), 1)), n)).astype(np.int64)

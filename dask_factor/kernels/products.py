@@ -1,0 +1,104 @@
+"""Sparse × dense products straight from a CSC block's ``indptr/indices/data``.
+
+Every function here is a serial numba kernel (``nogil=True``): Dask runs blocks in parallel.
+Accumulation is in float64 whatever the storage dtype, so float32 data lose nothing in the sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def csc_wt_a(indptr, indices, data, W):
+    """``Wᵀ A_p`` for a CSC block ``A_p`` (m × n_p) and a dense ``W`` (m × k).
+
+    Returns a float64 array of shape (k, n_p).
+    """
+    n = indptr.size - 1
+    k = W.shape[1]
+    out = np.zeros((k, n), dtype=np.float64)
+    acc = np.zeros(k, dtype=np.float64)
+    for j in range(n):
+        acc[:] = 0.0
+        for p in range(indptr[j], indptr[j + 1]):
+            a = np.float64(data[p])
+            i = indices[p]
+            for f in range(k):
+                acc[f] += a * W[i, f]
+        for f in range(k):
+            out[f, j] = acc[f]
+    return out
+
+
+@njit(nogil=True, cache=True)
+def csc_a_ht(indptr, indices, data, H, m):
+    """``A_p H_pᵀ`` for a CSC block ``A_p`` (m × n_p) and a dense ``H_p`` (k × n_p).
+
+    Returns a float64 array of shape (m, k).
+    """
+    n = indptr.size - 1
+    k = H.shape[0]
+    out = np.zeros((m, k), dtype=np.float64)
+    h = np.empty(k, dtype=np.float64)
+    for j in range(n):
+        for f in range(k):
+            h[f] = H[f, j]
+        for p in range(indptr[j], indptr[j + 1]):
+            a = np.float64(data[p])
+            i = indices[p]
+            for f in range(k):
+                out[i, f] += a * h[f]
+    return out
+
+
+@njit(nogil=True, cache=True)
+def csc_a_v(indptr, indices, data, V, m):
+    """``A_p V`` for a CSC block ``A_p`` (m × n_p) and a dense ``V`` (n_p × k).
+
+    The orientation SVD uses; returns float64 (m, k).
+    """
+    n = indptr.size - 1
+    k = V.shape[1]
+    out = np.zeros((m, k), dtype=np.float64)
+    for j in range(n):
+        for p in range(indptr[j], indptr[j + 1]):
+            a = np.float64(data[p])
+            i = indices[p]
+            for f in range(k):
+                out[i, f] += a * V[j, f]
+    return out
+
+
+@njit(nogil=True, cache=True)
+def csc_sq_sum(data):
+    """Σ a² over the stored entries (float64)."""
+    s = 0.0
+    for p in range(data.size):
+        v = np.float64(data[p])
+        s += v * v
+    return s
+
+
+@njit(nogil=True, cache=True)
+def csc_row_sums(indptr, indices, data, m):
+    """Row sums and row sums of squares of a CSC block, float64 (m,) each."""
+    s = np.zeros(m, dtype=np.float64)
+    s2 = np.zeros(m, dtype=np.float64)
+    for p in range(indptr[-1] - indptr[0]):
+        q = p + indptr[0]
+        v = np.float64(data[q])
+        s[indices[q]] += v
+        s2[indices[q]] += v * v
+    return s, s2
+
+
+def dense_wt_a(A, W):
+    """``Wᵀ A_p`` for a dense block (BLAS), float64 (k, n_p)."""
+    return np.asarray(W, dtype=np.float64).T @ np.asarray(A, dtype=np.float64)
+
+
+def dense_a_ht(A, H):
+    """``A_p H_pᵀ`` for a dense block (BLAS), float64 (m, k)."""
+    return np.asarray(A, dtype=np.float64) @ np.asarray(H, dtype=np.float64).T
