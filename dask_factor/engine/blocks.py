@@ -1,0 +1,200 @@
+"""Turning any supported input into column blocks the engine can iterate over.
+
+The engine works on a :class:`BlockedMatrix`: a list of Dask tasks, each producing one column
+block of A (all m rows, a contiguous range of samples) as ``scipy.sparse.csc_matrix`` or a
+C-contiguous numpy array. 2-D chunked dask arrays are accepted: the row chunks of a column range
+are stacked *inside* the block's task, so nothing is gathered on the client.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+from dask.delayed import Delayed
+
+from ..io.chunking import column_bounds_by_nnz, uniform_column_bounds
+from ..kernels.products import csc_sq_sum
+
+#: default target of stored entries per block for in-memory inputs
+BLOCK_NNZ = 1_000_000
+#: in-memory inputs are split into at least this many blocks (when they have the columns), so that
+#: small matrices spread over threads; fixed, not taken from the machine, so that the chunking and
+#: hence the factors do not depend on where the fit runs
+MIN_BLOCKS = 8
+
+
+@dataclass
+class BlockedMatrix:
+    """A features × samples matrix as column-block tasks.
+
+    Attributes
+    ----------
+    blocks : list of dask.delayed.Delayed
+        Block ``b`` evaluates to columns ``bounds[b]:bounds[b+1]`` of A, all rows, as a CSC
+        ``scipy.sparse.csc_matrix`` (``sparse``) or a C-contiguous ndarray.
+    bounds : ndarray of int64, shape (n_blocks + 1,)
+    shape : tuple (m, n)
+    dtype : numpy dtype of the values the blocks carry
+    sparse : bool
+    name : str, a unique token for task keys
+    """
+
+    blocks: list[Delayed]
+    bounds: np.ndarray
+    shape: tuple[int, int]
+    dtype: np.dtype
+    sparse: bool
+    name: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    source: Any = None
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+
+def _to_block(x, dtype, sparse):
+    """Normalise one chunk inside a task: CSC with sorted indices, or a C-ordered ndarray."""
+    if sparse:
+        if not sp.issparse(x):
+            x = sp.csc_matrix(np.asarray(x))
+        x = sp.csc_matrix(x, dtype=dtype)
+        if not x.has_sorted_indices:
+            x.sort_indices()
+        return x
+    if sp.issparse(x):
+        x = x.toarray()
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def _stack_rows(dtype, sparse, *parts):
+    """Stack the row chunks of one column range (2-D chunked dask input)."""
+    if len(parts) == 1:
+        return _to_block(parts[0], dtype, sparse)
+    if sparse:
+        return _to_block(sp.vstack([sp.csc_matrix(p) for p in parts], format="csc"), dtype, True)
+    return _to_block(np.vstack([p.toarray() if sp.issparse(p) else p for p in parts]), dtype, False)
+
+
+def _slice_cols(x, start, stop, dtype, sparse):
+    return _to_block(x[:, start:stop], dtype, sparse)
+
+
+def _is_sparse_meta(meta) -> bool:
+    return meta is not None and sp.issparse(meta)
+
+
+def default_bounds(A, block_nnz: int | None = None) -> np.ndarray:
+    """Column block boundaries for an in-memory numpy or scipy.sparse matrix (by non-zeros)."""
+    m, n = A.shape
+    target = int(block_nnz or BLOCK_NNZ)
+    if sp.issparse(A):
+        indptr = sp.csc_matrix(A).indptr
+    else:
+        indptr = np.arange(n + 1, dtype=np.int64) * m  # dense: every entry counts
+    min_blocks = min(MIN_BLOCKS, max(1, n // 32))
+    return column_bounds_by_nnz(indptr, target, min_blocks=min_blocks)
+
+
+def as_blocked(
+    A,
+    *,
+    dtype=np.float32,
+    chunks: int | None = None,
+    block_nnz: int | None = None,
+) -> BlockedMatrix:
+    """Wrap an input matrix as column-block tasks (no data are read for lazy inputs).
+
+    Parameters
+    ----------
+    A : ndarray, scipy.sparse matrix/array, or dask.array.Array of shape (m, n)
+        Features × samples. Dask arrays may hold numpy or scipy.sparse chunks and be chunked
+        along rows too.
+    dtype : numpy dtype
+        Value dtype of the blocks (float32 or float64).
+    chunks : int, optional
+        Columns per block (overrides the non-zero based choice).
+    block_nnz : int, optional
+        Target stored entries per block for in-memory inputs (default 1,000,000).
+
+    Returns
+    -------
+    BlockedMatrix
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> bm = as_blocked(sp.random(100, 400, density=0.1, format="csc", random_state=0))
+    >>> bm.shape, bm.n_blocks, bm.sparse
+    ((100, 400), 8, True)
+    """
+    dtype = np.dtype(dtype)
+    name = uuid.uuid4().hex[:10]
+    if isinstance(A, da.Array):
+        sparse = _is_sparse_meta(getattr(A, "_meta", None))
+        if chunks is not None:
+            A = A.rechunk({1: int(chunks)})
+        col_chunks = A.chunks[1]
+        bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(np.int64)
+        grid = A.to_delayed(optimize_graph=True)  # (row blocks, col blocks)
+        blocks = [
+            dask.delayed(_stack_rows, pure=True)(dtype, sparse, *grid[:, c].tolist(),
+                                                 dask_key_name=f"block-{name}-{c}")
+            for c in range(grid.shape[1])
+        ]
+        return BlockedMatrix(blocks, bounds, tuple(int(s) for s in A.shape), dtype, sparse,
+                             name=name, source=A)
+    sparse = sp.issparse(A)
+    if sparse:
+        X = sp.csc_matrix(A, dtype=dtype)
+        if not X.has_sorted_indices:
+            X = X.sorted_indices()
+    else:
+        X = np.asarray(A, dtype=dtype)
+    if chunks is not None:
+        bounds = uniform_column_bounds(X.shape[1], int(chunks))
+    else:
+        bounds = default_bounds(X, block_nnz)
+    blocks = []
+    for b in range(bounds.size - 1):
+        part = _slice_cols(X, int(bounds[b]), int(bounds[b + 1]), dtype, sparse)
+        blocks.append(Delayed(f"block-{name}-{b}", {f"block-{name}-{b}": part}))
+    return BlockedMatrix(blocks, bounds, tuple(int(s) for s in X.shape), dtype, sparse,
+                         name=name, source=None)
+
+
+def block_stats(x):
+    """Validation statistics of one block: (Σa², #non-finite, #negative, min, max, nnz)."""
+    vals = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    finite = np.isfinite(vals)
+    n_bad = int(vals.size - np.count_nonzero(finite))
+    good = vals[finite] if n_bad else vals
+    sq = float(csc_sq_sum(np.ascontiguousarray(good))) if good.size else 0.0
+    n_neg = int(np.count_nonzero(good < 0))
+    nnz = int(np.count_nonzero(vals))
+    return np.array([sq, n_bad, n_neg, nnz], dtype=np.float64)
+
+
+def sum_stats(*parts):
+    return np.sum(np.stack(parts), axis=0) if parts else np.zeros(4)
+
+
+def tree_keys(n: int, fanin: int = 2) -> list[list[int]]:
+    """Fixed-order reduction schedule: ``ceil(log_fanin(n))`` levels of consecutive groups."""
+    levels = []
+    count = n
+    while count > 1:
+        groups = [list(range(i, min(i + fanin, count))) for i in range(0, count, fanin)]
+        levels.append(groups)
+        count = len(groups)
+    return levels
+
+
+def n_levels(n: int, fanin: int = 2) -> int:
+    return 0 if n <= 1 else math.ceil(math.log(n, fanin) - 1e-12)

@@ -1,0 +1,159 @@
+"""Batched non-negative least squares for the ALS normal equations.
+
+Every problem in a batch shares one ``k × k`` Gram matrix ``G`` and has its own right-hand side:
+row ``j`` of ``Bt`` (shape ``n × k``) holds ``b_j`` and row ``j`` of ``Xt`` the solution ``x_j`` of
+
+    minimise  ½ xᵀ G x − bᵀ x   subject to  0 ≤ x ≤ ub   (bounds optional)
+
+L1 and L2 are folded into ``B`` and ``G`` by the caller (``B −= L1``, ``G_ii += L2``), exactly as
+RcppML does on its main path (SPEC-nmf.md §1.5), so the solvers here only see bounds.
+
+Two solvers:
+
+* :func:`nnls_cd_batch` — coordinate descent (SPEC-nmf.md §1.6) with a *true residual* warm start
+  ``r = b − G x₀`` (RcppML's sparse path forgets the ``G x₀`` term, ⚠ G3; we do not).
+* :func:`cholesky_clip_batch` — RcppML's "cholesky": ``x = G⁻¹ b`` then clip into the bounds.
+  Not an NNLS solution, but what RcppML computes, so it reproduces RcppML runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def cd_solve(G, x, r, nonneg, ub, maxit, tol):
+    """Coordinate-descent sweeps on one problem, in place.
+
+    ``x`` (k,) is the start and receives the solution; ``r`` (k,) must hold ``b − G x`` on entry and
+    is kept equal to it. Returns the number of sweeps made. A coordinate with ``G_ii ≤ 0`` is
+    skipped. The loop stops when the mean relative step ``Σ|Δᵢ|/(|xᵢ|+1e-15) / k`` falls below
+    ``tol`` or after ``maxit`` sweeps.
+    """
+    k = x.size
+    sweeps = 0
+    for _ in range(maxit):
+        sweeps += 1
+        change = 0.0
+        for i in range(k):
+            gii = G[i, i]
+            if gii <= 0.0:
+                continue
+            cand = x[i] + r[i] / gii
+            if nonneg and cand < 0.0:
+                cand = 0.0
+            if ub > 0.0 and cand > ub:
+                cand = ub
+            step = cand - x[i]
+            if step != 0.0:
+                x[i] = cand
+                for f in range(k):
+                    r[f] -= G[f, i] * step
+                change += abs(step) / (abs(cand) + 1e-15)
+        if change / k < tol:
+            break
+    return sweeps
+
+
+@njit(nogil=True, cache=True)
+def residual(G, b, x, r):
+    """``r ← b − G x`` (all float64, length k)."""
+    k = x.size
+    for f in range(k):
+        acc = b[f]
+        for i in range(k):
+            acc -= G[f, i] * x[i]
+        r[f] = acc
+
+
+@njit(nogil=True, cache=True)
+def nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, maxit, tol):
+    """Solve every row of ``Bt`` (n × k) against ``G`` (k × k) by coordinate descent.
+
+    ``Xt`` (n × k, any float dtype) holds the warm start when ``warm`` is true and receives the
+    solutions. Returns the total number of sweeps (a cost diagnostic).
+    """
+    n, k = Bt.shape
+    x = np.empty(k, dtype=np.float64)
+    r = np.empty(k, dtype=np.float64)
+    b = np.empty(k, dtype=np.float64)
+    total = 0
+    for j in range(n):
+        for f in range(k):
+            b[f] = Bt[j, f]
+            x[f] = Xt[j, f] if warm else 0.0
+        if warm:
+            residual(G, b, x, r)
+        else:
+            r[:] = b
+        total += cd_solve(G, x, r, nonneg, ub, maxit, tol)
+        for f in range(k):
+            Xt[j, f] = x[f]
+    return total
+
+
+@njit(nogil=True, cache=True)
+def cholesky_solve(L, b, x):
+    """Solve ``L Lᵀ x = b`` for a lower-triangular ``L`` (k × k); float64 vectors."""
+    k = b.size
+    for i in range(k):
+        acc = b[i]
+        for f in range(i):
+            acc -= L[i, f] * x[f]
+        x[i] = acc / L[i, i]
+    for i in range(k - 1, -1, -1):
+        acc = x[i]
+        for f in range(i + 1, k):
+            acc -= L[f, i] * x[f]
+        x[i] = acc / L[i, i]
+
+
+@njit(nogil=True, cache=True)
+def clip_bounds(x, nonneg, ub):
+    """Clip ``x`` in place: at 0 from below if ``nonneg``, at ``ub`` from above if ub > 0."""
+    for f in range(x.size):
+        if nonneg and x[f] < 0.0:
+            x[f] = 0.0
+        if ub > 0.0 and x[f] > ub:
+            x[f] = ub
+
+
+@njit(nogil=True, cache=True)
+def cholesky_clip_batch(L, Bt, Xt, nonneg, ub):
+    """RcppML's "cholesky" solver: ``x_j = clip(G⁻¹ b_j)`` with ``G = L Lᵀ`` factored once.
+
+    ``Bt`` is n × k, ``Xt`` (n × k) receives the result.
+    """
+    n, k = Bt.shape
+    b = np.empty(k, dtype=np.float64)
+    x = np.empty(k, dtype=np.float64)
+    for j in range(n):
+        for f in range(k):
+            b[f] = Bt[j, f]
+        cholesky_solve(L, b, x)
+        clip_bounds(x, nonneg, ub)
+        for f in range(k):
+            Xt[j, f] = x[f]
+
+
+def gram_cholesky(G: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a Gram matrix, with a tiny diagonal lift if it is singular.
+
+    RcppML's Eigen LLT has no failure check and returns NaN on a singular Gram (gotcha 18); we lift
+    the diagonal by ``1e-12·tr(G)/k`` steps until the factorisation succeeds, so dead factors give
+    finite output.
+    """
+    G = np.asarray(G, dtype=np.float64)
+    k = G.shape[0]
+    lift = 0.0
+    base = max(np.trace(G) / max(k, 1), 1e-30)
+    for _ in range(30):
+        try:
+            L = np.linalg.cholesky(G + lift * np.eye(k))
+            if np.all(np.isfinite(L)):
+                return L
+        except np.linalg.LinAlgError:
+            pass
+        lift = base * 1e-12 if lift == 0.0 else lift * 100.0
+    return np.linalg.cholesky(G + base * np.eye(k))
