@@ -102,3 +102,27 @@ def dense_wt_a(A, W):
 def dense_a_ht(A, H):
     """``A_p H_pᵀ`` for a dense block (BLAS), float64 (m, k)."""
     return np.asarray(A, dtype=np.float64) @ np.asarray(H, dtype=np.float64).T
+
+
+@njit(nogil=True, cache=True)
+def csc_residual_parts(indptr, indices, data, Wd, Ht):
+    """Residual pieces of ``A_p ≈ Wd H_pᵀ`` at the stored entries, in float64.
+
+    ``Wd`` is m × k, ``Ht`` is n_p × k. Returns ``(Σ (a − r)², Σ r²)`` over the stored entries,
+    with ``r = Wd[i] · Ht[j]``. With the total ``Σ r²`` over all entries (a trace), the exact SSE is
+    ``Σ(a − r)² + Σ_all r² − Σ_stored r²`` — no cancellation against ‖A‖².
+    """
+    n = indptr.size - 1
+    k = Wd.shape[1]
+    res = 0.0
+    rec = 0.0
+    for j in range(n):
+        for p in range(indptr[j], indptr[j + 1]):
+            i = indices[p]
+            r = 0.0
+            for f in range(k):
+                r += Wd[i, f] * Ht[j, f]
+            e = np.float64(data[p]) - r
+            res += e * e
+            rec += r * r
+    return res, rec

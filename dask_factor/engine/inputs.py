@@ -1,0 +1,115 @@
+"""Checking an input matrix and wrapping it as column blocks, before any factorisation work."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+
+from .._validate import check_matrix_dtype, is_path
+from ..kernels.products import csc_sq_sum
+from .als import compute_block_stats
+from .blocks import BlockedMatrix, as_blocked
+
+
+@dataclass
+class PreparedInput:
+    """A validated input: its blocks, ‖A‖², and how many entries are negative / non-zero."""
+
+    bm: BlockedMatrix
+    sq_norm: float
+    n_negative: int
+    nnz: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.bm.shape
+
+
+def _is_anndata(x) -> bool:
+    return type(x).__name__ == "AnnData" and hasattr(x, "obsm")
+
+
+def open_lazy(A, name: str = "A"):
+    """Paths and AnnData objects go through the I/O registry (read inside tasks)."""
+    if is_path(A) or _is_anndata(A):
+        try:
+            from ..io import open_matrix
+        except ImportError as exc:  # pragma: no cover - io is part of the package
+            raise TypeError(f"{name}: reading files needs dask_factor.io ({exc})") from exc
+        return open_matrix(A)
+    return A
+
+
+def prepare_input(
+    A,
+    *,
+    name: str = "A",
+    dtype=np.float32,
+    chunks: int | None = None,
+    block_nnz: int | None = None,
+    cache: str = "auto",
+    client=None,
+    allow_negative: bool = True,
+    allow_nonfinite: bool = False,
+) -> PreparedInput:
+    """Validate ``A`` and wrap it as column blocks.
+
+    In-memory inputs are checked on the spot; lazy inputs (dask arrays, files) in one pass of
+    Dask tasks that also computes ‖A‖², before any factorisation work starts.
+
+    Raises
+    ------
+    TypeError
+        ``A`` is not a matrix type we read, or has a complex/object/string dtype.
+    ValueError
+        ``A`` is not 2-D, is empty, or holds NaN/Inf (unless ``allow_nonfinite``).
+    """
+    A = open_lazy(A, name)
+    if isinstance(A, (list, tuple)):
+        A = np.asarray(A)
+    if not (isinstance(A, (np.ndarray, da.Array)) or sp.issparse(A)):
+        raise TypeError(
+            f"{name}: expected a numpy array, scipy.sparse matrix, dask array, AnnData or a path "
+            f"to a matrix file, got {type(A).__name__}")
+    if len(A.shape) != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix (features × samples), got shape "
+                         f"{tuple(A.shape)}")
+    check_matrix_dtype(name, A.dtype)
+    m, n = (int(s) for s in A.shape)
+    if m == 0 or n == 0:
+        raise ValueError(f"{name}: expected a non-empty matrix, got shape ({m}, {n})")
+    if isinstance(A, da.Array):
+        bm = as_blocked(A, dtype=dtype, chunks=chunks)
+        if cache == "memory":
+            bm.blocks = list(client.persist(bm.blocks) if client is not None
+                             else dask.persist(*bm.blocks))
+        stats = compute_block_stats(bm, client)
+        sq, n_bad, n_neg, nnz = float(stats[0]), int(stats[1]), int(stats[2]), int(stats[3])
+    else:
+        vals = A.data if sp.issparse(A) else np.asarray(A).ravel()
+        vals = np.asarray(vals)
+        if vals.dtype.kind == "b":
+            vals = vals.astype(np.float64)
+        finite = np.isfinite(vals)
+        n_bad = int(vals.size - np.count_nonzero(finite))
+        good = vals[finite] if n_bad else vals
+        sq = float(csc_sq_sum(np.ascontiguousarray(good, dtype=np.float64))) if good.size else 0.0
+        n_neg = int(np.count_nonzero(good < 0))
+        nnz = int(np.count_nonzero(vals))
+        bm = as_blocked(A, dtype=dtype, chunks=chunks, block_nnz=block_nnz)
+    if n_bad and not allow_nonfinite:
+        raise ValueError(f"{name}: contains {n_bad} NaN or infinite value(s); expected finite "
+                         f"values")
+    if n_neg:
+        if not allow_negative:
+            raise ValueError(f"{name}: contains {n_neg} negative value(s); expected non-negative")
+        warnings.warn(
+            f"{name}: contains {n_neg} negative value(s); NMF fits them in the least-squares "
+            f"sense (as RcppML does), but non-negative factors cannot reproduce them",
+            UserWarning, stacklevel=3)
+    return PreparedInput(bm, sq, n_neg, nnz)

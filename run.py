@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""One entry point that sets itself up: ``python3 run.py demo`` or ``python3 run.py test``.
+
+Creates ``.venv`` next to this file on first use, installs the package with its test extras
+(again whenever ``pyproject.toml`` changes), then runs the demo fit or the test suite in it.
+Extra arguments are passed on (``python3 run.py test -k spz``, ``python3 run.py demo --k 20``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("DASK_FACTOR_VENV", ROOT / ".venv"))
+PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def ensure_env() -> None:
+    stamp = VENV / ".dask_factor-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if PY.exists() and stamp.exists() and stamp.read_text() == want:
+        return
+    if not PY.exists():
+        print(f"[run.py] creating a virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("[run.py] installing dask_factor and its test dependencies (first run only)", flush=True)
+    pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.check_call(pip + ["--upgrade", "pip"])
+    subprocess.check_call(pip + ["-e", f"{ROOT}[test,anndata,plot]"])
+    stamp.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test"):
+        print(__doc__)
+        return 2
+    ensure_env()
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "demo":
+        args = [str(PY), "-m", "dask_factor.demo", *rest]
+    else:
+        args = [str(PY), "-m", "pytest", "-q", "-ra", *rest]
+    return subprocess.call(args, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
