@@ -1,0 +1,399 @@
+"""Our native on-disk layout: a zarr group holding a CSC matrix (features × samples).
+
+Layout (zarr format 3)::
+
+    store/                      attrs: encoding-type "csc_matrix", encoding-version "0.1.0",
+      indptr   int64 (n + 1,)          shape [m, n], dtype, nnz, block_bounds, block_indptr,
+      indices  int32 (nnz,)            dask_factor_format 1
+      data     dtype (nnz,)
+      row_meta/  (optional)  per-feature DataFrame, AnnData's dataframe encoding
+      col_meta/  (optional)  per-sample DataFrame
+
+``indices`` is int64 when m >= 2**31.  The sparse group follows AnnData's ``csc_matrix``
+encoding, so ``anndata.io.read_elem(zarr.open_group(path))`` reads it too.  Column blocks have
+irregular non-zero counts, so ``data``/``indices`` cannot be chunked at block boundaries: the
+block boundaries are stored in the attributes (``block_bounds``: column starts, length
+n_blocks + 1; ``block_indptr``: ``indptr[block_bounds]``) and the chunk length is a quarter of a
+typical block, so one block read touches about five chunks.  Metadata subgroups are called
+``row_meta``/``col_meta`` rather than obs/var because those two words mean opposite sides in
+``.spz`` (obs = rows) and AnnData (obs = cells = columns).
+
+A dense matrix is stored as a group with ``encoding-type: "dense_matrix"`` and an array ``X``
+of shape (m, n) chunked (m, block columns); a bare 2-D zarr array is also read as dense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import zarr
+
+from .blocks import (
+    BlockStream,
+    PathLike,
+    array_from_reader,
+    file_token,
+    merge_bounds,
+    to_block,
+)
+from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+
+ENCODING_VERSION = "0.1.0"
+FORMAT_VERSION = 1
+_MIN_CHUNK = 4096
+_MAX_CHUNK = 1 << 21
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open_node(path: PathLike):
+    try:
+        return zarr.open(str(path), mode="r")
+    except Exception as err:  # zarr raises several types for "not a zarr node"
+        raise ValueError(f"path={str(path)!r} is not a readable zarr store: {err}") from err
+
+
+def _kind(node) -> str:
+    if isinstance(node, zarr.Array):
+        if node.ndim != 2:
+            raise ValueError(f"zarr array at {node.store_path} must be 2-D, has shape {node.shape}")
+        return "array"
+    enc = node.attrs.get("encoding-type")
+    if enc == "csc_matrix":
+        return "csc"
+    if enc == "dense_matrix":
+        return "dense"
+    if enc == "csr_matrix":
+        raise ValueError(
+            f"zarr store {node.store_path} holds a CSR (row-major) matrix; features x samples "
+            "must be CSC. If it is an AnnData cells x genes X, open the AnnData store instead."
+        )
+    raise ValueError(
+        f"zarr store {node.store_path}: attribute encoding-type={enc!r}, expected 'csc_matrix' "
+        "or 'dense_matrix' (a dask_factor zarr matrix)"
+    )
+
+
+@dataclass(frozen=True)
+class ZarrCSCReader:
+    """Reads columns ``start:stop`` of a zarr CSC group (runs inside a task)."""
+
+    path: str
+    m: int
+    dtype: str | None = None
+
+    def __call__(self, start: int, stop: int) -> sp.csc_matrix:
+        g = zarr.open_group(self.path, mode="r")
+        ip = np.asarray(g["indptr"][start : stop + 1], dtype=np.int64)
+        p0, p1 = int(ip[0]), int(ip[-1])
+        indices = np.asarray(g["indices"][p0:p1])
+        data = np.asarray(g["data"][p0:p1])
+        if self.dtype is not None:
+            data = data.astype(self.dtype, copy=False)
+        blk = sp.csc_matrix((data, indices, ip - p0), shape=(self.m, stop - start))
+        return to_block(blk)
+
+
+@dataclass(frozen=True)
+class ZarrDenseReader:
+    """Reads columns ``start:stop`` of a dense zarr matrix (runs inside a task)."""
+
+    path: str
+    key: str | None = None
+    dtype: str | None = None
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        node = zarr.open(self.path, mode="r")
+        arr = node[self.key] if self.key else node
+        return np.ascontiguousarray(arr[:, start:stop], dtype=self.dtype)
+
+
+def _sparse_bounds(g, block_nnz: int | None) -> np.ndarray:
+    attrs = g.attrs
+    n = int(attrs["shape"][1])
+    stored = attrs.get("block_bounds")
+    offsets = attrs.get("block_indptr")
+    if stored is not None and offsets is not None:
+        stored = np.asarray(stored, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if block_nnz is None:
+            return stored
+        if stored.size < 2 or int(np.diff(offsets).max(initial=0)) <= block_nnz:
+            return merge_bounds(stored, offsets, block_nnz)
+    # no stored blocks, or blocks must be split: the column pointer (n + 1 integers) decides
+    indptr = np.asarray(g["indptr"][:], dtype=np.int64)
+    if n == 0:
+        return np.array([0], dtype=np.int64)
+    return column_bounds_by_nnz(indptr, block_nnz or DEFAULT_BLOCK_NNZ)
+
+
+def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
+    """Open a zarr matrix lazily as a features × samples dask array of column blocks.
+
+    Parameters
+    ----------
+    path : path-like
+        Our zarr CSC or dense store (or a bare 2-D zarr array).
+    block_nnz : int, optional
+        Target entries per block; default the stored block bounds.  Larger targets merge stored
+        blocks; smaller ones split them using the column pointer.
+    dtype : numpy dtype, optional
+
+    Returns
+    -------
+    dask.array.Array of shape (m, n)
+
+    Examples
+    --------
+    >>> A = open_array("counts.zarr", block_nnz=1_000_000)  # doctest: +SKIP
+    """
+    node = _open_node(path)
+    kind = _kind(node)
+    token = file_token(path)
+    sdtype = None if dtype is None else np.dtype(dtype).str
+    if kind == "csc":
+        m, n = (int(s) for s in node.attrs["shape"])
+        bounds = _sparse_bounds(node, block_nnz)
+        out_dtype = np.dtype(dtype or node["data"].dtype)
+        reader = ZarrCSCReader(str(Path(path).resolve()), m, sdtype)
+        return array_from_reader(reader, (m, n), bounds, out_dtype, True, token, "open-zarr")
+    arr = node if kind == "array" else node["X"]
+    m, n = (int(s) for s in arr.shape)
+    stored = node.attrs.get("block_bounds") if kind == "dense" else None
+    if stored is not None and block_nnz is None:
+        bounds = np.asarray(stored, dtype=np.int64)
+    else:
+        target = block_nnz or max(DEFAULT_BLOCK_NNZ, m * int(arr.chunks[1]))
+        cols = max(1, int(target) // max(m, 1))
+        bounds = np.unique(np.append(np.arange(0, n, cols), n)).astype(np.int64)
+    reader = ZarrDenseReader(str(Path(path).resolve()), None if kind == "array" else "X", sdtype)
+    out_dtype = np.dtype(dtype or arr.dtype)
+    return array_from_reader(reader, (m, n), bounds, out_dtype, False, token, "open-zarr")
+
+
+def read_metadata(path: PathLike):
+    """``(row_meta, col_meta)`` DataFrames of a zarr matrix (None where absent).
+
+    Examples
+    --------
+    >>> rows, cols = read_metadata("counts.zarr")  # doctest: +SKIP
+    """
+    node = _open_node(path)
+    if isinstance(node, zarr.Array):
+        return None, None
+    out = []
+    for key in ("row_meta", "col_meta"):
+        if key in node:
+            from anndata.io import read_elem
+
+            out.append(read_elem(node[key]))
+        else:
+            out.append(None)
+    return tuple(out)
+
+
+def _meta_columns(node, key: str) -> list[str]:
+    if isinstance(node, zarr.Array) or key not in node:
+        return []
+    return [str(c) for c in node[key].attrs.get("column-order", [])]
+
+
+def info(path: PathLike) -> dict:
+    """Header facts of a zarr matrix (reads attributes only).
+
+    Examples
+    --------
+    >>> info("counts.zarr")["nnz"]  # doctest: +SKIP
+    """
+    node = _open_node(path)
+    kind = _kind(node)
+    out: dict = {"version": node.metadata.zarr_format}
+    if kind == "csc":
+        m, n = (int(s) for s in node.attrs["shape"])
+        bounds = node.attrs.get("block_bounds")
+        nnz = node.attrs.get("nnz")
+        if nnz is None:
+            nnz = int(node["indptr"][n]) if n else 0
+        out.update(
+            shape=(m, n), nnz=int(nnz), dense=False, value_type=str(node["data"].dtype),
+            index_dtype=str(node["indices"].dtype), n_blocks=None if bounds is None else
+            len(bounds) - 1, chunk_nnz=int(node["data"].chunks[0]),
+            encoding=f"csc_matrix {node.attrs.get('encoding-version')}",
+        )
+        out["chunking"] = (
+            f"{out['n_blocks']} column blocks by nnz, data chunks of {out['chunk_nnz']} entries"
+            if bounds is not None else f"data chunks of {out['chunk_nnz']} entries"
+        )
+    else:
+        arr = node if kind == "array" else node["X"]
+        m, n = (int(s) for s in arr.shape)
+        out.update(shape=(m, n), nnz=None, dense=True, value_type=str(arr.dtype),
+                   n_blocks=-(-n // max(int(arr.chunks[1]), 1)), encoding="dense_matrix",
+                   chunking=f"chunks of {tuple(int(c) for c in arr.chunks)}")
+    out["row_meta_columns"] = _meta_columns(node, "row_meta")
+    out["col_meta_columns"] = _meta_columns(node, "col_meta")
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def check_write_options(*, chunk_nnz: int | None = None) -> None:
+    """Validate zarr writer options before anything is created."""
+    if chunk_nnz is not None and (not isinstance(chunk_nnz, int | np.integer) or chunk_nnz < 1):
+        raise ValueError(f"chunk_nnz must be a positive integer, got {chunk_nnz!r}")
+
+
+class _ChunkAlignedAppender:
+    """Appends to a 1-D zarr array, writing only whole chunks until :meth:`close`.
+
+    Avoids rewriting a partial chunk at every append (zarr chunks are immutable objects).
+    """
+
+    def __init__(self, arr, chunk: int):
+        self.arr = arr
+        self.chunk = int(chunk)
+        self.written = 0
+        self.tail: list[np.ndarray] = []
+        self.tail_len = 0
+
+    def append(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        self.tail.append(np.asarray(values, dtype=self.arr.dtype))
+        self.tail_len += values.size
+        if self.tail_len >= self.chunk:
+            buf = np.concatenate(self.tail)
+            full = (buf.size // self.chunk) * self.chunk
+            self._write(buf[:full])
+            rest = buf[full:]
+            self.tail = [rest] if rest.size else []
+            self.tail_len = rest.size
+
+    def _write(self, buf: np.ndarray) -> None:
+        end = self.written + buf.size
+        if end > self.arr.shape[0]:
+            self.arr.resize((end,))
+        self.arr[self.written : end] = buf
+        self.written = end
+
+    def close(self) -> int:
+        if self.tail_len:
+            self._write(np.concatenate(self.tail))
+            self.tail, self.tail_len = [], 0
+        return self.written
+
+
+def _chunk_len(stream: BlockStream, block_nnz: int | None, chunk_nnz: int | None) -> int:
+    if chunk_nnz:
+        return int(chunk_nnz)
+    if stream.nnz is not None and stream.n_blocks:
+        typical = stream.nnz / stream.n_blocks
+    else:
+        typical = block_nnz or DEFAULT_BLOCK_NNZ
+    c = int(np.clip(typical // 4, _MIN_CHUNK, _MAX_CHUNK))
+    if stream.nnz is not None:
+        c = min(c, max(int(stream.nnz), 1))
+    return c
+
+
+def _write_meta(g, stream: BlockStream) -> None:
+    for key, df in (("row_meta", stream.row_meta), ("col_meta", stream.col_meta)):
+        if df is not None:
+            from anndata.io import write_elem
+
+            write_elem(g, key, df)
+
+
+def _write_sparse(stream: BlockStream, g, chunk: int) -> dict:
+    m, n = stream.shape
+    index_dtype = np.int32 if m < 2**31 else np.int64
+    ip_arr = g.create_array("indptr", shape=(0,), dtype=np.int64, chunks=(min(n + 1, 1 << 20),))
+    data = _ChunkAlignedAppender(
+        g.create_array("data", shape=(0,), dtype=stream.dtype, chunks=(chunk,)), chunk)
+    indices = _ChunkAlignedAppender(
+        g.create_array("indices", shape=(0,), dtype=index_dtype, chunks=(chunk,)), chunk)
+    indptr = _ChunkAlignedAppender(ip_arr, ip_arr.chunks[0])
+    indptr.append(np.zeros(1, dtype=np.int64))
+    offsets = [0]
+    nnz = 0
+    col = 0
+    for start, blk in stream:
+        blk = to_block(blk, stream.dtype, True)
+        if start != col or blk.shape[0] != m:
+            raise ValueError(f"block at column {start} has shape {blk.shape}; expected "
+                             f"columns from {col} and {m} rows")
+        data.append(blk.data)
+        indices.append(blk.indices)
+        indptr.append(blk.indptr[1:].astype(np.int64) + nnz)
+        nnz += int(blk.nnz)
+        col += blk.shape[1]
+        offsets.append(nnz)
+    if col != n:
+        raise ValueError(f"the blocks covered {col} columns, expected n={n}")
+    data.close()
+    indices.close()
+    indptr.close()
+    return {"encoding-type": "csc_matrix", "nnz": nnz, "block_indptr": offsets}
+
+
+def _write_dense(stream: BlockStream, g) -> dict:
+    m, n = stream.shape
+    widths = np.diff(stream.bounds)
+    width = int(widths[0]) if widths.size else 1
+    X = g.create_array("X", shape=(m, n), dtype=stream.dtype, chunks=(max(m, 1), max(width, 1)))
+    col = 0
+    for start, blk in stream:
+        blk = to_block(blk, stream.dtype, False)
+        if start != col or blk.shape[0] != m:
+            raise ValueError(f"block at column {start} has shape {blk.shape}; expected "
+                             f"columns from {col} and {m} rows")
+        X[:, start : start + blk.shape[1]] = blk
+        col += blk.shape[1]
+    if col != n:
+        raise ValueError(f"the blocks covered {col} columns, expected n={n}")
+    return {"encoding-type": "dense_matrix"}
+
+
+def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
+          chunk_nnz: int | None = None) -> None:
+    """Write a :class:`BlockStream` as a zarr matrix at ``path`` (no temp/rename here: the
+    caller, :func:`~dask_factor.io.registry.write_matrix`, does that).
+
+    Parameters
+    ----------
+    stream : BlockStream
+        Blocks are consumed once, in order; memory O(block + chunk).
+    path : path-like
+        A new directory.
+    block_nnz : int, optional
+        The target block size the stream was cut with (sizes the data chunks).
+    chunk_nnz : int, optional
+        Entries per ``data``/``indices`` chunk (default: a quarter of a typical block, within
+        [4096, 2**21]).
+
+    Examples
+    --------
+    >>> from dask_factor.io import write_matrix
+    >>> write_matrix(np.eye(4), "eye.zarr")  # doctest: +SKIP
+    """
+    m, n = stream.shape
+    g = zarr.open_group(str(path), mode="w-", zarr_format=3)
+    if stream.sparse:
+        attrs = _write_sparse(stream, g, _chunk_len(stream, block_nnz, chunk_nnz))
+    else:
+        attrs = _write_dense(stream, g)
+    _write_meta(g, stream)
+    attrs.update({
+        "encoding-version": ENCODING_VERSION,
+        "shape": [int(m), int(n)],
+        "dtype": str(np.dtype(stream.dtype)),
+        "block_bounds": [int(b) for b in stream.bounds],
+        "dask_factor_format": FORMAT_VERSION,
+    })
+    # attributes last: a store without them is recognisably incomplete
+    g.attrs.update(attrs)
