@@ -1,0 +1,495 @@
+"""Stream codecs of sparse (v2) chunks: escape-rANS blocks, byte-shuffle blocks, gap streams,
+value streams of every value type, and RcppML's float16 / quant8 conversions.
+
+Decoding happens in one numba call per chunk (:func:`decode_chunk`), encoding in a few calls
+per chunk (:func:`encode_chunk`).  Kernels return negative error codes from
+:data:`dask_factor.io.spz.rans.ERRORS` and never read or write out of bounds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .rans import (
+    E_COLCOUNT,
+    E_ESCAPE,
+    E_LANES,
+    E_ROW_ORDER,
+    E_ROW_RANGE,
+    E_TABLE_LEN,
+    E_TRAILING,
+    E_TRUNCATED,
+    E_VALUE_RANGE,
+    E_VARINT,
+    encode_stream,
+    rans_decode,
+    read_freq_table,
+    read_u32,
+    read_varint,
+    write_varint,
+)
+
+__all__ = [
+    "decode_chunk",
+    "sort_within_columns",
+    "encode_chunk",
+    "half_bits_to_f64",
+    "f32_to_half_bits",
+    "quantize8_v2",
+    "UINT_MAX",
+]
+
+#: largest value of the uint value types (codes 0, 1, 2)
+UINT_MAX = {0: 255, 1: 65535, 2: 4294967295}
+_WIDTH = (1, 2, 4, 4, 2, 1, 8)
+_U32 = np.uint64(0xFFFFFFFF)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+@njit(nogil=True, cache=True)
+def _decode_escape(buf, pos, end, count, out):
+    """Escape-rANS block -> ``out[:count]`` (uint64).  Returns ``(new_pos, err)``."""
+    freq = np.empty(256, np.int64)
+    nsym, pos, err = read_freq_table(buf, pos, end, freq)
+    if err:
+        return pos, err
+    enc_len, pos, err = read_u32(buf, pos, end)
+    if err:
+        return pos, err
+    if pos + enc_len > end:
+        return pos, E_TRUNCATED
+    syms = np.empty(count, np.uint8)
+    err = rans_decode(buf, pos, pos + enc_len, freq, count, syms)
+    if err:
+        return pos, err
+    pos += enc_len
+    ov_len, pos, err = read_u32(buf, pos, end)
+    if err:
+        return pos, err
+    ov_end = pos + ov_len
+    if ov_end > end:
+        return pos, E_TRUNCATED
+    if ov_len > 0:
+        for i in range(count):
+            s = syms[i]
+            if s == 255:
+                v, pos, err = read_varint(buf, pos, ov_end)
+                if err:
+                    return pos, E_ESCAPE
+                out[i] = v
+            else:
+                out[i] = s
+        if pos != ov_end:
+            return pos, E_ESCAPE
+    else:
+        for i in range(count):
+            out[i] = syms[i]
+    return pos, 0
+
+
+@njit(nogil=True, cache=True)
+def _decode_shuffle(buf, pos, end, count, width, out_bytes):
+    """Byte-shuffle block -> ``out_bytes`` (count*width, value-major).  Returns (pos, err)."""
+    if pos + 1 > end:
+        return pos, E_TRUNCATED
+    lanes = np.int64(buf[pos])
+    pos += 1
+    if lanes != width:
+        return pos, E_LANES
+    freq = np.empty(256, np.int64)
+    syms = np.empty(count, np.uint8)
+    for lane in range(width):
+        tl, pos, err = read_u32(buf, pos, end)
+        if err:
+            return pos, err
+        nsym, pos, err = read_freq_table(buf, pos, end, freq)
+        if err:
+            return pos, err
+        if tl != 2 + 2 * nsym:
+            return pos, E_TABLE_LEN
+        enc_len, pos, err = read_u32(buf, pos, end)
+        if err:
+            return pos, err
+        if pos + enc_len > end:
+            return pos, E_TRUNCATED
+        err = rans_decode(buf, pos, pos + enc_len, freq, count, syms)
+        if err:
+            return pos, err
+        pos += enc_len
+        for i in range(count):
+            out_bytes[i * width + lane] = syms[i]
+    return pos, 0
+
+
+@njit(nogil=True, cache=True)
+def half_bits_to_f64(h):
+    """IEEE-754 half bit pattern (int) -> float64 (exact, subnormals included)."""
+    sign = (h >> 15) & 1
+    e = (h >> 10) & 0x1F
+    mant = h & 0x3FF
+    if e == 0:
+        v = np.float64(mant) * 5.9604644775390625e-08  # 2**-24
+    elif e == 31:
+        v = np.inf if mant == 0 else np.nan
+    else:
+        v = np.float64(1024 + mant) * math.ldexp(1.0, e - 25)
+    return -v if sign else v
+
+
+@njit(nogil=True, cache=True)
+def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qoffset,
+                 sorted_rows, indptr, rows, vals):
+    """Decode one chunk (gap stream then value stream, adjacent in ``buf``).
+
+    Fills ``indptr[:num_cols+1]`` (local, from 0), ``rows[:nnz]`` and ``vals[:nnz]``.
+    With ``sorted_rows`` the rows must strictly increase within each column (every file
+    except row-sorted ones); rows always have to be ``< m``.  Returns 0 or an error code.
+    """
+    gend = gap_size
+    vend = gap_size + value_size
+    if vend > buf.size:
+        return E_TRUNCATED
+    # ---- structure
+    cc_len, pos, err = read_u32(buf, 0, gend)
+    if err:
+        return err
+    cc_end = pos + cc_len
+    if cc_end > gend:
+        return E_TRUNCATED
+    total = 0
+    indptr[0] = 0
+    if cc_len == 0 and nnz == 0:
+        # an empty chunk is stored as just ``cc_len = 0`` (no per-column counts)
+        for j in range(num_cols):
+            indptr[j + 1] = 0
+        return 0 if (gap_size == 4 and value_size == 0) else E_TRAILING
+    for j in range(num_cols):
+        c, pos, err = read_varint(buf, pos, cc_end)
+        if err:
+            return E_VARINT
+        if c > np.uint64(nnz):
+            return E_COLCOUNT
+        total += np.int64(c)
+        if total > nnz:
+            return E_COLCOUNT
+        indptr[j + 1] = total
+    if pos != cc_end:
+        return E_TRAILING
+    if total != nnz:
+        return E_COLCOUNT
+    if nnz > 0:
+        gaps = np.empty(nnz, np.uint64)
+        pos, err = _decode_escape(buf, pos, gend, nnz, gaps)
+        if err:
+            return err
+        for j in range(num_cols):
+            prev = np.uint64(0)
+            for k in range(indptr[j], indptr[j + 1]):
+                g = gaps[k]
+                if g > _U32:
+                    return E_ROW_RANGE
+                r = (prev + g) & _U32
+                if r >= np.uint64(m):
+                    return E_ROW_RANGE
+                if sorted_rows and r < prev:
+                    return E_ROW_ORDER
+                rows[k] = r
+                prev = (r + np.uint64(1)) & _U32
+    if pos != gend:
+        return E_TRAILING
+    # ---- values
+    pos = gend
+    if nnz == 0:
+        return 0 if value_size == 0 else E_TRAILING
+    if vtype <= 2:
+        iv = np.empty(nnz, np.uint64)
+        pos, err = _decode_escape(buf, pos, vend, nnz, iv)
+        if err:
+            return err
+        vmax = np.uint64(255) if vtype == 0 else (
+            np.uint64(65535) if vtype == 1 else np.uint64(4294967295))
+        for k in range(nnz):
+            if iv[k] > vmax:
+                return E_VALUE_RANGE
+            vals[k] = iv[k]
+    elif vtype == 5:
+        freq = np.empty(256, np.int64)
+        nsym, pos, err = read_freq_table(buf, pos, vend, freq)
+        if err:
+            return err
+        enc_len, pos, err = read_u32(buf, pos, vend)
+        if err:
+            return err
+        if pos + enc_len > vend:
+            return E_TRUNCATED
+        q = np.empty(nnz, np.uint8)
+        err = rans_decode(buf, pos, pos + enc_len, freq, nnz, q)
+        if err:
+            return err
+        pos += enc_len
+        sc = np.float32(qscale)
+        off = np.float32(qoffset)
+        for k in range(nnz):
+            vals[k] = off + sc * np.float32(q[k])
+    else:
+        w = _WIDTH[vtype]
+        raw = np.empty(nnz * w, np.uint8)
+        pos, err = _decode_shuffle(buf, pos, vend, nnz, w, raw)
+        if err:
+            return err
+        if vtype == 3:
+            f32 = raw.view(np.float32)
+            for k in range(nnz):
+                vals[k] = f32[k]
+        elif vtype == 6:
+            f64 = raw.view(np.float64)
+            for k in range(nnz):
+                vals[k] = f64[k]
+        else:
+            for k in range(nnz):
+                h = np.int64(raw[2 * k]) | (np.int64(raw[2 * k + 1]) << 8)
+                vals[k] = half_bits_to_f64(h)
+    if pos != vend:
+        return E_TRAILING
+    return 0
+
+
+@njit(nogil=True, cache=True)
+def sort_within_columns(indptr, rows, vals):
+    """Sort ``rows`` (and ``vals`` alongside) within each column, in place.
+
+    Returns 1 if a column holds a duplicate row index, else 0.
+    """
+    for j in range(indptr.size - 1):
+        s = indptr[j]
+        e = indptr[j + 1]
+        if e - s > 1:
+            order = np.argsort(rows[s:e], kind="mergesort")
+            r = rows[s:e][order]
+            v = vals[s:e][order]
+            for k in range(e - s):
+                rows[s + k] = r[k]
+                vals[s + k] = v[k]
+                if k > 0 and r[k] == r[k - 1]:
+                    return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+@njit(nogil=True, cache=True)
+def _encode_escape(vals, out, pos):
+    """Escape-rANS block of uint64 ``vals`` at ``out[pos:]``; returns the new position."""
+    n = vals.size
+    syms = np.empty(n, np.uint8)
+    escaped = False
+    mx = 0
+    for i in range(n):
+        v = vals[i]
+        if v < np.uint64(255):
+            syms[i] = np.uint8(v)
+            if np.int64(v) > mx:
+                mx = np.int64(v)
+        else:
+            syms[i] = 255
+            escaped = True
+    nsym = 256 if escaped else mx + 1
+    pos = encode_stream(syms, nsym, out, pos, False)
+    len_pos = pos
+    pos += 4
+    if escaped:
+        for i in range(n):
+            if vals[i] >= np.uint64(255):
+                pos = write_varint(out, pos, vals[i])
+    ov_len = pos - len_pos - 4
+    for b in range(4):
+        out[len_pos + b] = (ov_len >> (8 * b)) & 0xFF
+    return pos
+
+
+@njit(nogil=True, cache=True)
+def _encode_gaps(indptr, rows):
+    num_cols = indptr.size - 1
+    nnz = rows.size
+    out = np.zeros(4 + 10 * num_cols + 530 + 4 + 2 * nnz + 8 + 4 + 10 * nnz, np.uint8)
+    if nnz == 0:
+        return out[:4].copy()  # RcppML stores an empty chunk as just cc_len = 0
+    pos = 4
+    for j in range(num_cols):
+        pos = write_varint(out, pos, np.uint64(indptr[j + 1] - indptr[j]))
+    cc_len = pos - 4
+    for b in range(4):
+        out[b] = (cc_len >> (8 * b)) & 0xFF
+    if nnz > 0:
+        gaps = np.empty(nnz, np.uint64)
+        for j in range(num_cols):
+            prev = np.uint64(0)
+            for k in range(indptr[j], indptr[j + 1]):
+                r = np.uint64(rows[k])
+                gaps[k] = (r - prev) & _U32
+                prev = (r + np.uint64(1)) & _U32
+        pos = _encode_escape(gaps, out, pos)
+    return out[:pos].copy()
+
+
+@njit(nogil=True, cache=True)
+def _encode_uint_values(vals):
+    n = vals.size
+    out = np.empty(530 + 8 + 2 * n + 4 + 10 * n, np.uint8)
+    pos = _encode_escape(vals, out, 0)
+    return out[:pos].copy()
+
+
+@njit(nogil=True, cache=True)
+def _encode_shuffle(raw, width):
+    """Byte-shuffle block over ``raw`` (count*width bytes, value-major)."""
+    n = raw.size // width
+    out = np.empty(1 + width * (4 + 514 + 4 + 2 * n + 4), np.uint8)
+    out[0] = width
+    pos = 1
+    lane = np.empty(n, np.uint8)
+    for s in range(width):
+        for i in range(n):
+            lane[i] = raw[i * width + s]
+        pos = encode_stream(lane, 256, out, pos, True)
+    return out[:pos].copy()
+
+
+@njit(nogil=True, cache=True)
+def _encode_q8(q):
+    out = np.empty(514 + 4 + 2 * q.size + 4, np.uint8)
+    pos = encode_stream(q, 256, out, 0, False)
+    return out[:pos].copy()
+
+
+@njit(nogil=True, cache=True)
+def _f32bits_to_half(bits):
+    sign = (bits >> 16) & 0x8000
+    e = ((bits >> 23) & 0xFF) - 127
+    mant = bits & 0x7FFFFF
+    if e > 15:
+        return sign | 0x7C00
+    if e < -14:
+        return sign
+    he = e + 15
+    hm = mant >> 13
+    rnd = (mant >> 12) & 1
+    sticky = mant & 0xFFF
+    if rnd and (sticky or (hm & 1)):
+        hm += 1
+        if hm == 0x400:
+            hm = 0
+            he += 1
+    return sign | (he << 10) | hm
+
+
+@njit(nogil=True, cache=True)
+def _f32_to_half_arr(bits, out):
+    for i in range(bits.size):
+        out[i] = _f32bits_to_half(np.int64(bits[i]))
+
+
+def f32_to_half_bits(values: np.ndarray) -> np.ndarray:
+    """RcppML's float -> half converter (not IEEE: NaN -> Inf, subnormals flushed to 0).
+
+    Parameters
+    ----------
+    values : ndarray
+        Any float array; converted to float32 first, like RcppML does.
+
+    Returns
+    -------
+    ndarray of uint16
+        Half bit patterns, same shape.
+
+    Examples
+    --------
+    >>> f32_to_half_bits(np.array([1.0, 65504.0, 1e-8]))
+    array([15360, 31743,     0], dtype=uint16)
+    """
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    out = np.empty(v.shape, np.uint16)
+    _f32_to_half_arr(v.reshape(-1).view(np.uint32), out.reshape(-1))
+    return out
+
+
+def quantize8_v2(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """v2 quant8 of one chunk, in float32 arithmetic (spec 3.5).
+
+    Returns ``(q uint8, scale, offset)`` with ``offset = min``, ``scale = (max - min) / 255``
+    (1.0 when max == min); decoding is ``offset + scale * q`` in float32, so the error is at
+    most about ``scale / 2`` plus float32 rounding.
+
+    Examples
+    --------
+    >>> q, scale, offset = quantize8_v2(np.array([0.0, 1.0, 255.0]))
+    >>> q.tolist(), scale, offset
+    ([0, 1, 255], 1.0, 0.0)
+    """
+    v = np.asarray(values, dtype=np.float32)
+    if v.size == 0:
+        return np.zeros(0, np.uint8), 0.0, 0.0
+    mn = v.min()
+    mx = v.max()
+    scale = np.float32((mx - mn) / np.float32(255.0)) if mx != mn else np.float32(1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = (v - mn) / scale + np.float32(0.5)
+    q = np.clip(t, np.float32(0), np.float32(255)).astype(np.uint8)
+    return q, float(scale), float(mn)
+
+
+def encode_chunk(
+    indptr: np.ndarray, rows: np.ndarray, values: np.ndarray, vtype: int
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Encode one chunk's gap stream and value stream.
+
+    Parameters
+    ----------
+    indptr : ndarray of int64, shape (num_cols + 1,)
+        Local column pointer starting at 0.
+    rows : ndarray of int64
+        Row indices, strictly increasing within each column.
+    values : ndarray of float64
+        Values already validated for ``vtype``.
+    vtype : int
+        v2 value_type code.
+
+    Returns
+    -------
+    gap_stream, value_stream : ndarray of uint8
+    quant_scale, quant_offset : float
+        Non-zero only for quant8.
+
+    Examples
+    --------
+    >>> g, v, s, o = encode_chunk(np.array([0, 1]), np.array([3]), np.array([2.0]), 0)
+    >>> int(g[4]), int(v.size) > 0
+    (1, True)
+    """
+    gaps = _encode_gaps(
+        np.ascontiguousarray(indptr, np.int64), np.ascontiguousarray(rows, np.int64)
+    )
+    nnz = rows.size
+    if nnz == 0:
+        return gaps, np.zeros(0, np.uint8), 0.0, 0.0
+    qs = qo = 0.0
+    if vtype <= 2:
+        vs = _encode_uint_values(np.ascontiguousarray(values).astype(np.uint64))
+    elif vtype == 5:
+        q, qs, qo = quantize8_v2(values)
+        vs = _encode_q8(q)
+    else:
+        if vtype == 3:
+            raw = np.ascontiguousarray(values, dtype="<f4").view(np.uint8)
+        elif vtype == 6:
+            raw = np.ascontiguousarray(values, dtype="<f8").view(np.uint8)
+        else:
+            raw = f32_to_half_bits(values).astype("<u2").view(np.uint8)
+        vs = _encode_shuffle(raw, _WIDTH[vtype])
+    return gaps, vs, qs, qo
