@@ -212,8 +212,13 @@ class NMFResult:
 
 def _h_dask(state: ALSState, bounds: np.ndarray, perm: np.ndarray, dtype) -> da.Array:
     k = state.W.shape[1]
-    parts = [da.from_delayed(b, shape=(int(bounds[i + 1] - bounds[i]), k), dtype=dtype)
-             for i, b in enumerate(state.h_blocks)]
+    parts = []
+    for i, b in enumerate(state.h_blocks):
+        if isinstance(b, np.ndarray):
+            parts.append(da.from_array(b, chunks=b.shape))
+        else:  # a future on the cluster: H stays there until asked for
+            parts.append(da.from_delayed(dask.delayed(b), dtype=dtype,
+                                         shape=(int(bounds[i + 1] - bounds[i]), k)))
     Ht = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     scale = state.h_scale
     return (Ht / scale.astype(dtype)).T[perm]
@@ -404,8 +409,7 @@ def nmf(
     target_blocks = gram_target = None
     if T is not None:
         b = prep.bm.bounds
-        target_blocks = [dask.delayed(np.ascontiguousarray(T[:, b[i]:b[i + 1]].T))
-                         for i in range(b.size - 1)]
+        target_blocks = [np.ascontiguousarray(T[:, b[i]:b[i + 1]].T) for i in range(b.size - 1)]
         gram_target = T @ T.T / n
 
     bar = None

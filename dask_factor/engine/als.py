@@ -25,11 +25,11 @@ from typing import Any
 
 import dask
 import numpy as np
-from dask.delayed import Delayed
 
 from ..kernels.als import h_step_dense, h_step_sparse, w_solve
 from ..kernels.nnls import gram_cholesky
 from .blocks import BlockedMatrix, block_stats, sum_stats, tree_keys
+from .executor import Executor
 
 EPS_GRAM = 1e-15
 EPS_D = 1e-15
@@ -62,12 +62,26 @@ class ALSConfig:
 
 
 @dataclass
+class WPack:
+    """The small package every block task receives: W, its Gram, and scales (opaque to Dask)."""
+
+    W: np.ndarray
+    G: np.ndarray
+    L: np.ndarray | None
+    t: int
+    xscale: np.ndarray
+    d: np.ndarray | None
+    dh: np.ndarray | None
+    stats: dict | None = None
+
+
+@dataclass
 class ALSState:
     """What a finished (or interrupted) fit leaves: factors in the solver's layout and histories."""
 
     W: np.ndarray  # m × k, normalised columns
     d: np.ndarray  # k
-    h_blocks: list[Delayed]  # raw Ht_p (n_p × k), persisted
+    h_blocks: list  # raw Ht_p (n_p × k): values, or futures on a cluster
     h_scale: np.ndarray  # divide raw H rows by this to normalise
     iterations: int
     converged: bool
@@ -85,15 +99,15 @@ class ALSState:
 
 def _h_task(block, wpack, hprev, target, cfg: ALSConfig):
     """H half-step on one block plus its W-update partials."""
-    W = wpack["W"]
+    W = wpack.W
     m, k = W.shape
     n_p = block.shape[1]
     Ht = np.empty((n_p, k), dtype=cfg.dtype)
     warm = hprev is not None and cfg.solver == "cd"
     Xprev = hprev if warm else np.zeros((1, k), dtype=cfg.dtype)
-    xscale = wpack["xscale"]
+    xscale = wpack.xscale
     use_chol = cfg.solver == "cholesky"
-    L = wpack["L"] if use_chol else wpack["G"]
+    L = wpack.L if use_chol else wpack.G
     nonneg, ub, l1 = cfg.nonneg[1], cfg.upper_bound[1], cfg.L1[1]
     tlam = cfg.target_lambda if (target is not None and cfg.target_lambda > 0) else 0.0
     Tt = target if tlam != 0.0 else np.zeros((1, k), dtype=np.float64)
@@ -103,12 +117,12 @@ def _h_task(block, wpack, hprev, target, cfg: ALSConfig):
         s = np.zeros(k, dtype=np.float64)
         s2 = np.zeros(k, dtype=np.float64)
         sweeps = h_step_sparse(
-            block.indptr, block.indices, block.data, W, wpack["G"], L, l1, Tt, tlam, use_chol,
+            block.indptr, block.indices, block.data, W, wpack.G, L, l1, Tt, tlam, use_chol,
             nonneg, ub, Xprev, xscale, warm, cfg.cd_maxit, cfg.cd_tol, Ht, P, Q, s, s2,
         )
     else:
         P, Q, s, s2, sweeps = h_step_dense(
-            block, W, wpack["G"], L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm,
+            block, W, wpack.G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm,
             cfg.cd_maxit, cfg.cd_tol, Ht,
         )
     return Ht, (P, Q, s, s2, float(sweeps))
@@ -152,8 +166,8 @@ def _w_rows_task(red, wpack, r0, r1, cfg: ALSConfig):
     Bt = P[r0:r1] / dh - cfg.L1[0]
     use_chol = cfg.solver == "cholesky"
     L = gram_cholesky(G) if use_chol else G
-    warm = wpack["t"] > 0 and not use_chol
-    Xwarm = (np.asarray(wpack["W"][r0:r1], dtype=np.float64) * dh) if warm else None
+    warm = wpack.t > 0 and not use_chol
+    Xwarm = (np.asarray(wpack.W[r0:r1], dtype=np.float64) * dh) if warm else None
     return w_solve(G, Bt, L, use_chol, cfg.nonneg[0], cfg.upper_bound[0], Xwarm, warm,
                    cfg.cd_maxit, cfg.cd_tol, np.float64)
 
@@ -177,7 +191,7 @@ def make_wpack(W, t, cfg: ALSConfig, *, dh=None, d=None, gram_target=None):
     L = gram_cholesky(G) if cfg.solver == "cholesky" else None
     # warm start for the next H solve: H_raw ≈ d_w ⊙ H_norm = H_raw_prev · d_w / d_h
     xscale = (d / dh) if (d is not None and dh is not None) else np.ones(k)
-    return {"W": W, "G": G, "L": L, "WtW": WtW, "t": t, "xscale": xscale, "d": d, "dh": dh}
+    return WPack(W=W, G=G, L=L, t=t, xscale=xscale, d=d, dh=dh)
 
 
 def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
@@ -199,23 +213,17 @@ def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
     cross = float(np.sum(d * np.einsum("ik,ik->k", W64, Pn)))
     quad = float(np.sum(np.outer(d, d) * (W64.T @ W64) * Qn))
     sse = sq_norm - 2.0 * cross + quad
-    pack = make_wpack(Wn_store, wpack_prev["t"] + 1, cfg, dh=dh, d=d, gram_target=gram_target)
-    pack["stats"] = {"sse": max(sse, 0.0), "sweeps": sweeps}
+    pack = make_wpack(Wn_store, wpack_prev.t + 1, cfg, dh=dh, d=d, gram_target=gram_target)
+    pack.stats = {"sse": max(sse, 0.0), "sweeps": sweeps}
     return pack
 
 
 def _stats(pack):
-    return pack["stats"]
+    return pack.stats
 
 
 # --------------------------------------------------------------------------------------------
 # the driver
-
-
-def _persist(objs, client):
-    if client is not None:
-        return client.persist(objs)
-    return list(dask.persist(*objs))
 
 
 def _compute(obj, client):
@@ -224,19 +232,34 @@ def _compute(obj, client):
     return dask.compute(obj)[0]
 
 
-def _graph_size(objs) -> int:
-    keys = set()
-    for o in objs:
-        keys.update(o.__dask_graph__().keys())
-    return len(keys)
-
-
 def compute_block_stats(bm: BlockedMatrix, client=None) -> np.ndarray:
     """One validation pass: (Σa², #non-finite, #negative, #non-zero) over all blocks."""
     parts = [dask.delayed(block_stats, pure=True)(b, dask_key_name=f"stats-{bm.name}-{i}")
              for i, b in enumerate(bm.blocks)]
     total = dask.delayed(sum_stats, pure=True)(*parts, dask_key_name=f"stats-{bm.name}")
     return np.asarray(_compute(total, client))
+
+
+def block_graph(bm: BlockedMatrix, ex: Executor) -> tuple[dict, list[str]]:
+    """The graph that produces the blocks (read tasks, or the in-memory values) and their keys."""
+    dsk: dict = {}
+    keys = []
+    for blk in bm.blocks:
+        key = blk.key
+        keys.append(key)
+        g = blk.__dask_graph__()
+        dsk.update(g if isinstance(g, dict) else dict(g))
+    if ex.distributed:
+        # values already computed (in-memory inputs, persisted blocks) travel once, as futures
+        for key in keys:
+            v = dsk[key]
+            if not _is_task_like(v):
+                dsk[key] = ex.scatter(key, v)
+    return dsk, keys
+
+
+def _is_task_like(v) -> bool:
+    return isinstance(v, tuple) or type(v).__module__.startswith(("dask.", "distributed."))
 
 
 def fit_als(
@@ -264,7 +287,7 @@ def fit_als(
         ‖A‖²_F, for the loss.
     client : distributed.Client, optional
         Where to run; default: dask's current scheduler (threads, or the active client).
-    target_blocks : list of Delayed (n_p × k float64), optional
+    target_blocks : list of (n_p × k) float64 arrays, optional
         H-side target per block (with ``cfg.target_lambda > 0``).
     gram_target : (k, k) ndarray, optional
         ``T Tᵀ / n`` for a negative ``target_lambda``.
@@ -277,11 +300,18 @@ def fit_als(
     """
     m, n = bm.shape
     k = cfg.k
+    ex = Executor(client)
     tok = uuid.uuid4().hex[:8]
-    wpack = _persist([dask.delayed(make_wpack, pure=True)(
-        W0, 0, cfg, dask_key_name=f"wpack-{tok}-0")], client)[0]
-    hblocks: list = [None] * bm.n_blocks
-    targets = target_blocks or [None] * bm.n_blocks
+    static, bkeys = block_graph(bm, ex)
+    tkeys: list = [None] * bm.n_blocks
+    if target_blocks is not None:
+        for b, t in enumerate(target_blocks):
+            tkeys[b] = f"target-{tok}-{b}"
+            static[tkeys[b]] = ex.scatter(tkeys[b], t) if ex.distributed else t
+    pack_key = f"wpack-{tok}-0"
+    kept, _ = ex.run({pack_key: (make_wpack, W0, 0, cfg)}, [pack_key], [])
+    prev = {pack_key: kept[pack_key]}
+    hkeys: list = [None] * bm.n_blocks
     row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
     schedule = tree_keys(bm.n_blocks)
     history: list[float] = []
@@ -291,44 +321,48 @@ def fit_als(
     converged = False
     t0 = time.perf_counter()
     it = 0
-    d = np.ones(k)
-    dh = np.ones(k)
     for it in range(1, cfg.maxit + 1):
-        outs = []
+        dsk = dict(static)
+        dsk.update(prev)
+        new_h = []
         parts = []
-        for b, blk in enumerate(bm.blocks):
-            res = dask.delayed(_h_task, pure=True)(
-                blk, wpack, hblocks[b], targets[b], cfg, dask_key_name=f"h-{tok}-{it}-{b}")
-            outs.append(dask.delayed(_first, pure=True)(res, dask_key_name=f"ht-{tok}-{it}-{b}"))
-            parts.append(dask.delayed(_second, pure=True)(res,
-                                                          dask_key_name=f"hp-{tok}-{it}-{b}"))
+        for b in range(bm.n_blocks):
+            hk = f"h-{tok}-{it}-{b}"
+            dsk[hk] = (_h_task, bkeys[b], pack_key, hkeys[b], tkeys[b], cfg)
+            dsk[f"ht-{tok}-{it}-{b}"] = (_first, hk)
+            dsk[f"hp-{tok}-{it}-{b}"] = (_second, hk)
+            new_h.append(f"ht-{tok}-{it}-{b}")
+            parts.append(f"hp-{tok}-{it}-{b}")
         for lvl, groups in enumerate(schedule):
-            parts = [
-                parts[g[0]] if len(g) == 1 else dask.delayed(_add_partials, pure=True)(
-                    *[parts[i] for i in g], dask_key_name=f"red-{tok}-{it}-{lvl}-{gi}")
-                for gi, g in enumerate(groups)
-            ]
+            nxt = []
+            for gi, g in enumerate(groups):
+                if len(g) == 1:
+                    nxt.append(parts[g[0]])
+                    continue
+                rk = f"red-{tok}-{it}-{lvl}-{gi}"
+                dsk[rk] = (_add_partials, *[parts[i] for i in g])
+                nxt.append(rk)
+            parts = nxt
         red = parts[0]
-        rows = [
-            dask.delayed(_w_rows_task, pure=True)(
-                red, wpack, row_bounds[c], row_bounds[c + 1], cfg,
-                dask_key_name=f"w-{tok}-{it}-{c}")
-            for c in range(len(row_bounds) - 1)
-        ]
-        new_pack = dask.delayed(_w_finish, pure=True)(
-            red, wpack, sq_norm, cfg, gram_target, *rows, dask_key_name=f"wpack-{tok}-{it}")
-        objs = outs + [new_pack]
-        sizes.append(_graph_size(objs))
-        persisted = _persist(objs, client)
-        hblocks = persisted[:-1]
-        wpack = persisted[-1]
-        stats = _compute(dask.delayed(_stats, pure=True)(
-            wpack, dask_key_name=f"stats-{tok}-{it}"), client)
+        rows = []
+        for c in range(len(row_bounds) - 1):
+            wk = f"w-{tok}-{it}-{c}"
+            dsk[wk] = (_w_rows_task, red, pack_key, row_bounds[c], row_bounds[c + 1], cfg)
+            rows.append(wk)
+        new_pack = f"wpack-{tok}-{it}"
+        dsk[new_pack] = (_w_finish, red, pack_key, sq_norm, cfg, gram_target, *rows)
+        stats_key = f"stats-{tok}-{it}"
+        dsk[stats_key] = (_stats, new_pack)
+        sizes.append(len(dsk) - len(static))
+        kept, (stats,) = ex.run(dsk, new_h + [new_pack], [stats_key])
+        hkeys = new_h
+        pack_key = new_pack
+        prev = kept  # the previous iteration's factors are dropped here
         sse = float(stats["sse"])
         rel = math.nan
         if history:
-            prev = history[-1]
-            rel = abs(prev - sse) / (abs(prev) + 1e-15)
+            last = history[-1]
+            rel = abs(last - sse) / (abs(last) + 1e-15)
             tols.append(rel)
             below = below + 1 if rel < cfg.tol else 0
         history.append(sse)
@@ -340,12 +374,13 @@ def fit_als(
             break
         if stop:
             break
-    final = _compute(wpack, client)
-    d = final["d"] if final["d"] is not None else np.ones(k)
-    dh = final["dh"] if final["dh"] is not None else np.ones(k)
+    (final,) = ex.gather([prev[pack_key]])
+    d = final.d if final.d is not None else np.ones(k)
+    dh = final.dh if final.dh is not None else np.ones(k)
     return ALSState(
-        W=np.asarray(final["W"]), d=np.asarray(d, dtype=np.float64), h_blocks=hblocks,
-        h_scale=np.asarray(dh, dtype=np.float64), iterations=it, converged=converged,
-        sse=history[-1] if history else float(sq_norm), loss_history=history,
-        tol_history=tols, sq_norm=sq_norm, seconds=time.perf_counter() - t0, graph_sizes=sizes,
+        W=np.asarray(final.W), d=np.asarray(d, dtype=np.float64),
+        h_blocks=[prev[h] for h in hkeys], h_scale=np.asarray(dh, dtype=np.float64),
+        iterations=it, converged=converged, sse=history[-1] if history else float(sq_norm),
+        loss_history=history, tol_history=tols, sq_norm=sq_norm,
+        seconds=time.perf_counter() - t0, graph_sizes=sizes,
     )

@@ -1,0 +1,71 @@
+"""Running one iteration's task graph and keeping its factors where they were computed.
+
+The engine describes each iteration as a plain Dask graph (a dict of ``key: (func, *args)``)
+whose previous-iteration inputs are *persisted* values: with dask's local schedulers (threads by
+default, or ``synchronous``) they are the Python objects themselves; on a ``distributed.Client``
+they are futures, so the factors stay on the workers. Either way the graph of every iteration has
+the same tasks, and what is not kept is released when the next iteration replaces it.
+
+Raw graphs instead of ``dask.delayed``/``persist`` keep the client-side cost of an iteration to a
+fraction of a millisecond per task, which matters when an iteration takes a few milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+from dask.base import get_scheduler
+
+
+def _distributed_client(client=None):
+    if client is not None:
+        return client
+    sched = get_scheduler()
+    owner = getattr(sched, "__self__", None)
+    if owner is not None and type(owner).__name__ == "Client" and hasattr(owner, "gather"):
+        return owner
+    return None
+
+
+class Executor:
+    """Runs graphs on the current Dask scheduler; ``client=`` forces a distributed cluster.
+
+    Methods
+    -------
+    run(dsk, keep, fetch) -> (kept handles, fetched values)
+        ``keep`` keys stay persisted (values locally, futures on a cluster); ``fetch`` keys are
+        brought to the client.
+    """
+
+    def __init__(self, client=None):
+        self.client = _distributed_client(client)
+        self.get = None if self.client is not None else (get_scheduler() or dask.threaded.get)
+
+    @property
+    def distributed(self) -> bool:
+        return self.client is not None
+
+    def run(self, dsk: dict, keep: list, fetch: list) -> tuple[dict[str, Any], list[Any]]:
+        if self.client is not None:
+            futs = self.client.get(dsk, list(keep) + list(fetch), sync=False)
+            kept = dict(zip(keep, futs[: len(keep)]))
+            fetched = self.client.gather(futs[len(keep):]) if fetch else []
+            return kept, list(fetched)
+        vals = self.get(dsk, list(keep) + list(fetch))
+        return dict(zip(keep, vals[: len(keep)])), list(vals[len(keep):])
+
+    def gather(self, handles: list) -> list:
+        if self.client is not None:
+            return list(self.client.gather(list(handles)))
+        return list(handles)
+
+    def scatter(self, key: str, value: Any) -> Any:
+        """Place a value where the tasks run (a future on a cluster, the value itself locally)."""
+        if self.client is not None:
+            return self.client.get({key: (_identity, value)}, [key], sync=False)[0]
+        return value
+
+
+def _identity(x):
+    return x
