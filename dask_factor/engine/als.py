@@ -112,7 +112,7 @@ def _h_task(block, wpack, hprev, target, cfg: ALSConfig):
     tlam = cfg.target_lambda if (target is not None and cfg.target_lambda > 0) else 0.0
     Tt = target if tlam != 0.0 else np.zeros((1, k), dtype=np.float64)
     if hasattr(block, "indptr"):
-        P = np.zeros((m, k), dtype=np.float64)
+        P = np.zeros((m, k), dtype=W.dtype)
         Q = np.zeros((k, k), dtype=np.float64)
         s = np.zeros(k, dtype=np.float64)
         s2 = np.zeros(k, dtype=np.float64)
@@ -125,7 +125,7 @@ def _h_task(block, wpack, hprev, target, cfg: ALSConfig):
             block, W, wpack.G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm,
             cfg.cd_maxit, cfg.cd_tol, Ht,
         )
-    return Ht, (P, Q, s, s2, float(sweeps))
+    return Ht, (P.astype(np.float64, copy=False), Q, s, s2, float(sweeps))
 
 
 def _first(x):

@@ -28,7 +28,7 @@ from .nnls import (
 )
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "reassoc"})
 def h_step_sparse(
     indptr, indices, data, W, G, L, l1, Tt, tlam, use_chol, nonneg, ub,
     Xprev, xscale, warm, cd_maxit, cd_tol, Ht, P, Q, s, s2,
@@ -45,7 +45,8 @@ def h_step_sparse(
     Tt, tlam : (n_p, k) target and its weight; ``b_j += tlam·t_j`` when ``tlam != 0``.
     Xprev, xscale : warm start ``x₀ = Xprev[j] * xscale`` (n_p × k, k); used when ``warm``.
     Ht : (n_p, k) output, the new H block (samples × k), storage dtype.
-    P : (m, k) float64 output, zeroed by the caller; receives ``A_p H_pᵀ``.
+    P : (m, k) output, zeroed by the caller; receives ``A_p H_pᵀ`` accumulated in P's dtype
+        (the storage dtype: float32 by default; the engine reduces blocks in float64).
     Q : (k, k) float64 output, zeroed; receives ``H_p H_pᵀ``.
     s, s2 : (k,) float64 outputs, zeroed; receive Σ|h| and Σh² per factor.
 
@@ -55,19 +56,22 @@ def h_step_sparse(
     """
     n = indptr.size - 1
     k = W.shape[1]
+    acc = np.empty(k, dtype=W.dtype)  # products accumulate in the storage dtype (SIMD-friendly)
+    hx = np.empty(k, dtype=P.dtype)
     b = np.empty(k, dtype=np.float64)
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
     has_target = tlam != 0.0
     sweeps = 0
     for j in range(n):
-        for f in range(k):
-            b[f] = -l1
+        acc[:] = 0.0
         for p in range(indptr[j], indptr[j + 1]):
-            a = np.float64(data[p])
-            i = indices[p]
+            a = data[p]
+            w = W[indices[p]]
             for f in range(k):
-                b[f] += a * W[i, f]
+                acc[f] += a * w[f]
+        for f in range(k):
+            b[f] = np.float64(acc[f]) - l1
         if has_target:
             for f in range(k):
                 b[f] += tlam * Tt[j, f]
@@ -87,6 +91,7 @@ def h_step_sparse(
         for f in range(k):
             Ht[j, f] = x[f]
             x[f] = Ht[j, f]  # the stored (possibly float32) value feeds the partials
+            hx[f] = x[f]
         for f in range(k):
             xf = x[f]
             s[f] += abs(xf)
@@ -94,10 +99,10 @@ def h_step_sparse(
             for g in range(f, k):
                 Q[f, g] += xf * x[g]
         for p in range(indptr[j], indptr[j + 1]):
-            a = np.float64(data[p])
-            i = indices[p]
+            a = data[p]
+            row = P[indices[p]]
             for f in range(k):
-                P[i, f] += a * x[f]
+                row[f] += a * hx[f]
     for f in range(k):
         for g in range(f + 1, k):
             Q[g, f] = Q[f, g]
