@@ -35,6 +35,8 @@ EPS_GRAM = 1e-15
 EPS_D = 1e-15
 #: rows of W solved per task in the W half-step
 W_ROWS_PER_TASK = 4096
+#: partials of this many blocks are summed per reduction task (in block order)
+REDUCE_FANIN = 8
 #: consecutive iterations the relative loss change must stay under ``tol`` (RcppML's NMF_PATIENCE)
 CONVERGENCE_PATIENCE = 5
 
@@ -313,7 +315,7 @@ def fit_als(
     prev = {pack_key: kept[pack_key]}
     hkeys: list = [None] * bm.n_blocks
     row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
-    schedule = tree_keys(bm.n_blocks)
+    schedule = tree_keys(bm.n_blocks, REDUCE_FANIN)
     history: list[float] = []
     tols: list[float] = []
     sizes: list[int] = []

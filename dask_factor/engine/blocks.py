@@ -119,7 +119,8 @@ def as_blocked(
     dtype : numpy dtype
         Value dtype of the blocks (float32 or float64).
     chunks : int, optional
-        Columns per block (overrides the non-zero based choice).
+        Columns per block (overrides the non-zero based choice). Dask arrays keep their column
+        chunks unless ``chunks`` is given or they have fewer than ``MIN_BLOCKS`` of them.
     block_nnz : int, optional
         Target stored entries per block for in-memory inputs (default 1,000,000).
 
@@ -140,6 +141,10 @@ def as_blocked(
         sparse = _is_sparse_meta(getattr(A, "_meta", None))
         if chunks is not None:
             A = A.rechunk({1: int(chunks)})
+        elif len(A.chunks[1]) < MIN_BLOCKS and A.shape[1] >= 32 * MIN_BLOCKS:
+            # too few column chunks to keep the workers busy: split them (a source chunk is
+            # still loaded once per pass, the split is a slice of it)
+            A = A.rechunk({1: -(-A.shape[1] // MIN_BLOCKS)})
         col_chunks = A.chunks[1]
         bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(np.int64)
         grid = A.to_delayed(optimize_graph=True)  # (row blocks, col blocks)
