@@ -35,14 +35,22 @@ def _is_anndata(x) -> bool:
 
 
 def open_lazy(A, name: str = "A"):
-    """Paths and AnnData objects go through the I/O registry (read inside tasks)."""
+    """Paths, AnnData objects and opened stores go through the I/O registry (read in tasks)."""
+    if isinstance(A, (np.ndarray, da.Array, list, tuple)) or sp.issparse(A):
+        return A
+    from ..io import open_matrix
+
     if is_path(A) or _is_anndata(A):
-        try:
-            from ..io import open_matrix
-        except ImportError as exc:  # pragma: no cover - io is part of the package
-            raise TypeError(f"{name}: reading files needs dask_factor.io ({exc})") from exc
         return open_matrix(A)
-    return A
+    path = getattr(A, "path", None)
+    if type(A).__name__ == "SpzFile" and path is not None:  # an opened .spz: read by path
+        return open_matrix(path)
+    try:  # another opened store the registry knows
+        return open_matrix(A)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{name}: expected a numpy array, scipy.sparse matrix, dask array, AnnData, an "
+            f"opened store or a path to a matrix file, got {type(A).__name__} ({exc})") from exc
 
 
 def prepare_input(
