@@ -59,12 +59,13 @@ def _bad_value(vals: np.ndarray, bad: np.ndarray, ch: SparseChunk, vt_name: str,
     k = int(np.flatnonzero(bad)[0])
     col = ch.col_start + int(np.searchsorted(ch.indptr, k, side="right") - 1)
     return ValueError(
-        f"source: value {vals[k]!r} at (row {int(ch.rows[k])}, column {col}) cannot be stored "
-        f"as value_type={vt_name!r}: {why}"
+        f"source: value {float(vals[k])!r} at (row {int(ch.rows[k])}, column {col}) cannot be "
+        f"stored as value_type={vt_name!r}: {why}"
     )
 
 
-def _check_values(vals: np.ndarray, ch: SparseChunk, vt: int, strict: bool) -> None:
+def _check_values(vals: np.ndarray, ch: SparseChunk, vt: int, strict: bool,
+                  auto: bool = False) -> None:
     name = VALUE_TYPES[vt][0]
     if not strict and vt in (3, 4):
         return
@@ -85,6 +86,8 @@ def _check_values(vals: np.ndarray, ch: SparseChunk, vt: int, strict: bool) -> N
         else:
             return
     if bad.any():
+        if auto:
+            why += " ('auto' chose it; pass value_type='float64')"
         raise _bad_value(vals, bad, ch, name, why)
 
 
@@ -107,8 +110,8 @@ def _check_panel(panel: np.ndarray, col_start: int, codec: int, vt: int, strict:
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise ValueError(
-            f"source: value {v[r, c]!r} at (row {r}, column {col_start + c}) cannot be stored "
-            f"with codec {list(CODEC_CODES)[codec]!r}: {why}"
+            f"source: value {float(v[r, c])!r} at (row {r}, column {col_start + c}) cannot be "
+            f"stored with codec {list(CODEC_CODES)[codec]!r}: {why}"
         )
 
 
@@ -198,7 +201,7 @@ def _decoded_forward(f: IO[bytes], base: int, desc: np.ndarray, m: int, vt: int
 
 
 def _write_v2(f: IO[bytes], src: Source, vt: int, cc: int, want_t: bool, obs: bytes | None,
-              var: bytes | None, budget: int, strict: bool) -> bool:
+              var: bytes | None, budget: int, strict: bool, auto: bool) -> bool:
     """Write a v2 file; returns whether a transpose section was written."""
     m, n = src.shape
     nch = -(-n // cc) if n else 0
@@ -208,7 +211,7 @@ def _write_v2(f: IO[bytes], src: Source, vt: int, cc: int, want_t: bool, obs: by
     rel, total, c = 0, 0, 0
     row_counts = np.zeros(m, np.int64)
     for ch in src.sparse_chunks(cc):
-        _check_values(ch.vals, ch, vt, strict)
+        _check_values(ch.vals, ch, vt, strict, auto)
         rel = _emit_sparse(f, desc, c, ch, vt, rel, "forward")
         count_rows(ch.rows, row_counts)
         total += int(ch.rows.size)
@@ -474,12 +477,12 @@ def write_spz(
                               UserWarning, stacklevel=2)
         else:
             vt = VALUE_TYPE_CODES[vt_name]
-            if hasattr(src, "a"):  # validate in-memory values before creating the file
-                for ch in src.sparse_chunks(cc):
-                    _check_values(ch.vals, ch, vt, strict)
+        if hasattr(src, "a"):  # validate in-memory values before creating the file
+            for ch in src.sparse_chunks(cc):
+                _check_values(ch.vals, ch, vt, strict, vt_name == "auto")
         with _atomic_file(path) as f:
             has_t = _write_v2(f, src, vt, cc, want_t, obs_blob, var_blob,
-                              int(transpose_memory), strict)
+                              int(transpose_memory), strict, vt_name == "auto")
     finally:
         if spill is not None:
             spill.close()
