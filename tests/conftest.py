@@ -1,0 +1,45 @@
+"""Shared fixtures: the bundled datasets (shipped with the package, no /work/shared needed) and a
+hypothesis profile without deadlines (numba compiles on first call)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# tests import `helpers` as a top-level module, whatever pytest's rootdir/import mode
+sys.path.insert(0, os.path.dirname(__file__))
+
+settings.register_profile(
+    "dask_factor",
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dask_factor"))
+
+
+@pytest.fixture(scope="session")
+def aml():
+    """``datasets.load("aml")``: dense 824 × 135."""
+    from dask_factor import datasets
+
+    return datasets.load("aml")
+
+
+@pytest.fixture(scope="session")
+def hawaiibirds():
+    """``datasets.load("hawaiibirds")``: sparse 183 × 1183."""
+    from dask_factor import datasets
+
+    return datasets.load("hawaiibirds")
+
+
+@pytest.fixture(scope="session")
+def pbmc3k():
+    """``datasets.load("pbmc3k")``: sparse 13714 × 2638 (about 2 s to decompress)."""
+    from dask_factor import datasets
+
+    return datasets.load("pbmc3k")

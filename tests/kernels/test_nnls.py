@@ -1,0 +1,259 @@
+"""NNLS kernels (dask_factor.kernels.nnls) against SciPy/NumPy references.
+
+Problems are least-squares problems ``min ‖Mx − y‖`` handed to the kernels in normal-equation form
+(``G = MᵀM``, ``b = Mᵀy``), so ``scipy.optimize.nnls``/``lsq_linear`` solve the very same problem.
+M is Gaussian with ``p >= 3k`` rows, which keeps ``cond(G)`` small (well-conditioned).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import nnls_gram
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import lsq_linear, nnls
+
+from dask_factor.kernels.nnls import (
+    cd_solve,
+    cholesky_clip_batch,
+    gram_cholesky,
+    nnls_cd_batch,
+)
+
+CONVERGE = dict(maxit=20000, tol=1e-15)
+
+
+def ls_problem(seed, k, n, *, scale=1.0, zero_col=None):
+    """``M`` (p × k), ``Y`` (p × n), and the normal equations ``G``, ``Bt`` (n × k)."""
+    rng = np.random.default_rng(seed)
+    p = 3 * k + 4
+    M = rng.standard_normal((p, k))
+    if zero_col is not None:
+        M[:, zero_col] = 0.0
+    # true solutions with mixed signs, so some constraints are active and some are not
+    Xtrue = rng.standard_normal((k, n))
+    Y = scale * (M @ Xtrue + 0.3 * rng.standard_normal((p, n)))
+    G = M.T @ M
+    Bt = np.ascontiguousarray((M.T @ Y).T)
+    return M, Y, G, Bt
+
+
+def cd(G, Bt, *, nonneg=True, ub=0.0, warm=None, maxit=20000, tol=1e-15, out_dtype=np.float64):
+    Xt = np.zeros(Bt.shape, dtype=out_dtype) if warm is None else warm.astype(out_dtype)
+    sweeps = nnls_cd_batch(G, Bt, Xt, warm is not None, nonneg, ub, maxit, tol)
+    return Xt, sweeps
+
+
+problems = st.tuples(
+    st.integers(0, 2**32 - 1),  # seed
+    st.integers(1, 10),  # k
+    st.integers(1, 6),  # number of right-hand sides
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems, st.sampled_from([1e-3, 1.0, 1e3]))
+def test_cd_to_convergence_equals_scipy_nnls(problem, scale):
+    seed, k, n = problem
+    M, Y, G, Bt = ls_problem(seed, k, n, scale=scale)
+    Xt, _ = cd(G, Bt)
+    for j in range(n):
+        ref = nnls(M, Y[:, j], maxiter=50 * k)[0]
+        np.testing.assert_allclose(Xt[j], ref, rtol=1e-7, atol=1e-8 * scale)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems)
+def test_cd_solution_satisfies_kkt(problem):
+    seed, k, n = problem
+    _, _, G, Bt = ls_problem(seed, k, n)
+    Xt, _ = cd(G, Bt)
+    tol = 1e-8 * (1.0 + np.abs(Bt).max())
+    for j in range(n):
+        x = Xt[j]
+        grad = G @ x - Bt[j]
+        assert np.all(x >= 0)
+        assert np.all(grad[x == 0] >= -tol), grad[x == 0]
+        assert np.all(np.abs(grad[x > 0]) <= tol), grad[x > 0]
+
+
+@settings(max_examples=50, deadline=None)
+@given(problems, st.floats(0.05, 2.0), st.booleans())
+def test_cd_with_upper_bound_equals_lsq_linear(problem, ub, nonneg):
+    seed, k, n = problem
+    M, Y, G, Bt = ls_problem(seed, k, n)
+    Xt, _ = cd(G, Bt, nonneg=nonneg, ub=ub)
+    lo = 0.0 if nonneg else -np.inf
+    for j in range(n):
+        ref = lsq_linear(M, Y[:, j], bounds=(lo, ub), method="bvls", tol=1e-14).x
+        np.testing.assert_allclose(Xt[j], ref, rtol=1e-7, atol=1e-8)
+        assert np.all(Xt[j] <= ub)
+        if nonneg:
+            assert np.all(Xt[j] >= 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems)
+def test_cd_unconstrained_equals_solve(problem):
+    seed, k, n = problem
+    _, _, G, Bt = ls_problem(seed, k, n)
+    Xt, _ = cd(G, Bt, nonneg=False)
+    ref = np.linalg.solve(G, Bt.T).T
+    np.testing.assert_allclose(Xt, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
+    assert (Xt < 0).any() or (ref >= 0).all()
+
+
+@settings(max_examples=50, deadline=None)
+@given(problems, st.booleans(), st.sampled_from([0.0, 0.1, 1.0]),
+       st.sampled_from([np.float32, np.float64]))
+def test_cholesky_clip_equals_clipped_solve(problem, nonneg, ub, out_dtype):
+    seed, k, n = problem
+    _, _, G, Bt = ls_problem(seed, k, n)
+    L = gram_cholesky(G)
+    Xt = np.empty(Bt.shape, dtype=out_dtype)
+    cholesky_clip_batch(L, Bt, Xt, nonneg, ub)
+    ref = np.linalg.solve(G, Bt.T).T
+    if nonneg:
+        ref = np.maximum(ref, 0.0)
+    if ub > 0:
+        ref = np.minimum(ref, ub)
+    rtol = 1e-6 if out_dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(Xt, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+
+
+@settings(max_examples=50, deadline=None)
+@given(problems, st.integers(0, 2**32 - 1), st.booleans(), st.sampled_from([0.0, 0.5]))
+def test_warm_start_with_true_residual_equals_cold_start(problem, start_seed, nonneg, ub):
+    seed, k, n = problem
+    _, _, G, Bt = ls_problem(seed, k, n)
+    start = np.random.default_rng(start_seed).random((n, k)) * 3.0
+    cold, _ = cd(G, Bt, nonneg=nonneg, ub=ub)
+    warm, _ = cd(G, Bt, nonneg=nonneg, ub=ub, warm=start)
+    np.testing.assert_allclose(warm, cold, rtol=1e-7, atol=1e-9 * (1 + np.abs(cold).max()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems)
+def test_warm_start_at_the_solution_stays_there(problem):
+    """The residual is b − Gx₀ (not RcppML's raw b, ⚠ G3): starting at x* must not move."""
+    seed, k, n = problem
+    _, _, G, Bt = ls_problem(seed, k, n)
+    sol = np.vstack([nnls_gram(G, Bt[j]) for j in range(n)])
+    polished, _ = cd(G, Bt, warm=sol)
+    np.testing.assert_allclose(polished, sol, rtol=1e-8, atol=1e-10 * (1 + np.abs(sol).max()))
+    # one more solve from its own output makes a single sweep with no change
+    again, sweeps = cd(G, Bt, warm=polished, tol=1e-8)
+    assert sweeps <= 2 * n
+    np.testing.assert_allclose(again, polished, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems)
+def test_zero_gram_diagonal_is_skipped_and_finite(problem):
+    seed, k, n = problem
+    zero = k // 2
+    M, Y, G, Bt = ls_problem(seed, k, n, zero_col=zero)
+    assert G[zero, zero] == 0.0
+    Xt, _ = cd(G, Bt)
+    assert np.all(np.isfinite(Xt))
+    assert np.all(Xt[:, zero] == 0.0)  # never touched from a cold start
+    keep = [i for i in range(k) if i != zero]
+    for j in range(n):
+        if keep:
+            ref = nnls(M[:, keep], Y[:, j], maxiter=50 * k)[0]
+            np.testing.assert_allclose(Xt[j, keep], ref, rtol=1e-7, atol=1e-9)
+    # Cholesky on a singular Gram: the lifted factor is finite and the clip result finite too
+    L = gram_cholesky(G)
+    assert np.all(np.isfinite(L))
+    Xc = np.empty_like(Bt)
+    cholesky_clip_batch(L, Bt, Xc, True, 0.0)
+    assert np.all(np.isfinite(Xc))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(1e-3, 1e3), st.floats(-1e3, 1e3), st.booleans(), st.sampled_from([0.0, 0.7]))
+def test_k1_is_the_clipped_ratio(g, b, nonneg, ub):
+    G = np.array([[g]])
+    Bt = np.array([[b]])
+    Xt, _ = cd(G, Bt, nonneg=nonneg, ub=ub)
+    ref = b / g
+    if nonneg:
+        ref = max(ref, 0.0)
+    if ub > 0:
+        ref = min(ref, ub)
+    assert Xt[0, 0] == pytest.approx(ref, rel=1e-12, abs=1e-300)
+
+
+def _one_sweep_reference(G, b, x, nonneg, ub):
+    """One coordinate-descent sweep exactly as SPEC-nmf.md §1.6 states it (pure Python)."""
+    x = x.astype(np.float64).copy()
+    r = b - G @ x
+    for i in range(len(x)):
+        if G[i, i] <= 0:
+            continue
+        cand = x[i] + r[i] / G[i, i]
+        if nonneg and cand < 0:
+            cand = 0.0
+        if ub > 0 and cand > ub:
+            cand = ub
+        step = cand - x[i]
+        x[i] = cand
+        r -= G[:, i] * step
+    return x
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems, st.integers(1, 4), st.booleans())
+def test_cd_sweep_budget_is_respected(problem, maxit, warm):
+    """``maxit`` sweeps of RcppML's update, no more (the "auto" solver relies on a small budget)."""
+    seed, k, n = problem
+    _, _, G, Bt = ls_problem(seed, k, n)
+    start = np.random.default_rng(seed + 1).random((n, k)) if warm else None
+    Xt, sweeps = cd(G, Bt, warm=start, maxit=maxit, tol=0.0)
+    assert sweeps == maxit * n
+    for j in range(n):
+        x = np.zeros(k) if start is None else start[j]
+        for _ in range(maxit):
+            x = _one_sweep_reference(G, Bt[j], x, True, 0.0)
+        np.testing.assert_allclose(Xt[j], x, rtol=1e-10, atol=1e-12 * (1 + np.abs(x).max()))
+
+
+def test_cd_solve_keeps_the_residual_true():
+    """``cd_solve`` updates x and r in place and leaves r = b − Gx."""
+    _, _, G, Bt = ls_problem(7, 5, 1)
+    b = Bt[0].copy()
+    x = np.zeros(5)
+    r = b.copy()
+    sweeps = cd_solve(G, x, r, True, 0.0, 1000, 1e-14)
+    assert 1 <= sweeps <= 1000
+    np.testing.assert_allclose(r, b - G @ x, atol=1e-10 * np.abs(b).max())
+    np.testing.assert_allclose(x, nnls_gram(G, b), rtol=1e-8, atol=1e-10)
+
+
+def test_float32_output_is_the_rounded_float64_solution():
+    _, _, G, Bt = ls_problem(3, 6, 5)
+    X64, _ = cd(G, Bt)
+    X32, _ = cd(G, Bt, out_dtype=np.float32)
+    assert X32.dtype == np.float32
+    np.testing.assert_allclose(X32, X64.astype(np.float32), rtol=2e-7, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems)
+def test_gram_cholesky_of_a_positive_definite_gram_is_exact(problem):
+    seed, k, _ = problem
+    _, _, G, _ = ls_problem(seed, k, 1)
+    L = gram_cholesky(G)
+    np.testing.assert_allclose(L, np.linalg.cholesky(G), rtol=1e-12, atol=1e-12)
+    assert np.allclose(np.triu(L, 1), 0.0)
+
+
+def test_gram_cholesky_of_a_singular_gram_is_a_small_lift():
+    G = np.zeros((3, 3))
+    G[0, 0] = 4.0
+    G[2, 2] = 1.0  # G[1, 1] = 0: a dead factor
+    L = gram_cholesky(G)
+    assert np.all(np.isfinite(L))
+    np.testing.assert_allclose(L @ L.T, G, atol=1e-6)
+    assert np.all(np.isfinite(gram_cholesky(np.zeros((2, 2)))))
