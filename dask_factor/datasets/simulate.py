@@ -9,9 +9,10 @@ Model (genes i, cells j, programs f)::
     H[f, j]  = s · L_j · h̃[f, j]        so that  E[A] = W H  exactly
     A[i, j]  ~ NegativeBinomial(mean (W H)[i, j], size r_i),  1/r_i ~ LogNormal(log 0.3, 0.5)
 
-The scale ``s`` is found by bisection so that the expected density over a fixed pilot of 256
-cells equals ``density``.  Counts are drawn by inverting the NB CDF with one uniform per entry
-(zero for most entries after one comparison), in a numba kernel.
+The scale ``s`` is found by bisection so that the expected density over a fixed pilot (256
+cells, at most 2048 genes, drawn from the seed) equals ``density``.  Counts are drawn by
+inverting the NB CDF with one uniform per entry (zero for most entries after one comparison), in
+a numba kernel.
 
 Determinism: W, r and s come from ``seed`` alone; cells are generated in fixed groups of
 :data:`GROUP_COLS` columns, group ``g`` from ``SeedSequence(seed, spawn_key=(1, g))``, whatever
@@ -38,6 +39,7 @@ from ..io.registry import write_matrix
 GROUP_COLS = 256
 _SUB = 64  # columns per kernel call inside a group (fixed for the same reason)
 _PILOT = 256
+_PILOT_GENES = 2048
 
 
 @njit(nogil=True, cache=True)
@@ -86,20 +88,31 @@ def _nb_counts(W, r, H, U):
 
 
 @njit(nogil=True, cache=True)
-def _expected_density(W, r, H, s):
-    """Mean over entries of P(count > 0) when the means are ``s · W H``."""
+def _expected_density(M, r, s):
+    """Mean over entries of P(count > 0) when the means are ``s · M`` (M genes × cells)."""
+    g, n = M.shape
+    acc = 0.0
+    for i in range(g):
+        ri = r[i]
+        for j in range(n):
+            mu = s * M[i, j]
+            acc += 1.0 - np.exp(ri * np.log1p(-mu / (ri + mu)))
+    return acc / (g * n)
+
+
+@njit(nogil=True, cache=True)
+def _means(W, H):
+    """W H with a fixed summation order (no BLAS: the same bits on every machine)."""
     m, k = W.shape
     n = H.shape[1]
-    acc = 0.0
-    for j in range(n):
-        for i in range(m):
-            mu = 0.0
+    out = np.zeros((m, n))
+    for i in range(m):
+        for j in range(n):
+            acc = 0.0
             for f in range(k):
-                mu += W[i, f] * H[f, j]
-            mu *= s
-            ri = r[i]
-            acc += 1.0 - np.exp(ri * np.log1p(-mu / (ri + mu)))
-    return acc / (m * n)
+                acc += W[i, f] * H[f, j]
+            out[i, j] = acc
+    return out
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -128,13 +141,21 @@ def _cells(rng: np.random.Generator, k: int, n: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _scale(seed: int, m: int, k: int, density: float) -> float:
-    """Global library scale s giving the requested expected density (bisection in log s)."""
+    """Global library scale s giving the requested expected density (bisection in log s).
+
+    The expectation is taken over a fixed pilot: :data:`_PILOT` cells and at most
+    :data:`_PILOT_GENES` genes drawn from the seed (an unbiased estimate of the mean over genes).
+    """
     W, r = _genes(seed, m, k)
-    H = _cells(_rng(seed, 2), k, _PILOT)
+    rng = _rng(seed, 2)
+    H = _cells(rng, k, _PILOT)
+    genes = np.sort(rng.choice(m, size=min(m, _PILOT_GENES), replace=False))
+    M = _means(np.ascontiguousarray(W[genes]), H)
+    rg = np.ascontiguousarray(r[genes])
     lo, hi = -12.0, 30.0
-    for _ in range(50):
+    for _ in range(36):
         mid = 0.5 * (lo + hi)
-        if _expected_density(W, r, H, float(np.exp(mid) * m)) < density:
+        if _expected_density(M, rg, float(np.exp(mid) * m)) < density:
             lo = mid
         else:
             hi = mid

@@ -122,8 +122,8 @@ def read_header(path: PathLike) -> MtxHeader:
     return MtxHeader(layout, field, symmetry, (m, n), entries, n_lines)
 
 
-def _slices(path: PathLike, header: MtxHeader, size: int) -> Iterator[np.ndarray]:
-    """Entry lines as 2-D float64/int64 arrays of at most ``size`` rows."""
+def _slices(path: PathLike, header: MtxHeader, size: int) -> Iterator[list[np.ndarray]]:
+    """Entry lines as lists of column arrays (int64 indices, float64 values), ``size`` at most."""
     ncols = {"coordinate": 2 if header.field == "pattern" else 3, "array": 1}[header.layout]
     if header.entries == 0:
         return
@@ -136,13 +136,14 @@ def _slices(path: PathLike, header: MtxHeader, size: int) -> Iterator[np.ndarray
     )
     with reader:
         for df in reader:
-            yield df.to_numpy()
+            yield [df[c].to_numpy() for c in range(ncols)]
+            del df
 
 
-def _coords(arr: np.ndarray, header: MtxHeader):
-    rows = arr[:, 0].astype(np.int64) - 1
-    cols = arr[:, 1].astype(np.int64) - 1
-    vals = np.ones(rows.size) if header.field == "pattern" else arr[:, 2].astype(np.float64)
+def _coords(arr: list[np.ndarray], header: MtxHeader):
+    rows = arr[0] - 1
+    cols = arr[1] - 1
+    vals = np.ones(rows.size) if header.field == "pattern" else arr[2]
     if header.symmetry == "symmetric":
         off = rows != cols
         rows, cols = np.concatenate([rows, cols[off]]), np.concatenate([cols, rows[off]])
@@ -158,7 +159,7 @@ def _check(rows, cols, header: MtxHeader, path) -> None:
 
 
 def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
-               slice_entries: int = SLICE_ENTRIES, tmpdir: PathLike | None = None) -> BlockStream:
+               slice_entries: int | None = None, tmpdir: PathLike | None = None) -> BlockStream:
     """Stream a Matrix Market file as column blocks in bounded memory (two passes).
 
     Parameters
@@ -169,8 +170,8 @@ def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
         Target entries per block (default 2,000,000).
     dtype : numpy dtype, optional
         Value dtype (default as ``scipy.io.mmread``: int64 for integer files, else float64).
-    slice_entries : int
-        Lines parsed at a time.
+    slice_entries : int, optional
+        Lines parsed at a time (default ``block_nnz`` within [65536, 2**21]).
     tmpdir : path-like, optional
         Where the spill files go (default: the system temporary directory).
 
@@ -188,6 +189,10 @@ def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     m, n = header.shape
     dtype = np.dtype(dtype or header.dtype)
     target = int(block_nnz or DEFAULT_BLOCK_NNZ)
+    if slice_entries is None:
+        slice_entries = min(SLICE_ENTRIES, max(target, 1 << 16))
+    if not isinstance(slice_entries, int | np.integer) or slice_entries < 1:
+        raise ValueError(f"slice_entries must be a positive integer, got {slice_entries!r}")
     row_meta, col_meta = read_metadata(path)
     if header.layout == "array":
         cols = max(1, target // max(m, 1))
@@ -218,7 +223,7 @@ def _dense_blocks(path, header: MtxHeader, bounds, dtype) -> Iterator[np.ndarray
     b = 0
     widths = np.diff(bounds)
     for arr in _slices(path, header, max(int(widths.max(initial=1)) * max(m, 1), 1)):
-        buf = np.concatenate([buf, arr[:, 0]])
+        buf = np.concatenate([buf, arr[0]])
         while b < widths.size and buf.size >= widths[b] * m:
             take = int(widths[b] * m)
             yield np.ascontiguousarray(buf[:take].reshape(int(widths[b]), m).T, dtype=dtype)

@@ -341,7 +341,7 @@ def open_stream(source, *, block_nnz: int | None = None, dtype=None, **opts) -> 
     if isinstance(source, str | os.PathLike) and detect_format(source) == "mtx":
         from .mtx import mtx_stream
 
-        return mtx_stream(source, block_nnz=block_nnz, dtype=dtype)
+        return mtx_stream(source, block_nnz=block_nnz, dtype=dtype, **opts)
     row_meta, col_meta = read_metadata(source, **{k: v for k, v in opts.items()
                                                   if k in ("raw",)})
     x = open_matrix(source, block_nnz=block_nnz, dtype=dtype, **opts)

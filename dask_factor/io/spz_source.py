@@ -179,23 +179,27 @@ _VALUE_TYPES = ("auto", "uint8", "uint16", "uint32", "float32", "float16", "quan
 
 
 def check_write_options(*, value_type: str = "auto", chunk_cols: int | None = None,
-                        include_transpose: bool = True) -> None:
+                        include_transpose: bool | None = None) -> None:
     """Validate ``.spz`` writer options before anything is created."""
     if value_type not in _VALUE_TYPES:
         raise ValueError(f"value_type must be one of {_VALUE_TYPES}, got {value_type!r}")
     if chunk_cols is not None and (not isinstance(chunk_cols, int | np.integer) or chunk_cols < 1):
         raise ValueError(f"chunk_cols must be a positive integer, got {chunk_cols!r}")
-    if not isinstance(include_transpose, bool):
-        raise ValueError(f"include_transpose must be a bool, got {include_transpose!r}")
+    if include_transpose is not None and not isinstance(include_transpose, bool):
+        raise ValueError(f"include_transpose must be a bool or None, got {include_transpose!r}")
 
 
 def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
           value_type: str = "auto", chunk_cols: int | None = None,
-          include_transpose: bool = True) -> None:
+          include_transpose: bool | None = None) -> None:
     """Write a :class:`BlockStream` to ``path`` with the codec's streaming ``write_spz``.
 
     Sparse streams become v2 files, dense streams v3.  The stream's row metadata becomes
-    ``obs`` and its column metadata ``var`` (RcppML's orientation).
+    ``obs`` and its column metadata ``var`` (RcppML's orientation; the codec does not store
+    DataFrame indexes).  The stream is handed over as a one-shot iterator, so the source is
+    read exactly once: the codec spills it to find the "auto" value type and builds the
+    transpose from the chunks it has written.  ``include_transpose`` defaults to the codec's
+    (True for sparse, False for dense, as RcppML).
 
     Examples
     --------
@@ -205,5 +209,5 @@ def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
     _codec().write_spz(
         iter(stream), str(path), shape=stream.shape, value_type=value_type,
         chunk_cols=chunk_cols, include_transpose=include_transpose,
-        obs=stream.row_meta, var=stream.col_meta,
+        obs=stream.row_meta, var=stream.col_meta, dense=not stream.sparse,
     )

@@ -24,6 +24,7 @@ of shape (m, n) chunked (m, block columns); a bare 2-D zarr array is also read a
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,7 +307,9 @@ def _write_meta(g, stream: BlockStream) -> None:
         if df is not None:
             from anndata.io import write_elem
 
-            write_elem(g, key, df)
+            with warnings.catch_warnings():  # anndata's notice about its future default
+                warnings.filterwarnings("ignore", message=".*autosharding", category=UserWarning)
+                write_elem(g, key, df)
 
 
 def _write_sparse(stream: BlockStream, g, chunk: int) -> dict:
