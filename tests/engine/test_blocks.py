@@ -1,0 +1,177 @@
+"""Column blocking of inputs (dask_factor.engine.blocks): every input kind becomes column-block
+tasks that reassemble A exactly, without reading lazy inputs, with a split that depends only on
+the matrix; plus the fixed-order reduction schedule and the validation statistics."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from helpers import random_csc
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dask_factor.engine.blocks import (
+    as_blocked,
+    block_stats,
+    default_bounds,
+    n_levels,
+    sum_stats,
+    tree_keys,
+)
+
+
+def materialise(bm):
+    """Compute every block; check the block invariants; return A reassembled (dense float64)."""
+    parts = dask.compute(*bm.blocks, scheduler="synchronous")
+    assert len(parts) == bm.n_blocks == bm.bounds.size - 1
+    assert bm.bounds[0] == 0 and bm.bounds[-1] == bm.shape[1]
+    assert np.all(np.diff(bm.bounds) > 0)
+    out = []
+    for b, part in enumerate(parts):
+        width = int(bm.bounds[b + 1] - bm.bounds[b])
+        assert part.shape == (bm.shape[0], width)
+        assert part.dtype == bm.dtype
+        if bm.sparse:
+            assert isinstance(part, sp.csc_matrix) or part.format == "csc"
+            assert part.has_sorted_indices
+            out.append(part.toarray())
+        else:
+            assert isinstance(part, np.ndarray) and part.flags.c_contiguous
+            out.append(part)
+    return np.hstack(out).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def mat():
+    rng = np.random.default_rng(0)
+    return random_csc(rng, 37, 300, 0.1, empty_cols=[0, 5, 299])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_input_reassembles(mat, dtype):
+    A = mat.toarray()
+    bm = as_blocked(A, dtype=dtype)
+    assert not bm.sparse and bm.shape == A.shape and bm.dtype == dtype
+    np.testing.assert_array_equal(materialise(bm), A.astype(dtype).astype(np.float64))
+
+
+@pytest.mark.parametrize("fmt", ["csc", "csr", "coo", "csc_array", "csr_array"])
+def test_scipy_inputs_reassemble_with_the_same_split(mat, fmt):
+    X = {"csc": mat, "csr": mat.tocsr(), "coo": mat.tocoo(), "csc_array": sp.csc_array(mat),
+         "csr_array": sp.csr_array(mat)}[fmt]
+    bm = as_blocked(X, dtype=np.float64)
+    assert bm.sparse
+    np.testing.assert_array_equal(materialise(bm), mat.toarray())
+    np.testing.assert_array_equal(bm.bounds, as_blocked(mat).bounds)
+
+
+def test_unsorted_indices_are_sorted(mat):
+    X = mat.copy()
+    # reverse the row order inside every column
+    for j in range(X.shape[1]):
+        a, b = X.indptr[j], X.indptr[j + 1]
+        X.indices[a:b] = X.indices[a:b][::-1].copy()
+        X.data[a:b] = X.data[a:b][::-1].copy()
+    X.has_sorted_indices = False
+    np.testing.assert_array_equal(materialise(as_blocked(X, dtype=np.float64)), mat.toarray())
+
+
+def test_chunks_gives_uniform_blocks(mat):
+    bm = as_blocked(mat, chunks=64)
+    np.testing.assert_array_equal(bm.bounds, [0, 64, 128, 192, 256, 300])
+    np.testing.assert_array_equal(materialise(bm), mat.astype(np.float32).toarray())
+
+
+def test_block_nnz_balances_stored_entries():
+    rng = np.random.default_rng(1)
+    A = random_csc(rng, 50, 2000, 0.05)
+    bm = as_blocked(A, block_nnz=500)
+    nnz = np.diff(A.indptr[bm.bounds])
+    assert bm.n_blocks >= A.nnz // 500
+    max_col = np.diff(A.indptr).max()
+    assert nnz.max() <= 500 + 2 * max_col + A.nnz / 8  # about the target, never a runaway block
+    # the split depends only on the matrix: same bounds from the CSR and dense forms
+    np.testing.assert_array_equal(default_bounds(A, 500), default_bounds(A.tocsr(), 500))
+
+
+def test_default_split_spreads_small_matrices(mat):
+    """Small in-memory matrices still get several blocks (fixed, not taken from the machine)."""
+    for X in (mat, mat.toarray()):
+        bm = as_blocked(X)
+        assert bm.n_blocks >= 2
+        np.testing.assert_array_equal(bm.bounds, as_blocked(X).bounds)
+
+
+@pytest.mark.parametrize("row_chunk", [37, 10])
+@pytest.mark.parametrize("sparse_chunks", [False, True])
+def test_dask_inputs_keep_their_column_chunks(mat, row_chunk, sparse_chunks):
+    src = mat.tocsr() if sparse_chunks else mat.toarray()
+    D = da.from_array(src, chunks=(row_chunk, 30), asarray=not sparse_chunks)
+    bm = as_blocked(D, dtype=np.float64)
+    assert bm.sparse == sparse_chunks
+    np.testing.assert_array_equal(bm.bounds, np.arange(0, 301, 30))
+    np.testing.assert_array_equal(materialise(bm), mat.toarray())
+    rechunked = as_blocked(D, dtype=np.float64, chunks=100)
+    np.testing.assert_array_equal(rechunked.bounds, [0, 100, 200, 300])
+    np.testing.assert_array_equal(materialise(rechunked), mat.toarray())
+
+
+def test_dask_input_with_one_column_chunk_reassembles(mat):
+    D = da.from_array(mat.toarray(), chunks=(37, 300))
+    np.testing.assert_array_equal(materialise(as_blocked(D, dtype=np.float64)), mat.toarray())
+
+
+def test_lazy_inputs_are_not_read_when_wrapped():
+    def boom():
+        raise AssertionError("the data were read while building the blocks")
+
+    D = da.from_delayed(dask.delayed(boom)(), shape=(10, 20), dtype=np.float64)
+    bm = as_blocked(D)
+    assert bm.n_blocks == 1 and bm.shape == (10, 20)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.integers(1, 120),
+       st.sampled_from([0.0, 0.02, 0.3]), st.integers(1, 200))
+def test_any_split_covers_every_column_once(seed, m, n, density, block_nnz):
+    A = random_csc(np.random.default_rng(seed), m, n, density)
+    bm = as_blocked(A, block_nnz=block_nnz, dtype=np.float64)
+    np.testing.assert_array_equal(materialise(bm), A.toarray())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 17])
+@pytest.mark.parametrize("fanin", [2, 3])
+def test_tree_schedule_is_a_fixed_order_reduction(n, fanin):
+    levels = tree_keys(n, fanin)
+    assert len(levels) == n_levels(n, fanin)
+    count = n
+    for groups in levels:
+        flat = [i for g in groups for i in g]
+        assert flat == list(range(count))  # consecutive, in order, each once
+        assert all(1 <= len(g) <= fanin for g in groups)
+        count = len(groups)
+    assert count == 1
+    assert tree_keys(n, fanin) == levels
+
+
+def test_block_stats_equal_numpy():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((20, 30))
+    X[X < -1.5] = 0.0
+    X[0, 0] = np.nan
+    X[1, 1] = np.inf
+    X[2, 2] = -np.inf
+    good = X[np.isfinite(X)]
+    want = [np.sum(good**2), 3, np.sum(good < 0), np.count_nonzero(X)]
+    np.testing.assert_allclose(block_stats(X), want, rtol=1e-12)
+    S = sp.csc_matrix(np.where(np.isfinite(X), X, 0.0))
+    S.data[:2] = [np.nan, np.inf]
+    vals = S.data
+    g = vals[np.isfinite(vals)]
+    np.testing.assert_allclose(block_stats(S), [np.sum(g**2), 2, np.sum(g < 0),
+                                                np.count_nonzero(vals)], rtol=1e-12)
+    np.testing.assert_allclose(sum_stats(block_stats(X), block_stats(S)),
+                               block_stats(X) + block_stats(S))
