@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 from . import datasets
+from .estimator import NMF
 from .nmf import NMFResult, nmf
 
 __version__ = "0.1.0"
 
-__all__ = ["nmf", "NMFResult", "datasets", "__version__"]
+__all__ = ["nmf", "NMFResult", "NMF", "datasets", "__version__"]
