@@ -26,6 +26,7 @@ from .header import (
     Footer,
     HeaderV2,
     HeaderV3,
+    density_f32,
     parse_metadata,
 )
 
@@ -170,6 +171,12 @@ def _load_v2(read: ReadFn, size: int, path: str, h: HeaderV2, footer: Footer) ->
     _check_counts(path, m, n, nnz, cc, h.num_chunks)
     if h.value_type not in VALUE_TYPES:
         raise SpzFormatError(f"{path}: unknown value_type code {h.value_type}")
+    want = density_f32(nnz, m, n)
+    if not abs(h.density - want) <= 1e-6 * want:  # also rejects NaN
+        raise SpzFormatError(
+            f"{path}: header density {h.density!r} inconsistent with nnz / (rows*cols) = "
+            f"{want!r}; header corrupted"
+        )
     if h.row_sorted not in (0, 1):
         raise SpzFormatError(f"{path}: row_sorted flag is {h.row_sorted} (expected 0 or 1)")
     footer_pos = size - FOOTER_SIZE
