@@ -1,0 +1,141 @@
+"""Same data, seed and chunking ⇒ the same factors on every scheduler (DESIGN.md invariant).
+
+Threads (dask's default), the synchronous scheduler, a ``distributed.LocalCluster`` of worker
+processes reached by ``client=`` or as the active client, and 1 vs 2 workers. Clusters run on
+loopback only and are started and stopped by the tests.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from helpers import assert_factors_close
+
+from dask_factor import nmf
+
+pytestmark = pytest.mark.filterwarnings(
+    # with dashboard_address=None the scheduler still serves /health on 127.0.0.1:8787, or on a
+    # free port when another cluster (ours or a neighbour's) holds it
+    "ignore:Port 8787 is already in use:UserWarning"
+)
+
+KW = dict(seed=3, maxit=10, tol=0, dtype="float64")
+RTOL = 1e-6
+
+
+def fit(A, **extra):
+    return nmf(A, 5, **{**KW, **extra})
+
+
+@pytest.fixture(scope="module")
+def reference(hawaiibirds):
+    """The fit on dask's default threaded scheduler."""
+    with dask.config.set(scheduler="threads"):
+        return fit(hawaiibirds.matrix)
+
+
+def test_threads_are_repeatable(hawaiibirds, reference):
+    with dask.config.set(scheduler="threads"):
+        again = fit(hawaiibirds.matrix)
+    assert_factors_close(again, reference, rtol=RTOL, match=False)
+    np.testing.assert_allclose(again.loss_history, reference.loss_history, rtol=RTOL)
+
+
+def test_synchronous_equals_threads(hawaiibirds, reference):
+    with dask.config.set(scheduler="synchronous"):
+        sync = fit(hawaiibirds.matrix)
+        H = sync.H
+    assert_factors_close((sync.W, sync.d, H), reference, rtol=RTOL, match=False)
+
+
+@pytest.mark.parametrize("num_workers", [1, 2, 4])
+def test_thread_count_does_not_matter(aml, num_workers):
+    A = aml.matrix
+    with dask.config.set(scheduler="threads", num_workers=1):
+        one = fit(A)
+    with dask.config.set(scheduler="threads", num_workers=num_workers):
+        many = fit(A)
+    assert_factors_close(many, one, rtol=RTOL, match=False)
+
+
+# ------------------------------------------------------------------------------------------
+# distributed
+
+
+def _local_cluster(n_workers):
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                        dashboard_address=None, host="127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with _local_cluster(2) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as c:
+        c.wait_for_workers(2)
+        yield c
+
+
+@pytest.mark.cluster
+def test_cluster_client_equals_threads(hawaiibirds, reference, client):
+    model = fit(hawaiibirds.matrix, client=client)
+    assert len(client.scheduler_info()["workers"]) == 2
+    assert_factors_close(model, reference, rtol=RTOL, match=False)
+    np.testing.assert_allclose(model.loss_history, reference.loss_history, rtol=RTOL)
+    # the per-iteration graph does not grow on a cluster either
+    assert max(model.graph_sizes[1:]) == min(model.graph_sizes[1:])
+    # and the model's utilities run there too
+    A = hawaiibirds.matrix
+    assert model.evaluate(A) == pytest.approx(reference.evaluate(A), rel=1e-9)
+    np.testing.assert_allclose(model.predict(A[:, :50]), reference.predict(A[:, :50]),
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.cluster
+def test_cluster_float32_and_dense_and_lazy_inputs(aml, hawaiibirds, client):
+    """float32 storage, a dense matrix, and a lazy dask input read on the workers."""
+    with dask.config.set(scheduler="threads"):
+        local = [fit(aml.matrix, dtype="float32"),
+                 fit(da.from_array(hawaiibirds.matrix.tocsr(), chunks=(61, 200),
+                                   asarray=False))]
+    remote = [fit(aml.matrix, dtype="float32", client=client),
+              fit(da.from_array(hawaiibirds.matrix.tocsr(), chunks=(61, 200), asarray=False),
+                  client=client)]
+    for r, loc in zip(remote, local):
+        assert_factors_close(r, loc, rtol=RTOL, match=False)
+
+
+@pytest.mark.cluster
+def test_active_client_is_used_without_client_argument(hawaiibirds, reference, cluster):
+    from distributed import Client
+
+    with Client(cluster) as c:  # becomes the default scheduler
+        before = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+        model = fit(hawaiibirds.matrix)
+        H = model.H
+        after = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+    assert after > before, "the fit did not run on the active client's cluster"
+    assert_factors_close((model.W, model.d, H), reference, rtol=RTOL, match=False)
+
+
+@pytest.mark.cluster
+def test_worker_count_does_not_matter(hawaiibirds, reference, client):
+    from distributed import Client
+
+    two = fit(hawaiibirds.matrix, client=client)
+    with _local_cluster(1) as one_cluster, Client(one_cluster, set_as_default=False) as one:
+        assert len(one.scheduler_info()["workers"]) == 1
+        single = fit(hawaiibirds.matrix, client=one)
+        H = single.H
+    assert_factors_close((single.W, single.d, H), two, rtol=RTOL, match=False)
+    assert_factors_close(two, reference, rtol=RTOL, match=False)
