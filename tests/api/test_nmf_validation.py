@@ -199,6 +199,57 @@ def test_target_h_width_is_checked_before_reading_a_lazy_input(no_data):
         nmf(D, 3, target_H=np.zeros((3, 41)), target_lambda=0.1)
 
 
+@pytest.mark.xfail(strict=True, reason="tol/target_lambda of a wrong type raise numpy's "
+                   "'ufunc isfinite not supported' TypeError, which does not name the argument")
+@pytest.mark.parametrize("name", ["tol", "target_lambda"])
+def test_non_numeric_scalars_name_the_argument(A, no_data, name):
+    with expect(TypeError, name):
+        nmf(A, 3, **{name: "1e-4"})
+
+
+def _accepted_or_named_before_work(monkeypatch, name, call):
+    """Either ``call()`` succeeds, or it fails with ``name: ...`` before reading the data."""
+    reads = []
+    real = nmf_module.prepare_input
+
+    def counting(*args, **kwargs):
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nmf_module, "prepare_input", counting)
+    try:
+        model = call()
+    except (TypeError, ValueError) as exc:
+        assert str(exc).startswith(f"{name}:"), f"error does not name {name}: {exc}"
+        assert not reads, f"{name} was rejected only after the data were read"
+    else:
+        assert np.all(np.isfinite(model.W))
+
+
+@pytest.mark.xfail(strict=True, reason="seed=-1 with the default rng='numpy' fails inside "
+                   "numpy.random.default_rng ('expected non-negative integer', no argument "
+                   "name), after the input was validated")
+def test_negative_seed_with_numpy_rng(A, monkeypatch):
+    _accepted_or_named_before_work(monkeypatch, "seed",
+                                   lambda: nmf(A, 3, seed=-1, rng="numpy", maxit=2))
+
+
+def test_negative_seed_with_rcppml_rng_is_r_compatible(A):
+    """R accepts negative seeds (set.seed(-1)); so does rng="rcppml"."""
+    model = nmf(A, 3, seed=-1, rng="rcppml", maxit=2)
+    assert np.all(np.isfinite(model.W))
+
+
+@pytest.mark.xfail(strict=True, reason="a dask array with unknown chunk sizes (shape with NaN) "
+                   "fails with 'cannot convert float NaN to integer' from int(A.shape[i]) in "
+                   "nmf(), without naming A")
+def test_dask_input_with_unknown_chunk_sizes(A, monkeypatch):
+    D = da.from_array(A.toarray(), chunks=(30, 10))
+    D = D[D[:, 0] >= 0]  # boolean row selection: row count unknown until computed
+    assert np.isnan(D.shape[0])
+    _accepted_or_named_before_work(monkeypatch, "A", lambda: nmf(D, 3, maxit=2))
+
+
 # ------------------------------------------------------------------------------------------
 # valid after all
 
