@@ -46,6 +46,12 @@ __all__ = [
 UINT_MAX = {0: 255, 1: 65535, 2: 4294967295}
 _WIDTH = (1, 2, 4, 4, 2, 1, 8)
 _U32 = np.uint64(0xFFFFFFFF)
+# non-literal constants: passing Python literals to inner njit calls would compile extra
+# literal-specialised copies of the callees (slower cold start)
+_I0 = np.int64(0)
+_I256 = np.int64(256)
+_YES = np.bool_(True)
+_NO = np.bool_(False)
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -155,7 +161,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
     if vend > buf.size:
         return E_TRUNCATED
     # ---- structure
-    cc_len, pos, err = read_u32(buf, 0, gend)
+    cc_len, pos, err = read_u32(buf, _I0, gend)
     if err:
         return err
     cc_end = pos + cc_len
@@ -300,7 +306,7 @@ def _encode_escape(vals, out, pos):
             syms[i] = 255
             escaped = True
     nsym = 256 if escaped else mx + 1
-    pos = encode_stream(syms, nsym, out, pos, False)
+    pos = encode_stream(syms, np.int64(nsym), out, pos, _NO)
     len_pos = pos
     pos += 4
     if escaped:
@@ -342,7 +348,7 @@ def _encode_gaps(indptr, rows):
 def _encode_uint_values(vals):
     n = vals.size
     out = np.empty(530 + 8 + 2 * n + 4 + 10 * n, np.uint8)
-    pos = _encode_escape(vals, out, 0)
+    pos = _encode_escape(vals, out, _I0)
     return out[:pos].copy()
 
 
@@ -357,14 +363,14 @@ def _encode_shuffle(raw, width):
     for s in range(width):
         for i in range(n):
             lane[i] = raw[i * width + s]
-        pos = encode_stream(lane, 256, out, pos, True)
+        pos = encode_stream(lane, _I256, out, pos, _YES)
     return out[:pos].copy()
 
 
 @njit(nogil=True, cache=True)
 def _encode_q8(q):
     out = np.empty(514 + 4 + 2 * q.size + 4, np.uint8)
-    pos = encode_stream(q, 256, out, 0, False)
+    pos = encode_stream(q, _I256, out, _I0, _NO)
     return out[:pos].copy()
 
 

@@ -30,7 +30,7 @@ RAW, FP16, QUANT8, FP16_RANS, FP32_RANS = 0, 1, 2, 3, 4
 def _decode_rans_panel(buf, count, out):
     """``u32 table_len, table, rANS bytes to the end`` -> ``out[:count]``; returns err."""
     end = buf.size
-    tl, pos, err = read_u32(buf, 0, end)
+    tl, pos, err = read_u32(buf, np.int64(0), end)
     if err:
         return err
     freq = np.empty(256, np.int64)
@@ -49,13 +49,13 @@ def _encode_rans_panel(data):
     counts = np.zeros(256, np.int64)
     for i in range(data.size):
         counts[data[i]] += 1
-    freq = normalize_freqs(counts, 256)
+    freq = normalize_freqs(counts, np.int64(256))
     out = np.empty(4 + 514 + 2 * data.size + 4, np.uint8)
     out[0] = 2
     out[1] = 2
     out[2] = 0
     out[3] = 0
-    pos = write_freq_table(out, 4, freq)
+    pos = write_freq_table(out, np.int64(4), freq)
     pos = rans_encode(data, freq, out, pos)
     return out[:pos].copy()
 

@@ -236,7 +236,7 @@ def _heap_sort(a, first, last, f, desc):
         last -= 1
         value = a[last]
         a[last] = a[first]
-        _adjust_heap(a, first, 0, last - first, value, f, desc)
+        _adjust_heap(a, first, np.int64(0), last - first, value, f, desc)
 
 
 @njit(nogil=True, cache=True)
@@ -364,14 +364,14 @@ def normalize_freqs(counts, nsym):
             order[k] = s
             k += 1
     if diff < 0:
-        _introsort(order, freq, False)
+        _introsort(order, freq, np.bool_(False))
         i = 0
         while diff < 0:
             freq[order[i % nz]] += 1
             diff += 1
             i += 1
     else:
-        _introsort(order, freq, True)
+        _introsort(order, freq, np.bool_(True))
         i = 0
         while diff > 0:
             s = order[i % nz]
