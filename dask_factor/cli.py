@@ -177,7 +177,13 @@ SUBCOMMANDS: list[Callable] = [_add_info_parser, _add_convert_parser, _add_simul
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dask-factor`` argument parser with every registered subcommand."""
+    """The ``dask-factor`` argument parser with every registered subcommand.
+
+    Examples
+    --------
+    >>> build_parser().parse_args(["info", "x.zarr"]).command
+    'info'
+    """
     parser = argparse.ArgumentParser(prog="dask-factor",
                                      description="Out-of-core NMF/SVD on Dask: tools.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -199,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError,
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
             NotADirectoryError, ImportError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"dask-factor {args.command}: error: {msg}", file=sys.stderr)

@@ -168,6 +168,11 @@ class CountModel:
 
     Everything else (W, r, s) is derived from these fields, so the object is tiny and is
     what each block's task carries.
+
+    Examples
+    --------
+    >>> CountModel(100, 1000, 3, 0.06, seed=0)(0, 10).shape
+    (100, 10)
     """
 
     n_features: int

@@ -127,6 +127,12 @@ class AnnDataReader:
         On-disk layout of the cells × genes element.
     n_genes : int
     dtype : str or None
+
+    Examples
+    --------
+    >>> r = AnnDataReader("pbmc.h5ad", "X", "h5", "csr", n_genes=13714)  # doctest: +SKIP
+    >>> r(0, 100).shape  # genes x cells  # doctest: +SKIP
+    (13714, 100)
     """
 
     path: str
@@ -206,7 +212,7 @@ def open_array(
     Examples
     --------
     >>> A = open_array("pbmc.h5ad", layer="counts")  # doctest: +SKIP
-    >>> A.shape  # genes x cells
+    >>> A.shape  # genes x cells  # doctest: +SKIP
     """
     backend = _backend(path)
     key = _element_key(layer, raw)
@@ -311,7 +317,12 @@ def info(path: PathLike) -> dict:
 
 
 def check_write_options(*, compression: str | None = None) -> None:
-    """Validate h5ad writer options before anything is created."""
+    """Validate h5ad writer options before anything is created.
+
+    Examples
+    --------
+    >>> check_write_options(compression="gzip")
+    """
     if compression not in (None, "gzip", "lzf"):
         raise ValueError(f"compression must be None, 'gzip' or 'lzf', got {compression!r}")
 

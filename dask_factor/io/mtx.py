@@ -53,6 +53,11 @@ class MtxHeader:
         Stored entries (coordinate) or m·n (array).
     header_lines : int
         Lines before the first entry (banner, comments and the size line).
+
+    Examples
+    --------
+    >>> MtxHeader("coordinate", "integer", "general", (3, 2), 4, 2).dtype
+    dtype('int64')
     """
 
     layout: str

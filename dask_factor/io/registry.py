@@ -52,6 +52,11 @@ class FormatSpec:
         Lower-case file name endings, used when the content cannot be sniffed.
     writable : bool
         Whether :func:`write_matrix` can produce it.
+
+    Examples
+    --------
+    >>> formats()["spz"].suffixes
+    ('.spz',)
     """
 
     name: str
@@ -261,7 +266,21 @@ def open_matrix(
     module = _spec(fmt).load()
     if fmt == "spz":
         opts["verify_crc"] = verify_crc
+    _check_options(module.open_array, opts, f"reading format {fmt!r}",
+                   {"block_nnz", "dtype"})
     return module.open_array(source, block_nnz=block_nnz, dtype=dtype, **opts)
+
+
+def _check_options(func, opts: dict, what: str, internal: set[str] = frozenset()) -> None:
+    """Raise a TypeError naming unknown keyword options of ``func`` and listing valid ones."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    valid = sorted(n for n, p in params.items()
+                   if p.kind == p.KEYWORD_ONLY and n not in internal)
+    bad = sorted(set(opts) - set(valid))
+    if bad:
+        raise TypeError(f"unexpected option(s) {bad} for {what}; valid options: {valid}")
 
 
 def _no_opts(opts: dict, what: str) -> None:
@@ -412,6 +431,7 @@ def write_matrix(
         raise ValueError(f"format={fmt!r} cannot be written; expected one of "
                          f"{sorted(s.name for s in _FORMATS.values() if s.writable)}")
     module = spec.load()
+    _check_options(module.check_write_options, opts, f"writing format {fmt!r}")
     module.check_write_options(**opts)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path={str(path)!r}: parent directory does not exist")

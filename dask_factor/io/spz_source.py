@@ -54,6 +54,11 @@ class SpzReader:
         Block value dtype.
     dense : bool
         v3 file (numpy blocks).
+
+    Examples
+    --------
+    >>> SpzReader("pbmc3k.spz", "<f4", False)(0, 256).shape  # doctest: +SKIP
+    (13714, 256)
     """
 
     path: str
@@ -120,9 +125,14 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None,
 
     Examples
     --------
-    >>> A = open_array("pbmc3k.spz", block_nnz=1_000_000)  # doctest: +SKIP
-    >>> A.shape
-    (13714, 2700)
+    >>> import os, tempfile, scipy.sparse as sp
+    >>> from dask_factor.io.spz import write_spz
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.spz")
+    >>> A = sp.random(50, 3000, density=0.1, format="csc", random_state=0)
+    >>> _ = write_spz(A, path, value_type="float64", chunk_cols=256)
+    >>> x = open_array(path, block_nnz=3000)
+    >>> x.shape, x.npartitions, all(c % 256 == 0 for c in x.chunks[1][:-1])  # whole chunks
+    ((50, 3000), 5, True)
     """
     spath = str(Path(path).resolve())
     f = _codec().SpzFile(spath, verify_crc=verify_crc)
@@ -142,7 +152,7 @@ def read_metadata(path: PathLike):
     Examples
     --------
     >>> rows, cols = read_metadata("pbmc3k_data_rda.spz")  # doctest: +SKIP
-    >>> list(cols.columns)
+    >>> list(cols.columns)  # doctest: +SKIP
     ['cell_type']
     """
     with _codec().SpzFile(str(path), verify_crc=False) as f:
@@ -180,7 +190,12 @@ _VALUE_TYPES = ("auto", "uint8", "uint16", "uint32", "float32", "float16", "quan
 
 def check_write_options(*, value_type: str = "auto", chunk_cols: int | None = None,
                         include_transpose: bool | None = None) -> None:
-    """Validate ``.spz`` writer options before anything is created."""
+    """Validate ``.spz`` writer options before anything is created.
+
+    Examples
+    --------
+    >>> check_write_options(value_type="uint16", chunk_cols=256)
+    """
     if value_type not in _VALUE_TYPES:
         raise ValueError(f"value_type must be one of {_VALUE_TYPES}, got {value_type!r}")
     if chunk_cols is not None and (not isinstance(chunk_cols, int | np.integer) or chunk_cols < 1):

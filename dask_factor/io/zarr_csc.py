@@ -81,7 +81,13 @@ def _kind(node) -> str:
 
 @dataclass(frozen=True)
 class ZarrCSCReader:
-    """Reads columns ``start:stop`` of a zarr CSC group (runs inside a task)."""
+    """Reads columns ``start:stop`` of a zarr CSC group (runs inside a task).
+
+    Examples
+    --------
+    >>> ZarrCSCReader("counts.zarr", m=2000)(0, 100).shape  # doctest: +SKIP
+    (2000, 100)
+    """
 
     path: str
     m: int
@@ -101,7 +107,13 @@ class ZarrCSCReader:
 
 @dataclass(frozen=True)
 class ZarrDenseReader:
-    """Reads columns ``start:stop`` of a dense zarr matrix (runs inside a task)."""
+    """Reads columns ``start:stop`` of a dense zarr matrix (runs inside a task).
+
+    Examples
+    --------
+    >>> ZarrDenseReader("dense.zarr", "X")(0, 10).flags["C_CONTIGUOUS"]  # doctest: +SKIP
+    True
+    """
 
     path: str
     key: str | None = None
@@ -244,7 +256,15 @@ def info(path: PathLike) -> dict:
 
 
 def check_write_options(*, chunk_nnz: int | None = None) -> None:
-    """Validate zarr writer options before anything is created."""
+    """Validate zarr writer options before anything is created.
+
+    Examples
+    --------
+    >>> check_write_options(chunk_nnz=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: chunk_nnz must be a positive integer, got 0
+    """
     if chunk_nnz is not None and (not isinstance(chunk_nnz, int | np.integer) or chunk_nnz < 1):
         raise ValueError(f"chunk_nnz must be a positive integer, got {chunk_nnz!r}")
 

@@ -89,6 +89,18 @@ def test_dense_and_csc_x(tmp_path, adata, kind):
     _check(y, csc.X)
 
 
+@pytest.mark.parametrize("kind", ["h5ad", "zarr"])
+def test_graph_carries_only_reader_descriptions(tmp_path, kind):
+    import pickle
+
+    X = sp.random(4000, 300, density=0.1, format="csr", random_state=0, dtype=np.float32)
+    path = _write(ad.AnnData(X=X), tmp_path, kind)  # 120,000 entries, ~1 MB
+    x = open_matrix(path, block_nnz=5_000)
+    graph = dict(x.__dask_graph__())
+    assert len(graph) == x.numblocks[1] > 20
+    assert len(pickle.dumps(graph)) < 400 * len(graph)
+
+
 def test_anndata_objects(tmp_path, adata):
     _check(open_matrix(adata, block_nnz=40), adata.X)
     _check(open_matrix(adata, layer="counts"), adata.layers["counts"])

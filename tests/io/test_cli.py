@@ -74,6 +74,8 @@ def test_convert_errors_exit_2(zarr_path, tmp_path, capsys):
     assert main(["convert", str(path), str(tmp_path / "x.txt")]) == 2
     assert "format" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "missing")]) == 2
+    assert main(["convert", str(path), str(tmp_path / "y.zarr"), "--value-type", "uint8"]) == 2
+    assert "value_type" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["convert", str(path)])  # argparse: missing DST
     assert not (tmp_path / "x.zarr").exists()

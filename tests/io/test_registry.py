@@ -150,6 +150,9 @@ def test_open_matrix_bad_arguments(tmp_path):
         open_matrix(42)
     with pytest.raises(TypeError, match="layer"):
         open_matrix(_sparse(), layer="x")
+    write_matrix(_sparse(), tmp_path / "a.zarr")
+    with pytest.raises(TypeError, match=r"\['layer'\] for reading format 'zarr'"):
+        open_matrix(tmp_path / "a.zarr", layer="x")
     with pytest.raises(ValueError, match="2-D"):
         open_matrix(np.ones(3))
     with pytest.raises(FileNotFoundError):
@@ -291,7 +294,8 @@ def test_bad_input_rejected_before_anything_is_created(tmp_path):
         (dict(path=tmp_path / "a.mtx"), ValueError, "format"),
         (dict(path=tmp_path / "a.zarr", format="mtx"), ValueError, "cannot be written"),
         (dict(path=tmp_path / "a.zarr", chunk_nnz=-1), ValueError, "chunk_nnz"),
-        (dict(path=tmp_path / "a.zarr", frobnicate=1), TypeError, "frobnicate"),
+        (dict(path=tmp_path / "a.zarr", frobnicate=1), TypeError, "valid options: .'chunk_nnz'"),
+        (dict(path=tmp_path / "a.zarr", value_type="uint8"), TypeError, "value_type"),
         (dict(path=tmp_path / "a.spz", value_type="int7"), ValueError, "value_type"),
         (dict(path=tmp_path / "a.h5ad", compression="zip"), ValueError, "compression"),
         (dict(path=tmp_path / "a.zarr", col_meta=pd.DataFrame({"x": [1, 2]})), ValueError,
