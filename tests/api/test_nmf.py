@@ -10,6 +10,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import scipy.sparse.linalg  # noqa: F401 - sp.linalg.svds
 from helpers import assert_factors_close, dense, dense_mse, reference_nmf
 from scipy.optimize import nnls
 
@@ -112,7 +113,11 @@ KW = dict(seed=3, maxit=8, tol=0, dtype="float64")
 def test_sparse_input_kinds_agree(hawaiibirds):
     A = hawaiibirds.matrix
     ref = nmf(A, 5, chunks=150, **KW)
+    wide = A.copy()  # int64 index arrays, as SciPy keeps them past 2**31 stored entries
+    wide.indices = wide.indices.astype(np.int64)
+    wide.indptr = wide.indptr.astype(np.int64)
     kinds = {
+        "csc-int64": wide,
         "csr": A.tocsr(), "coo": A.tocoo(), "csc_array": sp.csc_array(A),
         "csr_array": sp.csr_array(A),
         "dask-1d": da.from_array(A, chunks=(A.shape[0], 150), asarray=False),
@@ -279,8 +284,32 @@ def test_graph_size_does_not_grow(hawaiibirds):
     assert max(sizes[1:]) == min(sizes[1:]) >= sizes[0], sizes
 
 
+@pytest.mark.parametrize("solver", ["auto", "cd", "cholesky"])
+def test_rank_one_equals_the_leading_singular_pair(hawaiibirds, solver):
+    """For non-negative A the best rank-1 approximation is non-negative (Perron–Frobenius), so
+    NMF with k = 1 must reach the SVD's loss ‖A‖² − σ₁²."""
+    A = hawaiibirds.matrix
+    model = nmf(A, 1, seed=1, maxit=200, tol=1e-12, solver=solver, dtype="float64")
+    sigma1 = sp.linalg.svds(A, k=1, return_singular_vectors=False)[0]
+    want = (A.multiply(A).sum() - sigma1**2) / np.prod(A.shape)
+    assert model.W.shape == (A.shape[0], 1) and model.H.shape == (1, A.shape[1])
+    assert model.mse == pytest.approx(want, rel=1e-6)
+
+
 # ------------------------------------------------------------------------------------------
 # awkward but valid data
+
+
+@pytest.mark.parametrize("solver", ["auto", "cd", "cholesky"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rank_deficient_data_with_more_factors_than_rank(solver, dtype):
+    """k = 8 on an exactly rank-2 matrix: surplus factors die (d → 0) without NaN."""
+    rng = np.random.default_rng(0)
+    R = rng.random((40, 2)) @ rng.random((2, 50))
+    model = nmf(R, 8, seed=1, maxit=30, solver=solver, dtype=dtype)
+    for x in (model.W, model.d, model.H):
+        assert np.all(np.isfinite(x))
+    assert model.mse < 1e-4 * np.mean(R**2)
 
 
 @pytest.mark.parametrize("solver", ["auto", "cd", "cholesky"])
