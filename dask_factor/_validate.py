@@ -65,3 +65,15 @@ def check_matrix_dtype(name: str, dtype: np.dtype) -> None:
     dtype = np.dtype(dtype)
     if dtype.kind in "cOSUVMm":
         raise TypeError(f"{name}: expected a real numeric matrix, got dtype {dtype}")
+
+
+def real_number(name: str, value: Any, *, minimum: float | None = None) -> float:
+    """A finite real number (not a string or a bool), optionally ``>= minimum``."""
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, numbers.Real):
+        expect = "a number" if minimum is None else f"a number >= {minimum}"
+        raise TypeError(f"{name}: expected {expect}, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (minimum is not None and value < minimum):
+        expect = "a finite number" if minimum is None else f"a finite number >= {minimum}"
+        raise ValueError(f"{name}: expected {expect}, got {value!r}")
+    return value

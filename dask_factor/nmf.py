@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _validate as V
 from .engine.als import ALSConfig, ALSState, fit_als
-from .engine.inputs import prepare_input
+from .engine.inputs import check_shape, open_lazy, prepare_input
 from .engine.project import project_blocks, reconstruction_sse
 from .kernels.rng import r_runif
 
@@ -340,8 +340,8 @@ def nmf(
         raise TypeError(f"k: expected an integer rank, got {k!r}")
     k = V.positive_int("k", k)
     maxit = V.positive_int("maxit", maxit)
-    if not np.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
+    tol = V.real_number("tol", tol, minimum=0.0)
+    target_lambda = V.real_number("target_lambda", target_lambda)
     L1p = V.pair("L1", L1)
     V.check_range("L1", L1p, 0.0, 1.0)
     L2p = V.pair("L2", L2)
@@ -355,24 +355,28 @@ def nmf(
     solver_r, cdm, cdt = resolve_solver(solver, cd_maxit, cd_tol)
     if cd_maxit is not None:
         V.positive_int("cd_maxit", cd_maxit)
+    if cd_tol is not None:
+        V.real_number("cd_tol", cd_tol, minimum=0.0)
     dt = V.float_dtype(dtype)
     if chunks is not None:
         chunks = V.positive_int("chunks", chunks)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed: expected an integer or None, got {seed!r}")
-    if not np.isfinite(target_lambda):
-        raise ValueError(f"target_lambda: expected a finite number, got {target_lambda!r}")
+    if block_nnz is not None:
+        block_nnz = V.positive_int("block_nnz", block_nnz)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed: expected an integer or None, got {seed!r}")
+        if rng == "numpy" and seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer with rng='numpy' (R-style "
+                             f"negative seeds need rng='rcppml'), got {seed}")
     if client is not None and not hasattr(client, "persist"):
         raise TypeError(f"client: expected a distributed.Client, got {type(client).__name__}")
-    if hasattr(A, "shape") and len(getattr(A, "shape", ())) == 2:
-        m0, n0 = (int(s) for s in A.shape)
-        if min(m0, n0) > 0 and k > min(m0, n0):
-            raise ValueError(f"k: expected 1 <= k <= min(m, n) = {min(m0, n0)}, got {k}")
     W0 = None
     if w_init is not None:
         W0 = np.asarray(w_init, dtype=np.float64)
         if W0.ndim != 2:
             raise ValueError(f"w_init: expected a 2-D (m, k) matrix, got shape {W0.shape}")
+        if not np.all(np.isfinite(W0)):
+            raise ValueError("w_init: expected finite values")
     T = None
     if target_H is not None:
         T = np.asarray(target_H, dtype=np.float64)
@@ -383,9 +387,9 @@ def nmf(
     elif target_lambda != 0:
         raise ValueError("target_lambda: set target_H too (a k × n target), or leave it at 0")
 
-    prep = prepare_input(A, name="A", dtype=dt, chunks=chunks, block_nnz=block_nnz,
-                         cache=cache, client=client)
-    m, n = prep.shape
+    # opening a file reads its header only; the shape checks then come before any data pass
+    A = open_lazy(A, "A")
+    m, n = check_shape("A", A)
     if k > min(m, n):
         raise ValueError(f"k: expected 1 <= k <= min(m, n) = {min(m, n)}, got {k}")
     if T is not None and T.shape[1] != n:
@@ -396,8 +400,9 @@ def nmf(
         if W0.shape != (m, k):
             raise ValueError(f"w_init: expected shape (m, k) = ({m}, {k}) or (k, m), got "
                              f"{W0.shape}")
-        if not np.all(np.isfinite(W0)):
-            raise ValueError("w_init: expected finite values")
+
+    prep = prepare_input(A, name="A", dtype=dt, chunks=chunks, block_nnz=block_nnz,
+                         cache=cache, client=client)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31 - 1))
     if W0 is None:

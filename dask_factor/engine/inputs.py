@@ -53,6 +53,21 @@ def open_lazy(A, name: str = "A"):
             f"opened store or a path to a matrix file, got {type(A).__name__} ({exc})") from exc
 
 
+def check_shape(name: str, A) -> tuple[int, int]:
+    """The (m, n) of a matrix-like object, or a ValueError naming ``name``."""
+    shape = tuple(getattr(A, "shape", ()))
+    if len(shape) != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix (features × samples), got shape "
+                         f"{shape}")
+    if any(isinstance(s, float) and np.isnan(s) for s in shape):
+        raise ValueError(f"{name}: the dask array has unknown chunk sizes (shape {shape}); call "
+                         f"{name}.compute_chunk_sizes() first")
+    m, n = (int(s) for s in shape)
+    if m == 0 or n == 0:
+        raise ValueError(f"{name}: expected a non-empty matrix, got shape ({m}, {n})")
+    return m, n
+
+
 def prepare_input(
     A,
     *,
@@ -84,13 +99,8 @@ def prepare_input(
         raise TypeError(
             f"{name}: expected a numpy array, scipy.sparse matrix, dask array, AnnData or a path "
             f"to a matrix file, got {type(A).__name__}")
-    if len(A.shape) != 2:
-        raise ValueError(f"{name}: expected a 2-D matrix (features × samples), got shape "
-                         f"{tuple(A.shape)}")
+    check_shape(name, A)
     check_matrix_dtype(name, A.dtype)
-    m, n = (int(s) for s in A.shape)
-    if m == 0 or n == 0:
-        raise ValueError(f"{name}: expected a non-empty matrix, got shape ({m}, {n})")
     if isinstance(A, da.Array):
         bm = as_blocked(A, dtype=dtype, chunks=chunks)
         if cache == "memory":

@@ -182,25 +182,18 @@ def test_target_h_of_the_wrong_width(A, no_fit):
         nmf(A, 3, target_H=np.zeros((3, 41)), target_lambda=0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="w_init's shape is checked only after the lazy input's "
-                   "validation pass over all of its data (nmf.py: W0 check follows "
-                   "prepare_input), though A.shape is known up front")
 def test_w_init_shape_is_checked_before_reading_a_lazy_input(no_data):
     D = da.zeros((30, 40), chunks=(30, 10))
     with expect(ValueError, "w_init"):
         nmf(D, 3, w_init=np.ones((29, 3)))
 
 
-@pytest.mark.xfail(strict=True, reason="target_H's width is checked only after the lazy input's "
-                   "validation pass over all of its data, though A.shape is known up front")
 def test_target_h_width_is_checked_before_reading_a_lazy_input(no_data):
     D = da.zeros((30, 40), chunks=(30, 10))
     with expect(ValueError, "target_H"):
         nmf(D, 3, target_H=np.zeros((3, 41)), target_lambda=0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="tol/target_lambda of a wrong type raise numpy's "
-                   "'ufunc isfinite not supported' TypeError, which does not name the argument")
 @pytest.mark.parametrize("name", ["tol", "target_lambda"])
 def test_non_numeric_scalars_name_the_argument(A, no_data, name):
     with expect(TypeError, name):
@@ -226,9 +219,6 @@ def _accepted_or_named_before_work(monkeypatch, name, call):
         assert np.all(np.isfinite(model.W))
 
 
-@pytest.mark.xfail(strict=True, reason="seed=-1 with the default rng='numpy' fails inside "
-                   "numpy.random.default_rng ('expected non-negative integer', no argument "
-                   "name), after the input was validated")
 def test_negative_seed_with_numpy_rng(A, monkeypatch):
     _accepted_or_named_before_work(monkeypatch, "seed",
                                    lambda: nmf(A, 3, seed=-1, rng="numpy", maxit=2))
@@ -240,9 +230,6 @@ def test_negative_seed_with_rcppml_rng_is_r_compatible(A):
     assert np.all(np.isfinite(model.W))
 
 
-@pytest.mark.xfail(strict=True, reason="a dask array with unknown chunk sizes (shape with NaN) "
-                   "fails with 'cannot convert float NaN to integer' from int(A.shape[i]) in "
-                   "nmf(), without naming A")
 def test_dask_input_with_unknown_chunk_sizes(A, monkeypatch):
     D = da.from_array(A.toarray(), chunks=(30, 10))
     D = D[D[:, 0] >= 0]  # boolean row selection: row count unknown until computed
