@@ -1,0 +1,249 @@
+"""``fit()``: run a compiled factorization graph on Dask.
+
+* A graph of one NMF layer on one input whose options ``nmf()`` has runs **exactly** the
+  ``nmf()`` path (same seed → the same factors, bit for bit, for every k and L1; the solver is
+  picked by ``nmf()``'s rule).
+* Every other graph runs on :mod:`dask_factor.engine.deep`: layers in graph order, warm-up fits,
+  then RcppML's joint block-coordinate sweeps, one Dask graph per sweep (independent branches in
+  the same submission). ``factor_shared`` never forms the row-bound matrix.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..engine.deep import LayerArrays, fit_graph
+from ..engine.inputs import prepare_input
+from ..engine.multi import LayerSpec, PartSpec, SideSpec
+from ..engine.shared_blocks import blocked_inputs
+from ..nmf import initial_w, nmf, resolve_solver
+from .compile import FactorNet, LayerPlan, SideOptions
+from .result import GraphResult, LayerResult
+
+__all__ = ["fit"]
+
+
+def _draw_seed() -> int:
+    return int(np.random.SeedSequence().entropy % (2**31 - 1))
+
+
+def _side_spec(s: SideOptions) -> SideSpec:
+    return SideSpec(L1=s.L1, L2=s.L2, L21=s.L21, angular=s.angular, upper_bound=s.upper_bound,
+                    nonneg=s.nonneg, graph_lambda=s.graph_lambda if s.graph is not None else 0.0,
+                    target_lambda=s.target_lambda if s.target is not None else 0.0)
+
+
+def layer_spec(lp: LayerPlan, *, norm: str, solver: str, cd_maxit: int, cd_tol: float,
+               dtype) -> LayerSpec:
+    """The engine's view of a planned layer (U/V sides swap for a layer fed by layers)."""
+    U_opts, V_opts = (lp.H, lp.W) if lp.embedding else (lp.W, lp.H)
+    return LayerSpec(index=lp.index, name=lp.name, k=lp.k, embedding=lp.embedding,
+                     parts=tuple(PartSpec(p.kind, p.rows, p.source, p.name) for p in lp.parts),
+                     U=_side_spec(U_opts), V=_side_spec(V_opts), norm=norm, solver=solver,
+                     cd_maxit=cd_maxit, cd_tol=cd_tol, dtype=np.dtype(dtype))
+
+
+def _layer_arrays(lp: LayerPlan, n: int) -> LayerArrays:
+    U_opts, V_opts = (lp.H, lp.W) if lp.embedding else (lp.W, lp.H)
+    ut = U_opts.target
+    if ut is not None and lp.embedding:
+        ut = ut.T  # H (k × R) → U (R × k)
+    vt = V_opts.target
+    if vt is not None and not lp.embedding:
+        vt = vt.T  # H (k × n) → V (n × k)
+    a = LayerArrays(ugraph=U_opts.graph, vgraph=V_opts.graph)
+    if ut is not None:
+        a.utarget = np.ascontiguousarray(ut, dtype=np.float64)
+        a.ugram_target = a.utarget.T @ a.utarget / a.utarget.shape[0]
+    if vt is not None:
+        a.vtarget = np.ascontiguousarray(vt, dtype=np.float64)
+        a.vgram_target = a.vtarget.T @ a.vtarget / n
+    return a
+
+
+def _split_w(lp: LayerPlan, U: np.ndarray):
+    if not lp.shared:
+        return U
+    out, o = {}, 0
+    for p in lp.parts:
+        out[p.name] = np.ascontiguousarray(U[o:o + p.rows])
+        o += p.rows
+    return out
+
+
+def _progress(cfg, on_iteration, what: str):
+    bar = None
+    cb = on_iteration
+    if cfg.verbose:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.maxit, desc=what, unit="it", leave=True)
+
+        def cb(it, mse, rel):
+            bar.update(1)
+            bar.set_postfix(loss=f"{mse:.6g}", rel=("-" if np.isnan(rel) else f"{rel:.2e}"))
+            return bool(on_iteration(it, mse, rel)) if on_iteration is not None else False
+    return bar, cb
+
+
+def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration) -> GraphResult:
+    cfg = net.config
+    lp = net.layers[0]
+    inp = net.inputs[lp.parts[0].source]
+    bar, cb = _progress(cfg, on_iteration, f"nmf k={lp.k}")
+    try:
+        res = nmf(inp.data, lp.k, tol=cfg.tol, maxit=cfg.maxit, L1=(lp.W.L1, lp.H.L1),
+                  L2=(lp.W.L2, lp.H.L2), upper_bound=(lp.W.upper_bound, lp.H.upper_bound),
+                  nonneg=(lp.W.nonneg, lp.H.nonneg), seed=seed, norm=cfg.norm,
+                  solver=cfg.solver, cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
+                  sort_model=cfg.sort_model, rng=cfg.rng, target_H=lp.H.target,
+                  target_lambda=lp.H.target_lambda if lp.H.target is not None else 0.0,
+                  chunks=cfg.chunks, block_nnz=cfg.block_nnz, dtype=cfg.dtype, client=client,
+                  on_iteration=cb)
+    finally:
+        if bar is not None:
+            bar.close()
+    layer = LayerResult(name=lp.name, kind="nmf", W=res.W, d=res.d, H=np.asarray(res.H),
+                        iterations=res.iterations, converged=res.converged, sse=res.sse,
+                        mse=res.mse, loss_history=list(res.loss_history), input=lp.input_label)
+    settings = dict(path="nmf", seed=seed, solver_used=res.settings["solver_used"],
+                    cd_maxit=res.settings["cd_maxit"], cd_tol=res.settings["cd_tol"],
+                    chunks=res.settings["chunks"], n_negative=res.settings["n_negative"])
+    return GraphResult(layers={lp.name: layer}, loss_history=list(res.loss_history),
+                       iterations=res.iterations, warmup=0, converged=res.converged,
+                       config=cfg.to_dict(), settings=settings, plan=net.describe(),
+                       input_names=net.input_names, runtime=res.runtime, _client=client)
+
+
+def _fit_svd_path(net: FactorNet, client) -> GraphResult:
+    from .svd_bridge import fit_svd_layer
+
+    return fit_svd_layer(net, client)
+
+
+def fit(net: FactorNet, *, client=None, on_iteration=None) -> GraphResult:
+    """Fit a compiled factorization graph.
+
+    Parameters
+    ----------
+    net : FactorNet
+        From :func:`factor_net`.
+    client : distributed.Client, optional
+        Run there; default: the active client if any, else dask's threads.
+    on_iteration : callable(iteration, loss, rel_change), optional
+        Called after every iteration (one-layer graphs) or sweep (the sum of the layers' MSE);
+        return True to stop.
+
+    Returns
+    -------
+    GraphResult
+        ``result["name"]`` (or ``result.name``) gives a layer's ``W``, ``H``, ``d``, ``loss``,
+        ``iterations``, ``converged``; ``result.loss_history`` the whole graph's history.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad input data (named by input), before any factorisation work.
+    NotImplementedError
+        ``test_fraction > 0`` (cross-validation engine pending), or an ``svd_layer`` the SVD
+        engine cannot run.
+
+    Examples
+    --------
+    >>> from dask_factor import datasets
+    >>> from dask_factor.graph import factor_input, nmf_layer, factor_net, factor_config
+    >>> A, rows, cols = datasets.load("aml")
+    >>> inp = factor_input(A, name="methylation")
+    >>> net = factor_net(inp, nmf_layer(nmf_layer(inp, 10, name="fine"), 3, name="coarse"),
+    ...                  factor_config(maxit=30, seed=42))
+    >>> res = fit(net)
+    >>> res["fine"].H.shape, res.coarse.W.shape, res.coarse.H.shape
+    ((10, 135), (135, 3), (3, 10))
+    """
+    if not isinstance(net, FactorNet):
+        raise TypeError(f"fit: expected a FactorNet from factor_net(), got {type(net).__name__}")
+    if client is not None and not hasattr(client, "persist"):
+        raise TypeError(f"client: expected a distributed.Client, got {type(client).__name__}")
+    cfg = net.config
+    if cfg.test_fraction > 0:
+        raise NotImplementedError(
+            "fit: test_fraction > 0 needs the masked cross-validation engine (the CV issue), "
+            "which has not landed yet")
+    if any(lp.kind == "svd" for lp in net.layers):
+        return _fit_svd_path(net, client)
+    seed = cfg.seed if cfg.seed is not None else _draw_seed()
+    if net.nmf_path:
+        return _fit_nmf_path(net, seed, client, on_iteration)
+    return _fit_engine(net, seed, client, on_iteration)
+
+
+def _fit_engine(net: FactorNet, seed: int, client, on_iteration) -> GraphResult:
+    cfg = net.config
+    t0 = time.perf_counter()
+    dt = np.dtype(cfg.dtype)
+    solver, cdm, cdt = resolve_solver(cfg.solver, cfg.cd_maxit, cfg.cd_tol)
+    names = net.input_names
+    preps, datas = [], []
+    for name, inp in zip(names, net.inputs):
+        preps.append(prepare_input(inp.data, name=f"input {name!r}", dtype=dt,
+                                   block_nnz=cfg.block_nnz, client=client))
+        datas.append(inp.data)
+    for name, inp, prep in zip(names, net.inputs, preps):
+        if tuple(prep.shape) != tuple(inp.shape):
+            raise ValueError(f"input {name!r}: read shape {prep.shape}, expected {inp.shape}")
+    bms, bounds = blocked_inputs(preps, datas, dtype=dt, chunks=cfg.chunks,
+                                 block_nnz=cfg.block_nnz)
+    n = net.n
+    specs, arrays, inits, ssq = [], [], [], []
+    for lp in net.layers:
+        specs.append(layer_spec(lp, norm=cfg.norm, solver=solver, cd_maxit=cdm, cd_tol=cdt,
+                                dtype=dt))
+        arrays.append(_layer_arrays(lp, n))
+        rows = n if lp.embedding else lp.rows
+        inits.append(initial_w(rows, lp.k, seed + lp.index, cfg.rng))
+        total = 0.0
+        for p in lp.parts:
+            if p.kind == "data":
+                total += preps[p.source].sq_norm
+            elif p.kind == "fixed":
+                total += float(np.sum(net.Zs[p.source] ** 2))
+        ssq.append(total)
+    single = len(net.layers) == 1
+    bar, cb = _progress(cfg, on_iteration, f"factor_net ({len(specs)} layers)")
+    try:
+        state = fit_graph(specs, bms, list(net.Zs), arrays, inits, bounds=bounds, ssq=ssq,
+                          maxit=cfg.maxit, tol=cfg.tol, warmup=0 if single else cfg.warmup,
+                          client=client, on_sweep=cb)
+    finally:
+        if bar is not None:
+            bar.close()
+    layers: dict[str, LayerResult] = {}
+    for lp, ls in zip(net.layers, state.layers):
+        k = lp.k
+        perm = (np.argsort(-ls.d, kind="stable") if single and cfg.sort_model
+                else np.arange(k))
+        d = np.asarray(ls.d, dtype=np.float64)[perm]
+        V = ls.V[:, perm]
+        U = np.asarray(ls.U)[:, perm]
+        if lp.embedding:
+            W, Hm = V, np.ascontiguousarray(U.T, dtype=np.float64)
+        else:
+            W, Hm = _split_w(lp, U), np.ascontiguousarray(V.T)
+        size = float(lp.rows) * float(n)
+        layers[lp.name] = LayerResult(
+            name=lp.name, kind=lp.kind, W=W, d=d, H=Hm, iterations=state.sweeps,
+            converged=state.converged, sse=ls.sse, mse=ls.sse / size,
+            loss_history=list(state.layer_history[lp.index]), input=lp.input_label,
+            embedding=lp.embedding)
+    settings: dict[str, Any] = dict(
+        path="graph", seed=seed, solver_used=solver, cd_maxit=cdm, cd_tol=cdt,
+        chunks=[int(x) for x in np.diff(bounds)],
+        n_negative={nm: p.n_negative for nm, p in zip(names, preps)},
+        graph_sizes=list(state.graph_sizes[len(state.graph_sizes) - state.sweeps:]))
+    return GraphResult(layers=layers, loss_history=list(state.history),
+                       iterations=state.sweeps, warmup=state.warmup, converged=state.converged,
+                       config=cfg.to_dict(), settings=settings, plan=net.describe(),
+                       input_names=names, runtime=time.perf_counter() - t0, _client=client)

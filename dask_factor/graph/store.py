@@ -1,0 +1,168 @@
+"""Saving and loading graph results (zarr), and writing them into AnnData.
+
+zarr layout (one store, written to a temporary sibling and renamed into place)::
+
+    /                  attrs: format, version, config, settings, plan, input_names, iterations,
+                              warmup, converged, loss_history, runtime, layer_names
+    /layers/<i>/       attrs: name, kind, iterations, converged, sse, mse, loss_history, input,
+                              embedding, w_parts (names of the per-input W blocks, or null)
+    /layers/<i>/W      (m, k) — or /layers/<i>/W/<j> per input block, in input order
+    /layers/<i>/d      (k,)
+    /layers/<i>/H      (k, n)
+
+Groups are numbered in graph order, so any layer or input name is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..io.blocks import atomic_path
+from .result import GraphResult, LayerResult
+
+FORMAT = "dask_factor.factor_net_result"
+VERSION = 1
+
+
+def _json(x):
+    """Round-trip through JSON so attributes hold plain types only."""
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, (set, tuple)):
+            return list(o)
+        return str(o)
+    return json.loads(json.dumps(x, default=default, allow_nan=True))
+
+
+def _floats(xs) -> list[float]:
+    return [float(v) for v in xs]
+
+
+def save_result(result: GraphResult, path, *, overwrite: bool = False) -> Path:
+    """Write ``result`` to a zarr store at ``path``; see :meth:`GraphResult.save`."""
+    import zarr
+
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        root = zarr.open_group(str(tmp), mode="w")
+        root.attrs.update(_json({
+            "format": FORMAT, "version": VERSION, "config": result.config,
+            "settings": result.settings, "plan": result.plan,
+            "input_names": result.input_names, "iterations": int(result.iterations),
+            "warmup": int(result.warmup), "converged": bool(result.converged),
+            "loss_history": _floats(result.loss_history), "runtime": float(result.runtime),
+            "layer_names": list(result.layers)}))
+        layers = root.create_group("layers")
+        for i, lr in enumerate(result.layers.values()):
+            g = layers.create_group(str(i))
+            parts = list(lr.W) if isinstance(lr.W, Mapping) else None
+            g.attrs.update(_json({
+                "name": lr.name, "kind": lr.kind, "iterations": int(lr.iterations),
+                "converged": bool(lr.converged), "sse": float(lr.sse), "mse": float(lr.mse),
+                "loss_history": _floats(lr.loss_history), "input": lr.input,
+                "embedding": bool(lr.embedding), "w_parts": parts}))
+            if parts is None:
+                g.create_array("W", data=np.ascontiguousarray(lr.W))
+            else:
+                wg = g.create_group("W")
+                for j, name in enumerate(parts):
+                    wg.create_array(str(j), data=np.ascontiguousarray(lr.W[name]))
+            g.create_array("d", data=np.asarray(lr.d, dtype=np.float64))
+            g.create_array("H", data=np.ascontiguousarray(lr.H))
+    return path
+
+
+def load_result(path) -> GraphResult:
+    """Read a result written by :func:`save_result`."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"path={str(path)!r} does not exist")
+    root = zarr.open_group(str(path), mode="r")
+    attrs = dict(root.attrs)
+    if attrs.get("format") != FORMAT:
+        raise ValueError(f"path={str(path)!r} is not a saved factor_net result (format "
+                         f"{attrs.get('format')!r})")
+    if int(attrs.get("version", 0)) > VERSION:
+        raise ValueError(f"path={str(path)!r}: format version {attrs['version']} is newer than "
+                         f"this dask_factor reads ({VERSION})")
+    layers: dict[str, LayerResult] = {}
+    for i in range(len(attrs["layer_names"])):
+        g = root["layers"][str(i)]
+        a = dict(g.attrs)
+        if a["w_parts"] is None:
+            W = np.asarray(g["W"][...])
+        else:
+            W = {name: np.asarray(g["W"][str(j)][...]) for j, name in enumerate(a["w_parts"])}
+        layers[a["name"]] = LayerResult(
+            name=a["name"], kind=a["kind"], W=W, d=np.asarray(g["d"][...]),
+            H=np.asarray(g["H"][...]), iterations=int(a["iterations"]),
+            converged=bool(a["converged"]), sse=float(a["sse"]), mse=float(a["mse"]),
+            loss_history=list(a["loss_history"]), input=a["input"],
+            embedding=bool(a["embedding"]))
+    return GraphResult(layers=layers, loss_history=list(attrs["loss_history"]),
+                       iterations=int(attrs["iterations"]), warmup=int(attrs["warmup"]),
+                       converged=bool(attrs["converged"]), config=dict(attrs["config"]),
+                       settings=dict(attrs["settings"]), plan=list(attrs["plan"]),
+                       input_names=list(attrs["input_names"]), runtime=float(attrs["runtime"]))
+
+
+def to_anndata(result: GraphResult, adata, *, input: str | None = None,
+               uns_key: str = "factor_net", copy: bool = False):
+    """See :meth:`GraphResult.to_anndata`."""
+    if not (type(adata).__name__ == "AnnData" and hasattr(adata, "obsm")):
+        raise TypeError(f"to_anndata: expected an anndata.AnnData, got {type(adata).__name__}")
+    names = list(result.input_names)
+    input = names[0] if input is None else input
+    if input not in names:
+        raise ValueError(f"to_anndata: input={input!r} is not an input of the graph {names}")
+    src = names.index(input)
+    n = None
+    for layer in result.plan:
+        lr = result.layers[layer["name"]]
+        n = lr.W.shape[0] if layer["embedding"] else lr.H.shape[1]
+        break
+    if adata.n_obs != n:
+        raise ValueError(f"to_anndata: adata has {adata.n_obs} cells (n_obs); the graph was "
+                         f"fitted on {n} samples")
+    if copy:
+        adata = adata.copy()
+    uns_layers = {}
+    for layer in result.plan:
+        name = layer["name"]
+        lr = result.layers[name]
+        info = {"d": np.asarray(lr.d), "loss_history": np.asarray(lr.loss_history, dtype=float),
+                "mse": float(lr.mse), "sse": float(lr.sse), "iterations": int(lr.iterations),
+                "converged": bool(lr.converged), "input": lr.input, "kind": lr.kind}
+        if layer["embedding"]:
+            adata.obsm[f"X_{name}"] = np.asarray(lr.W)
+            info["H"] = np.asarray(lr.H)
+        else:
+            adata.obsm[f"X_{name}"] = np.ascontiguousarray(np.asarray(lr.H).T)
+            Wst = lr.W_stacked
+            others = {}
+            o = 0
+            for p in layer["parts"]:
+                block = Wst[o:o + p["rows"]]
+                o += p["rows"]
+                if p["kind"] == "data" and p["source"] == src and p["rows"] == adata.n_vars:
+                    adata.varm[f"{name}_W"] = np.asarray(block)
+                else:
+                    others[p["name"]] = np.asarray(block)
+            if others:
+                info["W"] = others
+        uns_layers[name] = info
+    adata.uns[uns_key] = {
+        "config": {k: v for k, v in result.config.items() if v is not None},
+        "loss_history": np.asarray(result.loss_history, dtype=float),
+        "iterations": int(result.iterations), "converged": bool(result.converged),
+        "input": input, "layers": uns_layers}
+    return adata
