@@ -45,6 +45,16 @@ class LayerResult:
         ``"layer:fine"``, ``"concat:lo,hi"``.
     embedding : bool
         True for a layer fed by layers (W is then per sample).
+
+    Examples
+    --------
+    >>> from dask_factor import datasets
+    >>> from dask_factor.graph import factor_input, nmf_layer, factor_net, factor_config, fit
+    >>> A, rows, cols = datasets.load("aml")
+    >>> inp = factor_input(A, name="aml")
+    >>> layer = fit(factor_net(inp, nmf_layer(inp, 4, name="l"), factor_config(maxit=5)))["l"]
+    >>> layer.W.shape, layer.d.shape, layer.H.shape, layer.loss == layer.mse
+    ((824, 4), (4,), (4, 135), True)
     """
 
     name: str
@@ -113,6 +123,17 @@ class GraphResult:
     input_names : list of str
     runtime : float
         Seconds.
+
+    Examples
+    --------
+    >>> from dask_factor import datasets
+    >>> from dask_factor.graph import factor_input, nmf_layer, factor_net, factor_config, fit
+    >>> A, rows, cols = datasets.load("aml")
+    >>> inp = factor_input(A, name="aml")
+    >>> res = fit(factor_net(inp, nmf_layer(nmf_layer(inp, 6, name="fine"), 2, name="coarse"),
+    ...                      factor_config(maxit=5, seed=1)))
+    >>> list(res), res["coarse"] is res.coarse, len(res.loss_history) == res.iterations
+    (['fine', 'coarse'], True, True)
     """
 
     layers: dict[str, LayerResult]
