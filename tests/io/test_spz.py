@@ -120,6 +120,7 @@ def test_header_facts_match_st_info(case):
         assert f.is_dense == (f.version == 3)
         assert f.chunk_bounds[0] == 0 and f.chunk_bounds[-1] == f.shape[1]
         assert f.chunk_bounds.dtype == np.int64 and f.chunk_bounds.size == f.num_chunks + 1
+        assert f.chunk_nnz.sum() == f.nnz and f.chunk_nnz.size == f.num_chunks
         d = f.info()
         assert d["format"] == "spz" and d["file_size"] == int(info["file_bytes"])
         assert d["shape"] == f.shape and d["num_chunks"] == f.num_chunks
@@ -328,3 +329,15 @@ def test_pbmc3k_extdata_hashes():
     assert h(a.indptr, "<i4") == "fb070478c67d9d73"
     assert h(a.indices, "<i4") == "d887f02dd198752f"
     assert h(a.data, "<f8") == "8d8b49d119b50eb7"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for mod in ("errors", "header", "rans", "codecs", "dense", "tables", "layout", "legacy",
+                "sources", "transpose", "reader", "writer"):
+        m = importlib.import_module(f"dask_factor.io.spz.{mod}")
+        res = doctest.testmod(m, optionflags=doctest.ELLIPSIS)
+        assert res.failed == 0, mod

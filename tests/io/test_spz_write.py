@@ -415,3 +415,38 @@ def test_tables_round_trip(tmp_path):
         got = [None if pd.isna(x) else x for x in o[col].astype(object)]
         assert got == want, col
     assert list(v["name"]) == ["c0", "c1", "c2"]
+
+
+@pytest.mark.parametrize("value_type", ["uint16", "auto"])
+def test_streaming_write_uses_bounded_memory(tmp_path, value_type):
+    """Streaming (incl. the transpose) holds O(one chunk + transpose budget), not the matrix.
+
+    Chunks themselves scale with the matrix's other dimension (a transpose chunk holds
+    ``chunk_cols`` whole rows), so the bound is checked against the largest chunk."""
+    import tracemalloc
+
+    m, n, step, cc = 6000, 4000, 125, 100
+    blocks = []
+    for j in range(0, n, step):
+        blk = sp.random(m, step, density=0.04, format="csc", random_state=j)
+        blk.data = np.ceil(blk.data * 1000)
+        blocks.append((j, blk))
+    ref = sp.hstack([b for _, b in blocks], format="csc")
+    kw = dict(shape=(m, n), value_type=value_type, chunk_cols=cc, transpose_memory=256 << 10)
+    write_spz(iter(blocks[:2]), tmp_path / "warm.spz", **{**kw, "shape": (m, 2 * step)})
+    tracemalloc.start()
+    try:
+        write_spz(iter(blocks), tmp_path / "big.spz", **kw)  # the blocks are not counted
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    full = ref.nnz * 12  # int32 index + float64 value per entry: ~11.5 MB
+    biggest_chunk = 12 * max(np.diff(ref.indptr[::cc]).max(),
+                             np.diff(ref.T.tocsc().indptr[::cc]).max())
+    assert peak < 0.3 * full, (peak, full)
+    assert peak < 6 * biggest_chunk + (256 << 10) + (256 << 10), (peak, biggest_chunk)
+    with SpzFile(tmp_path / "big.spz") as f:
+        assert f.value_type == "uint16"
+        assert (f.read_all() != ref).nnz == 0
+        assert (f.read_rows(100, 300) != ref[100:300]).nnz == 0
+    assert sorted(os.listdir(tmp_path)) == ["big.spz", "warm.spz"]

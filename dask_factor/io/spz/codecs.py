@@ -35,6 +35,8 @@ from .rans import (
 __all__ = [
     "decode_chunk",
     "sort_within_columns",
+    "first_invalid",
+    "scan_values",
     "encode_chunk",
     "half_bits_to_f64",
     "f32_to_half_bits",
@@ -290,6 +292,47 @@ def sort_within_columns(indptr, rows, vals):
 
 
 @njit(nogil=True, cache=True)
+def first_invalid(vals, kind, limit):
+    """Index of the first value a value type cannot hold, or -1 (no temporaries).
+
+    kind 0: integers in [0, limit]; 1: finite values must satisfy |v| <= limit (float32);
+    2: no NaN and finite |v| < limit (float16); 3: finite values only (quant8).
+    """
+    for i in range(vals.size):
+        v = vals[i]
+        if kind == 0:
+            if not (v >= 0.0 and v <= limit and v == np.floor(v)):
+                return i
+        elif kind == 1:
+            if np.isfinite(v) and abs(v) > limit:
+                return i
+        elif kind == 2:
+            if np.isnan(v) or (np.isfinite(v) and abs(v) >= limit):
+                return i
+        elif not np.isfinite(v):
+            return i
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def scan_values(vals):
+    """One pass for value_type="auto": (all non-negative integers, max, float32-lossy)."""
+    all_uint = True
+    lossy = False
+    vmax = -np.inf
+    for i in range(vals.size):
+        v = vals[i]
+        if not (v >= 0.0 and v == np.floor(v)):
+            all_uint = False
+        if v > vmax:
+            vmax = v
+        if not lossy and not np.isnan(v) and np.float64(np.float32(v)) != v:
+            lossy = True
+    return all_uint, vmax, lossy
+
+
+
+@njit(nogil=True, cache=True)
 def _encode_escape(vals, out, pos):
     """Escape-rANS block of uint64 ``vals`` at ``out[pos:]``; returns the new position."""
     n = vals.size
@@ -297,7 +340,7 @@ def _encode_escape(vals, out, pos):
     escaped = False
     mx = 0
     for i in range(n):
-        v = vals[i]
+        v = np.uint64(vals[i])  # vals may be float64 (validated integers) or uint64
         if v < np.uint64(255):
             syms[i] = np.uint8(v)
             if np.int64(v) > mx:
@@ -311,8 +354,9 @@ def _encode_escape(vals, out, pos):
     pos += 4
     if escaped:
         for i in range(n):
-            if vals[i] >= np.uint64(255):
-                pos = write_varint(out, pos, vals[i])
+            v = np.uint64(vals[i])
+            if v >= np.uint64(255):
+                pos = write_varint(out, pos, v)
     ov_len = pos - len_pos - 4
     for b in range(4):
         out[len_pos + b] = (ov_len >> (8 * b)) & 0xFF
@@ -478,15 +522,15 @@ def encode_chunk(
     >>> int(g[4]), int(v.size) > 0
     (1, True)
     """
-    gaps = _encode_gaps(
-        np.ascontiguousarray(indptr, np.int64), np.ascontiguousarray(rows, np.int64)
-    )
+    if rows.dtype != np.int32 and (rows.size == 0 or rows.max() <= 2**31 - 1):
+        rows = rows.astype(np.int32)  # one kernel specialisation for the common case
+    gaps = _encode_gaps(np.ascontiguousarray(indptr, np.int64), np.ascontiguousarray(rows))
     nnz = rows.size
     if nnz == 0:
         return gaps, np.zeros(0, np.uint8), 0.0, 0.0
     qs = qo = 0.0
     if vtype <= 2:
-        vs = _encode_uint_values(np.ascontiguousarray(values).astype(np.uint64))
+        vs = _encode_uint_values(np.ascontiguousarray(values, dtype=np.float64))
     elif vtype == 5:
         q, qs, qo = quantize8_v2(values)
         vs = _encode_q8(q)

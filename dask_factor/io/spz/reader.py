@@ -82,7 +82,8 @@ class SpzFile:
     >>> import numpy as np, scipy.sparse as sp, tempfile, os
     >>> from dask_factor.io.spz import write_spz
     >>> f = os.path.join(tempfile.mkdtemp(), "x.spz")
-    >>> write_spz(sp.random(50, 30, density=0.1, format="csc", random_state=0), f)
+    >>> A = sp.random(50, 30, density=0.1, format="csc", random_state=0)
+    >>> _ = write_spz(A, f, value_type="float32")
     >>> with SpzFile(f) as s:
     ...     print(s.shape, s.value_type, s.read_columns(5, 12).shape)
     (50, 30) float32 (50, 7)
@@ -388,6 +389,23 @@ class SpzFile:
                 f"{self.path} has no transpose section (write it with include_transpose=True)"
             )
         return self._lay.tsec
+
+    @property
+    def chunk_nnz(self) -> np.ndarray:
+        """Stored entries of every forward chunk (int64, length ``num_chunks``).
+
+        For dense files, ``m * width`` of each panel.
+
+        Examples
+        --------
+        >>> SpzFile("x.spz").chunk_nnz.sum()  # doctest: +SKIP
+        150
+        """
+        if self.is_dense:
+            return np.diff(self.chunk_bounds) * self.shape[0]
+        if self.version == 1:
+            return np.array([self.nnz], np.int64)
+        return self._lay.fwd.desc["nnz"].astype(np.int64)
 
     @property
     def transpose_bounds(self) -> np.ndarray | None:

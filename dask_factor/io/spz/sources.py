@@ -47,18 +47,16 @@ class ValueStats:
     lossy_f32: bool = False
 
     def update(self, vals: np.ndarray) -> None:
+        from .codecs import scan_values
+
         if vals.size == 0:
             return
         self.count += int(vals.size)
-        with np.errstate(invalid="ignore"):
-            ok = bool(np.all((vals >= 0) & (vals == np.floor(vals))))
-        self.all_uint = self.all_uint and ok
-        if not np.isnan(vals).all():
-            self.vmax = max(self.vmax, float(np.nanmax(vals)))
-        if not self.lossy_f32:
-            with np.errstate(over="ignore", invalid="ignore"):
-                v32 = vals.astype(np.float32).astype(np.float64)
-            self.lossy_f32 = bool(np.any((v32 != vals) & ~np.isnan(vals)))
+        all_uint, vmax, lossy = scan_values(np.ascontiguousarray(vals, dtype=np.float64))
+        self.all_uint = self.all_uint and bool(all_uint)
+        if not np.isnan(vmax):
+            self.vmax = max(self.vmax, float(vmax))
+        self.lossy_f32 = self.lossy_f32 or bool(lossy)
 
 
 def _to_f64(x: np.ndarray, what: str) -> np.ndarray:
@@ -155,23 +153,23 @@ class StreamSource(Source):
         self.stream = stream
         self.shape = shape
         self.reiterable = iter(stream) is not stream
-        self._first: tuple[int, Any] | None = None
+        self._peeked: tuple[Any, Iterator] | None = None  # first item and the rest
         self._used = False
-        if dense is None:
+        if dense is None:  # decide from the first block
             it = iter(stream)
             first = next(it, None)
             if first is not None:
-                self._first = (first, it)  # type: ignore[assignment]
+                self._peeked = (first, it)
             dense = first is not None and not sp.issparse(_block_of(first))
         self.dense_input = bool(dense)
 
     def _blocks(self) -> Iterator[tuple[int, Any]]:
-        if self._first is not None:
-            first, it = self._first  # type: ignore[misc]
-            self._first = None
+        if self._peeked is not None:
+            first, rest = self._peeked
+            self._peeked = None
             self._used = True
             yield first
-            yield from it
+            yield from rest
             return
         if self._used and not self.reiterable:
             raise RuntimeError("source: a one-shot block iterator cannot be read twice")
@@ -275,7 +273,7 @@ class SpillSource(Source):
                 off = self._f.tell()
                 self._f.write(np.array([ch.col_start, ch.ncols, ch.rows.size], np.int64))
                 self._f.write(ch.indptr.astype(np.int64))
-                self._f.write(ch.rows.astype(np.int64))
+                self._f.write(ch.rows.astype(np.int64, copy=False))
                 self._f.write(ch.vals.astype(np.float64))
                 self._records.append((off, ch.ncols, int(ch.rows.size)))
             self._f.flush()
@@ -292,6 +290,8 @@ class SpillSource(Source):
             indptr = np.frombuffer(raw, np.int64, k + 1, p)
             p += 8 * (k + 1)
             rows = np.frombuffer(raw, np.int64, nnz, p)
+            if self.shape[0] <= 2**31 - 1:
+                rows = rows.astype(np.int32)
             p += 8 * nnz
             vals = np.frombuffer(raw, np.float64, nnz, p)
             yield SparseChunk(int(hdr[0]), indptr, rows, vals)

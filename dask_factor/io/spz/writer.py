@@ -13,7 +13,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from .codecs import UINT_MAX, decode_chunk, encode_chunk
+from .codecs import UINT_MAX, decode_chunk, encode_chunk, first_invalid
 from .dense import decode_panel, encode_panel
 from .header import (
     CODEC_CODES,
@@ -55,40 +55,32 @@ def _choose_auto(stats: ValueStats) -> int:
     return VALUE_TYPE_CODES["float32"]
 
 
-def _bad_value(vals: np.ndarray, bad: np.ndarray, ch: SparseChunk, vt_name: str, why: str):
-    k = int(np.flatnonzero(bad)[0])
-    col = ch.col_start + int(np.searchsorted(ch.indptr, k, side="right") - 1)
-    return ValueError(
-        f"source: value {float(vals[k])!r} at (row {int(ch.rows[k])}, column {col}) cannot be "
-        f"stored as value_type={vt_name!r}: {why}"
-    )
-
-
 def _check_values(vals: np.ndarray, ch: SparseChunk, vt: int, strict: bool,
                   auto: bool = False) -> None:
     name = VALUE_TYPES[vt][0]
     if not strict and vt in (3, 4):
         return
-    with np.errstate(invalid="ignore"):
-        if vt in UINT_MAX:
-            mx = UINT_MAX[vt]
-            bad = ~((vals >= 0) & (vals == np.floor(vals)) & (vals <= mx))
-            why = f"needs non-negative integers <= {mx} (no NaN/Inf)"
-        elif vt == 3:
-            bad = np.isfinite(vals) & (np.abs(vals) > _F32_MAX)
-            why = "overflows float32"
-        elif vt == 4:
-            bad = np.isnan(vals) | (np.isfinite(vals) & (np.abs(vals) >= _HALF_LIMIT))
-            why = "float16 stores finite |v| < 65520 or +-Inf, and no NaN"
-        elif vt == 5:
-            bad = ~np.isfinite(vals)
-            why = "quant8 needs finite values"
-        else:
-            return
-    if bad.any():
+    if vt in UINT_MAX:
+        kind, limit = 0, float(UINT_MAX[vt])
+        why = f"needs non-negative integers <= {UINT_MAX[vt]} (no NaN/Inf)"
+    elif vt == 3:
+        kind, limit, why = 1, _F32_MAX, "overflows float32"
+    elif vt == 4:
+        kind, limit = 2, _HALF_LIMIT
+        why = "float16 stores finite |v| < 65520 or +-Inf, and no NaN"
+    elif vt == 5:
+        kind, limit, why = 3, 0.0, "quant8 needs finite values"
+    else:
+        return
+    k = int(first_invalid(np.ascontiguousarray(vals, dtype=np.float64), kind, limit))
+    if k >= 0:
         if auto:
             why += " ('auto' chose it; pass value_type='float64')"
-        raise _bad_value(vals, bad, ch, name, why)
+        col = ch.col_start + int(np.searchsorted(ch.indptr, k, side="right") - 1)
+        raise ValueError(
+            f"source: value {float(vals[k])!r} at (row {int(ch.rows[k])}, column {col}) cannot "
+            f"be stored as value_type={name!r}: {why}"
+        )
 
 
 def _check_panel(panel: np.ndarray, col_start: int, codec: int, vt: int, strict: bool) -> None:
@@ -150,7 +142,7 @@ def _finish(f: IO[bytes], header: bytes, index_parts: list[tuple[int, bytes]],
     f.flush()
     crc, pos, fd = 0, 0, f.fileno()
     while pos < end:
-        block = os.pread(fd, min(8 << 20, end - pos), pos)
+        block = os.pread(fd, min(256 << 10, end - pos), pos)
         crc = zlib.crc32(block, crc)
         pos += len(block)
     f.seek(end)
@@ -191,7 +183,7 @@ def _decoded_forward(f: IO[bytes], base: int, desc: np.ndarray, m: int, vt: int
         gs, vs = int(d["gap_size"]), int(d["value_size"])
         buf = np.frombuffer(os.pread(fd, gs + vs, base + int(d["gap_offset"])), np.uint8)
         indptr = np.empty(k + 1, np.int64)
-        rows = np.empty(nnz, np.int64)
+        rows = np.empty(nnz, np.int32 if m <= 2**31 - 1 else np.int64)
         vals = np.empty(nnz, np.float64)
         err = decode_chunk(buf, gs, vs, k, nnz, m, vt, float(d["quant_scale"]),
                            float(d["quant_offset"]), True, indptr, rows, vals)
