@@ -27,22 +27,17 @@ from .compile import FactorNet, factor_net
 from .config import FactorNetConfig, FactorOptions, H, W, factor_config
 from .cv import cross_validate_graph
 from .fit import fit
-from .nodes import (
+from .merge import (
     FactorAdd,
     FactorConcat,
     FactorCondition,
-    FactorInput,
     FactorShared,
-    NMFLayer,
-    SVDLayer,
     factor_add,
     factor_concat,
     factor_condition,
-    factor_input,
     factor_shared,
-    nmf_layer,
-    svd_layer,
 )
+from .nodes import FactorInput, NMFLayer, SVDLayer, factor_input, nmf_layer, svd_layer
 from .result import GraphResult, LayerResult
 from .target import compute_target, refine, separability
 

@@ -17,19 +17,16 @@ from typing import Any
 import numpy as np
 
 from .config import FactorNetConfig, FactorOptions, factor_config
-from .nodes import (
+from .merge import (
     FactorAdd,
     FactorConcat,
     FactorCondition,
-    FactorInput,
     FactorShared,
-    NMFLayer,
-    Node,
-    SVDLayer,
     _check_same_samples,
     check_add_ranks,
     orient_z,
 )
+from .nodes import FactorInput, NMFLayer, Node, SVDLayer
 
 __all__ = ["FactorNet", "LayerPlan", "PartPlan", "SideOptions", "factor_net"]
 

@@ -13,7 +13,7 @@ from ..engine.deep import project_graph
 from ..engine.inputs import prepare_input
 from ..engine.multi import LayerSpec, PartSpec, SideSpec
 from ..engine.shared_blocks import blocked_inputs
-from .nodes import orient_z
+from .merge import orient_z
 
 #: RcppML's predict: coordinate descent to convergence
 PREDICT_CD_MAXIT = 100

@@ -8,8 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["dask_factor.graph", "dask_factor.graph.config", "dask_factor.graph.nodes",
-           "dask_factor.graph.compile", "dask_factor.graph.fit", "dask_factor.graph.result",
-           "dask_factor.graph.target", "dask_factor.graph.cv"]
+           "dask_factor.graph.merge", "dask_factor.graph.compile", "dask_factor.graph.fit",
+           "dask_factor.graph.result", "dask_factor.graph.target", "dask_factor.graph.cv"]
 
 
 @pytest.mark.parametrize("name", MODULES)
