@@ -450,3 +450,25 @@ def test_streaming_write_uses_bounded_memory(tmp_path, value_type):
         assert (f.read_all() != ref).nnz == 0
         assert (f.read_rows(100, 300) != ref[100:300]).nnz == 0
     assert sorted(os.listdir(tmp_path)) == ["big.spz", "warm.spz"]
+
+
+def test_dense_flag_overrides_the_input_kind(tmp_path):
+    arr = np.array([[0.0, 2.0, 0.0], [3.0, 0.0, 0.0]])
+    res = write_spz(arr, tmp_path / "s.spz", dense=False)
+    assert res["version"] == 2 and res["value_type"] == "uint8"
+    b = read_spz(tmp_path / "s.spz")
+    assert sp.issparse(b) and b.nnz == 2 and np.array_equal(b.toarray(), arr)
+    res = write_spz(sp.csc_matrix(arr), tmp_path / "d.spz", dense=True, codec="fp32_rans")
+    assert res["version"] == 3
+    np.testing.assert_array_equal(read_spz(tmp_path / "d.spz"), arr)
+
+
+def test_empty_chunks_inside_a_matrix(tmp_path):
+    a = sp.csc_matrix((5, 9))
+    a[1, 0] = 4.0
+    a[3, 8] = 7.0  # chunks of width 2: chunks 1-3 hold no entries
+    write_spz(a, tmp_path / "e.spz", chunk_cols=2)
+    with SpzFile(tmp_path / "e.spz") as f:
+        assert f.chunk_nnz.tolist() == [1, 0, 0, 0, 1]
+        assert (f.read_all() != a).nnz == 0
+        assert (sp.hstack([f.read_transpose_chunk(c) for c in range(3)]) != a.T).nnz == 0

@@ -52,7 +52,7 @@ class ValueStats:
         if vals.size == 0:
             return
         self.count += int(vals.size)
-        all_uint, vmax, lossy = scan_values(np.ascontiguousarray(vals, dtype=np.float64))
+        all_uint, vmax, lossy = scan_values(np.ascontiguousarray(vals, dtype=np.float64).ravel())
         self.all_uint = self.all_uint and bool(all_uint)
         if not np.isnan(vmax):
             self.vmax = max(self.vmax, float(vmax))

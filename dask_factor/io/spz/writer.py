@@ -31,7 +31,7 @@ from .header import (
     density_f32,
     pack_metadata,
 )
-from .sources import Source, SparseChunk, SpillSource, ValueStats, make_source
+from .sources import Source, SparseChunk, SparseSource, SpillSource, ValueStats, make_source
 from .tables import pack_table
 from .transpose import count_rows, dense_transpose_panels, sparse_transpose_chunks
 
@@ -450,9 +450,9 @@ def write_spz(
     spill = None
     try:
         if vt_name == "auto":
-            if hasattr(src, "a"):  # in-memory: look at the values directly
+            if isinstance(src, SparseSource):  # in-memory: look at the values directly
                 stats = ValueStats()
-                stats.update(np.asarray(src.a.data, dtype=np.float64))
+                stats.update(src.a.data)
             elif src.reiterable:
                 stats = ValueStats()
                 for ch in src.sparse_chunks(cc):
