@@ -97,14 +97,10 @@ class SpzFile:
         self.path = path
         self.verify_crc = bool(verify_crc)
         self._lock = threading.Lock()
-        self._closed = False
         self._obs: pd.DataFrame | None = None
         self._var: pd.DataFrame | None = None
         self._tables_loaded: set[str] = set()
-        try:
-            self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            raise
+        self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             st = os.fstat(self._fd)
             self._stat = (st.st_size, st.st_mtime_ns)
@@ -187,7 +183,6 @@ class SpzFile:
         """
         fd = getattr(self, "_fd", None)
         self._fd = None
-        self._closed = True
         if fd is not None:
             os.close(fd)
 

@@ -397,8 +397,10 @@ def write_spz(
       rounding.  Dense ``quant8``: the same bound per panel.
     * ``float32``: relative error <= 2**-24.  uint types and ``float64`` are lossless.
 
-    For a one-shot stream with an explicit ``quant8`` type, the transpose is quantized from
-    the forward section's decoded values (error up to both bounds added).
+    For a one-shot stream (an iterator, read once) the transpose is built from the forward
+    section just written; with ``quant8`` (sparse value type or dense codec) it is therefore
+    quantized from already-quantized values (error up to both bounds added).  In-memory and
+    re-iterable sources are transposed from the original values, exactly like RcppML.
 
     Examples
     --------
