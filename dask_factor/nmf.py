@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import warnings
+
 import dask
 import dask.array as da
 import numpy as np
@@ -386,6 +388,10 @@ def nmf(
             raise ValueError("target_H: expected finite values")
     elif target_lambda != 0:
         raise ValueError("target_lambda: set target_H too (a k × n target), or leave it at 0")
+    if T is not None and target_lambda < 0 and solver_r == "cholesky":
+        warnings.warn("target_lambda < 0 with solver='cholesky': the pushed-away Gram is nearly "
+                      "singular and solve-then-clip can diverge; prefer solver='auto' or 'cd'",
+                      UserWarning, stacklevel=2)
 
     # opening a file reads its header only; the shape checks then come before any data pass
     A = open_lazy(A, "A")

@@ -139,6 +139,8 @@ def _second(x):
 
 
 def _add_partials(*parts):
+    """Sum block partials in the order given; an ``_h_task`` output contributes its [1]."""
+    parts = [q[1] if len(q) == 2 else q for q in parts]
     P, Q, s, s2, sw = (np.array(a, copy=True) if isinstance(a, np.ndarray) else a
                        for a in parts[0])
     for q in parts[1:]:
@@ -218,6 +220,10 @@ def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
     pack = make_wpack(Wn_store, wpack_prev.t + 1, cfg, dh=dh, d=d, gram_target=gram_target)
     pack.stats = {"sse": max(sse, 0.0), "sweeps": sweeps}
     return pack
+
+
+def _first_pack(W0, cfg: ALSConfig, gram_target):
+    return make_wpack(W0, 0, cfg, gram_target=gram_target)
 
 
 def _stats(pack):
@@ -311,7 +317,7 @@ def fit_als(
             tkeys[b] = f"target-{tok}-{b}"
             static[tkeys[b]] = ex.scatter(tkeys[b], t) if ex.distributed else t
     pack_key = f"wpack-{tok}-0"
-    kept, _ = ex.run({pack_key: (make_wpack, W0, 0, cfg)}, [pack_key], [])
+    kept, _ = ex.run({pack_key: (_first_pack, W0, cfg, gram_target)}, [pack_key], [])
     prev = {pack_key: kept[pack_key]}
     hkeys: list = [None] * bm.n_blocks
     row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
@@ -332,19 +338,21 @@ def fit_als(
             hk = f"h-{tok}-{it}-{b}"
             dsk[hk] = (_h_task, bkeys[b], pack_key, hkeys[b], tkeys[b], cfg)
             dsk[f"ht-{tok}-{it}-{b}"] = (_first, hk)
-            dsk[f"hp-{tok}-{it}-{b}"] = (_second, hk)
             new_h.append(f"ht-{tok}-{it}-{b}")
-            parts.append(f"hp-{tok}-{it}-{b}")
+            parts.append(hk)  # the reduction reads the partials straight from the block task
         for lvl, groups in enumerate(schedule):
             nxt = []
             for gi, g in enumerate(groups):
-                if len(g) == 1:
+                if len(g) == 1 and lvl > 0:
                     nxt.append(parts[g[0]])
                     continue
                 rk = f"red-{tok}-{it}-{lvl}-{gi}"
                 dsk[rk] = (_add_partials, *[parts[i] for i in g])
                 nxt.append(rk)
             parts = nxt
+        if not schedule:  # a single block: still extract (and copy) its partials
+            dsk[f"red-{tok}-{it}"] = (_add_partials, parts[0])
+            parts = [f"red-{tok}-{it}"]
         red = parts[0]
         rows = []
         for c in range(len(row_bounds) - 1):
