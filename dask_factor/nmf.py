@@ -10,11 +10,10 @@ iterations. Every iteration is one pass of Dask tasks over the column blocks of 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import warnings
 
 import dask
 import dask.array as da
