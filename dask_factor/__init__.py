@@ -11,8 +11,36 @@ from __future__ import annotations
 
 from . import datasets
 from .estimator import NMF
+from .graph import (
+    FactorNet,
+    GraphResult,
+    LayerResult,
+    compute_target,
+    cross_validate_graph,
+    factor_add,
+    factor_concat,
+    factor_condition,
+    factor_config,
+    factor_input,
+    factor_net,
+    factor_shared,
+    fit,
+    load_result,
+    nmf_layer,
+    refine,
+    separability,
+    svd_layer,
+)
+from .graph import H as H
+from .graph import W as W
 from .nmf import NMFResult, nmf
 
 __version__ = "0.1.0"
 
-__all__ = ["nmf", "NMFResult", "NMF", "datasets", "__version__"]
+__all__ = [
+    "nmf", "NMFResult", "NMF", "datasets", "__version__",
+    "factor_input", "nmf_layer", "svd_layer", "factor_shared", "factor_concat", "factor_add",
+    "factor_condition", "W", "H", "factor_config", "factor_net", "fit", "cross_validate_graph",
+    "compute_target", "refine", "separability", "load_result", "FactorNet", "GraphResult",
+    "LayerResult",
+]
