@@ -111,6 +111,13 @@ class NMFResult:
     settings: dict[str, Any]
     runtime: float = 0.0
     graph_sizes: list[int] = field(default_factory=list, repr=False)
+    #: cross-validated / masked fits (``test_fraction``, ``mask``, NaN): MSE of the returned
+    #: (best test) iteration over the test and the training entries, and their histories
+    test_loss: float = float("nan")
+    train_loss: float = float("nan")
+    best_iter: int = 0
+    test_loss_history: list[float] = field(default_factory=list)
+    train_loss_history: list[float] = field(default_factory=list)
     _H: np.ndarray | None = field(default=None, repr=False)
     _client: Any = field(default=None, repr=False)
 
@@ -211,6 +218,22 @@ class NMFResult:
         return (Ht / self.d).T
 
 
+def _has_nan(A) -> bool:
+    """NaN entries in an in-memory input (they are missing values: the masked engine runs)."""
+    import scipy.sparse as sp
+
+    vals = A if isinstance(A, np.ndarray) else (A.data if sp.issparse(A) else None)
+    if vals is None:
+        return True  # lazy input: NaN allowed (mask="NA"); infinities still count in the check
+    if vals.dtype.kind != "f" or np.isfinite(vals).all():
+        return False
+    n_inf = int(np.isinf(vals).sum())
+    if n_inf:
+        raise ValueError(f"A: contains {n_inf} NaN or infinite value(s); expected finite values "
+                         f"(with mask='NA', NaN entries are missing values)")
+    return True
+
+
 def _h_dask(state: ALSState, bounds: np.ndarray, perm: np.ndarray, dtype) -> da.Array:
     k = state.W.shape[1]
     parts = []
@@ -227,7 +250,7 @@ def _h_dask(state: ALSState, bounds: np.ndarray, perm: np.ndarray, dtype) -> da.
 
 def nmf(
     A,
-    k: int,
+    k: int | list[int] | str,
     *,
     tol: float = 1e-4,
     maxit: int = 100,
@@ -252,7 +275,13 @@ def nmf(
     client=None,
     progress: bool = False,
     on_iteration: Callable[[int, float, float], Any] | None = None,
-) -> NMFResult:
+    test_fraction: float = 0.0,
+    cv_seed: int | list[int] | None = None,
+    patience: int = 5,
+    mask: str | None = None,
+    mask_zeros: bool = False,
+    cv_k_range: tuple[int, int] = (2, 50),
+):
     """Non-negative matrix factorization ``A ≈ W diag(d) H`` by alternating NNLS on Dask.
 
     Parameters
@@ -313,10 +342,32 @@ def nmf(
         Show a progress bar with the loss.
     on_iteration : callable(iteration, mse, rel_change), optional
         Called after every iteration; return True to stop.
+    test_fraction : float in [0, 1), default 0
+        > 0: speckled cross-validation (docs/cross_validation.md). Entry (i, j) is held out iff
+        ``splitmix64(cv_seed + i·φ + j·ψ) < ⌊f·2⁶⁴⌋``, recomputed inside each block task; test
+        entries are excluded from both updates, test and train MSE are tracked every iteration,
+        the fit stops after ``patience`` iterations without a test improvement and returns the
+        best test iteration's (consistent) model, with ``test_loss``/``train_loss``/``best_iter``.
+    cv_seed : int, optional
+        Seed of the hold-out hash (default: ``seed``). A list of seeds with a list ``k`` gives
+        one repetition per seed.
+    patience : int, default 5
+        Iterations without a test-loss improvement before a cross-validated fit stops.
+    mask : {None, "zeros", "NA"}, default None
+        ``"zeros"``: zeros are missing values (only stored entries are observed); ``"NA"``: NaN
+        entries are missing values (excluded from the fit and the loss). Without ``"NA"`` a NaN
+        is an error.
+    mask_zeros : bool, default False
+        With ``test_fraction``: only non-zero entries can be test entries (O(nnz) hashing: the
+        scalable path for very large sparse inputs).
+    cv_k_range : (int, int), default (2, 50)
+        Rank bounds of ``k="auto"``.
 
     Returns
     -------
-    NMFResult
+    NMFResult or RankSearchResult
+        A ``RankSearchResult`` (``table``: a DataFrame of k, rep, train_mse, test_mse, best_iter,
+        total_iter; ``models``; ``best_k``) when ``k`` is a list or ``"auto"``; otherwise
         ``W`` (m × k), ``d`` (k,), ``H`` (k × n), ``iterations``, ``converged``, ``sse``,
         ``mse``, ``loss_history`` (MSE), ``tol_history``, ``settings``; ``evaluate(A)`` and
         ``predict(A_new)``.
@@ -338,7 +389,18 @@ def nmf(
     """
     # ---- validate every argument before touching the data
     if isinstance(k, (list, tuple, np.ndarray)) or isinstance(k, str):
-        raise TypeError(f"k: expected an integer rank, got {k!r}")
+        from .rank import rank_search
+
+        return rank_search(A, k, dict(
+            tol=tol, maxit=maxit, L1=L1, L2=L2, upper_bound=upper_bound, nonneg=nonneg,
+            seed=seed, norm=norm, solver=solver, cd_maxit=cd_maxit, cd_tol=cd_tol,
+            sort_model=sort_model, rng=rng, chunks=chunks, block_nnz=block_nnz, dtype=dtype,
+            cache=cache, client=client, patience=patience, mask=mask, mask_zeros=mask_zeros),
+            test_fraction=test_fraction, cv_seed=cv_seed, cv_k_range=cv_k_range)
+    from .rank import check_cv_args
+
+    test_fraction, cv_seed, patience = check_cv_args(test_fraction, cv_seed, patience, mask,
+                                                     mask_zeros)
     k = V.positive_int("k", k)
     maxit = V.positive_int("maxit", maxit)
     tol = V.real_number("tol", tol, minimum=0.0)
@@ -406,8 +468,14 @@ def nmf(
             raise ValueError(f"w_init: expected shape (m, k) = ({m}, {k}) or (k, m), got "
                              f"{W0.shape}")
 
+    has_nan = mask == "NA" and _has_nan(A)
+    masked = test_fraction > 0 or mask is not None
+    if masked and T is not None:
+        raise ValueError("target_H: not supported together with test_fraction, mask or NaN "
+                         "entries")
     prep = prepare_input(A, name="A", dtype=dt, chunks=chunks, block_nnz=block_nnz,
-                         cache=cache, client=client)
+                         cache=cache, client=client,
+                         allow_nonfinite=has_nan or mask == "NA")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31 - 1))
     if W0 is None:
@@ -421,6 +489,16 @@ def nmf(
         b = prep.bm.bounds
         target_blocks = [np.ascontiguousarray(T[:, b[i]:b[i + 1]].T) for i in range(b.size - 1)]
         gram_target = T @ T.T / n
+
+    if masked:
+        from .rank import fit_masked_model
+
+        return fit_masked_model(prep, W0, cfg, m=m, n=n, seed=int(seed), cv_seed=cv_seed,
+                                test_fraction=test_fraction, patience=patience, mask=mask,
+                                mask_zeros=mask_zeros, sort_model=sort_model, client=client,
+                                on_iteration=on_iteration, settings_extra=dict(
+                                    rng=rng, solver=solver, w_init=w_init is not None,
+                                    cache=cache))
 
     bar = None
     callback = on_iteration
