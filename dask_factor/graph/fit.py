@@ -89,11 +89,15 @@ def _progress(cfg, on_iteration, what: str):
     return bar, cb
 
 
-def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration) -> GraphResult:
+def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None) -> GraphResult:
     cfg = net.config
-    lp = net.layers[0]
+    lp = layer if layer is not None else net.layers[0]
     inp = net.inputs[lp.parts[0].source]
     bar, cb = _progress(cfg, on_iteration, f"nmf k={lp.k}")
+    cv = {}
+    if cfg.test_fraction > 0:  # speckled hold-out; cv_seed 0 → the init seed (as nmf())
+        cv = dict(test_fraction=cfg.test_fraction, cv_seed=cfg.cv_seed or seed,
+                  patience=cfg.patience, mask_zeros=cfg.mask_zeros)
     try:
         res = nmf(inp.data, lp.k, tol=cfg.tol, maxit=cfg.maxit, L1=(lp.W.L1, lp.H.L1),
                   L2=(lp.W.L2, lp.H.L2), upper_bound=(lp.W.upper_bound, lp.H.upper_bound),
@@ -102,7 +106,7 @@ def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration) -> GraphResul
                   sort_model=cfg.sort_model, rng=cfg.rng, target_H=lp.H.target,
                   target_lambda=lp.H.target_lambda if lp.H.target is not None else 0.0,
                   chunks=cfg.chunks, block_nnz=cfg.block_nnz, dtype=cfg.dtype, client=client,
-                  on_iteration=cb)
+                  on_iteration=cb, **cv)
     finally:
         if bar is not None:
             bar.close()
@@ -112,6 +116,11 @@ def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration) -> GraphResul
     settings = dict(path="nmf", seed=seed, solver_used=res.settings["solver_used"],
                     cd_maxit=res.settings["cd_maxit"], cd_tol=res.settings["cd_tol"],
                     chunks=res.settings["chunks"], n_negative=res.settings["n_negative"])
+    if cv:
+        settings.update(test_loss=res.test_loss, train_loss=res.train_loss,
+                        best_iter=res.best_iter, cv_seed=res.settings["cv_seed"],
+                        test_loss_history=list(res.test_loss_history),
+                        train_loss_history=list(res.train_loss_history))
     return GraphResult(layers={lp.name: layer}, loss_history=list(res.loss_history),
                        iterations=res.iterations, warmup=0, converged=res.converged,
                        config=cfg.to_dict(), settings=settings, plan=net.describe(),
@@ -148,8 +157,11 @@ def fit(net: FactorNet, *, client=None, on_iteration=None) -> GraphResult:
     TypeError, ValueError
         Bad input data (named by input), before any factorisation work.
     NotImplementedError
-        ``test_fraction > 0`` (cross-validation engine pending), or an ``svd_layer`` the SVD
-        engine cannot run.
+        ``test_fraction > 0`` on a graph other than one NMF layer on one input (see
+        ``cross_validate_graph`` for deep graphs), or an ``svd_layer`` the SVD engine cannot run.
+
+    With ``test_fraction > 0`` a one-layer graph runs ``nmf(test_fraction=…)``: the result's
+    ``settings`` hold ``test_loss``, ``train_loss``, ``best_iter`` and their histories.
 
     Examples
     --------
@@ -168,10 +180,11 @@ def fit(net: FactorNet, *, client=None, on_iteration=None) -> GraphResult:
     if client is not None and not hasattr(client, "persist"):
         raise TypeError(f"client: expected a distributed.Client, got {type(client).__name__}")
     cfg = net.config
-    if cfg.test_fraction > 0:
+    if cfg.test_fraction > 0 and not net.nmf_path:
         raise NotImplementedError(
-            "fit: test_fraction > 0 needs the masked cross-validation engine (the CV issue), "
-            "which has not landed yet")
+            "fit: test_fraction > 0 runs the masked engine on one NMF layer over one input; "
+            "this graph has other layers or merges (cross_validate_graph scores a deep graph by "
+            "its input layer's held-out reconstruction)")
     if any(lp.kind == "svd" for lp in net.layers):
         return _fit_svd_path(net, client)
     seed = cfg.seed if cfg.seed is not None else _draw_seed()
