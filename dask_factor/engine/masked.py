@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..kernels.masked import masked_h_step, masked_w_rows, test_threshold
+from ..kernels.masked import holdout_threshold, masked_h_step, masked_w_rows
 from .als import (
     CONVERGENCE_PATIENCE,
     EPS_D,
@@ -78,7 +78,7 @@ class MaskSpec:
 
     @property
     def thr(self) -> np.uint64:
-        return np.uint64(test_threshold(self.test_fraction))
+        return np.uint64(holdout_threshold(self.test_fraction))
 
     @property
     def seed(self) -> np.uint64:

@@ -37,7 +37,7 @@ GOLDEN_ROW = 0x9E3779B97F4A7C15
 GOLDEN_COL = 0x6C62272E07BB0142
 
 
-def test_threshold(test_fraction: float) -> int:
+def holdout_threshold(test_fraction: float) -> int:
     """``⌊f·2⁶⁴⌋`` as an integer in [0, 2⁶⁴) (0 → nothing held out)."""
     f = float(test_fraction)
     if f <= 0.0:
@@ -46,7 +46,7 @@ def test_threshold(test_fraction: float) -> int:
 
 
 @njit(nogil=True, cache=True, inline="always")
-def is_test(seed, i, j, thr):
+def is_held_out(seed, i, j, thr):
     """True when entry (i, j) is held out (``seed``, ``thr`` uint64; i, j non-negative ints)."""
     z = seed + np.uint64(i) * np.uint64(GOLDEN_ROW) + np.uint64(j) * np.uint64(GOLDEN_COL)
     return splitmix64_mix(z) < thr
@@ -58,7 +58,7 @@ def speckled_mask_block(seed, thr, m, j0, n_p):
     out = np.zeros((m, n_p), dtype=np.bool_)
     for jl in range(n_p):
         for i in range(m):
-            out[i, jl] = is_test(seed, i, j0 + jl, thr)
+            out[i, jl] = is_held_out(seed, i, j0 + jl, thr)
     return out
 
 
@@ -70,7 +70,7 @@ def count_test_stored(seed, thr, indptr, indices, data, j0, mask_zeros):
         for p in range(indptr[jl], indptr[jl + 1]):
             if mask_zeros and data[p] == 0.0:
                 continue
-            if is_test(seed, indices[p], j0 + jl, thr):
+            if is_held_out(seed, indices[p], j0 + jl, thr):
                 c += 1
     return c
 
@@ -101,7 +101,7 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
                 ex_test[ne] = False
                 ne += 1
                 continue
-            if thr != 0 and is_test(seed, i, jg, thr):
+            if thr != 0 and is_held_out(seed, i, jg, thr):
                 if mask_zeros and a == 0.0:
                     continue
                 ex_row[ne] = i
@@ -120,7 +120,7 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
                 continue
             if mask_zeros and a == 0.0:
                 continue
-            if thr != 0 and is_test(seed, i, jg, thr):
+            if thr != 0 and is_held_out(seed, i, jg, thr):
                 ex_row[ne] = i
                 ex_val[ne] = a
                 ex_test[ne] = True
