@@ -130,8 +130,11 @@ def main(argv=None) -> int:
         return 0
     print(f"matrix: {args.features:,} x {args.samples:,}, nnz {results['nnz']:,}, "
           f"block_nnz {args.block_nnz:,}, {args.workers} worker threads")
-    print(f"write: zarr {results['write_zarr_s']:.1f} s (incl. simulation, "
-          f"{results['zarr_bytes'] / 1e6:.0f} MB), spz {results['write_spz_s']:.1f} s "
+    def secs(v):
+        return "reused" if np.isnan(v) else f"{v:.1f} s"
+
+    print(f"write: zarr {secs(results['write_zarr_s'])} (incl. simulation, "
+          f"{results['zarr_bytes'] / 1e6:.0f} MB), spz {secs(results['write_spz_s'])} "
           f"({results['spz_bytes'] / 1e6:.0f} MB, {results['spz_value_type']})")
     print(f"{'source':<8}{'pattern':<12}{'blocks':>7}{'blocks/s':>10}{'MB/s':>9}"
           f"{'vs memory':>11}")
