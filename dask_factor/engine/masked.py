@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..kernels.masked import holdout_threshold, masked_h_step, masked_w_rows
+from ..kernels.masked import cv_hash_seed, holdout_threshold, masked_h_step, masked_w_rows
 from .als import (
     CONVERGENCE_PATIENCE,
     EPS_D,
@@ -47,12 +47,6 @@ from .blocks import BlockedMatrix, tree_keys
 from .executor import Executor
 
 __all__ = ["MaskSpec", "MaskedState", "fit_masked", "cv_hash_seed"]
-
-
-def cv_hash_seed(cv_seed: int) -> int:
-    """The hash seed of a CV seed: ``uint32(cv_seed)``, 0 → 12345 (SPEC-nmf.md §5.1)."""
-    s = int(cv_seed) & 0xFFFFFFFF
-    return s if s else 12345
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,27 @@ def holdout_threshold(test_fraction: float) -> int:
     return min(int(f * 2.0**64), 2**64 - 1)
 
 
+def cv_hash_seed(cv_seed: int) -> int:
+    """The hash seed of a CV seed: ``uint32(cv_seed)``, 0 → 12345 (SPEC-nmf.md §5.1)."""
+    s = int(cv_seed) & 0xFFFFFFFF
+    return s if s else 12345
+
+
+def speckled_mask(m: int, n: int, test_fraction: float, cv_seed: int, j0: int = 0):
+    """The (m × n) boolean hold-out of columns ``j0:j0+n`` for a CV seed (True = test entry).
+
+    For checking and small inputs only: fits never materialise it.
+
+    Examples
+    --------
+    >>> speckled_mask(1000, 1000, 0.1, 42).mean().round(3)
+    0.1
+    """
+    return speckled_mask_block(np.uint64(cv_hash_seed(cv_seed)),
+                               np.uint64(holdout_threshold(test_fraction)), int(m), int(j0),
+                               int(n))
+
+
 @njit(nogil=True, cache=True, inline="always")
 def is_held_out(seed, i, j, thr):
     """True when entry (i, j) is held out (``seed``, ``thr`` uint64; i, j non-negative ints)."""
