@@ -259,3 +259,75 @@ def test_synchronous_scheduler_same_result(counts):
         b = svd(counts, 4, center=True)
     np.testing.assert_array_equal(a.d, b.d)
     np.testing.assert_array_equal(a.U, b.U)
+
+
+# --------------------------------------------------------------------------------------------
+# out of core on a cluster, in bounded memory (the NMF test's protocol, tests/io)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_out_of_core_svd_on_cluster_in_bounded_memory(tmp_path):
+    import os
+    import sys
+    import threading
+
+    psutil = pytest.importorskip("psutil")
+    distributed = pytest.importorskip("distributed")
+    import cloudpickle
+
+    from dask_factor.datasets import simulate_counts
+    from dask_factor.io import matrix_info, open_matrix
+
+    full = os.environ.get("DASK_FACTOR_SCALE", "").lower() == "full"
+    n, m, density, block_cols = (600_000, 6_000, 0.06, 2_048) if full else \
+        (60_000, 2_000, 0.05, 2_048)
+    path = simulate_counts(n, m, 8, density=density, seed=5, path=tmp_path / "A.zarr",
+                           block_cols=block_cols)
+    nnz = matrix_info(path)["nnz"]
+    decoded = nnz * 8 + (n + 1) * 8
+    ref = svd(open_matrix(path).compute(), 6, center=True, chunks=block_cols)
+
+    class PeakRSS(distributed.WorkerPlugin):
+        name = "svd-peak-rss"
+
+        def setup(self, worker):
+            self.proc, self.peak = psutil.Process(), 0
+            self.stop = threading.Event()
+            threading.Thread(target=self.run, daemon=True).start()
+
+        def run(self):
+            while not self.stop.wait(0.005):
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+
+        def teardown(self, worker):
+            self.stop.set()
+
+    def reset(dask_worker):
+        p = dask_worker.plugins["svd-peak-rss"]
+        p.peak = psutil.Process().memory_info().rss
+        return p.peak
+
+    def peak(dask_worker):
+        return dask_worker.plugins["svd-peak-rss"].peak
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    budget = decoded // 8 if full else decoded // 3
+    limit = 350 * 2**20 + budget
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit=limit, dashboard_address=":0") as lc, \
+            distributed.Client(lc) as client:
+        client.register_plugin(PeakRSS())
+        # warm up the kernels and readers
+        svd(open_matrix(path), 3, client=client, method="randomized", maxit=1)
+        base = client.run(reset)
+        res = svd(open_matrix(path), 6, center=True, client=client)
+        peaks = client.run(peak)
+        V = res.V
+    growth = max(peaks[w] - base[w] for w in peaks)
+    print(f"\nsvd out of core: nnz {nnz:,}, decoded {decoded / 2**20:.0f} MiB, worker limit "
+          f"{limit / 2**20:.0f} MiB, largest growth {growth / 2**20:.1f} MiB, budget "
+          f"{budget / 2**20:.1f} MiB, {res.passes} passes")
+    assert max(peaks.values()) < limit and growth < budget, (peaks, growth, budget)
+    np.testing.assert_allclose(res.d, ref.d, rtol=1e-9)
+    assert cosines(res.U, ref.U).min() > 1 - 1e-9 and cosines(V, ref.V).min() > 1 - 1e-9
