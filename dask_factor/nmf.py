@@ -174,8 +174,8 @@ class NMFResult:
             raise ValueError(f"A: expected shape {(self.W.shape[0], self.H_dask.shape[1])} "
                              f"(the fitted matrix), got {(m, n)}")
         Wd = self.W.astype(np.float64) * self.d
-        H = self.H
-        h_blocks = [dask.delayed(np.ascontiguousarray(H[:, a:b].T))
+        # slices of the distributed H: nothing is gathered on the client or embedded in graphs
+        h_blocks = [self.H_dask[:, a:b].T
                     for a, b in zip(prep.bm.bounds[:-1], prep.bm.bounds[1:])]
         sse, _ = reconstruction_sse(prep.bm, Wd, h_blocks, client)
         return sse / (m * n)
