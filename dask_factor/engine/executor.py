@@ -62,8 +62,8 @@ class Executor:
 
     def scatter(self, key: str, value: Any) -> Any:
         """Place a value where the tasks run (a future on a cluster, the value itself locally)."""
-        if self.client is not None:
-            return self.client.get({key: (_identity, value)}, [key], sync=False)[0]
+        if self.client is not None:  # straight to a worker, not through the scheduler's graph
+            return self.client.scatter(value, hash=False)
         return value
 
 
