@@ -10,7 +10,8 @@ singular values and the smallest |cosine| between matching left singular vectors
 Competitors, on the same data:
 
 * ``svds`` — SciPy's ARPACK ``svds`` (default ``tol=0``: machine precision), single-threaded
-  sparse products; also ``svds(tol=1e-8)``;
+  sparse products, BLAS at 1 or ``--threads`` threads, whichever is faster; also
+  ``svds(tol=1e-8)``;
 * ``randomized_svd`` — scikit-learn, ``n_iter="auto"`` and ``n_oversamples=10`` (its defaults);
 * ``svd_compressed`` — ``dask.array.linalg.svd_compressed`` on *dense* chunks (it rejects sparse
   ones), ``n_power_iter=4``, on the threaded scheduler; its dense copy of A is made outside the
@@ -102,8 +103,17 @@ def run_case(name, A, k, *, center, reps, threads, others=True, rcppml=None):
 
     ours("auto")
     ours("randomized")
+    from threadpoolctl import threadpool_limits
+
     for tol in (0, 1e-8):
-        t, (U, d) = median_time(lambda tol=tol: sorted_svds(op, k, tol=tol), reps)
+        # ARPACK's own dense work is tiny: run it with BLAS at 1 thread and at ``threads`` and
+        # keep the faster (BLAS threads only oversubscribe a busy machine)
+        best = None
+        for nt in (1, threads):
+            with threadpool_limits(nt):
+                t, (U, d) = median_time(lambda tol=tol: sorted_svds(op, k, tol=tol), reps)
+            best = (t, U, d) if best is None or t < best[0] else best
+        t, U, d = best
         err, cos = accuracy(U, d, ref)
         rows.append((f"scipy svds tol={tol:g}", t, None, err, cos))
     if others and not center:

@@ -371,7 +371,8 @@ def svd(
 
     Examples
     --------
-    >>> from dask_factor import datasets, svd
+    >>> from dask_factor import datasets
+    >>> from dask_factor.svd import svd
     >>> A = datasets.load("hawaiibirds").matrix
     >>> res = svd(A, 5)
     >>> res.U.shape, res.d.shape, res.V.shape, res.method
@@ -475,7 +476,8 @@ def pca(
     Examples
     --------
     >>> import numpy as np, anndata as ad
-    >>> from dask_factor import datasets, pca
+    >>> from dask_factor import datasets
+    >>> from dask_factor.svd import pca
     >>> A = datasets.load("hawaiibirds").matrix          # species × grid cells
     >>> adata = ad.AnnData(A.T.tocsr())                  # cells × species
     >>> out = pca(adata, 3)

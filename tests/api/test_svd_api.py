@@ -121,6 +121,10 @@ def test_pca_anndata_fields(hawaiibirds):
     assert uns["params"]["center"] is True
     copy = pca(ad.AnnData(sp.csr_matrix(A.T)), 3, copy=True, scale=True)
     assert copy is not adata and "X_pca" in copy.obsm
+    layered = ad.AnnData(np.zeros(adata.shape), layers={"counts": sp.csr_matrix(A.T)})
+    pca(layered, 3, layer="counts")
+    np.testing.assert_allclose(layered.varm["PCs"], adata.varm["PCs"], atol=1e-7)
+    assert layered.uns["pca"]["params"]["layer"] == "counts"
     with pytest.raises(ValueError, match="overwrite"):
         ref.to_anndata(adata, overwrite=False)
     with pytest.raises(ValueError, match="copy"):
@@ -154,17 +158,23 @@ def test_float32_storage_and_randomized(counts):
     np.testing.assert_allclose(rnd.d, ref.d, rtol=5e-2)
 
 
-def test_out_of_core_zarr_and_spz(tmp_path, hawaiibirds):
+def test_every_io_format(tmp_path, hawaiibirds):
+    import scipy.io
+
     from dask_factor.io import write_matrix
 
     A = hawaiibirds.matrix
     ref = svd(A, 5, center=True)
-    for name, opts in (("birds.zarr", {}), ("birds.spz", {"value_type": "float64"})):
-        path = write_matrix(A, tmp_path / name, block_nnz=4000, **opts)
-        res = svd(str(path), 5, center=True)
-        np.testing.assert_allclose(res.d, ref.d, rtol=1e-10)
-        np.testing.assert_allclose(res.U, ref.U, atol=1e-8)
-        assert res.settings["chunks"] and len(res.settings["chunks"]) > 1
+    paths = [write_matrix(A, tmp_path / name, block_nnz=4000, **opts)
+             for name, opts in (("birds.zarr", {}), ("birds.spz", {"value_type": "float64"}),
+                                ("birds.h5ad", {}))]
+    scipy.io.mmwrite(tmp_path / "birds.mtx", A)
+    paths.append(tmp_path / "birds.mtx")
+    for path in paths:
+        res = svd(str(path), 5, center=True, cache="memory" if path.suffix == ".h5ad" else "auto")
+        np.testing.assert_allclose(res.d, ref.d, rtol=1e-10, err_msg=str(path))
+        np.testing.assert_allclose(res.U, ref.U, atol=1e-7, err_msg=str(path))
+        np.testing.assert_allclose(np.abs(res.V), np.abs(ref.V), atol=1e-7, err_msg=str(path))
 
 
 def test_pbmc3k_api_matches_rcppml_reference(pbmc3k):
