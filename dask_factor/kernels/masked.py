@@ -149,7 +149,7 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
     return ne
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "reassoc", "nsz"})
 def masked_h_step(
     indptr, indices, data, j0, m, W, G, l1, nonneg, ub, Xprev, xscale, warm, cd_maxit, cd_tol,
     seed, thr, all_rows, mask_zeros, observed_only, l2_eps,
@@ -181,10 +181,12 @@ def masked_h_step(
     """
     n_p = indptr.size - 1
     k = W.shape[1]
+    kk = k * (k + 1) // 2
     b = np.empty(k, dtype=np.float64)
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
     wi = np.empty(k, dtype=np.float64)
+    xx = np.empty(kk, dtype=np.float64)  # packed x xᵀ of the current column
     Gj = np.empty((k, k), dtype=np.float64)
     cap = m if all_rows else 1
     for jl in range(n_p):
@@ -207,7 +209,6 @@ def masked_h_step(
                 b[f] = 0.0
                 for g in range(k):
                     Gj[f, g] = 0.0
-                Gj[f, f] = l2_eps
             e = 0
             for p in range(p0, p1):
                 i = indices[p]
@@ -218,12 +219,13 @@ def masked_h_step(
                 for f in range(k):
                     wi[f] = W[i, f]
                 for f in range(k):
-                    b[f] += wi[f] * a
-                    for g in range(f, k):
-                        Gj[f, g] += wi[f] * wi[g]
+                    wf = wi[f]
+                    b[f] += wf * a
+                    for g in range(k):
+                        Gj[f, g] += wf * wi[g]
         else:
             for f in range(k):
-                for g in range(f, k):
+                for g in range(k):
                     Gj[f, g] = G[f, g]
                 b[f] = 0.0
             # train entries only: skip the excluded ones (never add-then-subtract a test
@@ -243,12 +245,16 @@ def masked_h_step(
                 for f in range(k):
                     wi[f] = W[i, f]
                 for f in range(k):
-                    for g in range(f, k):
-                        Gj[f, g] -= wi[f] * wi[g]
+                    wf = wi[f]
+                    for g in range(k):
+                        Gj[f, g] -= wf * wi[g]
         for f in range(k):
-            for g in range(f + 1, k):
+            for g in range(f + 1, k):  # exact symmetry whatever the summation order
                 Gj[g, f] = Gj[f, g]
             b[f] -= l1
+        if observed_only:
+            for f in range(k):
+                Gj[f, f] += l2_eps
         # ---- solve (coordinate descent, true-residual warm start)
         if warm:
             for f in range(k):
@@ -263,12 +269,15 @@ def masked_h_step(
             Ht[jl, f] = x[f]
             x[f] = Ht[jl, f]
         # ---- partials and losses
+        q = 0
         for f in range(k):
             xf = x[f]
             s[f] += abs(xf)
             s2[f] += xf * xf
             for g in range(f, k):
                 Q[f, g] += xf * x[g]
+                xx[q] = xf * x[g]
+                q += 1
         if observed_only:
             e = 0
             for p in range(p0, p1):
@@ -286,12 +295,10 @@ def masked_h_step(
                     continue
                 stats[1] += res * res
                 stats[3] += 1.0
-                q = 0
                 for f in range(k):
                     P[i, f] += a * x[f]
-                    for g in range(f, k):
-                        C[i, q] += x[f] * x[g]
-                        q += 1
+                for q in range(kk):
+                    C[i, q] += xx[q]
         else:
             # train SSE by the Gram trick over the train entries:
             # Σ_train a² − 2 Σ_train a·ŵᵢ + xᵀ(WᵀW)x − Σ_excluded ŵᵢ²,  ŵᵢ = w_iᵀx
@@ -332,11 +339,8 @@ def masked_h_step(
                 if ex_test[e]:
                     stats[0] += res * res
                     stats[2] += 1.0
-                q = 0
-                for f in range(k):
-                    for g in range(f, k):
-                        C[i, q] += x[f] * x[g]
-                        q += 1
+                for q in range(kk):
+                    C[i, q] += xx[q]
             stats[1] += full
             stats[3] += m - ne
     for f in range(k):
