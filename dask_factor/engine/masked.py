@@ -104,10 +104,23 @@ class MaskedState:
 # task functions
 
 
-def _csc_arrays(block):
-    """CSC arrays of a block; a dense block becomes 'every entry stored' (NaN kept)."""
+def _csc_arrays(block, observed_only: bool = False):
+    """CSC arrays of a block; a dense block becomes 'every entry stored' (NaN kept).
+
+    With ``observed_only`` (``mask="zeros"``) zeros are missing values: they are dropped, also
+    when a sparse block stores them explicitly.
+    """
     if hasattr(block, "indptr"):
+        if observed_only and block.nnz and not np.all(block.data != 0):
+            block = block.copy()
+            block.eliminate_zeros()
         return block.indptr, block.indices, block.data, True
+    if observed_only:
+        import scipy.sparse as sp
+
+        b = sp.csc_matrix(np.asarray(block))
+        b.sort_indices()
+        return b.indptr, b.indices, b.data, False
     m, n_p = block.shape
     indptr = np.arange(n_p + 1, dtype=np.int64) * m
     indices = np.tile(np.arange(m, dtype=np.int32), n_p)
@@ -118,7 +131,7 @@ def _csc_arrays(block):
 def _h_task(block, wpack, hprev, j0, cfg: ALSConfig, ms: MaskSpec):
     W = wpack.W
     m, k = W.shape
-    indptr, indices, data, sparse = _csc_arrays(block)
+    indptr, indices, data, sparse = _csc_arrays(block, ms.observed_only)
     n_p = indptr.size - 1
     Ht = np.empty((n_p, k), dtype=cfg.dtype)
     warm = hprev is not None
@@ -130,7 +143,8 @@ def _h_task(block, wpack, hprev, j0, cfg: ALSConfig, ms: MaskSpec):
     s = np.zeros(k)
     s2 = np.zeros(k)
     stats = np.zeros(4)
-    all_rows = sparse and not ms.mask_zeros and not ms.observed_only
+    # zeros that a sparse block does not store can be test entries: hash every row
+    all_rows = sparse and ms.test_fraction > 0 and not ms.mask_zeros and not ms.observed_only
     sweeps = masked_h_step(
         indptr, indices, data, int(j0), m, W, wpack.G, cfg.L1[1], cfg.nonneg[1],
         cfg.upper_bound[1], Xprev, wpack.xscale, warm, cfg.cd_maxit, cfg.cd_tol,

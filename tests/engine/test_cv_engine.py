@@ -196,3 +196,18 @@ def test_early_stopping_returns_the_best_test_iteration(aml):
     assert res.iterations - res.best_iter == 3
     assert res.test_loss == min(hist)
     assert res.train_loss == res.train_loss_history[res.best_iter - 1]
+
+
+def test_mask_zeros_on_dense_input_equals_sparse_input(hawaiibirds):
+    A = hawaiibirds.matrix
+    kw = dict(seed=2, mask="zeros", maxit=5, tol=0.0, chunks=200)
+    sparse = nmf(A, 4, **kw)
+    dense = nmf(A.toarray(), 4, **kw)
+    assert sparse.settings["n_train"] == dense.settings["n_train"] == A.nnz
+    np.testing.assert_allclose(dense.W, sparse.W, rtol=1e-4, atol=1e-7)
+    # explicitly stored zeros are missing values too
+    B = sp.csc_matrix(A)
+    B.data[::7] = 0.0
+    explicit = nmf(B, 4, **kw)
+    B.eliminate_zeros()
+    assert np.array_equal(explicit.W, nmf(B, 4, **kw).W)
