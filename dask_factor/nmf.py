@@ -490,16 +490,6 @@ def nmf(
         target_blocks = [np.ascontiguousarray(T[:, b[i]:b[i + 1]].T) for i in range(b.size - 1)]
         gram_target = T @ T.T / n
 
-    if masked:
-        from .rank import fit_masked_model
-
-        return fit_masked_model(prep, W0, cfg, m=m, n=n, seed=int(seed), cv_seed=cv_seed,
-                                test_fraction=test_fraction, patience=patience, mask=mask,
-                                mask_zeros=mask_zeros, sort_model=sort_model, client=client,
-                                on_iteration=on_iteration, settings_extra=dict(
-                                    rng=rng, solver=solver, w_init=w_init is not None,
-                                    cache=cache))
-
     bar = None
     callback = on_iteration
     if progress:
@@ -512,6 +502,19 @@ def nmf(
             bar.set_postfix(mse=f"{mse:.6g}", rel=("-" if np.isnan(rel) else f"{rel:.2e}"))
             return bool(on_iteration(it, mse, rel)) if on_iteration is not None else False
 
+    if masked:  # held-out / missing entries: the masked engine (on_iteration gets the score)
+        from .rank import fit_masked_model
+
+        try:
+            return fit_masked_model(
+                prep, W0, cfg, m=m, n=n, seed=int(seed), cv_seed=cv_seed,
+                test_fraction=test_fraction, patience=patience, mask=mask,
+                mask_zeros=mask_zeros, sort_model=sort_model, client=client,
+                on_iteration=callback, settings_extra=dict(
+                    rng=rng, solver=solver, w_init=w_init is not None, cache=cache))
+        finally:
+            if bar is not None:
+                bar.close()
     try:
         state = fit_als(prep.bm, W0, cfg, sq_norm=prep.sq_norm, client=client,
                         target_blocks=target_blocks, gram_target=gram_target,
