@@ -97,6 +97,14 @@ class NMFResult:
         Relative loss change from the 2nd iteration on.
     settings : dict
         Every setting used, including the seed actually drawn and the resolved solver.
+    test_loss, train_loss : float
+        Masked fits (``test_fraction``, ``mask``): MSE over the held-out and the training
+        entries of the returned model (the best test iteration's); ``sse``/``mse`` are then the
+        training SSE/MSE. NaN for ordinary fits.
+    best_iter : int
+        1-based iteration of the returned model (masked fits).
+    test_loss_history, train_loss_history : list of float
+        Per-iteration MSE of masked fits (docs/cross_validation.md).
     """
 
     W: np.ndarray
