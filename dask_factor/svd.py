@@ -61,7 +61,8 @@ class SVDResult:
     restarts : int
         Thick restarts of the Krylov basis.
     converged : bool
-        Whether every residual reached ``tol`` (the randomized method has no such test: True).
+        Whether every residual reached ``tol`` (Krylov methods stop on it; the randomized method
+        has no stopping test and usually reports False).
     residuals : ndarray of shape (k,)
         ``‖Ã v_i − d_i u_i‖ / d_1``, measured in the last pass (not estimated).
     variance_ratio : ndarray of shape (k,)
@@ -413,7 +414,7 @@ def svd(
     finally:
         if bar is not None:
             bar.close()
-    if not state.converged:
+    if not state.converged and state.method != "randomized":
         warnings.warn(
             f"svd: the residuals did not reach tol={cfg.tol:g} in {cfg.maxit} passes (largest "
             f"{float(np.max(state.residuals)):.2e}); raise maxit or tol",
