@@ -34,11 +34,12 @@ from .graph import (
 from .graph import H as H
 from .graph import W as W
 from .nmf import NMFResult, nmf
+from .svd import SVDResult, pca, svd
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "nmf", "NMFResult", "NMF", "datasets", "__version__",
+    "nmf", "NMFResult", "NMF", "svd", "pca", "SVDResult", "datasets", "__version__",
     "factor_input", "nmf_layer", "svd_layer", "factor_shared", "factor_concat", "factor_add",
     "factor_condition", "W", "H", "factor_config", "factor_net", "fit", "cross_validate_graph",
     "compute_target", "refine", "separability", "load_result", "FactorNet", "GraphResult",

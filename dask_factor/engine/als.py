@@ -29,7 +29,7 @@ import numpy as np
 from ..kernels.als import h_step_dense, h_step_sparse, w_solve
 from ..kernels.nnls import gram_cholesky
 from .blocks import BlockedMatrix, block_stats, sum_stats, tree_keys
-from .executor import Executor
+from .executor import Executor, local_blas_limit
 
 EPS_GRAM = 1e-15
 EPS_D = 1e-15
@@ -270,7 +270,7 @@ def _is_task_like(v) -> bool:
     return isinstance(v, tuple) or type(v).__module__.startswith(("dask.", "distributed."))
 
 
-def fit_als(
+def _fit_als(
     bm: BlockedMatrix,
     W0: np.ndarray,
     cfg: ALSConfig,
@@ -394,3 +394,10 @@ def fit_als(
         loss_history=history, tol_history=tols, sq_norm=sq_norm,
         seconds=time.perf_counter() - t0, graph_sizes=sizes,
     )
+
+
+def fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, **kwargs) -> ALSState:
+    """Run ALS iterations until convergence or ``cfg.maxit`` (see :func:`_fit_als` for the
+    arguments); BLAS is held to one thread while the fit runs on local threads."""
+    with local_blas_limit(Executor(kwargs.get("client"))):
+        return _fit_als(bm, W0, cfg, **kwargs)

@@ -83,6 +83,14 @@ def _stack_rows(dtype, sparse, *parts):
 
 
 def _slice_cols(x, start, stop, dtype, sparse):
+    """Columns ``start:stop`` of an in-memory matrix; CSC input gives views of its arrays."""
+    if sparse and sp.issparse(x) and x.format == "csc" and x.dtype == dtype:
+        lo, hi = int(x.indptr[start]), int(x.indptr[stop])
+        indptr = x.indptr[start:stop + 1] - lo
+        out = sp.csc_matrix((x.data[lo:hi], x.indices[lo:hi], indptr),
+                            shape=(x.shape[0], stop - start), copy=False)
+        out.has_sorted_indices = True  # the parent's indices are sorted (checked by the caller)
+        return out
     return _to_block(x[:, start:stop], dtype, sparse)
 
 

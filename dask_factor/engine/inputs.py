@@ -79,6 +79,7 @@ def prepare_input(
     client=None,
     allow_negative: bool = True,
     allow_nonfinite: bool = False,
+    warn_negative: bool = True,
 ) -> PreparedInput:
     """Validate ``A`` and wrap it as column blocks.
 
@@ -126,6 +127,7 @@ def prepare_input(
     if n_neg:
         if not allow_negative:
             raise ValueError(f"{name}: contains {n_neg} negative value(s); expected non-negative")
+    if n_neg and warn_negative:
         warnings.warn(
             f"{name}: contains {n_neg} negative value(s); NMF fits them in the least-squares "
             f"sense (as RcppML does), but non-negative factors cannot reproduce them",

@@ -25,7 +25,6 @@ Signs are fixed at the end: the largest-magnitude entry of every left singular v
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .blocks import BlockedMatrix
+from .executor import blas_single_thread
 from .svd_krylov import KrylovResult, block_lanczos, orthonormalize, randomized_range
 from .svd_passes import GramPasses
 
@@ -225,20 +225,6 @@ class SVDState:
 
 # --------------------------------------------------------------------------------------------
 # the driver
-
-
-def blas_single_thread():
-    """Limit BLAS to one thread while the fit runs (restored afterwards).
-
-    The client-side linear algebra is on thin m × b blocks and the tasks run on Dask's threads,
-    so BLAS's own threads only oversubscribe the cores: on a busy 2-core machine a 13,714 × 10 QR
-    went from 1 ms to 100 ms. Without threadpoolctl this is a no-op.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def sign_flips(U: np.ndarray) -> np.ndarray:
