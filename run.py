@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     if cmd == "demo":
         args = [str(PY), "-m", "dask_factor.demo", *rest]
     else:
-        args = [str(PY), "-m", "pytest", "-q", "-ra", *rest]
+        args = [str(PY), "-m", "pytest", "-q", "-ra", "--durations=15", *rest]
     return subprocess.call(args, cwd=ROOT)
 
 
