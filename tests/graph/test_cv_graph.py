@@ -104,3 +104,20 @@ def test_plot_helper(aml):
                             "se_test_loss": [0.1, 0.1, np.nan, 0.2]})
     ax = rank.plot_test_loss(summary, x="k", by="L1")
     assert len(ax.lines) >= 2 and ax.get_ylabel() == "test MSE"
+
+
+def test_grid_and_rank_table_on_a_cluster_equal_threads(aml):
+    distributed = pytest.importorskip("distributed")
+    inp = factor_input(aml.matrix, name="aml")
+    args = (inp, lambda p: nmf_layer(inp, p["k"], name="cv"), {"k": [2, 4]},
+            factor_config(test_fraction=0.1, maxit=6))
+    local = cross_validate_graph(*args, reps=2, verbose=False)
+    ranks = nmf(aml.matrix, [2, 4], test_fraction=0.1, cv_seed=[3, 4], maxit=6)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster, set_as_default=False) as client:
+            remote = cross_validate_graph(*args, reps=2, verbose=False, client=client)
+            rranks = nmf(aml.matrix, [2, 4], test_fraction=0.1, cv_seed=[3, 4], maxit=6,
+                         client=client)
+    pd.testing.assert_frame_equal(remote.results, local.results)
+    pd.testing.assert_frame_equal(rranks.table, ranks.table)
