@@ -43,3 +43,23 @@ def pbmc3k():
     from dask_factor import datasets
 
     return datasets.load("pbmc3k")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _workers_never_pause_or_restart():
+    """Test clusters must not manage memory themselves.
+
+    The out-of-core tests give workers a small ``memory_limit`` and measure the peak RSS
+    themselves; distributed would otherwise *pause* a worker above 80 % of its limit (a freshly
+    compiled numba worker already sits near 300 MB), and a paused worker never runs the next task:
+    the fit would hang instead of failing the memory assertion.
+    """
+    import dask
+
+    with dask.config.set({
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
+        "distributed.worker.memory.pause": False,
+        "distributed.worker.memory.terminate": False,
+    }):
+        yield
