@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ EPS_D = 1e-15
 W_ROWS_PER_TASK = 4096
 #: partials of this many blocks are summed per reduction task (in block order)
 REDUCE_FANIN = 8
+#: how many times a fit on a cluster resumes after losing a worker's data
+MAX_RECOVERIES = 3
 #: consecutive iterations the relative loss change must stay under ``tol`` (RcppML's NMF_PATIENCE)
 CONVERGENCE_PATIENCE = 5
 
@@ -248,15 +251,22 @@ def compute_block_stats(bm: BlockedMatrix, client=None) -> np.ndarray:
     return np.asarray(_compute(total, client))
 
 
-def block_graph(bm: BlockedMatrix, ex: Executor) -> tuple[dict, list[str]]:
-    """The graph that produces the blocks (read tasks, or the in-memory values) and their keys."""
+def block_graph(bm: BlockedMatrix, ex: Executor, rename: bool = False) -> tuple[dict, list[str]]:
+    """The graph that produces the blocks (read tasks, or the in-memory values) and their keys.
+
+    ``rename`` gives in-memory blocks fresh keys (after a lost worker, the old ones may linger).
+    """
     dsk: dict = {}
     keys = []
-    for blk in bm.blocks:
+    for b, blk in enumerate(bm.blocks):
         key = blk.key
-        keys.append(key)
         g = blk.__dask_graph__()
-        dsk.update(g if isinstance(g, dict) else dict(g))
+        g = g if isinstance(g, dict) else dict(g)
+        if rename and not _is_task_like(g[key]):
+            g = {f"block-{bm.name}-{b}": g[key]}
+            key = f"block-{bm.name}-{b}"
+        keys.append(key)
+        dsk.update(g)
     if ex.distributed:
         # values already computed (in-memory inputs, persisted blocks) travel once, as futures
         for key in keys:
@@ -329,7 +339,12 @@ def _fit_als(
     converged = False
     t0 = time.perf_counter()
     it = 0
-    for it in range(1, cfg.maxit + 1):
+    recoveries = 0
+    last_pack = None
+    if ex.distributed:
+        (last_pack,) = ex.gather([prev[pack_key]])
+    while it < cfg.maxit:
+        it += 1
         dsk = dict(static)
         dsk.update(prev)
         new_h = []
@@ -364,7 +379,29 @@ def _fit_als(
         stats_key = f"stats-{tok}-{it}"
         dsk[stats_key] = (_stats, new_pack)
         sizes.append(len(dsk) - len(static))
-        kept, (stats,) = ex.run(dsk, new_h + [new_pack], [stats_key])
+        try:
+            if ex.distributed:  # W's package comes back too: a lost worker costs only warm starts
+                kept, (stats, last_pack) = ex.run(dsk, new_h + [new_pack], [stats_key, new_pack])
+            else:
+                kept, (stats,) = ex.run(dsk, new_h + [new_pack], [stats_key])
+        except Exception as exc:
+            if not (ex.distributed and is_worker_loss(exc)) or recoveries >= MAX_RECOVERIES:
+                raise
+            recoveries += 1
+            warnings.warn(f"nmf: lost data on the cluster at iteration {it} ({exc!r}); "
+                          f"resuming from the last W with cold-started H solves "
+                          f"({recoveries}/{MAX_RECOVERIES})", RuntimeWarning, stacklevel=3)
+            tok = uuid.uuid4().hex[:8]  # fresh keys: the failed graph's keys may linger
+            bm.name = f"{bm.name[:10]}-r{recoveries}"
+            static, bkeys = block_graph(bm, ex, rename=True)
+            for b, t in enumerate(target_blocks or []):
+                tkeys[b] = f"target-{tok}-{b}"
+                static[tkeys[b]] = ex.scatter(tkeys[b], t)
+            pack_key = f"wpack-{tok}-{it - 1}"
+            prev = {pack_key: ex.scatter(pack_key, last_pack)}
+            hkeys = [None] * bm.n_blocks
+            it -= 1  # redo this iteration
+            continue
         hkeys = new_h
         pack_key = new_pack
         prev = kept  # the previous iteration's factors are dropped here
@@ -394,6 +431,13 @@ def _fit_als(
         loss_history=history, tol_history=tols, sq_norm=sq_norm,
         seconds=time.perf_counter() - t0, graph_sizes=sizes,
     )
+
+
+def is_worker_loss(exc: BaseException) -> bool:
+    """Whether a failed iteration lost data with a worker (and may be resumed)."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"FutureCancelledError", "CancelledError", "KilledWorker",
+                         "CommClosedError"}) or "lost dependencies" in str(exc)
 
 
 def fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, **kwargs) -> ALSState:

@@ -49,9 +49,10 @@ class Executor:
 
     def run(self, dsk: dict, keep: list, fetch: list) -> tuple[dict[str, Any], list[Any]]:
         if self.client is not None:
-            futs = self.client.get(dsk, list(keep) + list(fetch), sync=False)
-            kept = dict(zip(keep, futs[: len(keep)]))
-            fetched = self.client.gather(futs[len(keep):]) if fetch else []
+            keys = list(dict.fromkeys(list(keep) + list(fetch)))  # a key may be kept and fetched
+            futs = dict(zip(keys, self.client.get(_inline_futures(dsk), keys, sync=False)))
+            kept = {k: futs[k] for k in keep}
+            fetched = self.client.gather([futs[k] for k in fetch]) if fetch else []
             return kept, list(fetched)
         vals = self.get(dsk, list(keep) + list(fetch))
         return dict(zip(keep, vals[: len(keep)])), list(vals[len(keep):])
@@ -70,6 +71,31 @@ class Executor:
 
 def _identity(x):
     return x
+
+
+def _is_future(v) -> bool:
+    return type(v).__name__ == "Future" and hasattr(v, "key") and hasattr(v, "client")
+
+
+def _inline_futures(dsk: dict) -> dict:
+    """Put persisted futures straight into the tasks that use them.
+
+    The engine's graphs name persisted values by key (``"wpack-…"`` → its future). Submitting
+    ``key: future`` entries would re-declare keys the scheduler already holds (distributed warns
+    about a changed ``run_spec``); a future given as a task argument is the supported form.
+    Only top-level arguments are substituted: the engine's tasks reference keys only there.
+    """
+    futs = {k: v for k, v in dsk.items() if _is_future(v)}
+    if not futs:
+        return dsk
+    out = {}
+    for k, v in dsk.items():
+        if k in futs:
+            continue
+        if isinstance(v, tuple) and v and callable(v[0]):
+            v = (v[0],) + tuple(futs.get(a, a) if isinstance(a, str) else a for a in v[1:])
+        out[k] = v
+    return out
 
 
 def blas_single_thread():
