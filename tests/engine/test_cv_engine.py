@@ -206,7 +206,7 @@ def test_mask_zeros_on_dense_input_equals_sparse_input(hawaiibirds):
     assert sparse.settings["n_train"] == dense.settings["n_train"] == A.nnz
     np.testing.assert_allclose(dense.W, sparse.W, rtol=1e-4, atol=1e-7)
     # explicitly stored zeros are missing values too
-    B = sp.csc_matrix(A)
+    B = A.copy()  # never write into the session fixture
     B.data[::7] = 0.0
     explicit = nmf(B, 4, **kw)
     B.eliminate_zeros()

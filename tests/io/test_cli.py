@@ -27,9 +27,10 @@ def zarr_path(tmp_path):
 
 def test_parser_has_one_builder_per_subcommand():
     assert [f.__name__ for f in SUBCOMMANDS] == ["_add_info_parser", "_add_convert_parser",
-                                                "_add_simulate_parser"]
+                                                "_add_simulate_parser", "_add_fit_parser",
+                                                "_add_demo_parser"]
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"info", "convert", "simulate"}
+    assert set(sub.choices) == {"info", "convert", "simulate", "fit", "demo"}
 
 
 def test_info_text_and_json(zarr_path, capsys):
