@@ -402,9 +402,30 @@ def _fit_als(
             hkeys = [None] * bm.n_blocks
             it -= 1  # redo this iteration
             continue
+        try:
+            kept = ex.rebase(kept)  # a cluster's scheduler forgets the previous iterations
+        except Exception as exc:
+            if not is_worker_loss(exc) or recoveries >= MAX_RECOVERIES:
+                raise
+            kept = {}
         hkeys = new_h
         pack_key = new_pack
         prev = kept  # the previous iteration's factors are dropped here
+        if ex.distributed and len(kept) < len(new_h) + 1:
+            # lost right after the iteration: resume the next one from this W, cold H
+            recoveries += 1
+            warnings.warn(f"nmf: lost data on the cluster after iteration {it}; resuming from "
+                          f"the last W with cold-started H solves ({recoveries}/"
+                          f"{MAX_RECOVERIES})", RuntimeWarning, stacklevel=3)
+            tok = uuid.uuid4().hex[:8]
+            bm.name = f"{bm.name[:10]}-r{recoveries}"
+            static, bkeys = block_graph(bm, ex, rename=True)
+            for b, t in enumerate(target_blocks or []):
+                tkeys[b] = f"target-{tok}-{b}"
+                static[tkeys[b]] = ex.scatter(tkeys[b], t)
+            pack_key = f"wpack-{tok}-{it}"
+            prev = {pack_key: ex.scatter(pack_key, last_pack)}
+            hkeys = [None] * bm.n_blocks
         sse = float(stats["sse"])
         rel = math.nan
         if history:
@@ -437,7 +458,7 @@ def is_worker_loss(exc: BaseException) -> bool:
     """Whether a failed iteration lost data with a worker (and may be resumed)."""
     names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
     return bool(names & {"FutureCancelledError", "CancelledError", "KilledWorker",
-                         "CommClosedError"}) or "lost dependencies" in str(exc)
+                         "CommClosedError", "_LostData"}) or "lost dependencies" in str(exc)
 
 
 def fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, **kwargs) -> ALSState:

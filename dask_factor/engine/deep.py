@@ -329,6 +329,7 @@ class GraphRun:
         self.graph_sizes.append(len(dsk) - n0)
         keep = [cur_pack[L] for L in layers] + [k for L in layers for k in cur_v[L]]
         kept, stats = self.ex.run(dsk, keep, stats_keys)
+        kept = self.ex.rebase(kept)  # the scheduler forgets the previous sweeps
         for L in layers:
             for old in [self.pack[L], *self.vkeys[L]]:
                 self.held.pop(old, None)

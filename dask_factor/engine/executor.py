@@ -57,6 +57,32 @@ class Executor:
         vals = self.get(dsk, list(keep) + list(fetch))
         return dict(zip(keep, vals[: len(keep)])), list(vals[len(keep):])
 
+    def rebase(self, handles: dict[str, Any]) -> dict[str, Any]:
+        """Persisted values without their history (distributed only; identity locally).
+
+        On a cluster a finished task is only forgotten by the scheduler once nothing that is still
+        held depends on it, so carrying ``H_t`` (which depends on ``H_{t-1}``, …) would keep every
+        past iteration's tasks on the scheduler. Each kept value is re-registered under a new key
+        by a dependency-free task pinned to the worker that holds it (no data moves); the old
+        futures are then dropped and the chain is forgotten.
+        """
+        if self.client is None or not handles:
+            return handles
+        from distributed import wait
+
+        wait(list(handles.values()))  # kept leaves may finish after the fetched statistics
+        who = self.client.who_has(list(handles.values()))
+        out = {}
+        for key, fut in handles.items():
+            holders = list(who.get(fut.key, ()))
+            if not holders:  # not in memory anywhere (lost): let the caller's recovery handle it
+                raise _LostData(f"{fut.key} is not held by any worker")
+            out[key] = self.client.submit(_local_value, fut.key, key=f"{fut.key}-r",
+                                          workers=holders[:1], allow_other_workers=False,
+                                          pure=False)
+        self.client.gather(list(out.values()))  # wait: only then may the old keys go
+        return out
+
     def gather(self, handles: list) -> list:
         if self.client is not None:
             return list(self.client.gather(list(handles)))
@@ -73,6 +99,17 @@ def _identity(x):
     return x
 
 
+class _LostData(RuntimeError):
+    """A persisted value is no longer on any worker (treated like a lost worker)."""
+
+
+def _local_value(key):
+    """The value a worker holds under ``key`` (runs on that worker; no dependency declared)."""
+    from distributed import get_worker
+
+    return get_worker().data[key]
+
+
 def _is_future(v) -> bool:
     return type(v).__name__ == "Future" and hasattr(v, "key") and hasattr(v, "client")
 
@@ -83,19 +120,25 @@ def _inline_futures(dsk: dict) -> dict:
     The engine's graphs name persisted values by key (``"wpack-…"`` → its future). Submitting
     ``key: future`` entries would re-declare keys the scheduler already holds (distributed warns
     about a changed ``run_spec``); a future given as a task argument is the supported form.
-    Only top-level arguments are substituted: the engine's tasks reference keys only there.
+    Keys are substituted inside argument tuples and lists (the graph engine passes lists of
+    block keys).
     """
     futs = {k: v for k, v in dsk.items() if _is_future(v)}
     if not futs:
         return dsk
-    out = {}
-    for k, v in dsk.items():
-        if k in futs:
-            continue
-        if isinstance(v, tuple) and v and callable(v[0]):
-            v = (v[0],) + tuple(futs.get(a, a) if isinstance(a, str) else a for a in v[1:])
-        out[k] = v
-    return out
+
+    def sub(a):
+        if isinstance(a, str):
+            return futs.get(a, a)
+        if isinstance(a, tuple):
+            if a and callable(a[0]):  # a nested task: its arguments may name keys
+                return (a[0],) + tuple(sub(x) for x in a[1:])
+            return tuple(sub(x) for x in a)
+        if isinstance(a, list):
+            return [sub(x) for x in a]
+        return a
+
+    return {k: sub(v) for k, v in dsk.items() if k not in futs}
 
 
 def blas_single_thread():

@@ -293,6 +293,7 @@ def fit_masked(
         dsk[stats_key] = (_stats, new_pack)
         sizes.append(len(dsk) - len(static))
         kept, (stats,) = ex.run(dsk, new_h + [new_pack], [stats_key])
+        kept = ex.rebase(kept)  # the scheduler forgets the previous iterations
         # the model scored in this iteration: the W that went in, and the new H
         model = (prev[pack_key], [kept[h] for h in new_h], stats)
         hkeys = new_h

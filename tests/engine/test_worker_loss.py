@@ -46,3 +46,28 @@ def test_fit_survives_a_killed_worker(hawaiibirds, solver):
         np.testing.assert_allclose(H, ref.H, rtol=1e-10, atol=1e-14)
     else:
         assert model.mse <= ref.mse * 1.01
+
+
+def test_scheduler_forgets_past_iterations(hawaiibirds):
+    """On a cluster, the scheduler's task count stays flat across iterations (each kept H block
+    and W package is re-registered without its history), for in-memory and lazy inputs."""
+    distributed = pytest.importorskip("distributed")
+    import dask.array as da
+
+    A = hawaiibirds.matrix
+    ref = nmf(A, 4, seed=2, maxit=16, tol=0, dtype="float64", chunks=150)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1") as lc, \
+            distributed.Client(lc) as client:
+        for X in (A, da.from_array(A.toarray(), chunks=(183, 150))):
+            counts = []
+
+            def count(it, mse, rel):
+                counts.append(client.run_on_scheduler(
+                    lambda dask_scheduler: len(dask_scheduler.tasks)))
+
+            model = nmf(X, 4, seed=2, maxit=16, tol=0, dtype="float64", chunks=150,
+                        client=client, on_iteration=count)
+            # without rebasing the count grows by ~2.4 tasks per block and iteration
+            assert max(counts[8:]) <= max(counts[:8]) + 4, counts
+            np.testing.assert_allclose(model.W, ref.W, rtol=1e-9, atol=1e-15)  # dense: BLAS
