@@ -50,7 +50,11 @@ class Executor:
     def run(self, dsk: dict, keep: list, fetch: list) -> tuple[dict[str, Any], list[Any]]:
         if self.client is not None:
             keys = list(dict.fromkeys(list(keep) + list(fetch)))  # a key may be kept and fetched
-            futs = dict(zip(keys, self.client.get(_inline_futures(dsk), keys, sync=False)))
+            # a kept key that is itself a persisted future passes through unchanged
+            futs = {k: dsk[k] for k in keys if _is_future(dsk.get(k))}
+            todo = [k for k in keys if k not in futs]
+            if todo:
+                futs.update(zip(todo, self.client.get(_inline_futures(dsk), todo, sync=False)))
             kept = {k: futs[k] for k in keep}
             fetched = self.client.gather([futs[k] for k in fetch]) if fetch else []
             return kept, list(fetched)
@@ -68,16 +72,21 @@ class Executor:
         """
         if self.client is None or not handles:
             return handles
-        from distributed import wait
+        from distributed.client import _wait
 
-        wait(list(handles.values()))  # kept leaves may finish after the fetched statistics
+        # kept leaves may finish after the fetched statistics (``distributed.wait`` would use
+        # the *default* client, which need not be ours)
+        self.client.sync(_wait, list(handles.values()))
         who = self.client.who_has(list(handles.values()))
         out = {}
         for key, fut in handles.items():
+            if str(fut.key).endswith(REBASED):  # already without history
+                out[key] = fut
+                continue
             holders = list(who.get(fut.key, ()))
             if not holders:  # not in memory anywhere (lost): let the caller's recovery handle it
                 raise _LostData(f"{fut.key} is not held by any worker")
-            out[key] = self.client.submit(_local_value, fut.key, key=f"{fut.key}-r",
+            out[key] = self.client.submit(_local_value, fut.key, key=f"{fut.key}{REBASED}",
                                           workers=holders[:1], allow_other_workers=False,
                                           pure=False)
         self.client.gather(list(out.values()))  # wait: only then may the old keys go
@@ -97,6 +106,10 @@ class Executor:
 
 def _identity(x):
     return x
+
+
+#: suffix of the keys :meth:`Executor.rebase` creates
+REBASED = "-rebased"
 
 
 class _LostData(RuntimeError):
