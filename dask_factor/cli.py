@@ -216,15 +216,16 @@ def _run_fit(args) -> int:
                     cache=args.cache, client=client, progress=not args.quiet)
         seconds = time.perf_counter() - t0
         out = Path(args.out)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         try:
-            np.savez(tmp.with_suffix(".npz"), W=model.W, d=model.d, H=model.H,
-                     loss_history=np.asarray(model.loss_history),
-                     settings=json.dumps(model.settings, default=str))
-            os.replace(tmp.with_suffix(".npz"), out)
+            with open(tmp, "wb") as fh:  # a file handle: numpy adds no suffix
+                np.savez(fh, W=model.W, d=model.d, H=model.H,
+                         loss_history=np.asarray(model.loss_history),
+                         settings=json.dumps(model.settings, default=str))
+            os.replace(tmp, out)
         finally:
-            if tmp.with_suffix(".npz").exists():
-                tmp.with_suffix(".npz").unlink()
+            if tmp.exists():
+                tmp.unlink()
         summary = {"iterations": model.iterations, "converged": model.converged,
                    "mse": model.mse, "seconds": round(seconds, 3), "out": str(out)}
         print(json.dumps(summary) if args.json else

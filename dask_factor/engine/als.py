@@ -378,7 +378,7 @@ def _fit_als(
         dsk[new_pack] = (_w_finish, red, pack_key, sq_norm, cfg, gram_target, *rows)
         stats_key = f"stats-{tok}-{it}"
         dsk[stats_key] = (_stats, new_pack)
-        sizes.append(len(dsk) - len(static))
+        size = len(dsk) - len(static)
         try:
             if ex.distributed:  # W's package comes back too: a lost worker costs only warm starts
                 kept, (stats, last_pack) = ex.run(dsk, new_h + [new_pack], [stats_key, new_pack])
@@ -402,6 +402,7 @@ def _fit_als(
             hkeys = [None] * bm.n_blocks
             it -= 1  # redo this iteration
             continue
+        sizes.append(size)
         try:
             kept = ex.rebase(kept)  # a cluster's scheduler forgets the previous iterations
         except Exception as exc:
@@ -442,7 +443,7 @@ def _fit_als(
             break
         if stop:
             break
-    (final,) = ex.gather([prev[pack_key]])
+    (final,) = [last_pack] if ex.distributed else ex.gather([prev[pack_key]])
     d = final.d if final.d is not None else np.ones(k)
     dh = final.dh if final.dh is not None else np.ones(k)
     return ALSState(

@@ -86,9 +86,12 @@ def _slice_cols(x, start, stop, dtype, sparse):
     """Columns ``start:stop`` of an in-memory matrix; CSC input gives views of its arrays."""
     if sparse and sp.issparse(x) and x.format == "csc" and x.dtype == dtype:
         lo, hi = int(x.indptr[start]), int(x.indptr[stop])
-        indptr = x.indptr[start:stop + 1] - lo
-        out = sp.csc_matrix((x.data[lo:hi], x.indices[lo:hi], indptr),
-                            shape=(x.shape[0], stop - start), copy=False)
+        # scipy's constructor copies slices of less than half the parent: assign the arrays to
+        # an empty matrix instead, so blocks really are views (read-only use everywhere)
+        out = sp.csc_matrix((x.shape[0], stop - start), dtype=dtype)
+        out.indices = x.indices[lo:hi]
+        out.indptr = (x.indptr[start:stop + 1] - lo).astype(x.indices.dtype, copy=False)
+        out.data = x.data[lo:hi]
         out.has_sorted_indices = True  # the parent's indices are sorted (checked by the caller)
         return out
     return _to_block(x[:, start:stop], dtype, sparse)
@@ -183,7 +186,7 @@ def as_blocked(
 
 
 def block_stats(x):
-    """Validation statistics of one block: (Σa², #non-finite, #negative, min, max, nnz)."""
+    """Validation statistics of one block: (Σa², #non-finite, #negative, #non-zero)."""
     vals = x.data if sp.issparse(x) else np.asarray(x).ravel()
     finite = np.isfinite(vals)
     n_bad = int(vals.size - np.count_nonzero(finite))
