@@ -29,7 +29,7 @@ import numpy as np
 
 from ..kernels.als import h_step_dense, h_step_sparse, w_solve
 from ..kernels.nnls import gram_cholesky
-from .blocks import BlockedMatrix, block_stats, sum_stats, tree_keys
+from .blocks import BlockedMatrix, add_reduction, block_stats, sum_stats, tree_keys
 from .executor import Executor, local_blas_limit
 
 EPS_GRAM = 1e-15
@@ -355,20 +355,7 @@ def _fit_als(
             dsk[f"ht-{tok}-{it}-{b}"] = (_first, hk)
             new_h.append(f"ht-{tok}-{it}-{b}")
             parts.append(hk)  # the reduction reads the partials straight from the block task
-        for lvl, groups in enumerate(schedule):
-            nxt = []
-            for gi, g in enumerate(groups):
-                if len(g) == 1 and lvl > 0:
-                    nxt.append(parts[g[0]])
-                    continue
-                rk = f"red-{tok}-{it}-{lvl}-{gi}"
-                dsk[rk] = (_add_partials, *[parts[i] for i in g])
-                nxt.append(rk)
-            parts = nxt
-        if not schedule:  # a single block: still extract (and copy) its partials
-            dsk[f"red-{tok}-{it}"] = (_add_partials, parts[0])
-            parts = [f"red-{tok}-{it}"]
-        red = parts[0]
+        red = add_reduction(dsk, parts, schedule, f"red-{tok}-{it}", _add_partials)
         rows = []
         for c in range(len(row_bounds) - 1):
             wk = f"w-{tok}-{it}-{c}"

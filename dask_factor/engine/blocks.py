@@ -212,5 +212,27 @@ def tree_keys(n: int, fanin: int = 2) -> list[list[int]]:
     return levels
 
 
+def add_reduction(dsk: dict, parts: list, schedule: list, prefix: str, reducer) -> str:
+    """Add a fixed-order reduction of the tasks ``parts`` to ``dsk``; return the root's key.
+
+    ``schedule`` is :func:`tree_keys`'s; level-0 groups always get a task (so ``reducer`` sees
+    every block output, even a lone one), later singletons pass through.
+    """
+    for lvl, groups in enumerate(schedule):
+        nxt = []
+        for gi, g in enumerate(groups):
+            if len(g) == 1 and lvl > 0:
+                nxt.append(parts[g[0]])
+                continue
+            key = f"{prefix}-{lvl}-{gi}"
+            dsk[key] = (reducer, *[parts[i] for i in g])
+            nxt.append(key)
+        parts = nxt
+    if not schedule:  # a single block
+        dsk[prefix] = (reducer, parts[0])
+        return prefix
+    return parts[0]
+
+
 def n_levels(n: int, fanin: int = 2) -> int:
     return 0 if n <= 1 else math.ceil(math.log(n, fanin) - 1e-12)

@@ -43,7 +43,7 @@ from .als import (
     block_graph,
     make_wpack,
 )
-from .blocks import BlockedMatrix, tree_keys
+from .blocks import BlockedMatrix, add_reduction, tree_keys
 from .executor import Executor
 
 __all__ = ["MaskSpec", "MaskedState", "fit_masked", "cv_hash_seed"]
@@ -268,20 +268,7 @@ def fit_masked(
             dsk[f"mht-{tok}-{it}-{b}"] = (_first, hk)
             new_h.append(f"mht-{tok}-{it}-{b}")
             parts.append(hk)
-        for lvl, groups in enumerate(schedule):
-            nxt = []
-            for gi, g in enumerate(groups):
-                if len(g) == 1 and lvl > 0:
-                    nxt.append(parts[g[0]])
-                    continue
-                rk = f"mred-{tok}-{it}-{lvl}-{gi}"
-                dsk[rk] = (_add_partials, *[parts[i] for i in g])
-                nxt.append(rk)
-            parts = nxt
-        if not schedule:
-            dsk[f"mred-{tok}-{it}"] = (_add_partials, parts[0])
-            parts = [f"mred-{tok}-{it}"]
-        red = parts[0]
+        red = add_reduction(dsk, parts, schedule, f"mred-{tok}-{it}", _add_partials)
         rows = []
         for c in range(len(row_bounds) - 1):
             wk = f"mw-{tok}-{it}-{c}"
