@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def cd_solve(G, x, r, nonneg, ub, maxit, tol):
     """Coordinate-descent sweeps on one problem, in place.
 
@@ -48,8 +48,9 @@ def cd_solve(G, x, r, nonneg, ub, maxit, tol):
             step = cand - x[i]
             if step != 0.0:
                 x[i] = cand
+                gi = G[i]  # G is symmetric: its row is the column, contiguous
                 for f in range(k):
-                    r[f] -= G[f, i] * step
+                    r[f] -= gi[f] * step
                 change += abs(step) / (abs(cand) + 1e-15)
         if change / k < tol:
             break
