@@ -400,7 +400,8 @@ def _fit_als(
         pack_key = new_pack
         prev = kept  # the previous iteration's factors are dropped here
         if ex.distributed and len(kept) < len(new_h) + 1:
-            # lost right after the iteration: resume the next one from this W, cold H
+            # lost right after the iteration (its H with it): redo it from its new W, cold H,
+            # without recording it, so a fit never ends without its H
             recoveries += 1
             warnings.warn(f"nmf: lost data on the cluster after iteration {it}; resuming from "
                           f"the last W with cold-started H solves ({recoveries}/"
@@ -411,9 +412,12 @@ def _fit_als(
             for b, t in enumerate(target_blocks or []):
                 tkeys[b] = f"target-{tok}-{b}"
                 static[tkeys[b]] = ex.scatter(tkeys[b], t)
-            pack_key = f"wpack-{tok}-{it}"
+            pack_key = f"wpack-{tok}-resume"
             prev = {pack_key: ex.scatter(pack_key, last_pack)}
             hkeys = [None] * bm.n_blocks
+            sizes.pop()
+            it -= 1
+            continue
         sse = float(stats["sse"])
         rel = math.nan
         if history:
