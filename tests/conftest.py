@@ -1,4 +1,4 @@
-"""Shared fixtures: the bundled datasets (shipped with the package, no /work/shared needed) and a
+"""Shared fixtures: the bundled datasets (shipped with the package, no external data needed) and a
 hypothesis profile without deadlines (numba compiles on first call)."""
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ compare the engine against them.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment, lsq_linear, nnls
@@ -218,3 +221,9 @@ def random_csc(rng, m, n, density, *, dtype=np.float64, empty_cols=(), index_dty
     A.indptr = A.indptr.astype(index_dtype)
     A.indices = A.indices.astype(index_dtype)
     return A
+
+
+#: Optional extra cross-checks against RcppML's own exports (the project's shared data folder:
+#: the pbmc3k ``.spz`` files, the full conformance corpus, the ``.mtx`` twins of the datasets).
+#: They run only when ``DASK_FACTOR_RCPPML_DATA`` names that folder; the suite never needs it.
+RCPPML_DATA = Path(os.environ.get("DASK_FACTOR_RCPPML_DATA", "/nonexistent-rcppml-export"))

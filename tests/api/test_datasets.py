@@ -1,5 +1,5 @@
 """Bundled datasets: shapes, non-zeros, values and metadata as documented for RcppML's package data
-(shared/data/README.md and SUMMARY.csv, copied here so the suite runs without that directory).
+(RcppML's exported statistics, copied here so the suite needs no external data).
 Where the shared export is present, the bundled matrices must equal it exactly."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import os
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import RCPPML_DATA
 
 from dask_factor import datasets
 
-SHARED = os.environ.get("DASK_FACTOR_SHARED_DATA", "/work/shared/data")
+SHARED = str(RCPPML_DATA)  # optional: the .mtx twins, skipped when absent
 
 # from SUMMARY.csv: shape, non-zeros, min/max, sum, integer-valued
 SUMMARY = {
@@ -92,7 +93,7 @@ def test_pbmc3k(pbmc3k):
     assert list(cols["cell_type"].iloc[:2]) == ["Memory CD4 T", "B"]
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED), reason="the shared RcppML export is not present")
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason="DASK_FACTOR_RCPPML_DATA unset")
 @pytest.mark.parametrize("name", sorted(SUMMARY))
 def test_bundled_matrix_equals_the_rcppml_export(request, name):
     import scipy.io

@@ -1,6 +1,6 @@
 """``nmf()`` end to end: fidelity to RcppML, the loss it reports, input kinds, and every option.
 
-Reference numbers are RcppML 1.0.0's (shared/data/README.md, "Reference results"), copied here so
+Reference numbers are RcppML 1.0.0's ("Reference results" of its exported data), copied here so
 the suite runs without the shared directory.
 """
 

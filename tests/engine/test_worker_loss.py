@@ -62,7 +62,7 @@ def test_scheduler_forgets_past_iterations(hawaiibirds):
         for X in (A, da.from_array(A.toarray(), chunks=(183, 150))):
             counts = []
 
-            def count(it, mse, rel):
+            def count(it, mse, rel, counts=counts):
                 counts.append(client.run_on_scheduler(
                     lambda dask_scheduler: len(dask_scheduler.tasks)))
 

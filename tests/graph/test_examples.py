@@ -56,7 +56,7 @@ def test_one_layer_graph_is_nmf_bitwise(aml, k, L1, solver):
 
 def test_one_layer_graph_reproduces_rcppml_reference(aml):
     """RcppML: nmf(aml, k=6, seed=42, maxit=100) → MSE 0.02139761 in 48 iterations, and a
-    one-layer factor_net gives the same (shared/data/README.md)."""
+    one-layer factor_net gives the same (RcppML 1.0 reference run)."""
     inp = factor_input(aml.matrix, name="methylation")
     res = fit(factor_net(inp, nmf_layer(inp, 6, name="nmf1"),
                          factor_config(maxit=100, seed=42, rng="rcppml", solver="cholesky")))

@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 import scipy.io
 import scipy.sparse as sp
+from helpers import RCPPML_DATA
 
 from dask_factor.io.spz import SpzFile, SpzFormatError, read_spz, write_spz
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "spz"
-SHARED = (REPO / ".." / "shared" / "data").resolve()
+SHARED = RCPPML_DATA  # optional: only extra cases, skipped when absent
 SHARED_CORPUS = SHARED / "spz-conformance"
 PBMC = SHARED / "pbmc3k"
 
@@ -287,9 +288,9 @@ def test_repr_and_context_manager():
 
 
 # ---------------------------------------------------------------- shared folder (optional)
-needs_shared = pytest.mark.skipif(not SHARED_CASES, reason="shared data folder not present")
+needs_shared = pytest.mark.skipif(not SHARED_CASES, reason="DASK_FACTOR_RCPPML_DATA unset")
 needs_pbmc = pytest.mark.skipif(not (PBMC / "pbmc3k_data_rda.spz").exists(),
-                                reason="shared pbmc3k files not present")
+                                reason="DASK_FACTOR_RCPPML_DATA unset")
 
 
 @needs_shared

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import scipy.io
 import scipy.sparse as sp
+from helpers import RCPPML_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,7 @@ from dask_factor.io.spz import SpzFile, read_spz, write_spz
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "spz"
-SHARED = (REPO / ".." / "shared" / "data").resolve()
+SHARED = RCPPML_DATA  # optional: only extra cases, skipped when absent
 SETTINGS = settings(max_examples=30, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
@@ -79,7 +80,7 @@ def test_reencode_is_byte_identical(case, tmp_path):
 SHARED_CASES = [c for c in _cases(SHARED / "spz-conformance") if c[0].startswith("aml")]
 
 
-@pytest.mark.skipif(not SHARED_CASES, reason="shared data folder not present")
+@pytest.mark.skipif(not SHARED_CASES, reason="DASK_FACTOR_RCPPML_DATA unset")
 @pytest.mark.parametrize("case", SHARED_CASES, ids=lambda c: c[0])
 def test_reencode_aml_is_byte_identical(case, tmp_path):
     folder = SHARED / "spz-conformance"
@@ -90,7 +91,7 @@ def test_reencode_aml_is_byte_identical(case, tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED / "pbmc3k" / "pbmc3k_data_rda.spz").exists(),
-                    reason="shared pbmc3k files not present")
+                    reason="DASK_FACTOR_RCPPML_DATA unset")
 def test_reencode_pbmc3k_in_memory_and_streamed(tmp_path):
     ref = SHARED / "pbmc3k" / "pbmc3k_data_rda.spz"
     with SpzFile(ref) as f:
