@@ -137,10 +137,6 @@ def _first(x):
     return x[0]
 
 
-def _second(x):
-    return x[1]
-
-
 def _add_partials(*parts):
     """Sum block partials in the order given; an ``_h_task`` output contributes its [1]."""
     parts = [q[1] if len(q) == 2 else q for q in parts]

@@ -53,6 +53,7 @@ def _sum(*xs):
 def reconstruction_sse(bm: BlockedMatrix, Wd: np.ndarray, h_blocks: list, client=None):
     """(SSE, ‖A‖²) of ``A ≈ Wd Hᵀ`` where ``h_blocks[p]`` is ``H_pᵀ`` (n_p × k)."""
     tok = uuid.uuid4().hex[:8]
+    Wd = dask.delayed(Wd, name=f"wd-{tok}")  # one graph node, not hashed or copied per block
     parts = [dask.delayed(_block_sse, pure=True)(b, Wd, h, dask_key_name=f"sse-{tok}-{i}")
              for i, (b, h) in enumerate(zip(bm.blocks, h_blocks))]
     total = dask.delayed(_sum, pure=True)(*parts, dask_key_name=f"sse-{tok}")

@@ -21,12 +21,11 @@ import numpy as np
 from numba import njit
 
 from .nnls import (
-    cd_solve,
+    cd_from,
     cholesky_clip_batch,
     cholesky_solve,
     clip_bounds,
     nnls_cd_batch,
-    residual,
 )
 
 
@@ -90,15 +89,8 @@ def h_step_sparse(
             cholesky_solve(L, b, x)
             clip_bounds(x, nonneg, ub)
         else:
-            if warm:
-                for f in range(k):
-                    x[f] = Xprev[j, f] * xscale[f]
-                residual(G, b, x, r)
-            else:
-                for f in range(k):
-                    x[f] = 0.0
-                    r[f] = b[f]
-            sweeps += cd_solve(G, x, r, nonneg, ub, cd_maxit, cd_tol)
+            sweeps += cd_from(G, b, x, r, Xprev[j if warm else 0], xscale, warm, nonneg, ub,
+                              cd_maxit, cd_tol)
         for f in range(k):
             Ht[j, f] = x[f]
             x[f] = Ht[j, f]  # the stored (possibly float32) value feeds the partials

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .nnls import cd_solve, residual
+from .nnls import cd_from
 from .rng import splitmix64_mix
 
 GOLDEN_ROW = 0x9E3779B97F4A7C15
@@ -256,15 +256,8 @@ def masked_h_step(
             for f in range(k):
                 Gj[f, f] += l2_eps
         # ---- solve (coordinate descent, true-residual warm start)
-        if warm:
-            for f in range(k):
-                x[f] = Xprev[jl, f] * xscale[f]
-            residual(Gj, b, x, r)
-        else:
-            for f in range(k):
-                x[f] = 0.0
-                r[f] = b[f]
-        sweeps += cd_solve(Gj, x, r, nonneg, ub, cd_maxit, cd_tol)
+        sweeps += cd_from(Gj, b, x, r, Xprev[jl if warm else 0], xscale, warm, nonneg, ub,
+                          cd_maxit, cd_tol)
         for f in range(k):
             Ht[jl, f] = x[f]
             x[f] = Ht[jl, f]
@@ -363,6 +356,7 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
     b = np.empty(k, dtype=np.float64)
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
+    unit = np.ones(k, dtype=np.float64)  # the warm start is used as given
     for i in range(r_):
         q = 0
         for f in range(k):
@@ -374,14 +368,6 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
                 Gi[g, f] = v
             Gi[f, f] += l2_eps
             b[f] = Pn[i, f] - l1
-        if warm:
-            for f in range(k):
-                x[f] = Xwarm[i, f]
-            residual(Gi, b, x, r)
-        else:
-            for f in range(k):
-                x[f] = 0.0
-                r[f] = b[f]
-        cd_solve(Gi, x, r, nonneg, ub, cd_maxit, cd_tol)
+        cd_from(Gi, b, x, r, Xwarm[i if warm else 0], unit, warm, nonneg, ub, cd_maxit, cd_tol)
         for f in range(k):
             Xt[i, f] = x[f]

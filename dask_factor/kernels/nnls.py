@@ -69,6 +69,22 @@ def residual(G, b, x, r):
 
 
 @njit(nogil=True, cache=True)
+def cd_from(G, b, x, r, xprev, xscale, warm, nonneg, ub, maxit, tol):
+    """One problem by coordinate descent from a warm start ``x₀ = xprev ⊙ xscale`` (with the true
+    residual ``b − G x₀``) or from zero; ``x`` receives the solution. Returns the sweeps made."""
+    k = x.size
+    if warm:
+        for f in range(k):
+            x[f] = xprev[f] * xscale[f]
+        residual(G, b, x, r)
+    else:
+        for f in range(k):
+            x[f] = 0.0
+            r[f] = b[f]
+    return cd_solve(G, x, r, nonneg, ub, maxit, tol)
+
+
+@njit(nogil=True, cache=True)
 def nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, maxit, tol):
     """Solve every row of ``Bt`` (n × k) against ``G`` (k × k) by coordinate descent.
 
