@@ -2,7 +2,8 @@
 """One entry point that sets itself up: ``python3 run.py demo`` or ``python3 run.py test``.
 
 Creates ``.venv`` next to this file on first use, installs the package with its test extras
-(again whenever ``pyproject.toml`` changes), then runs the demo fit or the test suite in it.
+(again whenever ``pyproject.toml`` changes), then runs the demo fit, or ``ruff check`` and then the
+test suite (docstring examples included) in it.
 Extra arguments are passed on (``python3 run.py test -k spz``, ``python3 run.py demo --k 20``).
 """
 
@@ -44,6 +45,10 @@ def main(argv: list[str]) -> int:
     if cmd == "demo":
         args = [str(PY), "-m", "dask_factor.demo", *rest]
     else:
+        print("[run.py] ruff check", flush=True)
+        lint = subprocess.call([str(PY), "-m", "ruff", "check", str(ROOT)], cwd=ROOT)
+        if lint != 0:
+            return lint
         args = [str(PY), "-m", "pytest", "-q", "-ra", "--durations=15", *rest]
     return subprocess.call(args, cwd=ROOT)
 

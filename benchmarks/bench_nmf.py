@@ -15,7 +15,8 @@ For each case it prints absolute times and the ratios the project tracks:
 The target MSE is RcppML 1.0's 50-iteration MSE on pbmc3k (measured with RcppML on this kind of
 machine, ``shared/data/README.md``: k = 10 → 0.43481, k = 30 → 0.35519; RcppML needed 0.81 s and
 1.52 s at 2 threads). The synthetic case (20,000 × 50,000, 2 % density, seeded) reports the
-per-iteration ratio only. RcppML itself is not run here (R is not available); its figures are quoted.
+per-iteration ratio only. RcppML itself is not run here (R is not available); its figures are
+quoted.
 """
 
 from __future__ import annotations

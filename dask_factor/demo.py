@@ -26,7 +26,14 @@ def run(dataset: str = "pbmc3k", k: int = 10, seed: int = 42, maxit: int = 100,
 
     Examples
     --------
-    >>> summary = run("hawaiibirds", k=4, maxit=10, progress=False)  # doctest: +SKIP
+    >>> summary = run("hawaiibirds", k=4, maxit=10, progress=False)
+    dask_factor demo: hawaiibirds, 183 features × 1,183 samples, k = 4
+    ... iterations (...), MSE ..., ... s
+    <BLANKLINE>
+    factor  d            top island (share of the factor's mean activity)
+    ...
+    >>> sorted(summary), summary["shape"], len(summary["top_label"])
+    (['iterations', 'k', 'mse', 'seconds', 'shape', 'top_label'], (183, 1183), 4)
     """
     A, rows, cols = datasets.load(dataset)
     label = next((c for c in ("cell_type", "category", "island") if c in cols.columns), None)

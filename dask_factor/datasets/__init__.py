@@ -97,7 +97,7 @@ def load(name: str) -> Dataset:
     Examples
     --------
     >>> A, rows, cols = load("pbmc3k")
-    >>> A.shape, int(A.nnz), cols["cell_type"].value_counts().iloc[0]
+    >>> A.shape, int(A.nnz), int(cols["cell_type"].value_counts().iloc[0])
     ((13714, 2638), 2238732, 697)
     """
     if name not in _DESCRIPTIONS:

@@ -209,9 +209,17 @@ class GraphResult:
 
         Examples
         --------
-        >>> result.save("deep.zarr")            # doctest: +SKIP
-        >>> GraphResult.load("deep.zarr")["coarse"].W.shape   # doctest: +SKIP
-        (135, 3)
+        >>> import os, tempfile
+        >>> from dask_factor import datasets
+        >>> from dask_factor.graph import factor_input, nmf_layer, factor_net, factor_config, fit
+        >>> A, rows, cols = datasets.load("aml")
+        >>> inp = factor_input(A, name="aml")
+        >>> result = fit(factor_net(inp, nmf_layer(nmf_layer(inp, 6, name="fine"), 3,
+        ...                                        name="coarse"), factor_config(maxit=5)))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = result.save(os.path.join(tmp, "deep.zarr"))
+        ...     path.name, GraphResult.load(path)["coarse"].W.shape
+        ('deep.zarr', (135, 3))
         """
         from .store import save_result
 
@@ -223,7 +231,16 @@ class GraphResult:
 
         Examples
         --------
-        >>> res = GraphResult.load("deep.zarr")   # doctest: +SKIP
+        >>> import os, tempfile
+        >>> from dask_factor import datasets
+        >>> from dask_factor.graph import factor_input, nmf_layer, factor_net, factor_config, fit
+        >>> A, rows, cols = datasets.load("aml")
+        >>> inp = factor_input(A, name="aml")
+        >>> result = fit(factor_net(inp, nmf_layer(inp, 4, name="l"), factor_config(maxit=5)))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     res = GraphResult.load(result.save(os.path.join(tmp, "nmf.zarr")))
+        >>> list(res), res["l"].W.shape, res.iterations == result.iterations
+        (['l'], (824, 4), True)
         """
         from .store import load_result
 
@@ -259,10 +276,16 @@ class GraphResult:
 
         Examples
         --------
-        >>> import anndata as ad                                   # doctest: +SKIP
-        >>> adata = ad.AnnData(A.T.tocsr())                        # doctest: +SKIP
-        >>> result.to_anndata(adata).obsm["X_fine"].shape          # doctest: +SKIP
-        (135, 10)
+        >>> import anndata as ad
+        >>> from dask_factor import datasets
+        >>> from dask_factor.graph import factor_input, nmf_layer, factor_net, factor_config, fit
+        >>> A, rows, cols = datasets.load("aml")                  # genes × samples
+        >>> inp = factor_input(A, name="aml")
+        >>> result = fit(factor_net(inp, nmf_layer(nmf_layer(inp, 6, name="fine"), 3,
+        ...                                        name="coarse"), factor_config(maxit=5)))
+        >>> adata = result.to_anndata(ad.AnnData(A.T))             # samples × genes
+        >>> adata.obsm["X_fine"].shape, adata.obsm["X_coarse"].shape, adata.varm["fine_W"].shape
+        ((135, 6), (135, 3), (824, 6))
         """
         from .store import to_anndata
 

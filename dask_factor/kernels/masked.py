@@ -58,7 +58,7 @@ def speckled_mask(m: int, n: int, test_fraction: float, cv_seed: int, j0: int = 
 
     Examples
     --------
-    >>> speckled_mask(1000, 1000, 0.1, 42).mean().round(3)
+    >>> round(float(speckled_mask(1000, 1000, 0.1, 42).mean()), 3)
     0.1
     """
     return speckled_mask_block(np.uint64(cv_hash_seed(cv_seed)),
