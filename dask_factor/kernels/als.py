@@ -26,6 +26,7 @@ from .nnls import (
     cholesky_solve,
     clip_bounds,
     nnls_cd_batch,
+    sweep_budget,
 )
 
 
@@ -46,6 +47,8 @@ def h_step_sparse(
     Tt, tlam : (n_p, k) target and its weight; ``b_j += tlam·t_j`` when ``tlam != 0``.
     Xprev, xscale : warm start ``x₀ = Xprev[j] * xscale`` (n_p × k, k); used when ``warm``.
         ``Xprev`` must not be ``Ht`` itself (Ht is overwritten with the right-hand sides first).
+    cd_maxit, cd_tol : coordinate-descent budget of a warm start; a cold solve (``warm`` False)
+        gets at least ``COLD_CD_MAXIT`` sweeps (:func:`~.nnls.sweep_budget`).
     Ht : (n_p, k) output, the new H block (samples × k), storage dtype.
     P : (m, k) output, zeroed by the caller; receives ``A_p H_pᵀ`` accumulated in P's dtype
         (the storage dtype: float32 by default; the engine reduces blocks in float64).
@@ -131,7 +134,8 @@ def h_step_dense(A, W, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, 
     else:
         if warm:
             Ht[...] = np.asarray(Xprev, dtype=np.float64) * xscale
-        sweeps = nnls_cd_batch(G, Bt, Ht, warm, nonneg, ub, cd_maxit, cd_tol)
+        sweeps = nnls_cd_batch(G, Bt, Ht, warm, nonneg, ub, sweep_budget(warm, cd_maxit),
+                               cd_tol)
     X = np.asarray(Ht, dtype=np.float64)
     P = A64 @ X
     Q = X.T @ X
@@ -149,5 +153,5 @@ def w_solve(G, Bt, L, use_chol, nonneg, ub, Xwarm, warm, cd_maxit, cd_tol, out_d
     else:
         if warm:
             Xt[...] = Xwarm
-        nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, cd_maxit, cd_tol)
+        nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, sweep_budget(warm, cd_maxit), cd_tol)
     return Xt.astype(out_dtype, copy=False)

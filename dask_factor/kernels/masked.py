@@ -162,7 +162,9 @@ def masked_h_step(
     indptr, indices, data : CSC of the block (m × n_p); NaN values are missing entries.
     j0 : global index of the block's first column.
     W : (m, k) current W; G : (k, k) float64 ``WᵀW + (L2 + ε)I``; ``l2_eps`` = that L2 + ε.
-    l1, nonneg, ub, cd_maxit, cd_tol : H-side options; coordinate descent is the solver.
+    l1, nonneg, ub, cd_maxit, cd_tol : H-side options; coordinate descent is the solver
+        (``cd_maxit`` bounds a warm start; a cold solve gets at least ``COLD_CD_MAXIT`` sweeps,
+        see :func:`dask_factor.kernels.nnls.sweep_budget`).
     Xprev, xscale, warm : warm start ``x₀ = Xprev[j]·xscale``.
     seed, thr : uint64 hash seed and threshold (thr 0: no test entries).
     all_rows : hash every row of a column (zeros can be test entries) rather than the stored ones.
@@ -349,7 +351,8 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
 
     ``G_i = Qn − C_i/(dh dhᵀ)`` (subtract mode) or ``C_i/(dh dhᵀ)`` (observed mode), plus
     ``l2_eps`` on the diagonal; ``b_i = Pn_i − l1``. ``C`` rows are packed upper triangles of the
-    raw-H products; ``Xt`` (r × k, float64) receives the solutions.
+    raw-H products; ``Xt`` (r × k, float64) receives the solutions. Without ``warm`` (the first
+    W solve) each row gets at least ``COLD_CD_MAXIT`` sweeps (:func:`~.nnls.sweep_budget`).
     """
     r_, k = Pn.shape
     Gi = np.empty((k, k), dtype=np.float64)

@@ -14,12 +14,26 @@ Two solvers:
   ``r = b − G x₀`` (RcppML's sparse path forgets the ``G x₀`` term, ⚠ G3; we do not).
 * :func:`cholesky_clip_batch` — RcppML's "cholesky": ``x = G⁻¹ b`` then clip into the bounds.
   Not an NNLS solution, but what RcppML computes, so it reproduces RcppML runs.
+
+**Sweep budget of a cold solve.** The ALS kernels (:func:`cd_from` and the callers of
+:func:`sweep_budget`) treat ``maxit`` as the budget of a *warm-started* solve: the "auto" solver's
+10 sweeps are enough only because each solve starts from the previous iterate. A cold solve (no
+previous iterate: the first H solve from the random W0, the first W solve) starts from zero, and
+on the Gram of a uniform random W0 (columns with cosine ≈ 0.75, condition ≈ 50) 10 cyclic sweeps
+leave the last coordinates almost empty: a factor comes out nearly dead, supported on a handful
+of samples. L1 normalisation then makes it a sample-specific factor that overfits and, in a
+cross-validated fit, drives the test loss up from iteration 3 on (issue 9, item 6: aml, k = 12,
+seed 13). So a cold solve always gets at least :data:`COLD_CD_MAXIT` sweeps. The batch primitive
+:func:`nnls_cd_batch` itself keeps ``maxit`` exact.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+#: minimum sweeps of a cold (not warm-started) coordinate-descent solve in the ALS kernels
+COLD_CD_MAXIT = 100
 
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
@@ -69,9 +83,26 @@ def residual(G, b, x, r):
 
 
 @njit(nogil=True, cache=True)
+def sweep_budget(warm, maxit):
+    """The sweeps allowed to one ALS solve: ``maxit`` when warm-started, else at least
+    :data:`COLD_CD_MAXIT` (a solve from zero needs more than a warm start's small budget).
+
+    >>> sweep_budget(True, 10), sweep_budget(False, 10), sweep_budget(False, 500)
+    (10, 100, 500)
+    """
+    if warm:
+        return maxit
+    return max(maxit, COLD_CD_MAXIT)
+
+
+@njit(nogil=True, cache=True)
 def cd_from(G, b, x, r, xprev, xscale, warm, nonneg, ub, maxit, tol):
     """One problem by coordinate descent from a warm start ``x₀ = xprev ⊙ xscale`` (with the true
-    residual ``b − G x₀``) or from zero; ``x`` receives the solution. Returns the sweeps made."""
+    residual ``b − G x₀``) or from zero; ``x`` receives the solution. Returns the sweeps made.
+
+    ``maxit`` is the budget of a warm start; a start from zero gets
+    ``sweep_budget(False, maxit)`` (at least :data:`COLD_CD_MAXIT`) sweeps.
+    """
     k = x.size
     if warm:
         for f in range(k):
@@ -81,7 +112,7 @@ def cd_from(G, b, x, r, xprev, xscale, warm, nonneg, ub, maxit, tol):
         for f in range(k):
             x[f] = 0.0
             r[f] = b[f]
-    return cd_solve(G, x, r, nonneg, ub, maxit, tol)
+    return cd_solve(G, x, r, nonneg, ub, sweep_budget(warm, maxit), tol)
 
 
 @njit(nogil=True, cache=True)

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dask_factor.kernels.als import h_step_dense, h_step_sparse, w_solve
-from dask_factor.kernels.nnls import gram_cholesky, nnls_cd_batch
+from dask_factor.kernels.nnls import gram_cholesky, nnls_cd_batch, sweep_budget
 
 INDEX_KINDS = {"int32": (np.int32, np.int32), "int64": (np.int64, np.int64)}
 
@@ -105,8 +105,9 @@ def separate_solve(pb):
         return Bt, X
     X = (pb["Xprev"].astype(np.float64) * pb["xscale"]) if pb["warm"] else np.zeros(Bt.shape)
     X = np.ascontiguousarray(X)
-    nnls_cd_batch(pb["G"], Bt, X, pb["warm"], pb["nonneg"], pb["ub"], pb["cd_maxit"],
-                  pb["cd_tol"])
+    # the kernels' budget: cd_maxit for a warm start, at least COLD_CD_MAXIT from zero
+    nnls_cd_batch(pb["G"], Bt, X, pb["warm"], pb["nonneg"], pb["ub"],
+                  sweep_budget(pb["warm"], pb["cd_maxit"]), pb["cd_tol"])
     return Bt, X
 
 
