@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from dask.delayed import Delayed
 
 from ..io.chunking import column_bounds_by_nnz, uniform_column_bounds
+from ..io.validate import cast_values, check_block
 from ..kernels.products import csc_sq_sum
 
 #: default target of stored entries per block for in-memory inputs
@@ -59,27 +60,39 @@ class BlockedMatrix:
         return len(self.blocks)
 
 
-def _to_block(x, dtype, sparse):
-    """Normalise one chunk inside a task: CSC with sorted indices, or a C-ordered ndarray."""
+def _to_block(x, dtype, sparse, where="A"):
+    """Normalise one (checked) chunk inside a task: CSC with sorted indices, or a C-ordered
+    ndarray; values that overflow ``dtype`` are refused (ValueError naming ``where``)."""
     if sparse:
         if not sp.issparse(x):
             x = sp.csc_matrix(np.asarray(x))
-        x = sp.csc_matrix(x, dtype=dtype)
+        x = cast_values(sp.csc_matrix(x), dtype, where=where)
         if not x.has_sorted_indices:
             x.sort_indices()
         return x
     if sp.issparse(x):
         x = x.toarray()
-    return np.ascontiguousarray(x, dtype=dtype)
+    return cast_values(np.asarray(x), dtype, where=where, contiguous=True)
 
 
-def _stack_rows(dtype, sparse, *parts):
+def _stack_rows(dtype, sparse, *parts, where="A"):
     """Stack the row chunks of one column range (2-D chunked dask input)."""
     if len(parts) == 1:
-        return _to_block(parts[0], dtype, sparse)
+        return _to_block(parts[0], dtype, sparse, where)
     if sparse:
-        return _to_block(sp.vstack([sp.csc_matrix(p) for p in parts], format="csc"), dtype, True)
-    return _to_block(np.vstack([p.toarray() if sp.issparse(p) else p for p in parts]), dtype, False)
+        return _to_block(sp.vstack([sp.csc_matrix(p) for p in parts], format="csc"), dtype, True,
+                         where)
+    return _to_block(np.vstack([p.toarray() if sp.issparse(p) else p for p in parts]), dtype,
+                     False, where)
+
+
+def _read_block(dtype, sparse, where, shapes, *parts):
+    """One column block of a dask input: every chunk is checked (shape and, for scipy chunks
+    not built by our readers, structure) before scipy or a kernel touches it, then stacked."""
+    for (r0, shape), p in zip(shapes, parts):
+        check_block(p, shape, where=where if len(parts) == 1 else f"{where}, rows {r0}:"
+                    f"{r0 + shape[0]}")
+    return _stack_rows(dtype, sparse, *parts, where=where)
 
 
 def _slice_cols(x, start, stop, dtype, sparse):
@@ -119,6 +132,7 @@ def as_blocked(
     dtype=np.float32,
     chunks: int | None = None,
     block_nnz: int | None = None,
+    name: str = "A",
 ) -> BlockedMatrix:
     """Wrap an input matrix as column-block tasks (no data are read for lazy inputs).
 
@@ -128,16 +142,26 @@ def as_blocked(
         Features × samples. Dask arrays may hold numpy or scipy.sparse chunks and be chunked
         along rows too.
     dtype : numpy dtype
-        Value dtype of the blocks (float32 or float64).
+        Value dtype of the blocks (float32 or float64); values that overflow it are refused.
     chunks : int, optional
         Columns per block (overrides the non-zero based choice). Dask arrays keep their column
         chunks unless ``chunks`` is given or they have fewer than ``MIN_BLOCKS`` of them.
     block_nnz : int, optional
         Target stored entries per block for in-memory inputs (default 1,000,000).
+    name : str
+        Names the input in error messages.
 
     Returns
     -------
     BlockedMatrix
+
+    Raises
+    ------
+    MatrixFormatError
+        A sparse input (checked here, once) or chunk (checked in its task) is malformed: an
+        index out of range, an inconsistent ``indptr``, a chunk of the wrong shape.
+    ValueError
+        A value overflows ``dtype``.
 
     Examples
     --------
@@ -147,6 +171,7 @@ def as_blocked(
     ((100, 400), 8, True)
     """
     dtype = np.dtype(dtype)
+    label = name
     name = uuid.uuid4().hex[:10]
     if isinstance(A, da.Array):
         sparse = _is_sparse_meta(getattr(A, "_meta", None))
@@ -159,20 +184,26 @@ def as_blocked(
         col_chunks = A.chunks[1]
         bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(np.int64)
         grid = A.to_delayed(optimize_graph=True)  # (row blocks, col blocks)
+        row_starts = np.concatenate([[0], np.cumsum(A.chunks[0])]).astype(int).tolist()
+        shapes = [tuple((row_starts[r], (int(h), int(w))) for r, h in enumerate(A.chunks[0]))
+                  for w in col_chunks]
         blocks = [
-            dask.delayed(_stack_rows, pure=True)(dtype, sparse, *grid[:, c].tolist(),
-                                                 dask_key_name=f"block-{name}-{c}")
+            dask.delayed(_read_block, pure=True)(
+                dtype, sparse, f"{label}: columns {int(bounds[c])}:{int(bounds[c + 1])}",
+                shapes[c], *grid[:, c].tolist(), dask_key_name=f"block-{name}-{c}")
             for c in range(grid.shape[1])
         ]
         return BlockedMatrix(blocks, bounds, tuple(int(s) for s in A.shape), dtype, sparse,
                              name=name, source=A)
     sparse = sp.issparse(A)
     if sparse:
-        X = sp.csc_matrix(A, dtype=dtype)
+        # checked once, before scipy's C++ conversions or a kernel touch it
+        check_block(A, where=f"{label} (in-memory {type(A).__name__})")
+        X = cast_values(sp.csc_matrix(A), dtype, where=label)
         if not X.has_sorted_indices:
             X = X.sorted_indices()
     else:
-        X = np.asarray(A, dtype=dtype)
+        X = cast_values(np.asarray(A), dtype, where=label)
     if chunks is not None:
         bounds = uniform_column_bounds(X.shape[1], int(chunks))
     else:

@@ -91,7 +91,11 @@ def prepare_input(
     TypeError
         ``A`` is not a matrix type we read, or has a complex/object/string dtype.
     ValueError
-        ``A`` is not 2-D, is empty, or holds NaN/Inf (unless ``allow_nonfinite``).
+        ``A`` is not 2-D, is empty, or holds NaN/Inf (unless ``allow_nonfinite``); a value
+        overflows ``dtype`` (1e39 in float32) or the sum of squares overflows float64.
+    MatrixFormatError
+        A sparse ``A`` (or a block read from a file or dask array) is malformed: an index out
+        of range, an inconsistent ``indptr`` (a ``ValueError``; ``SpzFormatError`` for .spz).
     """
     A = open_lazy(A, name)
     if isinstance(A, (list, tuple)):
@@ -103,7 +107,7 @@ def prepare_input(
     check_shape(name, A)
     check_matrix_dtype(name, A.dtype)
     if isinstance(A, da.Array):
-        bm = as_blocked(A, dtype=dtype, chunks=chunks)
+        bm = as_blocked(A, dtype=dtype, chunks=chunks, name=name)
         if cache == "memory":
             bm.blocks = list(client.persist(bm.blocks) if client is not None
                              else dask.persist(*bm.blocks))
@@ -120,7 +124,11 @@ def prepare_input(
         sq = float(csc_sq_sum(np.ascontiguousarray(good, dtype=np.float64))) if good.size else 0.0
         n_neg = int(np.count_nonzero(good < 0))
         nnz = int(np.count_nonzero(vals))
-        bm = as_blocked(A, dtype=dtype, chunks=chunks, block_nnz=block_nnz)
+        bm = as_blocked(A, dtype=dtype, chunks=chunks, block_nnz=block_nnz, name=name)
+    if not np.isfinite(sq):  # Σa² overflows float64: so would every product with A
+        raise ValueError(f"{name}: values are too large: the sum of their squares overflows "
+                         f"float64 (|v| around 1e154 or more); rescale {name} (e.g. divide it by "
+                         f"its largest value)")
     if n_bad and not allow_nonfinite:
         raise ValueError(f"{name}: contains {n_bad} NaN or infinite value(s); expected finite "
                          f"values")

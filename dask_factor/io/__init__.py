@@ -16,6 +16,7 @@ from __future__ import annotations
 from .anndata_io import write_nmf_to_anndata
 from .blocks import BlockStream, atomic_path, iter_column_blocks
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz, uniform_column_bounds
+from .errors import MatrixFormatError
 from .registry import (
     FormatSpec,
     detect_format,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_BLOCK_NNZ",
     "BlockStream",
     "FormatSpec",
+    "MatrixFormatError",
     "atomic_path",
     "column_bounds_by_nnz",
     "detect_format",

@@ -37,7 +37,9 @@ from .blocks import (
     to_block,
 )
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .errors import MatrixFormatError
 from .registry import detect_format
+from .validate import cast_values, check_block, check_pointer_slice, csc_from_arrays
 
 _SCAN = 1 << 22  # entries per slice when a CSC-on-disk X must be scanned
 
@@ -141,31 +143,45 @@ class AnnDataReader:
     encoding: str
     n_genes: int
     dtype: str | None = None
+    n_cells: int | None = None
 
     def __call__(self, start: int, stop: int):
         with _Container(self.path, self.backend) as f:
             el = f[self.key]
             if self.encoding == "dense":
                 return np.ascontiguousarray(np.asarray(el[start:stop]).T, dtype=self.dtype)
+            where = f"{self.path!r} ({self.key}), cells {start}:{stop}"
             if self.encoding == "csr":
+                # the CSR arrays of cells start:stop are the CSC of genes x those cells
                 ip = np.asarray(el["indptr"][start : stop + 1], dtype=np.int64)
-                p0, p1 = int(ip[0]), int(ip[-1])
+                p0, p1 = check_pointer_slice(ip, start, stop, int(el["indices"].shape[0]),
+                                             where=where)
                 data = np.asarray(el["data"][p0:p1])
                 indices = np.asarray(el["indices"][p0:p1])
                 if self.dtype is not None:
-                    data = data.astype(self.dtype, copy=False)
-                csr = sp.csr_matrix((data, indices, ip - p0), shape=(stop - start, self.n_genes))
-                return to_block(csr.T)
-            return self._scan_csc(el, start, stop)
+                    data = cast_values(data, self.dtype, where=where)
+                return csc_from_arrays(data, indices, ip - p0, (self.n_genes, stop - start),
+                                       where=where, major="cell", minor="gene", offset=start)
+            return self._scan_csc(el, start, stop, where)
 
-    def _scan_csc(self, el, start: int, stop: int) -> sp.csc_matrix:
+    def _scan_csc(self, el, start: int, stop: int, where: str) -> sp.csc_matrix:
         # cells x genes CSC: the cells of a block are spread over every gene, so scan it all
         ip = np.asarray(el["indptr"][:], dtype=np.int64)
+        n_stored = int(el["indices"].shape[0])
+        if ip.size != self.n_genes + 1 or (ip.size and (ip[0] != 0 or ip[-1] > n_stored
+                                                         or np.any(np.diff(ip) < 0))):
+            raise MatrixFormatError(
+                f"{where}: the genes' indptr is not a valid pointer into the {n_stored} "
+                f"stored entries (expected {self.n_genes + 1} non-decreasing values from 0)")
         rows, cols, vals = [], [], []
         nnz = int(ip[-1])
         for p0 in range(0, nnz, _SCAN):
             p1 = min(p0 + _SCAN, nnz)
             r = np.asarray(el["indices"][p0:p1])
+            if self.n_cells is not None and r.size and (r.min() < 0 or r.max() >= self.n_cells):
+                bad = int(np.flatnonzero((r < 0) | (r >= self.n_cells))[0])
+                raise MatrixFormatError(f"{where}: cell index {int(r[bad])} (entry {p0 + bad}) "
+                                        f"is outside [0, {self.n_cells})")
             keep = (r >= start) & (r < stop)
             if keep.any():
                 gene = np.searchsorted(ip, np.arange(p0, p1)[keep], side="right") - 1
@@ -177,7 +193,11 @@ class AnnDataReader:
                                 np.concatenate(cols))), shape=(self.n_genes, stop - start))
         else:
             coo = sp.coo_matrix((self.n_genes, stop - start), dtype=el["data"].dtype)
-        return to_block(coo.tocsc(), self.dtype)
+        out = to_block(coo.tocsc())
+        if self.dtype is not None:
+            out = cast_values(out, self.dtype, where=where)
+        check_block(out, (self.n_genes, stop - start), where=where)  # built by scipy: cheap
+        return out
 
 
 # --------------------------------------------------------------------------- reading
@@ -236,7 +256,7 @@ def open_array(
             bounds = np.unique(np.append(np.arange(0, n_cells, cols), n_cells)).astype(np.int64)
     out_dtype = np.dtype(dtype or src_dtype)
     reader = AnnDataReader(str(Path(path).resolve()), key, backend, enc, n_genes,
-                           None if dtype is None else out_dtype.str)
+                           None if dtype is None else out_dtype.str, n_cells)
     return array_from_reader(reader, (n_genes, n_cells), bounds, out_dtype, enc != "dense",
                              f"{file_token(path)}:{key}", "open-anndata")
 
@@ -264,6 +284,8 @@ def open_anndata(adata, *, layer: str | None = None, raw: bool = False,
     if X is None:
         raise ValueError(f"adata has no matrix at {key!r}")
     if sp.issparse(X):
+        check_block(X, tuple(adata.shape) if key != "raw/X" else None,
+                    where=f"adata.{key.replace('/', '.')} (in-memory {type(X).__name__})")
         return from_memory(sp.csc_matrix(X.T), block_nnz=block_nnz, dtype=dtype)
     return from_memory(np.asarray(X).T, block_nnz=block_nnz, dtype=dtype)
 

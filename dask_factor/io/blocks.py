@@ -27,6 +27,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .validate import cast_values, check_block, mark_checked
 
 PathLike = str | os.PathLike
 
@@ -47,39 +48,64 @@ def empty_meta(dtype, sparse: bool):
     return np.empty((0, 0), dtype=dtype)
 
 
-def to_block(x, dtype=None, sparse: bool = True):
+def to_block(x, dtype=None, sparse: bool = True, *, where: str | None = None,
+             checked: bool = False):
     """Normalise one column block: CSC with sorted indices, or a C-contiguous ndarray.
 
     Parameters
     ----------
     x : ndarray or scipy.sparse matrix of shape (m, n_b)
     dtype : numpy dtype, optional
-        Value dtype wanted (default: keep).
+        Value dtype wanted (default: keep); values that overflow it are refused.
     sparse : bool
         Return ``scipy.sparse.csc_matrix`` (True) or ndarray (False).
+    where : str, optional
+        Check ``x`` first (:func:`~dask_factor.io.validate.check_block`), naming ``where`` in
+        the error: for blocks that do not come from one of our readers or a checked matrix.
+        A new CSC block made from a checked ``x`` is marked as checked.
+    checked : bool
+        ``x`` was checked by the caller (with ``where``): do not check it again.
+
+    Raises
+    ------
+    MatrixFormatError
+        ``where`` given and ``x`` is malformed.
+    ValueError
+        A value overflows ``dtype``.
 
     Examples
     --------
     >>> to_block(np.eye(2), np.float32).format
     'csc'
     """
+    if where is not None and not checked:
+        check_block(x, where=where)
+    what = where or "block"
     if sparse:
+        orig = x
         if not sp.issparse(x):
             x = sp.csc_matrix(np.asarray(x))
         if x.format != "csc" or not isinstance(x, sp.csc_matrix):
             x = sp.csc_matrix(x)
         if dtype is not None and x.dtype != dtype:
-            x = x.astype(dtype)
+            x = cast_values(x, dtype, where=what)
         if not x.has_sorted_indices:
             x = x.sorted_indices()
-        return x
+        return mark_checked(x) if where is not None and x is not orig else x
     if sp.issparse(x):
         x = x.toarray()
-    return np.ascontiguousarray(x, dtype=dtype)
+    if dtype is None:
+        return np.ascontiguousarray(x)
+    return cast_values(np.asarray(x), dtype, where=what, contiguous=True)
 
 
-def _call_reader(reader, start: int, stop: int):
-    return reader(start, stop)
+def _call_reader(reader, start: int, stop: int, m: int | None = None):
+    """Run a reader in its task; its block is checked (shape, structure) before it leaves."""
+    blk = reader(start, stop)
+    path = getattr(reader, "path", None)
+    where = (f"path={path!r}" if path else type(reader).__name__) + f", columns {start}:{stop}"
+    check_block(blk, None if m is None else (m, stop - start), where=where)
+    return blk
 
 
 def array_from_reader(
@@ -126,7 +152,7 @@ def array_from_reader(
     dsk = {}
     for b in range(bounds.size - 1):
         key = (name, 0, b)
-        dsk[key] = Task(key, _call_reader, reader, int(bounds[b]), int(bounds[b + 1]))
+        dsk[key] = Task(key, _call_reader, reader, int(bounds[b]), int(bounds[b + 1]), m)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     if n == 0:
         col_chunks: tuple[int, ...] = (0,)
@@ -204,32 +230,40 @@ def from_memory(A, *, block_nnz: int | None = None, dtype=None) -> da.Array:
         raise ValueError(f"source must be 2-D (features x samples), got shape {A.shape}")
     m, n = (int(s) for s in A.shape)
     if sp.issparse(A):
+        where = f"source (in-memory {type(A).__name__})"
+        check_block(A, where=where)  # once, before scipy's C++ conversions touch it
         X = sp.csc_matrix(A)
         if dtype is not None:
-            X = X.astype(dtype, copy=False)
+            X = cast_values(X, dtype, where=where)
         if not X.has_sorted_indices:
             X = X.sorted_indices()
         bounds = column_bounds_by_nnz(X.indptr, target)
-        blocks = [to_block(X[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        blocks = [mark_checked(to_block(X[:, a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
         token = tokenize(X.indptr, X.indices, X.data, target)
         return _from_blocks(blocks, (m, n), bounds, X.dtype, True, token)
-    X = np.asarray(A, dtype=dtype)
+    X = np.asarray(A) if dtype is None else \
+        cast_values(np.asarray(A), dtype, where="source (in-memory array)")
     bounds = _dense_bounds(m, n, target)
     blocks = [np.ascontiguousarray(X[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     return _from_blocks(blocks, (m, n), bounds, X.dtype, False, tokenize(X, target))
 
 
-def _column_nnz(block) -> np.ndarray:
+def _column_nnz(block, where: str = "chunk") -> np.ndarray:
     if sp.issparse(block):
+        check_block(block, where=where)
         return np.diff(sp.csc_matrix(block).indptr).astype(np.int64)
     return np.count_nonzero(np.asarray(block), axis=0).astype(np.int64)
 
 
-def _rows_to_block(dtype, sparse, *parts):
+def _rows_to_block(dtype, sparse, where, shapes, *parts):
+    """Stack the row chunks of one column range, each checked against its chunk shape first."""
+    for (r0, shape), p in zip(shapes, parts):
+        check_block(p, shape, where=where if len(parts) == 1 else f"{where}, rows {r0}:"
+                    f"{r0 + shape[0]}")
     if len(parts) > 1:
         parts = (sp.vstack(parts, format="csc") if sparse else
                  np.vstack([p.toarray() if sp.issparse(p) else p for p in parts]),)
-    return to_block(parts[0], dtype, sparse)
+    return to_block(parts[0], dtype, sparse, where=where, checked=True)
 
 
 #: key prefixes of arrays whose blocks are already normalised (see :func:`to_block`)
@@ -258,16 +292,21 @@ def from_dask(x: da.Array, *, block_nnz: int | None = None, dtype=None) -> da.Ar
         return x  # already one of ours: normalised blocks
     if block_nnz is not None:
         counts = x.map_blocks(
-            lambda b: _column_nnz(b)[None, :], dtype=np.int64, meta=np.empty((0, 0), np.int64)
-        ).sum(axis=0).compute()
+            lambda b: _column_nnz(b, f"dask array {x.name!r}")[None, :], dtype=np.int64,
+            meta=np.empty((0, 0), np.int64)).sum(axis=0).compute()
         indptr = np.concatenate([[0], np.cumsum(counts)])
         bounds = column_bounds_by_nnz(indptr, int(block_nnz))
         x = x.rechunk({1: tuple(int(c) for c in np.diff(bounds))})
     name = f"normalise-{tokenize(x.name, str(dtype), sparse)}"
     dsk = {}
+    row_starts = np.concatenate([[0], np.cumsum(x.chunks[0])]).astype(int).tolist()
+    col_starts = np.concatenate([[0], np.cumsum(x.chunks[1])]).astype(int).tolist()
     for c in range(len(x.chunks[1])):
         keys = [(x.name, r, c) for r in range(len(x.chunks[0]))]
-        dsk[(name, 0, c)] = Task((name, 0, c), _rows_to_block, dtype, sparse,
+        width = int(x.chunks[1][c])
+        shapes = tuple((row_starts[r], (int(h), width)) for r, h in enumerate(x.chunks[0]))
+        where = f"dask array {x.name!r}, columns {col_starts[c]}:{col_starts[c] + width}"
+        dsk[(name, 0, c)] = Task((name, 0, c), _rows_to_block, dtype, sparse, where, shapes,
                                  *[TaskRef(k) for k in keys])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
     return da.Array(graph, name, ((x.shape[0],), x.chunks[1]), meta=empty_meta(dtype, sparse))
@@ -335,7 +374,7 @@ def iter_column_blocks(x: da.Array, *, prefetch: int = 1) -> Iterator[Any]:
     >>> [b.shape for b in iter_column_blocks(da.ones((2, 5), chunks=(2, 2)))]
     [(2, 2), (2, 2), (2, 1)]
     """
-    x = x if len(x.chunks[0]) == 1 else from_dask(x)
+    x = from_dask(x)  # one row chunk of checked blocks (ours are passed through)
     n_blocks = len(x.chunks[1])
     if n_blocks == 0 or x.shape[1] == 0:
         return
@@ -360,7 +399,7 @@ def stream_from_array(x: da.Array, *, row_meta=None, col_meta=None, nnz=None) ->
     >>> stream_from_array(da.ones((2, 5), chunks=(2, 2))).bounds
     array([0, 2, 4, 5])
     """
-    x = x if len(x.chunks[0]) == 1 else from_dask(x)
+    x = from_dask(x)  # one row chunk of checked blocks (ours are passed through)
     sparse = sp.issparse(x._meta)
     bounds = np.concatenate([[0], np.cumsum(x.chunks[1])]).astype(np.int64)
     if x.shape[1] == 0:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .blocks import BlockStream, PathLike, array_from_reader, file_token, merge_bounds, to_block
+from .validate import check_block, mark_checked
 
 #: block dtype when none is asked for: lossless and as small as possible
 _NATURAL_DTYPE = {
@@ -71,7 +72,9 @@ class SpzReader:
         want = np.dtype(self.dtype)
         read_dt = want if want in (np.float32, np.float64) else np.float64
         blk = f.read_columns(start, stop, dtype=read_dt)
-        return to_block(blk, want, not self.dense)
+        check_block(blk, (f.shape[0], stop - start), where=f"{self.path}: columns {start}:{stop}",
+                    error=_codec().SpzFormatError)
+        return to_block(mark_checked(blk), want, not self.dense)
 
 
 def _chunk_nnz(f) -> np.ndarray | None:

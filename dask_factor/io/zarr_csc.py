@@ -41,6 +41,7 @@ from .blocks import (
     to_block,
 )
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .validate import cast_values, check_pointer_slice, csc_from_arrays
 
 ENCODING_VERSION = "0.1.0"
 FORMAT_VERSION = 1
@@ -95,14 +96,15 @@ class ZarrCSCReader:
 
     def __call__(self, start: int, stop: int) -> sp.csc_matrix:
         g = zarr.open_group(self.path, mode="r")
+        where = f"zarr store {self.path!r}, columns {start}:{stop}"
         ip = np.asarray(g["indptr"][start : stop + 1], dtype=np.int64)
-        p0, p1 = int(ip[0]), int(ip[-1])
+        p0, p1 = check_pointer_slice(ip, start, stop, int(g["indices"].shape[0]), where=where)
         indices = np.asarray(g["indices"][p0:p1])
         data = np.asarray(g["data"][p0:p1])
         if self.dtype is not None:
-            data = data.astype(self.dtype, copy=False)
-        blk = sp.csc_matrix((data, indices, ip - p0), shape=(self.m, stop - start))
-        return to_block(blk)
+            data = cast_values(data, self.dtype, where=where)
+        return csc_from_arrays(data, indices, ip - p0, (self.m, stop - start), where=where,
+                               offset=start)
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from ..errors import MatrixFormatError
+
 __all__ = ["SpzFormatError"]
 
 
-class SpzFormatError(ValueError):
+class SpzFormatError(MatrixFormatError):
     """A ``.spz`` file is malformed, truncated, corrupted or of an unsupported version.
 
-    The message always names the file and what is wrong.  It subclasses :class:`ValueError`
-    so that callers which already catch ``ValueError`` keep working.
+    The message always names the file and what is wrong.  It subclasses
+    :class:`~dask_factor.io.errors.MatrixFormatError` (a :class:`ValueError`), so that callers
+    which already catch ``ValueError`` keep working.
 
     Examples
     --------
