@@ -87,15 +87,17 @@ def main() -> None:
 
     def stream():
         blocks = ((j, a[:, j : j + 256]) for j in range(0, a.shape[1], 256))
-        write_spz(blocks, tmp / "s.spz", shape=a.shape, value_type="uint16", var=var)
+        write_spz(blocks, tmp / "s.spz", shape=a.shape, value_type="uint16", var=var,
+                  overwrite=True)
 
     def mmwrite():
         with gzip.open(tmp / "m.mtx.gz", "wb", compresslevel=6) as fh:
             scipy.io.mmwrite(fh, sp.coo_matrix(a), field="integer")
 
-    t_enc = best(lambda: write_spz(a, tmp / "a.spz", var=var), r)
+    t_enc = best(lambda: write_spz(a, tmp / "a.spz", var=var, overwrite=True), r)
     same = (tmp / "a.spz").read_bytes() == spz_path.read_bytes()
-    t_enc_nt = best(lambda: write_spz(a, tmp / "b.spz", include_transpose=False), r)
+    t_enc_nt = best(lambda: write_spz(a, tmp / "b.spz", include_transpose=False,
+                                      overwrite=True), r)
     t_stream = best(stream, r)
     t_mmw = best(mmwrite, 1)
     print("\nencode                               seconds   M entries/s")

@@ -50,7 +50,7 @@ def save_result(result: GraphResult, path, *, overwrite: bool = False) -> Path:
     import zarr
 
     path = Path(path)
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, format="factor_net_result") as tmp:
         root = zarr.open_group(str(tmp), mode="w")
         root.attrs.update(_json({
             "format": FORMAT, "version": VERSION, "config": result.config,

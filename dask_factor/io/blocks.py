@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .targets import replacing
 from .validate import cast_values, check_block, mark_checked
 
 PathLike = str | os.PathLike
@@ -411,57 +410,38 @@ def stream_from_array(x: da.Array, *, row_meta=None, col_meta=None, nnz=None) ->
     )
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 @contextlib.contextmanager
-def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(path: PathLike, *, overwrite: bool = False,
+                format: str | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it to ``path`` only if the block succeeds.
 
-    The temporary name (``.<name>.tmp-<random>``) is in the same directory, so the final rename
-    is atomic for files and a quick swap for directories.  On any error the temporary is
-    removed and ``path`` is left as it was.
+    The temporary name (``.<name>.tmp-<host>-<pid>-<random>``) is in the same directory, so the
+    final rename is atomic for files and a quick swap for directories.  On any error the
+    temporary is removed and ``path`` is left as it was; temporaries of a killed earlier write
+    to ``path`` are removed first (see :mod:`dask_factor.io.targets`).
+
+    Parameters
+    ----------
+    path : path-like
+    overwrite : bool
+        Replace an existing ``path`` — only if it is a ``format`` file or store we recognise
+        (see :data:`~dask_factor.io.targets.REPLACEABLE`); with ``format=None`` any regular file
+        or zarr store, never another directory.
+    format : str, optional
+        The format being written.
 
     Raises
     ------
     FileExistsError
-        If ``path`` exists and ``overwrite`` is False (checked before anything is created).
+        If ``path`` exists and ``overwrite`` is False, or holds something ``overwrite`` may not
+        replace (checked before anything is created).
     FileNotFoundError
         If the parent directory does not exist.
 
     Examples
     --------
-    >>> with atomic_path("out.zarr") as tmp:  # doctest: +SKIP
+    >>> with atomic_path("out.zarr", format="zarr") as tmp:  # doctest: +SKIP
     ...     write_everything_to(tmp)
     """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"path={str(path)!r}: parent directory does not exist")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"path={str(path)!r} exists; pass overwrite=True to replace it")
-    tag = uuid.uuid4().hex[:10]
-    tmp = path.with_name(f".{path.name}.tmp-{tag}")
-    try:
+    with replacing(path, fmt=format, overwrite=overwrite) as tmp:
         yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    if not tmp.exists():
-        raise RuntimeError(f"writer produced nothing at the temporary {tmp}")
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{tag}")
-        os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            os.replace(old, path)
-            _remove(tmp)
-            raise
-        _remove(old)
-    else:
-        os.replace(tmp, path)

@@ -34,6 +34,7 @@ from .blocks import (
     from_memory,
     stream_from_array,
 )
+from .targets import check_target
 
 # --------------------------------------------------------------------------- format table
 
@@ -400,7 +401,10 @@ def write_matrix(
     dtype : numpy dtype, optional
         Value dtype to store.
     overwrite : bool
-        Replace an existing ``path`` (only after the new one is complete).
+        Replace an existing ``path`` (only after the new one is complete), and only if it is a
+        file or store of ``format`` that we recognise: a zarr store with our attributes, a file
+        with the ``.spz`` magic, an HDF5 file for ``h5ad``.  Anything else (a directory of other
+        files, another format) is refused.
     progress : bool
         Show a tqdm progress bar over blocks.
     row_meta, col_meta : DataFrame, optional
@@ -419,7 +423,10 @@ def write_matrix(
     Raises
     ------
     ValueError, TypeError, FileExistsError
-        Bad arguments, detected before anything is created on disk.
+        Bad arguments, an existing ``path`` without ``overwrite`` or one that ``overwrite`` may
+        not replace: detected before anything is created on disk.
+    MatrixFormatError
+        A block of the source is malformed (nothing is left on disk).
 
     Examples
     --------
@@ -436,10 +443,7 @@ def write_matrix(
     module = spec.load()
     _check_options(module.check_write_options, opts, f"writing format {fmt!r}")
     module.check_write_options(**opts)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"path={str(path)!r}: parent directory does not exist")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"path={str(path)!r} exists; pass overwrite=True to replace it")
+    check_target(path, fmt=fmt, overwrite=overwrite)
     if isinstance(source, BlockStream):
         stream = source
     else:
@@ -456,7 +460,7 @@ def write_matrix(
         bar = tqdm(total=stream.n_blocks, unit="block", desc=f"writing {path.name}")
         stream.progress = bar.update
     try:
-        with atomic_path(path, overwrite=overwrite) as tmp:
+        with atomic_path(path, overwrite=overwrite, format=fmt) as tmp:
             module.write(stream, tmp, block_nnz=block_nnz, **opts)
     finally:
         if bar is not None:

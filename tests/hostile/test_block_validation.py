@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import MUTATIONS, base_matrix, listing, make_source
+from hostile_helpers import MUTATIONS, base_matrix, listing, make_source
 from hypothesis import given
 from hypothesis import strategies as st
 

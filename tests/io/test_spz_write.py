@@ -154,7 +154,8 @@ def _check_close(got: np.ndarray, want: np.ndarray, vt: str, bound: float) -> No
 def test_sparse_round_trip(tmp_path, case):
     vt, a, cc, want_t = case
     p = tmp_path / "rt.spz"
-    res = write_spz(a, p, value_type=vt, chunk_cols=cc, include_transpose=want_t)
+    res = write_spz(a, p, value_type=vt, chunk_cols=cc, include_transpose=want_t,
+                    overwrite=True)  # tmp_path is shared by the hypothesis examples
     assert res["value_type"] == vt
     with SpzFile(p) as f:
         b = f.read_all()
@@ -223,7 +224,8 @@ def test_dense_round_trip_and_stream(tmp_path, m, n, codec, delta, want_t, cc, s
     rng = np.random.default_rng(seed)
     a = rng.normal(size=(m, n)) * 100
     p = tmp_path / "d.spz"
-    res = write_spz(a, p, codec=codec, delta=delta, include_transpose=want_t, chunk_cols=cc)
+    res = write_spz(a, p, codec=codec, delta=delta, include_transpose=want_t, chunk_cols=cc,
+                    overwrite=True)
     assert res["version"] == 3
     with SpzFile(p) as f:
         assert f.is_dense and f.codec == codec and f.shape == (m, n)
@@ -250,7 +252,7 @@ def test_dense_round_trip_and_stream(tmp_path, m, n, codec, delta, want_t, cc, s
     stream = blocks if codec == "quant8" else iter(blocks)
     write_spz(stream, tmp_path / "s.spz", shape=(m, n), codec=codec, delta=delta,
               include_transpose=want_t, chunk_cols=cc, dense=True if not n else None,
-              transpose_memory=100)
+              transpose_memory=100, overwrite=True)
     assert (tmp_path / "s.spz").read_bytes() == p.read_bytes()
 
 
@@ -347,18 +349,20 @@ def test_bad_streams_leave_no_file(tmp_path, blocks, match):
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_failure_midway_is_atomic(tmp_path, exc):
     p = tmp_path / "x.spz"
-    p.write_bytes(b"previous content")
+    write_spz(sp.random(5, 4, density=0.5, format="csc", random_state=2), p)
+    previous = p.read_bytes()
 
     def gen():
         yield 0, sp.random(50, 10, density=0.2, format="csc", random_state=1)
         raise exc("boom")
 
     with pytest.raises(exc):
-        write_spz(gen(), p, shape=(50, 20), value_type="float32", chunk_cols=10)
-    assert p.read_bytes() == b"previous content"
+        write_spz(gen(), p, shape=(50, 20), value_type="float32", chunk_cols=10,
+                  overwrite=True)
+    assert p.read_bytes() == previous
     assert sorted(os.listdir(tmp_path)) == ["x.spz"]  # no temp/spill files left
     with pytest.raises(exc):  # also with the auto spill
-        write_spz(gen(), p, shape=(50, 20), chunk_cols=10)
+        write_spz(gen(), p, shape=(50, 20), chunk_cols=10, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["x.spz"]
 
 
@@ -373,10 +377,10 @@ def test_default_chunk_cols_and_empty_shapes(tmp_path):
     a = sp.random(13714, 300, density=0.001, format="csc", random_state=0)
     assert write_spz(a, tmp_path / "a.spz", value_type="float32")["chunk_cols"] == 145
     for shape in [(0, 0), (0, 5), (5, 0)]:
-        write_spz(sp.csc_matrix(shape), tmp_path / "e.spz")
+        write_spz(sp.csc_matrix(shape), tmp_path / "e.spz", overwrite=True)
         b = read_spz(tmp_path / "e.spz")
         assert b.shape == shape and b.nnz == 0
-        write_spz(np.zeros(shape), tmp_path / "d.spz", include_transpose=True)
+        write_spz(np.zeros(shape), tmp_path / "d.spz", include_transpose=True, overwrite=True)
         assert read_spz(tmp_path / "d.spz").shape == shape
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..validate import check_block
+
 __all__ = ["SparseChunk", "Source", "make_source", "SpillSource", "ValueStats"]
 
 
@@ -240,6 +242,7 @@ def _block_of(item: Any) -> Any:
 
 def _normalise_block(blk: Any, dense: bool) -> Any:
     if sp.issparse(blk):
+        check_block(blk, where="source block")  # before scipy's C++ conversions read it
         if np.iscomplexobj(blk.data):
             raise ValueError("source: complex values cannot be stored in .spz")
         return blk.toarray() if dense else sp.csc_matrix(blk)
@@ -265,6 +268,8 @@ class SpillSource(Source):
         self.dense_input = False
         self.stats = ValueStats()
         fd, self.path = tempfile.mkstemp(prefix=".spz-spill-", suffix=".tmp", dir=directory)
+        if os.name == "posix":  # read through the descriptor only: nothing left if we are killed
+            os.unlink(self.path)
         self._f = os.fdopen(fd, "w+b")
         self._records: list[tuple[int, int, int]] = []
         try:
@@ -317,6 +322,7 @@ def make_source(source: Any, shape: tuple[int, int] | None, dense: bool | None) 
     if sp.issparse(source):
         if shape is not None and tuple(shape) != tuple(source.shape):
             raise ValueError(f"shape {shape} does not match the source's shape {source.shape}")
+        check_block(source, where=f"source (in-memory {type(source).__name__})")
         return SparseSource(source)
     if isinstance(source, np.ndarray):
         if shape is not None and tuple(shape) != tuple(source.shape):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any
@@ -109,10 +108,15 @@ def _check_panel(panel: np.ndarray, col_start: int, codec: int, vt: int, strict:
 
 @contextlib.contextmanager
 def _atomic_file(path: str) -> Iterator[IO[bytes]]:
-    """A temporary file next to ``path``, renamed over it only if the block succeeds."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    """A temporary file next to ``path``, renamed over it only if the block succeeds.
+
+    Named ``.<name>.tmp-<host>-<pid>-<random>``, so that the next write to ``path`` removes it
+    if this process is killed (see :func:`dask_factor.io.targets.clean_stale`).
+    """
+    from ..targets import temp_sibling
+
+    tmp = str(temp_sibling(os.path.abspath(path)))
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     try:
         with os.fdopen(fd, "w+b") as f:
             yield f
@@ -316,6 +320,7 @@ def write_spz(
     delta: bool = False,
     transpose_memory: int = DEFAULT_TRANSPOSE_MEMORY,
     strict: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write a matrix to a StreamPress ``.spz`` file, exactly as RcppML would.
 
@@ -370,6 +375,9 @@ def write_spz(
         Reject values that float16 / float32 would turn into Inf (NaN and |v| >= 65520 for
         float16 and the fp16 codecs, finite |v| > 3.4e38 for float32).  ``strict=False``
         writes them as RcppML does (+-Inf), byte for byte.
+    overwrite : bool, default False
+        Replace an existing ``path``; only a ``.spz`` file (one starting with the ``SPRZ``
+        magic) is ever replaced, anything else is refused.
 
     Returns
     -------
@@ -382,6 +390,10 @@ def write_spz(
     ValueError
         Invalid arguments or values that the value type cannot hold (named in the message),
         detected before the file is created for in-memory input.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False, or it is not a ``.spz`` file.
+    MatrixFormatError
+        A sparse source (or block) is malformed: an index out of range, a bad ``indptr``.
 
     Notes
     -----
@@ -411,7 +423,7 @@ def write_spz(
     >>> write_spz(A, f)["value_type"]
     'uint8'
     >>> blocks = ((j, A[:, j:j + 16]) for j in range(0, 40, 16))
-    >>> write_spz(blocks, f, shape=A.shape, value_type="uint8")["chunk_cols"]
+    >>> write_spz(blocks, f, shape=A.shape, value_type="uint8", overwrite=True)["chunk_cols"]
     40
     """
     path = os.fspath(path)
@@ -429,10 +441,14 @@ def write_spz(
         raise ValueError(f"include_transpose must be a bool, got {include_transpose!r}")
     if int(transpose_memory) < 1:
         raise ValueError(f"transpose_memory must be positive, got {transpose_memory!r}")
-    if os.path.isdir(path):
+    if os.path.isdir(path) and not overwrite:
         raise ValueError(f"path {path!r} is a directory")
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise ValueError(f"path {path!r}: directory does not exist")
+    from ..targets import check_target, clean_stale
+
+    check_target(path, fmt="spz", overwrite=overwrite)
+    clean_stale(path)
 
     src = make_source(source, shape, dense)
     m, n = src.shape
