@@ -68,6 +68,18 @@ def check_shape(name: str, A) -> tuple[int, int]:
     return m, n
 
 
+def _block_inf(x) -> int:
+    vals = x.data if sp.issparse(x) else np.asarray(x)
+    return int(np.count_nonzero(np.isinf(vals)))
+
+
+def _count_inf(bm: BlockedMatrix, client=None) -> int:
+    """Number of ±Inf entries of a lazy input (one pass over its blocks)."""
+    total = dask.delayed(sum, pure=True)([dask.delayed(_block_inf, pure=True)(b)
+                                         for b in bm.blocks])
+    return int(client.compute(total).result() if client is not None else total.compute())
+
+
 def prepare_input(
     A,
     *,
@@ -91,7 +103,7 @@ def prepare_input(
     TypeError
         ``A`` is not a matrix type we read, or has a complex/object/string dtype.
     ValueError
-        ``A`` is not 2-D, is empty, or holds NaN/Inf (unless ``allow_nonfinite``); a value
+        ``A`` is not 2-D, is empty, holds ±Inf, or NaN (unless ``allow_nonfinite``); a value
         overflows ``dtype`` (1e39 in float32) or the sum of squares overflows float64.
     MatrixFormatError
         A sparse ``A`` (or a block read from a file or dask array) is malformed: an index out
@@ -113,6 +125,9 @@ def prepare_input(
                              else dask.persist(*bm.blocks))
         stats = compute_block_stats(bm, client)
         sq, n_bad, n_neg, nnz = float(stats[0]), int(stats[1]), int(stats[2]), int(stats[3])
+        # NaN may be a missing value (allow_nonfinite); ±Inf never is: count them apart (a
+        # second pass, only for inputs that hold non-finite values at all)
+        n_inf = _count_inf(bm, client) if n_bad and allow_nonfinite else 0
     else:
         vals = A.data if sp.issparse(A) else np.asarray(A).ravel()
         vals = np.asarray(vals)
@@ -120,6 +135,7 @@ def prepare_input(
             vals = vals.astype(np.float64)
         finite = np.isfinite(vals)
         n_bad = int(vals.size - np.count_nonzero(finite))
+        n_inf = int(np.count_nonzero(np.isinf(vals))) if n_bad else 0
         good = vals[finite] if n_bad else vals
         sq = float(csc_sq_sum(np.ascontiguousarray(good, dtype=np.float64))) if good.size else 0.0
         n_neg = int(np.count_nonzero(good < 0))
@@ -132,6 +148,9 @@ def prepare_input(
     if n_bad and not allow_nonfinite:
         raise ValueError(f"{name}: contains {n_bad} NaN or infinite value(s); expected finite "
                          f"values")
+    if n_inf:  # never data, and not a missing value either (that is NaN)
+        raise ValueError(f"{name}: contains {n_inf} infinite value(s); expected finite values "
+                         f"(NaN entries are missing values)")
     if n_neg:
         if not allow_negative:
             raise ValueError(f"{name}: contains {n_neg} negative value(s); expected non-negative")

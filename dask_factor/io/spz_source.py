@@ -70,11 +70,13 @@ class SpzReader:
         st = os.stat(self.path)
         f = _open_cached(self.path, st.st_size, st.st_mtime_ns)
         want = np.dtype(self.dtype)
-        read_dt = want if want in (np.float32, np.float64) else np.float64
+        # float64 values are read as such and cast here, where overflow is refused
+        read_dt = want if want == np.float64 or (want == np.float32 and f.value_type
+                                                 != "float64") else np.float64
+        where = f"{self.path}: columns {start}:{stop}"
         blk = f.read_columns(start, stop, dtype=read_dt)
-        check_block(blk, (f.shape[0], stop - start), where=f"{self.path}: columns {start}:{stop}",
-                    error=_codec().SpzFormatError)
-        return to_block(mark_checked(blk), want, not self.dense)
+        check_block(blk, (f.shape[0], stop - start), where=where, error=_codec().SpzFormatError)
+        return to_block(mark_checked(blk), want, not self.dense, where=where, checked=True)
 
 
 def _chunk_nnz(f) -> np.ndarray | None:
