@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ from .blocks import (
     from_memory,
     stream_from_array,
 )
-from .targets import check_target
+from .errors import MatrixFormatError
+from .targets import check_target, describe
 
 # --------------------------------------------------------------------------- format table
 
@@ -118,6 +120,34 @@ def _zarr_root_attrs(path: Path) -> dict | None:
     return None
 
 
+def check_openable(path: PathLike) -> None:
+    """Refuse anything but a regular file or a directory, before anything opens it.
+
+    Opening a FIFO (or a device) named ``x.spz`` would block, or read forever.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing exists at ``path``.
+    MatrixFormatError
+        It is a FIFO, socket or device.
+
+    Examples
+    --------
+    >>> check_openable("/dev/null")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dask_factor.io.errors.MatrixFormatError: path='/dev/null' is a device, not a regular file ...
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"path={str(path)!r}: no such file or directory") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise MatrixFormatError(f"path={str(path)!r} is {describe(path, follow=True)}, not a "
+                                f"regular file or directory; refusing to open it")
+
+
 def detect_format(path: PathLike) -> str:
     """Name of the registered format of the file or directory at ``path``.
 
@@ -137,8 +167,7 @@ def detect_format(path: PathLike) -> str:
     'zarr'
     """
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"path={str(path)!r}: no such file or directory")
+    check_openable(p)
     if p.is_dir():
         attrs = _zarr_root_attrs(p)
         if attrs is None:
@@ -266,6 +295,7 @@ def open_matrix(
             f"source: expected a path, ndarray, scipy.sparse matrix, dask array or AnnData, "
             f"got {type(source).__name__}"
         )
+    check_openable(source)
     fmt = format or detect_format(source)
     module = _spec(fmt).load()
     if fmt == "spz":
@@ -314,6 +344,7 @@ def read_metadata(source, *, format: str | None = None, **opts):
         return (source.raw.var if opts.get("raw") else source.var).copy(), source.obs.copy()
     if isinstance(source, np.ndarray | da.Array) or sp.issparse(source):
         return None, None
+    check_openable(source)
     fmt = format or detect_format(source)
     return _spec(fmt).load().read_metadata(source, **opts)
 
@@ -334,6 +365,7 @@ def matrix_info(path: PathLike, *, format: str | None = None) -> dict:
     >>> matrix_info("counts.zarr")["shape"]  # doctest: +SKIP
     (20000, 100000)
     """
+    check_openable(path)
     fmt = format or detect_format(path)
     info = {"path": str(path), "format": fmt}
     info.update(_spec(fmt).load().info(path))

@@ -82,8 +82,9 @@ def _zarr_attrs(path: Path) -> dict | None:
     return None
 
 
-def describe(path: PathLike) -> str:
-    """What is at ``path``, in a few words, for error messages.
+def describe(path: PathLike, *, follow: bool = False) -> str:
+    """What is at ``path``, in a few words, for error messages (``follow``: what a symbolic
+    link points to, rather than the link).
 
     Examples
     --------
@@ -92,7 +93,7 @@ def describe(path: PathLike) -> str:
     """
     p = Path(path)
     try:
-        st = os.lstat(p)
+        st = os.stat(p) if follow else os.lstat(p)
     except FileNotFoundError:
         return "nothing"
     if stat.S_ISLNK(st.st_mode):

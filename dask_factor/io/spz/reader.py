@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import warnings
 import zlib
@@ -100,9 +101,16 @@ class SpzFile:
         self._obs: pd.DataFrame | None = None
         self._var: pd.DataFrame | None = None
         self._tables_loaded: set[str] = set()
-        self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        # O_NONBLOCK: opening a FIFO named x.spz must not wait for a writer (no effect on the
+        # reads of a regular file); anything but a regular file is refused right after
+        self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)
+                                       | getattr(os, "O_NONBLOCK", 0))
         try:
             st = os.fstat(self._fd)
+            if not stat.S_ISREG(st.st_mode):
+                what = "a directory" if stat.S_ISDIR(st.st_mode) else \
+                    "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+                raise SpzFormatError(f"{path}: is {what}, not a regular .spz file")
             self._stat = (st.st_size, st.st_mtime_ns)
             self._open_checked(st.st_size, crc_known_ok)
         except BaseException:
