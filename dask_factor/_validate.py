@@ -77,3 +77,45 @@ def real_number(name: str, value: Any, *, minimum: float | None = None) -> float
         expect = "a finite number" if minimum is None else f"a finite number >= {minimum}"
         raise ValueError(f"{name}: expected {expect}, got {value!r}")
     return value
+
+
+def checkpoint_args(checkpoint: Any, checkpoint_every: Any, resume: Any
+                    ) -> tuple[Any, int | None, Any]:
+    """Check ``checkpoint``/``checkpoint_every``/``resume`` before any work.
+
+    Returns ``(checkpoint path or None, every or None, resume path or None)``. ``resume=True``
+    continues from ``checkpoint`` when it exists and starts afresh otherwise (a re-queued batch
+    job runs the same command); an existing checkpoint is never overwritten by a fit that was not
+    asked to resume it.
+    """
+    from .engine.checkpoint import check_path, is_checkpoint
+
+    if checkpoint is not None and not is_path(checkpoint):
+        raise TypeError(f"checkpoint: expected a path, got {type(checkpoint).__name__}")
+    if checkpoint_every is not None:
+        if checkpoint is None:
+            raise ValueError("checkpoint_every: set checkpoint=PATH too")
+        checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    elif checkpoint is not None:
+        checkpoint_every = 10
+    if resume is None or resume is False:
+        resume = None
+    elif resume is True:
+        if checkpoint is None:
+            raise ValueError("resume=True: set checkpoint=PATH too (the checkpoint to resume)")
+        resume = checkpoint if os.path.exists(checkpoint) else None
+    elif is_path(resume):
+        if not os.path.exists(resume):
+            raise FileNotFoundError(f"resume: no checkpoint at {str(resume)!r}")
+        if not is_checkpoint(resume):
+            raise ValueError(f"resume: {str(resume)!r} is not a dask_factor checkpoint")
+    else:
+        raise TypeError(f"resume: expected a path, True or None, got {resume!r}")
+    if checkpoint is not None:
+        check_path(checkpoint)
+        if os.path.exists(checkpoint) and (resume is None or
+                                           os.path.abspath(resume) != os.path.abspath(checkpoint)):
+            raise FileExistsError(
+                f"checkpoint: {str(checkpoint)!r} holds the checkpoint of an earlier fit; pass "
+                f"resume=True to continue it, or remove it to start over")
+    return checkpoint, checkpoint_every, resume

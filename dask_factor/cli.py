@@ -213,7 +213,9 @@ def _run_fit(args) -> int:
         t0 = time.perf_counter()
         model = nmf(args.src, args.k, seed=args.seed, maxit=args.maxit, tol=args.tol,
                     L1=args.L1, L2=args.L2, solver=args.solver, dtype=args.dtype,
-                    cache=args.cache, client=client, progress=not args.quiet)
+                    cache=args.cache, client=client, progress=not args.quiet,
+                    checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                    resume=True if args.resume else None)
         seconds = time.perf_counter() - t0
         out = Path(args.out)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -254,6 +256,13 @@ def _add_fit_parser(subparsers) -> None:
     p.add_argument("--cache", choices=["auto", "memory", "none"], default="auto")
     p.add_argument("--scheduler", default=None,
                    help="address of a running dask scheduler (default: local threads)")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="write the fit's state there every --checkpoint-every iterations")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="iterations between checkpoints (default 10)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint if it exists (a re-queued job runs the same "
+                        "command); needs --seed")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_fit)

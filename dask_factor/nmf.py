@@ -10,6 +10,7 @@ iterations. Every iteration is one pass of Dask tasks over the column blocks of 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -289,6 +290,9 @@ def nmf(
     mask: str | None = None,
     mask_zeros: bool = False,
     cv_k_range: tuple[int, int] = (2, 50),
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | bool | None = None,
 ):
     """Non-negative matrix factorization ``A ≈ W diag(d) H`` by alternating NNLS on Dask.
 
@@ -370,6 +374,17 @@ def nmf(
         scalable path for very large sparse inputs).
     cv_k_range : (int, int), default (2, 50)
         Rank bounds of ``k="auto"``.
+    checkpoint : path, optional
+        Write the fit's state (W, d, the H blocks, the histories; a zarr group, replaced
+        atomically) there every ``checkpoint_every`` iterations, so an interrupted fit (a killed
+        job, Ctrl-C) can continue. An existing checkpoint is only replaced by a fit resuming it.
+    checkpoint_every : int, optional
+        Iterations between checkpoints (default 10 with ``checkpoint``).
+    resume : path or bool, optional
+        Continue from this checkpoint to the factors the uninterrupted fit would have reached
+        (``True``: from ``checkpoint`` if it exists, else start afresh). A checkpoint of another
+        matrix, rank, seed or settings is refused with the field that differs; ``maxit`` and
+        ``tol`` may change.
 
     Returns
     -------
@@ -397,6 +412,8 @@ def nmf(
     """
     # ---- validate every argument before touching the data
     if isinstance(k, (list, tuple, np.ndarray)) or isinstance(k, str):
+        if checkpoint is not None or resume not in (None, False):
+            raise ValueError("checkpoint/resume: only for a single fit (an integer k)")
         from .rank import rank_search
 
         return rank_search(A, k, dict(
@@ -409,6 +426,11 @@ def nmf(
 
     test_fraction, cv_seed, patience = check_cv_args(test_fraction, cv_seed, patience, mask,
                                                      mask_zeros)
+    checkpoint, checkpoint_every, resume = V.checkpoint_args(checkpoint, checkpoint_every, resume)
+    ckpt = dict(checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
+    if resume is not None and seed is None and w_init is None:
+        raise ValueError("resume: pass seed= (the seed of the interrupted fit); a drawn seed "
+                         "cannot be matched")
     k = V.positive_int("k", k)
     maxit = V.positive_int("maxit", maxit)
     tol = V.real_number("tol", tol, minimum=0.0)
@@ -518,7 +540,7 @@ def nmf(
                 prep, W0, cfg, m=m, n=n, seed=int(seed), cv_seed=cv_seed,
                 test_fraction=test_fraction, patience=patience, mask=mask,
                 mask_zeros=mask_zeros, sort_model=sort_model, client=client,
-                on_iteration=callback, settings_extra=dict(
+                on_iteration=callback, ckpt=ckpt, settings_extra=dict(
                     rng=rng, solver=solver, w_init=w_init is not None, cache=cache))
         finally:
             if bar is not None:
@@ -526,7 +548,7 @@ def nmf(
     try:
         state = fit_als(prep.bm, W0, cfg, sq_norm=prep.sq_norm, client=client,
                         target_blocks=target_blocks, gram_target=gram_target,
-                        on_iteration=callback)
+                        on_iteration=callback, **ckpt)
     finally:
         if bar is not None:
             bar.close()

@@ -60,7 +60,7 @@ def check_cv_args(test_fraction, cv_seed, patience, mask, mask_zeros):
 
 
 def fit_masked_model(prep, W0, cfg, *, m, n, seed, cv_seed, test_fraction, patience, mask,
-                     mask_zeros, sort_model, client, on_iteration, settings_extra):
+                     mask_zeros, sort_model, client, on_iteration, settings_extra, ckpt=None):
     """Run the masked engine for ``nmf()`` and wrap the result as an ``NMFResult``."""
     from .nmf import NMFResult, _h_dask
 
@@ -68,7 +68,7 @@ def fit_masked_model(prep, W0, cfg, *, m, n, seed, cv_seed, test_fraction, patie
                   cv_seed=int(cv_seed if cv_seed is not None else seed),
                   mask_zeros=bool(mask_zeros), observed_only=(mask == "zeros"))
     st = fit_masked(prep.bm, W0, cfg, ms, patience=patience, client=client,
-                    on_iteration=on_iteration)
+                    on_iteration=on_iteration, **(ckpt or {}))
     k = cfg.k
     perm = np.argsort(-st.d, kind="stable") if sort_model else np.arange(k)
     score = st.test_history if test_fraction > 0 else st.train_history

@@ -16,10 +16,7 @@ small W package and applied lazily.
 
 from __future__ import annotations
 
-import math
-import time
-import uuid
-import warnings
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,19 +26,27 @@ import numpy as np
 
 from ..kernels.als import h_step_dense, h_step_sparse, w_solve
 from ..kernels.nnls import gram_cholesky
-from .blocks import BlockedMatrix, add_reduction, block_stats, sum_stats, tree_keys
-from .executor import Executor, local_blas_limit
+from . import checkpoint
+from .blocks import BlockedMatrix, block_stats, sum_stats
+from .driver import (
+    CONVERGENCE_PATIENCE,
+    BlockOutput,
+    Built,
+    FitKind,
+    Report,
+    drive,
+    kept_value,
+    stats_of,
+)
+from .executor import Executor
+from .multi import column_scale, factor_scale
 
 EPS_GRAM = 1e-15
 EPS_D = 1e-15
 #: rows of W solved per task in the W half-step
 W_ROWS_PER_TASK = 4096
-#: partials of this many blocks are summed per reduction task (in block order)
-REDUCE_FANIN = 8
-#: how many times a fit on a cluster resumes after losing a worker's data
-MAX_RECOVERIES = 3
-#: consecutive iterations the relative loss change must stay under ``tol`` (RcppML's NMF_PATIENCE)
-CONVERGENCE_PATIENCE = 5
+__all__ = ["ALSConfig", "ALSState", "WPack", "fit_als", "compute_block_stats",
+           "CONVERGENCE_PATIENCE"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class ALSConfig:
     dtype: Any = np.float32
 
 
+@checkpoint.register
 @dataclass
 class WPack:
     """The small package every block task receives: W, its Gram, and scales (opaque to Dask)."""
@@ -130,39 +136,13 @@ def _h_task(block, wpack, hprev, target, cfg: ALSConfig):
             block, W, wpack.G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm,
             cfg.cd_maxit, cfg.cd_tol, Ht,
         )
-    return Ht, (P.astype(np.float64, copy=False), Q, s, s2, float(sweeps))
-
-
-def _first(x):
-    return x[0]
-
-
-def _add_partials(*parts):
-    """Sum block partials in the order given; an ``_h_task`` output contributes its [1]."""
-    parts = [q[1] if len(q) == 2 else q for q in parts]
-    P, Q, s, s2, sw = (np.array(a, copy=True) if isinstance(a, np.ndarray) else a
-                       for a in parts[0])
-    for q in parts[1:]:
-        P += q[0]
-        Q += q[1]
-        s += q[2]
-        s2 += q[3]
-        sw += q[4]
-    return P, Q, s, s2, sw
-
-
-def _h_scale(s, s2, norm):
-    if norm == "L1":
-        return s + EPS_D
-    if norm == "L2":
-        return np.sqrt(s2) + EPS_D
-    return np.ones_like(s)
+    return BlockOutput((Ht, (P.astype(np.float64, copy=False), Q, s, s2, float(sweeps))))
 
 
 def _w_rows_task(red, wpack, r0, r1, cfg: ALSConfig):
     """Solve rows r0:r1 of W from the reduced partials of the normalised H."""
     P, Q, s, s2, _ = red
-    dh = _h_scale(s, s2, cfg.norm)
+    dh = factor_scale(s, s2, cfg.norm)
     k = Q.shape[0]
     Qn = Q / np.outer(dh, dh)
     G = Qn + (cfg.L2[0] + EPS_GRAM) * np.eye(k)
@@ -200,14 +180,9 @@ def make_wpack(W, t, cfg: ALSConfig, *, dh=None, d=None, gram_target=None):
 def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
     """Assemble W, extract d, compute the loss and the next iteration's package."""
     P, Q, s, s2, sweeps = red
-    dh = _h_scale(s, s2, cfg.norm)
+    dh = factor_scale(s, s2, cfg.norm)
     Wt = np.vstack(rows) if len(rows) > 1 else rows[0]
-    if cfg.norm == "L1":
-        d = np.abs(Wt).sum(axis=0) + EPS_D
-    elif cfg.norm == "L2":
-        d = np.sqrt((Wt * Wt).sum(axis=0)) + EPS_D
-    else:
-        d = np.ones(Wt.shape[1])
+    d = column_scale(Wt, cfg.norm)
     Wn = Wt / d
     Wn_store = Wn.astype(cfg.dtype)
     W64 = Wn_store.astype(np.float64)
@@ -221,16 +196,8 @@ def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
     return pack
 
 
-def _first_pack(W0, cfg: ALSConfig, gram_target):
-    return make_wpack(W0, 0, cfg, gram_target=gram_target)
-
-
-def _stats(pack):
-    return pack.stats
-
-
 # --------------------------------------------------------------------------------------------
-# the driver
+# the fit kind
 
 
 def _compute(obj, client):
@@ -247,48 +214,109 @@ def compute_block_stats(bm: BlockedMatrix, client=None) -> np.ndarray:
     return np.asarray(_compute(total, client))
 
 
-def block_graph(bm: BlockedMatrix, ex: Executor, rename: bool = False) -> tuple[dict, list[str]]:
-    """The graph that produces the blocks (read tasks, or the in-memory values) and their keys.
-
-    ``rename`` gives in-memory blocks fresh keys (after a lost worker, the old ones may linger).
-    """
-    dsk: dict = {}
-    keys = []
-    for b, blk in enumerate(bm.blocks):
-        key = blk.key
-        g = blk.__dask_graph__()
-        g = g if isinstance(g, dict) else dict(g)
-        if rename and not _is_task_like(g[key]):
-            g = {f"block-{bm.name}-{b}": g[key]}
-            key = f"block-{bm.name}-{b}"
-        keys.append(key)
-        dsk.update(g)
-    if ex.distributed:
-        # values already computed (in-memory inputs, persisted blocks) travel once, as futures
-        for key in keys:
-            v = dsk[key]
-            if not _is_task_like(v):
-                dsk[key] = ex.scatter(key, v)
-    return dsk, keys
+def _digest(a) -> str:
+    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def _is_task_like(v) -> bool:
-    return isinstance(v, tuple) or type(v).__module__.startswith(("dask.", "distributed."))
+def fit_fingerprint(bm: BlockedMatrix, sq_norm: float, W0, settings: dict) -> dict:
+    """What a checkpoint of this fit must match: the input, the settings and the initial W
+    (in the order a mismatch is reported)."""
+    return {"shape": list(bm.shape), **settings,
+            "seed/initial W": _digest(np.asarray(W0, dtype=np.float64)),
+            "dtype": np.dtype(bm.dtype).name, "sq_norm": float(sq_norm),
+            "column blocks": _digest(np.asarray(bm.bounds, dtype=np.int64))}
 
 
-def _fit_als(
-    bm: BlockedMatrix,
-    W0: np.ndarray,
-    cfg: ALSConfig,
-    *,
-    sq_norm: float,
-    client=None,
-    target_blocks: list | None = None,
-    gram_target: np.ndarray | None = None,
-    on_iteration: Callable[[int, float, float], Any] | None = None,
-    w_rows_per_task: int = W_ROWS_PER_TASK,
-) -> ALSState:
-    """Run ALS iterations until convergence or ``cfg.maxit``.
+def config_fingerprint(cfg) -> dict:
+    """A config's fields that define the fit (``maxit`` and ``tol`` may change on resume)."""
+    out = {}
+    for k, v in cfg.__dict__.items():
+        if k in ("maxit", "tol"):
+            continue
+        out[k] = np.dtype(v).name if k == "dtype" else (list(v) if isinstance(v, tuple) else v)
+    return out
+
+
+class ALSKind(FitKind):
+    """Plain ALS: per block the H solve and the W-update partials; the tree; W by row ranges."""
+
+    prefix = "nmf"
+
+    def __init__(self, bm: BlockedMatrix, W0, cfg: ALSConfig, *, sq_norm: float,
+                 target_blocks=None, gram_target=None, w_rows_per_task=W_ROWS_PER_TASK):
+        self.bm, self.W0, self.cfg, self.sq_norm = bm, W0, cfg, sq_norm
+        self.target_blocks, self.gram_target = target_blocks, gram_target
+        m = bm.shape[0]
+        self.row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
+
+    def setup(self, ctx):
+        self.bkeys = ctx.blocks(self.bm)
+        self.tkeys = ([ctx.put(f"target-{b}", t) for b, t in enumerate(self.target_blocks)]
+                      if self.target_blocks is not None else [None] * self.bm.n_blocks)
+
+    def initial_state(self):
+        return {"pack": make_wpack(self.W0, 0, self.cfg, gram_target=self.gram_target),
+                "h": [None] * self.bm.n_blocks}
+
+    def build(self, g, st, step):
+        cfg, pack = self.cfg, st["pack"]
+        parts, new_h = [], []
+        for b in range(self.bm.n_blocks):
+            hk = g.task("block-solve", (b,), _h_task, self.bkeys[b], pack, st["h"][b],
+                        self.tkeys[b], cfg)
+            new_h.append(g.task("h", (b,), kept_value, hk))
+            parts.append(hk)  # the reduction reads the partials straight from the block task
+        red = g.reduce(parts)
+        rb = self.row_bounds
+        rows = [g.task("w-rows", (c,), _w_rows_task, red, pack, rb[c], rb[c + 1], cfg)
+                for c in range(len(rb) - 1)]
+        new_pack = g.task("w-update", (), _w_finish, red, pack, self.sq_norm, cfg,
+                          self.gram_target, *rows)
+        return Built({"pack": new_pack, "h": new_h}, [g.task("stats", (), stats_of, new_pack)])
+
+    def record(self, step, stats):
+        return Report(float(stats[0]["sse"]))
+
+    def fingerprint(self):
+        return fit_fingerprint(self.bm, self.sq_norm, self.W0, {
+            "kind": "als", **config_fingerprint(self.cfg),
+            "target": None if self.target_blocks is None else _digest(
+                np.vstack(self.target_blocks))})
+
+
+def _fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, *, sq_norm: float,
+             client=None, target_blocks: list | None = None,
+             gram_target: np.ndarray | None = None,
+             on_iteration: Callable[[int, float, float], Any] | None = None,
+             w_rows_per_task: int = W_ROWS_PER_TASK, checkpoint=None,
+             checkpoint_every: int | None = None, resume=None) -> ALSState:
+    m, n = bm.shape
+    kind = ALSKind(bm, W0, cfg, sq_norm=sq_norm, target_blocks=target_blocks,
+                   gram_target=gram_target, w_rows_per_task=w_rows_per_task)
+    mn = float(m) * float(n)
+    cb = None
+    if on_iteration is not None:
+        def cb(it, sse, rel):
+            return on_iteration(it, sse / mn if mn else 0.0, rel)
+    res = drive(kind, maxit=cfg.maxit, tol=cfg.tol, client=client, on_iteration=cb,
+                checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                name="nmf")
+    (final,) = Executor(client).gather([res.state["pack"]])
+    k = cfg.k
+    d = final.d if final.d is not None else np.ones(k)
+    dh = final.dh if final.dh is not None else np.ones(k)
+    return ALSState(
+        W=np.asarray(final.W), d=np.asarray(d, dtype=np.float64),
+        h_blocks=list(res.state["h"]), h_scale=np.asarray(dh, dtype=np.float64),
+        iterations=res.iterations, converged=res.converged,
+        sse=res.scores[-1] if res.scores else float(sq_norm),
+        loss_history=list(res.scores), tol_history=list(res.rels), sq_norm=sq_norm,
+        seconds=res.seconds, graph_sizes=res.graph_sizes,
+    )
+
+
+def fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, **kwargs) -> ALSState:
+    """Run ALS iterations until convergence or ``cfg.maxit`` on the driver.
 
     Parameters
     ----------
@@ -307,150 +335,11 @@ def _fit_als(
         ``T Tᵀ / n`` for a negative ``target_lambda``.
     on_iteration : callable(t, mse, rel), optional
         Called after every iteration (progress bars); returning True stops the fit.
+    checkpoint, checkpoint_every, resume : optional
+        See :func:`dask_factor.engine.driver.drive`.
 
     Returns
     -------
     ALSState
     """
-    m, n = bm.shape
-    k = cfg.k
-    ex = Executor(client)
-    tok = uuid.uuid4().hex[:8]
-    static, bkeys = block_graph(bm, ex)
-    tkeys: list = [None] * bm.n_blocks
-    if target_blocks is not None:
-        for b, t in enumerate(target_blocks):
-            tkeys[b] = f"target-{tok}-{b}"
-            static[tkeys[b]] = ex.scatter(tkeys[b], t) if ex.distributed else t
-    pack_key = f"wpack-{tok}-0"
-    kept, _ = ex.run({pack_key: (_first_pack, W0, cfg, gram_target)}, [pack_key], [])
-    prev = {pack_key: kept[pack_key]}
-    hkeys: list = [None] * bm.n_blocks
-    row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
-    schedule = tree_keys(bm.n_blocks, REDUCE_FANIN)
-    history: list[float] = []
-    tols: list[float] = []
-    sizes: list[int] = []
-    below = 0
-    converged = False
-    t0 = time.perf_counter()
-    it = 0
-    recoveries = 0
-    last_pack = None
-    if ex.distributed:
-        (last_pack,) = ex.gather([prev[pack_key]])
-    while it < cfg.maxit:
-        it += 1
-        dsk = dict(static)
-        dsk.update(prev)
-        new_h = []
-        parts = []
-        for b in range(bm.n_blocks):
-            hk = f"h-{tok}-{it}-{b}"
-            dsk[hk] = (_h_task, bkeys[b], pack_key, hkeys[b], tkeys[b], cfg)
-            dsk[f"ht-{tok}-{it}-{b}"] = (_first, hk)
-            new_h.append(f"ht-{tok}-{it}-{b}")
-            parts.append(hk)  # the reduction reads the partials straight from the block task
-        red = add_reduction(dsk, parts, schedule, f"red-{tok}-{it}", _add_partials)
-        rows = []
-        for c in range(len(row_bounds) - 1):
-            wk = f"w-{tok}-{it}-{c}"
-            dsk[wk] = (_w_rows_task, red, pack_key, row_bounds[c], row_bounds[c + 1], cfg)
-            rows.append(wk)
-        new_pack = f"wpack-{tok}-{it}"
-        dsk[new_pack] = (_w_finish, red, pack_key, sq_norm, cfg, gram_target, *rows)
-        stats_key = f"stats-{tok}-{it}"
-        dsk[stats_key] = (_stats, new_pack)
-        size = len(dsk) - len(static)
-        try:
-            if ex.distributed:  # W's package comes back too: a lost worker costs only warm starts
-                kept, (stats, last_pack) = ex.run(dsk, new_h + [new_pack], [stats_key, new_pack])
-            else:
-                kept, (stats,) = ex.run(dsk, new_h + [new_pack], [stats_key])
-        except Exception as exc:
-            if not (ex.distributed and is_worker_loss(exc)) or recoveries >= MAX_RECOVERIES:
-                raise
-            recoveries += 1
-            warnings.warn(f"nmf: lost data on the cluster at iteration {it} ({exc!r}); "
-                          f"resuming from the last W with cold-started H solves "
-                          f"({recoveries}/{MAX_RECOVERIES})", RuntimeWarning, stacklevel=3)
-            tok = uuid.uuid4().hex[:8]  # fresh keys: the failed graph's keys may linger
-            bm.name = f"{bm.name[:10]}-r{recoveries}"
-            static, bkeys = block_graph(bm, ex, rename=True)
-            for b, t in enumerate(target_blocks or []):
-                tkeys[b] = f"target-{tok}-{b}"
-                static[tkeys[b]] = ex.scatter(tkeys[b], t)
-            pack_key = f"wpack-{tok}-{it - 1}"
-            prev = {pack_key: ex.scatter(pack_key, last_pack)}
-            hkeys = [None] * bm.n_blocks
-            it -= 1  # redo this iteration
-            continue
-        sizes.append(size)
-        try:
-            kept = ex.rebase(kept)  # a cluster's scheduler forgets the previous iterations
-        except Exception as exc:
-            if not is_worker_loss(exc) or recoveries >= MAX_RECOVERIES:
-                raise
-            kept = {}
-        hkeys = new_h
-        pack_key = new_pack
-        prev = kept  # the previous iteration's factors are dropped here
-        if ex.distributed and len(kept) < len(new_h) + 1:
-            # lost right after the iteration (its H with it): redo it from its new W, cold H,
-            # without recording it, so a fit never ends without its H
-            recoveries += 1
-            warnings.warn(f"nmf: lost data on the cluster after iteration {it}; resuming from "
-                          f"the last W with cold-started H solves ({recoveries}/"
-                          f"{MAX_RECOVERIES})", RuntimeWarning, stacklevel=3)
-            tok = uuid.uuid4().hex[:8]
-            bm.name = f"{bm.name[:10]}-r{recoveries}"
-            static, bkeys = block_graph(bm, ex, rename=True)
-            for b, t in enumerate(target_blocks or []):
-                tkeys[b] = f"target-{tok}-{b}"
-                static[tkeys[b]] = ex.scatter(tkeys[b], t)
-            pack_key = f"wpack-{tok}-resume"
-            prev = {pack_key: ex.scatter(pack_key, last_pack)}
-            hkeys = [None] * bm.n_blocks
-            sizes.pop()
-            it -= 1
-            continue
-        sse = float(stats["sse"])
-        rel = math.nan
-        if history:
-            last = history[-1]
-            rel = abs(last - sse) / (abs(last) + 1e-15)
-            tols.append(rel)
-            below = below + 1 if rel < cfg.tol else 0
-        history.append(sse)
-        stop = False
-        if on_iteration is not None:
-            stop = bool(on_iteration(it, sse / (m * n) if m * n else 0.0, rel))
-        if below >= CONVERGENCE_PATIENCE:
-            converged = True
-            break
-        if stop:
-            break
-    (final,) = [last_pack] if ex.distributed else ex.gather([prev[pack_key]])
-    d = final.d if final.d is not None else np.ones(k)
-    dh = final.dh if final.dh is not None else np.ones(k)
-    return ALSState(
-        W=np.asarray(final.W), d=np.asarray(d, dtype=np.float64),
-        h_blocks=[prev[h] for h in hkeys], h_scale=np.asarray(dh, dtype=np.float64),
-        iterations=it, converged=converged, sse=history[-1] if history else float(sq_norm),
-        loss_history=history, tol_history=tols, sq_norm=sq_norm,
-        seconds=time.perf_counter() - t0, graph_sizes=sizes,
-    )
-
-
-def is_worker_loss(exc: BaseException) -> bool:
-    """Whether a failed iteration lost data with a worker (and may be resumed)."""
-    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
-    return bool(names & {"FutureCancelledError", "CancelledError", "KilledWorker",
-                         "CommClosedError", "_LostData"}) or "lost dependencies" in str(exc)
-
-
-def fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, **kwargs) -> ALSState:
-    """Run ALS iterations until convergence or ``cfg.maxit`` (see :func:`_fit_als` for the
-    arguments); BLAS is held to one thread while the fit runs on local threads."""
-    with local_blas_limit(Executor(kwargs.get("client"))):
-        return _fit_als(bm, W0, cfg, **kwargs)
+    return _fit_als(bm, W0, cfg, **kwargs)

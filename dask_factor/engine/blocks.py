@@ -8,7 +8,6 @@ are stacked *inside* the block's task, so nothing is gathered on the client.
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,38 +231,31 @@ def sum_stats(*parts):
     return np.sum(np.stack(parts), axis=0) if parts else np.zeros(4)
 
 
-def tree_keys(n: int, fanin: int = 2) -> list[list[int]]:
-    """Fixed-order reduction schedule: ``ceil(log_fanin(n))`` levels of consecutive groups."""
-    levels = []
-    count = n
-    while count > 1:
-        groups = [list(range(i, min(i + fanin, count))) for i in range(0, count, fanin)]
-        levels.append(groups)
-        count = len(groups)
-    return levels
+def block_graph(bm: BlockedMatrix, ex, tag: str | None = None) -> tuple[dict, list[str]]:
+    """The graph that produces the blocks (read tasks, or the in-memory values) and their keys.
 
-
-def add_reduction(dsk: dict, parts: list, schedule: list, prefix: str, reducer) -> str:
-    """Add a fixed-order reduction of the tasks ``parts`` to ``dsk``; return the root's key.
-
-    ``schedule`` is :func:`tree_keys`'s; level-0 groups always get a task (so ``reducer`` sees
-    every block output, even a lone one), later singletons pass through.
+    ``tag`` gives in-memory blocks fresh keys (after a lost worker the old ones may linger). On a
+    cluster, values already computed (in-memory inputs) travel once, as futures.
     """
-    for lvl, groups in enumerate(schedule):
-        nxt = []
-        for gi, g in enumerate(groups):
-            if len(g) == 1 and lvl > 0:
-                nxt.append(parts[g[0]])
-                continue
-            key = f"{prefix}-{lvl}-{gi}"
-            dsk[key] = (reducer, *[parts[i] for i in g])
-            nxt.append(key)
-        parts = nxt
-    if not schedule:  # a single block
-        dsk[prefix] = (reducer, parts[0])
-        return prefix
-    return parts[0]
+    dsk: dict = {}
+    keys = []
+    for b, blk in enumerate(bm.blocks):
+        key = blk.key
+        g = blk.__dask_graph__()
+        g = g if isinstance(g, dict) else dict(g)
+        if tag is not None and not _is_task_like(g[key]):
+            new = f"block-{bm.name}-{tag}-{b}"
+            g = {new: g[key]}
+            key = new
+        keys.append(key)
+        dsk.update(g)
+    if ex.distributed:
+        for key in keys:
+            v = dsk[key]
+            if not _is_task_like(v):
+                dsk[key] = ex.scatter(key, v)
+    return dsk, keys
 
 
-def n_levels(n: int, fanin: int = 2) -> int:
-    return 0 if n <= 1 else math.ceil(math.log(n, fanin) - 1e-12)
+def _is_task_like(v) -> bool:
+    return isinstance(v, tuple) or type(v).__module__.startswith(("dask.", "distributed."))

@@ -22,7 +22,6 @@ which the largest layer dominates).
 from __future__ import annotations
 
 import math
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,22 +29,18 @@ from typing import Any
 
 import numpy as np
 
-from .als import CONVERGENCE_PATIENCE, W_ROWS_PER_TASK, block_graph
-from .blocks import BlockedMatrix, tree_keys
+from .als import W_ROWS_PER_TASK, _digest
+from .blocks import BlockedMatrix, block_graph
+from .driver import Built, FitKind, Report, drive, kept_value, stats_of
 from .executor import Executor
 from .multi import (
-    LayerPack,
     LayerSpec,
-    add_tree,
     angular_tm,
     build_embedding_parts,
-    first,
     initial_pack,
     m_partials,
-    pack_stats,
     project_task,
     projection_pack,
-    second,
     u_finish_data,
     u_finish_embedding,
     u_rows_task,
@@ -58,8 +53,6 @@ from .multi import (
 
 #: warm-up iterations per layer (RcppML: min(10, maxit))
 WARMUP = 10
-#: blocks summed per reduction task (a fixed-order tree: results do not depend on the scheduler)
-REDUCE_FANIN = 4
 
 
 @dataclass
@@ -125,131 +118,149 @@ def _depths(specs: list[LayerSpec]) -> list[int]:
     return depth
 
 
-class GraphRun:
-    """Builds and runs the per-step graphs of a set of layers, holding their persisted state."""
+def _warmup_schedule(specs: list[LayerSpec], warm: int) -> list[list[int]]:
+    """The warm-up steps: every level of the graph (upstream first) runs ``warm`` iterations."""
+    depth = _depths(specs)
+    out = []
+    for level in sorted(set(depth)):
+        layers = [L for L in range(len(specs)) if depth[L] == level]
+        out.extend([layers] * warm)
+    return out
+
+
+class GraphKind(FitKind):
+    """The layers of a graph: warm-up steps (one level), then sweeps (every layer, in order).
+
+    State: per layer ``pack{L}`` (its small :class:`LayerPack`) and ``v{L}`` (its V blocks).
+    """
+
+    prefix = "factor-net"
 
     def __init__(self, specs, data: list[BlockedMatrix], fixed: list[np.ndarray],
-                 arrays: list[LayerArrays], bounds: np.ndarray, ssq: list[float], client=None,
+                 arrays: list[LayerArrays], bounds: np.ndarray, ssq: list[float],
+                 init: list | None = None, *, warm: int = 0,
                  w_rows_per_task: int = W_ROWS_PER_TASK):
         self.specs = list(specs)
-        self.ex = Executor(client)
-        self.tok = uuid.uuid4().hex[:8]
+        self.data, self.fixed, self.arrays = data, fixed, arrays
         self.bounds = np.asarray(bounds, dtype=np.int64)
         self.nb = self.bounds.size - 1
         self.ssq = ssq
+        self.init = init
         self.rows_per_task = max(1, int(w_rows_per_task))
-        self.schedule = tree_keys(self.nb, REDUCE_FANIN)
-        self.static: dict = {}
-        self.bkeys = []
-        for bm in data:
-            dsk, keys = block_graph(bm, self.ex)
-            self.static.update(dsk)
-            self.bkeys.append(keys)
-        self.fkeys = [[self._put(f"fixed{z}-{p}", np.ascontiguousarray(
+        self.schedule = _warmup_schedule(self.specs, warm)
+        self.warmup_steps = len(self.schedule)
+
+    # ---- static data and state
+
+    def setup(self, ctx):
+        self.bkeys = [ctx.blocks(bm) for bm in self.data]
+        self.fkeys = [[ctx.put(f"fixed{z}-{p}", np.ascontiguousarray(
             Z[:, self.bounds[p]:self.bounds[p + 1]], dtype=np.float64)) for p in range(self.nb)]
-            for z, Z in enumerate(fixed)]
+            for z, Z in enumerate(self.fixed)]
         self.arr = []
-        for L, a in enumerate(arrays):
+        for L, a in enumerate(self.arrays):
             keys = {}
             for name in ("utarget", "ugram_target", "ugraph", "vgram_target", "vgraph"):
                 v = getattr(a, name)
-                keys[name] = None if v is None else self._put(f"{name}{L}", v)
+                keys[name] = None if v is None else ctx.put(f"{name}{L}", v)
             keys["vtarget"] = (None if a.vtarget is None else [
-                self._put(f"vtarget{L}-{p}", np.ascontiguousarray(
+                ctx.put(f"vtarget{L}-{p}", np.ascontiguousarray(
                     a.vtarget[self.bounds[p]:self.bounds[p + 1]], dtype=np.float64))
                 for p in range(self.nb)])
             self.arr.append(keys)
-        self.held: dict = {}
-        self.pack: list = [None] * len(self.specs)
-        self.vkeys: list = [[None] * self.nb for _ in self.specs]
-        self.t = [0] * len(self.specs)
-        self.count = 0
-        self.graph_sizes: list[int] = []
 
-    # ---- state
+    def initial_state(self):
+        st = {}
+        for L, spec in enumerate(self.specs):
+            a = self.arrays[L]
+            if spec.embedding:
+                st[f"pack{L}"] = initial_pack(spec, None)
+                V0 = np.asarray(self.init[L], dtype=spec.dtype)
+                st[f"v{L}"] = [np.ascontiguousarray(V0[self.bounds[p]:self.bounds[p + 1]])
+                               for p in range(self.nb)]
+            else:
+                st[f"pack{L}"] = initial_pack(spec, self.init[L], a.vgram_target,
+                                              a.vtarget is not None)
+                st[f"v{L}"] = [None] * self.nb
+        return st
 
-    def _put(self, name: str, value) -> str:
-        key = f"{name}-{self.tok}"
-        self.static[key] = self.ex.scatter(key, value) if self.ex.distributed else value
-        return key
+    def layers_of(self, step: int) -> list[int]:
+        if step <= self.warmup_steps:
+            return self.schedule[step - 1]
+        return list(range(len(self.specs)))
 
-    def _hold(self, key: str, value) -> str:
-        self.held[key] = self.ex.scatter(key, value) if self.ex.distributed else value
-        return key
+    def iterations_before(self, L: int, step: int) -> int:
+        """How many earlier steps updated layer ``L`` (0: its V is still the initial one)."""
+        warm = sum(L in self.schedule[s] for s in range(min(step - 1, self.warmup_steps)))
+        return warm + max(0, step - 1 - self.warmup_steps)
 
-    def init_layer(self, L: int, init: np.ndarray, arrays: LayerArrays):
-        """Data layer: ``init`` is U0 (R × k); embedding layer: V0 (n × k)."""
-        spec = self.specs[L]
-        has_vt = arrays.vtarget is not None
-        if spec.embedding:
-            pack = initial_pack(spec, None)
-            V0 = np.asarray(init, dtype=spec.dtype)
-            self.vkeys[L] = [self._hold(f"v0-{L}-{p}-{self.tok}", np.ascontiguousarray(
-                V0[self.bounds[p]:self.bounds[p + 1]])) for p in range(self.nb)]
-        else:
-            pack = initial_pack(spec, init, arrays.vgram_target, has_vt)
-        self.pack[L] = self._hold(f"pack0-{L}-{self.tok}", pack)
+    # ---- one step
+
+    def build(self, g, st, step):
+        cur_pack = [st[f"pack{L}"] for L in range(len(self.specs))]
+        cur_v = [list(st[f"v{L}"]) for L in range(len(self.specs))]
+        layers = self.layers_of(step)
+        stats = []
+        for L in layers:
+            pk, vk, sk = self._layer(g, L, cur_pack, cur_v, self.iterations_before(L, step))
+            cur_pack[L], cur_v[L] = pk, vk
+            stats.append(sk)
+        new = dict(st)
+        for L in layers:
+            new[f"pack{L}"], new[f"v{L}"] = cur_pack[L], cur_v[L]
+        return Built(new, stats)
+
+    def record(self, step, stats):
+        if step <= self.warmup_steps:
+            return None
+        n = int(self.bounds[-1])
+        mses = [s["sse"] / (spec.rows * n) for s, spec in zip(stats, self.specs)]
+        return Report(float(sum(mses)), tuple(float(s["sse"]) for s in stats))
+
+    def fingerprint(self):
+        return {"kind": "graph", "bounds": [int(b) for b in self.bounds],
+                "inputs": [[list(bm.shape), np.dtype(bm.dtype).name] for bm in self.data],
+                "ssq": [float(x) for x in self.ssq], "warmup": self.warmup_steps,
+                "layers": [repr(spec) for spec in self.specs],
+                "init": [_digest(np.asarray(x, dtype=np.float64)) for x in self.init]}
 
     # ---- graph building
 
-    def _tree(self, dsk, parts: list, name: str) -> str:
-        for lvl, groups in enumerate(self.schedule):
-            nxt = []
-            for gi, g in enumerate(groups):
-                if len(g) == 1:
-                    nxt.append(parts[g[0]])
-                    continue
-                rk = f"{name}-r{lvl}-{gi}"
-                dsk[rk] = (add_tree, *[parts[i] for i in g])
-                nxt.append(rk)
-            parts = nxt
-        return parts[0]
-
-    def _row_tasks(self, dsk, spec, red, pack_key, base, L):
+    def _row_tasks(self, g, spec, red, pack_key, L):
         a = self.arr[L]
         rows = []
         for i, part in enumerate(spec.parts):
             for r0 in range(0, part.rows, self.rows_per_task):
                 r1 = min(part.rows, r0 + self.rows_per_task)
-                key = f"{base}-u{i}-{r0}"
-                dsk[key] = (u_rows_task, red, pack_key, i, r0, r1, spec, a["utarget"],
-                            a["ugram_target"])
-                rows.append(key)
+                rows.append(g.task(f"L{L}-u-rows", (i, r0), u_rows_task, red, pack_key, i, r0,
+                                   r1, spec, a["utarget"], a["ugram_target"]))
         return rows
 
-    def _v_phase(self, dsk, spec, L, base, parts_of, pack_key, vprev, want, up_args=None):
-        """V solve tasks (and the angular second phase); returns (V keys, extras keys).
+    def _v_phase(self, g, spec, L, parts_of, pack_key, vprev, want, up_args=None):
+        """V solve tasks (and the angular second phase); returns (V keys, partials keys).
 
         Data layers pass ``parts_of(p)``; embedding layers ``up_args[p]`` (upstream blocks).
         """
-        a = self.arr[L]
-        vt = a["vtarget"]
+        vt = self.arr[L]["vtarget"]
         first_want = "gram" if spec.V.angular > 0 else want
         extra = (lambda p: up_args[p]) if up_args is not None else (lambda p: [])
-        vkeys, extras = [], []
+        vkeys, outs = [], []
         for p in range(self.nb):
-            key = f"{base}-v-{p}"
-            dsk[key] = (v_task, parts_of(p), pack_key, vprev[p], None if vt is None else vt[p],
-                        spec, first_want, *extra(p))
-            dsk[key + "-V"] = (first, key)
-            dsk[key + "-x"] = (second, key)
-            vkeys.append(key + "-V")
-            extras.append(key + "-x")
+            key = g.task(f"L{L}-block-solve", (p,), v_task, parts_of(p), pack_key, vprev[p],
+                         None if vt is None else vt[p], spec, first_want, *extra(p))
+            vkeys.append(g.task(f"L{L}-v", (p,), kept_value, key))
+            outs.append(key)
         if spec.V.angular > 0:
-            red = self._tree(dsk, extras, f"{base}-ag")
-            tm = f"{base}-tm"
-            dsk[tm] = (angular_tm, red, spec.V.angular)
-            new_v, extras = [], []
+            red = g.reduce(outs, label=f"L{L}-angular-reduce")
+            tm = g.task(f"L{L}-angular", (), angular_tm, red, spec.V.angular)
+            new_v, outs = [], []
             for p in range(self.nb):
-                key = f"{base}-va-{p}"
-                dsk[key] = (v_angular_task, parts_of(p), pack_key, vkeys[p], tm, spec, want,
-                            *extra(p))
-                dsk[key + "-V"] = (first, key)
-                dsk[key + "-x"] = (second, key)
-                new_v.append(key + "-V")
-                extras.append(key + "-x")
+                key = g.task(f"L{L}-block-angular", (p,), v_angular_task, parts_of(p), pack_key,
+                             vkeys[p], tm, spec, want, *extra(p))
+                new_v.append(g.task(f"L{L}-va", (p,), kept_value, key))
+                outs.append(key)
             vkeys = new_v
-        return vkeys, extras
+        return vkeys, outs
 
     def _data_parts(self, spec):
         def parts_of(p):
@@ -257,27 +268,23 @@ class GraphRun:
                     else self.fkeys[part.source][p] for part in spec.parts]
         return parts_of
 
-    def _layer(self, dsk, L: int, cur_pack: list, cur_v: list):
+    def _layer(self, g, L: int, cur_pack: list, cur_v: list, t: int):
         spec = self.specs[L]
         a = self.arr[L]
-        base = f"L{L}-{self.count}-{self.tok}"
         pack_key = cur_pack[L]
-        vprev = cur_v[L] if self.t[L] > 0 else [None] * self.nb
+        vprev = cur_v[L] if t > 0 else [None] * self.nb
         has_vt = a["vtarget"] is not None
         if not spec.embedding:
             parts_of = self._data_parts(spec)
-            vkeys, extras = self._v_phase(dsk, spec, L, base, parts_of, pack_key, vprev,
-                                          "partials")
-            red = self._tree(dsk, extras, f"{base}-red")
-            rows = self._row_tasks(dsk, spec, red, pack_key, base, L)
+            vkeys, outs = self._v_phase(g, spec, L, parts_of, pack_key, vprev, "partials")
+            red = g.reduce(outs, label=f"L{L}-reduce")
+            rows = self._row_tasks(g, spec, red, pack_key, L)
             vterm = None
             if a["vgraph"] is not None and spec.V.graph_lambda:
-                vterm = f"{base}-vg"
-                dsk[vterm] = (v_graph_term_data, a["vgraph"], spec.V.graph_lambda, red,
-                              spec.norm, *vkeys)
-            new_pack = f"{base}-pack"
-            dsk[new_pack] = (u_finish_data, red, pack_key, self.ssq[L], spec, a["ugraph"],
-                             a["vgram_target"], has_vt, vterm, *rows)
+                vterm = g.task(f"L{L}-v-graph", (), v_graph_term_data, a["vgraph"],
+                               spec.V.graph_lambda, red, spec.norm, *vkeys)
+            new_pack = g.task(f"L{L}-u-update", (), u_finish_data, red, pack_key, self.ssq[L],
+                              spec, a["ugraph"], a["vgram_target"], has_vt, vterm, *rows)
         else:
             up_args = []
             for p in range(self.nb):
@@ -290,60 +297,21 @@ class GraphRun:
                     for j in ups:
                         args.extend([cur_v[j][p], cur_pack[j]])
                 up_args.append(args)
-            pp = []
-            for p in range(self.nb):
-                key = f"{base}-mp-{p}"
-                dsk[key] = (m_partials, spec, cur_v[L][p], *up_args[p])
-                pp.append(key)
-            red1 = self._tree(dsk, pp, f"{base}-red1")
-            rows = self._row_tasks(dsk, spec, red1, pack_key, base, L)
+            pp = [g.task(f"L{L}-partials", (p,), m_partials, spec, cur_v[L][p], *up_args[p])
+                  for p in range(self.nb)]
+            red1 = g.reduce(pp, label=f"L{L}-reduce")
+            rows = self._row_tasks(g, spec, red1, pack_key, L)
             vterm = None
-            if a["vgraph"] is not None and spec.V.graph_lambda and self.t[L] > 0:
-                vterm = f"{base}-vg"
-                dsk[vterm] = (v_graph_term_pack, a["vgraph"], spec.V.graph_lambda, pack_key,
-                              *cur_v[L])
-            upack = f"{base}-upack"
-            dsk[upack] = (u_finish_embedding, red1, pack_key, spec, a["ugraph"],
-                          a["vgram_target"], has_vt, vterm, *rows)
-            vkeys, extras = self._v_phase(dsk, spec, L, base, lambda p: None, upack, vprev,
-                                          "loss", up_args)
-            red2 = self._tree(dsk, extras, f"{base}-red2")
-            new_pack = f"{base}-pack"
-            dsk[new_pack] = (v_finish_embedding, red2, upack, spec)
-        stats = f"{base}-stats"
-        dsk[stats] = (pack_stats, new_pack)
-        return new_pack, vkeys, stats
-
-    def step(self, layers: list[int]) -> list[dict]:
-        """One iteration of ``layers`` (in order) as one graph; returns their stats."""
-        dsk = dict(self.static)
-        dsk.update(self.held)
-        n0 = len(dsk)
-        cur_pack = list(self.pack)
-        cur_v = [list(v) for v in self.vkeys]
-        stats_keys = []
-        for L in layers:
-            pk, vk, sk = self._layer(dsk, L, cur_pack, cur_v)
-            cur_pack[L], cur_v[L] = pk, vk
-            stats_keys.append(sk)
-        self.graph_sizes.append(len(dsk) - n0)
-        keep = [cur_pack[L] for L in layers] + [k for L in layers for k in cur_v[L]]
-        kept, stats = self.ex.run(dsk, keep, stats_keys)
-        kept = self.ex.rebase(kept)  # the scheduler forgets the previous sweeps
-        for L in layers:
-            for old in [self.pack[L], *self.vkeys[L]]:
-                self.held.pop(old, None)
-            self.pack[L] = cur_pack[L]
-            self.vkeys[L] = cur_v[L]
-            for key in [cur_pack[L], *cur_v[L]]:
-                self.held[key] = kept[key]
-            self.t[L] += 1
-        self.count += 1
-        return list(stats)
-
-    def gather(self, L: int) -> tuple[LayerPack, list]:
-        vals = self.ex.gather([self.held[self.pack[L]]] + [self.held[k] for k in self.vkeys[L]])
-        return vals[0], [np.asarray(v) for v in vals[1:]]
+            if a["vgraph"] is not None and spec.V.graph_lambda and t > 0:
+                vterm = g.task(f"L{L}-v-graph", (), v_graph_term_pack, a["vgraph"],
+                               spec.V.graph_lambda, pack_key, *cur_v[L])
+            upack = g.task(f"L{L}-u-update", (), u_finish_embedding, red1, pack_key, spec,
+                           a["ugraph"], a["vgram_target"], has_vt, vterm, *rows)
+            vkeys, outs = self._v_phase(g, spec, L, lambda p: None, upack, vprev, "loss",
+                                        up_args)
+            red2 = g.reduce(outs, label=f"L{L}-loss-reduce")
+            new_pack = g.task(f"L{L}-v-update", (), v_finish_embedding, red2, upack, spec)
+        return new_pack, vkeys, g.task(f"L{L}-stats", (), stats_of, new_pack)
 
 
 def fit_graph(
@@ -360,8 +328,11 @@ def fit_graph(
     warmup: int | None = None,
     client=None,
     on_sweep: Callable[[int, float, float], Any] | None = None,
+    checkpoint=None,
+    checkpoint_every: int | None = None,
+    resume=None,
 ) -> GraphState:
-    """Fit the layers of a graph jointly (warm-up, then block-coordinate sweeps).
+    """Fit the layers of a graph jointly (warm-up, then block-coordinate sweeps) on the driver.
 
     Parameters
     ----------
@@ -385,65 +356,36 @@ def fit_graph(
     client : distributed.Client, optional
     on_sweep : callable(sweep, total mse, rel), optional
         Called after every sweep; returning True stops.
+    checkpoint, checkpoint_every, resume : optional
+        See :func:`dask_factor.engine.driver.drive`.
 
     Returns
     -------
     GraphState
     """
-    t0 = time.perf_counter()
-    run = GraphRun(specs, data, fixed, arrays, bounds, ssq, client)
-    for L in range(len(specs)):
-        run.init_layer(L, init[L], arrays[L])
-    n = int(bounds[-1])
-    sizes = [spec.rows * n for spec in specs]
     warm = min(WARMUP, maxit) if warmup is None else int(warmup)
-    depth = _depths(specs)
-    for level in sorted(set(depth)):
-        layers = [L for L in range(len(specs)) if depth[L] == level]
-        for _ in range(warm):
-            run.step(layers)
-    order = list(range(len(specs)))
-    history: list[float] = []
-    layer_hist: list[list[float]] = [[] for _ in specs]
-    sse_hist: list[list[float]] = [[] for _ in specs]
-    tols: list[float] = []
-    below = 0
-    converged = False
-    sweeps = 0
-    last_stats = None
-    for sweeps in range(1, maxit + 1):
-        stats = run.step(order)
-        last_stats = stats
-        mses = [s["sse"] / sizes[L] for L, s in enumerate(stats)]
-        rels = []
-        for L, s in enumerate(stats):
-            if sse_hist[L]:
-                prev = sse_hist[L][-1]
-                rels.append(abs(prev - s["sse"]) / (abs(prev) + 1e-15))
-            sse_hist[L].append(s["sse"])
-            layer_hist[L].append(mses[L])
-        total = float(sum(mses))
-        rel = max(rels) if rels else math.nan
-        if rels:
-            tols.append(rel)
-            below = below + 1 if rel < tol else 0
-        history.append(total)
-        stop = bool(on_sweep(sweeps, total, rel)) if on_sweep is not None else False
-        if below >= CONVERGENCE_PATIENCE:
-            converged = True
-            break
-        if stop:
-            break
+    kind = GraphKind(specs, data, fixed, arrays, bounds, ssq, init, warm=warm)
+    res = drive(kind, maxit=maxit, tol=tol, client=client, on_iteration=on_sweep,
+                checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                name="factor_net")
+    ex = Executor(client)
+    n = int(kind.bounds[-1])
+    scored = res.stats[kind.warmup_steps:]
     layers = []
     for L, spec in enumerate(specs):
-        pack, vblocks = run.gather(L)
-        s = last_stats[L] if last_stats is not None else {"sse": math.nan, "ssq": math.nan}
-        layers.append(LayerState(spec=spec, U=np.asarray(pack.U), dU=np.asarray(pack.dU),
-                                 dV=np.asarray(pack.dV), v_blocks=vblocks, sse=float(s["sse"]),
-                                 ssq=float(s["ssq"]), sse_history=sse_hist[L]))
-    return GraphState(layers=layers, sweeps=sweeps, warmup=warm, converged=converged,
-                      history=history, layer_history=layer_hist, tol_history=tols,
-                      seconds=time.perf_counter() - t0, graph_sizes=run.graph_sizes)
+        vals = ex.gather([res.state[f"pack{L}"], *res.state[f"v{L}"]])
+        pack, vblocks = vals[0], [np.asarray(v) for v in vals[1:]]
+        s = scored[-1][L] if scored else {"sse": math.nan, "ssq": math.nan}
+        layers.append(LayerState(
+            spec=spec, U=np.asarray(pack.U), dU=np.asarray(pack.dU), dV=np.asarray(pack.dV),
+            v_blocks=vblocks, sse=float(s["sse"]), ssq=float(s["ssq"]),
+            sse_history=[float(st[L]["sse"]) for st in scored]))
+    layer_hist = [[float(st[L]["sse"]) / (spec.rows * n) for st in scored]
+                  for L, spec in enumerate(specs)]
+    return GraphState(layers=layers, sweeps=res.iterations, warmup=warm,
+                      converged=res.converged, history=list(res.scores),
+                      layer_history=layer_hist, tol_history=list(res.rels),
+                      seconds=res.seconds, graph_sizes=res.graph_sizes)
 
 
 def project_graph(specs: list[LayerSpec], U: list[np.ndarray], d: list[np.ndarray],

@@ -61,66 +61,38 @@ class Executor:
         vals = self.get(dsk, list(keep) + list(fetch))
         return dict(zip(keep, vals[: len(keep)])), list(vals[len(keep):])
 
-    def rebase(self, handles: dict[str, Any]) -> dict[str, Any]:
-        """Persisted values without their history (distributed only; identity locally).
-
-        On a cluster a finished task is only forgotten by the scheduler once nothing that is still
-        held depends on it, so carrying ``H_t`` (which depends on ``H_{t-1}``, …) would keep every
-        past iteration's tasks on the scheduler. Each kept value is re-registered under a new key
-        by a dependency-free task pinned to the worker that holds it (no data moves); the old
-        futures are then dropped and the chain is forgotten.
-        """
-        if self.client is None or not handles:
-            return handles
-        from distributed.client import _wait
-
-        # kept leaves may finish after the fetched statistics (``distributed.wait`` would use
-        # the *default* client, which need not be ours)
-        self.client.sync(_wait, list(handles.values()))
-        who = self.client.who_has(list(handles.values()))
-        out = {}
-        for key, fut in handles.items():
-            if str(fut.key).endswith(REBASED):  # already without history
-                out[key] = fut
-                continue
-            holders = list(who.get(fut.key, ()))
-            if not holders:  # not in memory anywhere (lost): let the caller's recovery handle it
-                raise _LostData(f"{fut.key} is not held by any worker")
-            out[key] = self.client.submit(_local_value, fut.key, key=f"{fut.key}{REBASED}",
-                                          workers=holders[:1], allow_other_workers=False,
-                                          pure=False)
-        self.client.gather(list(out.values()))  # wait: only then may the old keys go
-        return out
-
     def gather(self, handles: list) -> list:
         if self.client is not None:
             return list(self.client.gather(list(handles)))
         return list(handles)
+
+    def settle(self, handles: list) -> None:
+        """Wait until persisted handles are computed, raising their error (nothing is moved)."""
+        if self.client is None or not handles:
+            return
+        from distributed import wait
+
+        with self.client.as_current():  # ``wait`` uses the current client, which must be ours
+            wait(handles)
+        for h in handles:
+            if h.status != "finished":
+                h.result()  # raises the task's error or the cancellation
+
+    def scatter_many(self, values: list) -> list:
+        """Place values where the tasks run, as plain data (no history on the scheduler).
+
+        On a cluster they are spread over the workers in one call (``client.scatter``); locally
+        they are the values themselves.
+        """
+        if self.client is None or not values:
+            return list(values)
+        return list(self.client.scatter(list(values), hash=False))
 
     def scatter(self, key: str, value: Any) -> Any:
         """Place a value where the tasks run (a future on a cluster, the value itself locally)."""
         if self.client is not None:  # straight to a worker, not through the scheduler's graph
             return self.client.scatter(value, hash=False)
         return value
-
-
-def _identity(x):
-    return x
-
-
-#: suffix of the keys :meth:`Executor.rebase` creates
-REBASED = "-rebased"
-
-
-class _LostData(RuntimeError):
-    """A persisted value is no longer on any worker (treated like a lost worker)."""
-
-
-def _local_value(key):
-    """The value a worker holds under ``key`` (runs on that worker; no dependency declared)."""
-    from distributed import get_worker
-
-    return get_worker().data[key]
 
 
 def _is_future(v) -> bool:
@@ -169,3 +141,24 @@ def blas_single_thread():
 def local_blas_limit(ex: Executor):
     """``blas_single_thread()`` for a local executor, a no-op context on a cluster."""
     return contextlib.nullcontext() if ex.distributed else blas_single_thread()
+
+
+def is_worker_loss(exc: BaseException) -> bool:
+    """Whether a failed step lost data with a worker (and may be replayed from a snapshot).
+
+    distributed reports a loss in several ways depending on when it happens: a cancelled future
+    (singular or plural ``FuturesCancelledError`` from a gather), a task whose worker died too
+    often (``KilledWorker``), a closed connection, or scattered data that are gone.
+    """
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__name__ in {"FutureCancelledError", "FuturesCancelledError",
+                                "CancelledError", "KilledWorker", "CommClosedError",
+                                "StreamClosedError"}:
+            return True
+        if "lost dependencies" in str(e) or "lost" in str(e).lower() and "worker" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False

@@ -24,8 +24,6 @@ m = 20,000, k = 10) — independent of n, like the m × k partial P of the unmas
 from __future__ import annotations
 
 import math
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,18 +31,17 @@ import numpy as np
 
 from ..kernels.masked import cv_hash_seed, holdout_threshold, masked_h_step, masked_w_rows
 from .als import (
-    CONVERGENCE_PATIENCE,
-    EPS_D,
     EPS_GRAM,
-    REDUCE_FANIN,
     W_ROWS_PER_TASK,
     ALSConfig,
-    _h_scale,
-    block_graph,
+    config_fingerprint,
+    fit_fingerprint,
     make_wpack,
 )
-from .blocks import BlockedMatrix, add_reduction, tree_keys
+from .blocks import BlockedMatrix
+from .driver import BlockOutput, Built, FitKind, Report, drive, kept_value, stats_of
 from .executor import Executor
+from .multi import column_scale, factor_scale
 
 __all__ = ["MaskSpec", "MaskedState", "fit_masked", "cv_hash_seed"]
 
@@ -151,25 +148,12 @@ def _h_task(block, wpack, hprev, j0, cfg: ALSConfig, ms: MaskSpec):
         ms.seed, ms.thr, all_rows, ms.mask_zeros, ms.observed_only, cfg.L2[1] + EPS_GRAM,
         Ht, P, Q, C, s, s2, stats,
     )
-    return Ht, (P, Q, C, s, s2, stats, float(sweeps))
-
-
-def _first(x):
-    return x[0]
-
-
-def _add_partials(*parts):
-    parts = [q[1] if len(q) == 2 else q for q in parts]
-    acc = [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in parts[0]]
-    for q in parts[1:]:
-        for i in range(len(acc)):
-            acc[i] = acc[i] + q[i]
-    return tuple(acc)
+    return BlockOutput((Ht, (P, Q, C, s, s2, stats, float(sweeps))))
 
 
 def _w_rows_task(red, wpack, r0, r1, cfg: ALSConfig, ms: MaskSpec):
     P, Q, C, s, s2, _, _ = red
-    dh = _h_scale(s, s2, cfg.norm)
+    dh = factor_scale(s, s2, cfg.norm)
     Qn = Q / np.outer(dh, dh)
     Pn = P[r0:r1] / dh
     warm = wpack.t > 0
@@ -182,9 +166,9 @@ def _w_rows_task(red, wpack, r0, r1, cfg: ALSConfig, ms: MaskSpec):
 
 def _w_finish(red, wpack_prev, cfg: ALSConfig, *rows):
     _, _, _, s, s2, stats, sweeps = red
-    dh = _h_scale(s, s2, cfg.norm)
+    dh = factor_scale(s, s2, cfg.norm)
     Wt = np.vstack(rows) if len(rows) > 1 else rows[0]
-    d = _w_scale(Wt, cfg.norm)
+    d = column_scale(Wt, cfg.norm)
     pack = make_wpack((Wt / d).astype(cfg.dtype), wpack_prev.t + 1, cfg, dh=dh, d=d)
     pack.stats = {"test_sse": float(stats[0]), "train_sse": float(stats[1]),
                   "n_test": float(stats[2]), "n_train": float(stats[3]),
@@ -192,28 +176,60 @@ def _w_finish(red, wpack_prev, cfg: ALSConfig, *rows):
     return pack
 
 
-def _w_scale(Wt, norm):
-    if norm == "L1":
-        return np.abs(Wt).sum(axis=0) + EPS_D
-    if norm == "L2":
-        return np.sqrt((Wt * Wt).sum(axis=0)) + EPS_D
-    return np.ones(Wt.shape[1])
-
-
-def _first_pack(W0, cfg):
-    return make_wpack(W0, 0, cfg)
-
-
-def _stats(pack):
-    return pack.stats
-
-
-def _pack_w(pack):
-    return pack.W
-
-
 # --------------------------------------------------------------------------------------------
-# the driver
+# the fit kind
+
+
+class MaskedKind(FitKind):
+    """Masked ALS: the score is the test MSE (CV) or the train MSE; the model of a step is the W
+    that went in with the H it produced (what the block tasks scored)."""
+
+    prefix = "nmf-masked"
+
+    def __init__(self, bm: BlockedMatrix, W0, cfg: ALSConfig, ms: MaskSpec, *, patience: int,
+                 w_rows_per_task: int = W_ROWS_PER_TASK):
+        self.bm, self.W0, self.cfg, self.ms = bm, W0, cfg, ms
+        self.cv = ms.test_fraction > 0
+        self.select_best = self.cv
+        self.patience = patience if self.cv else None
+        m = bm.shape[0]
+        self.row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
+
+    def setup(self, ctx):
+        self.bkeys = ctx.blocks(self.bm)
+
+    def initial_state(self):
+        return {"pack": make_wpack(self.W0, 0, self.cfg), "h": [None] * self.bm.n_blocks}
+
+    def build(self, g, st, step):
+        cfg, ms, pack = self.cfg, self.ms, st["pack"]
+        parts, new_h = [], []
+        for b in range(self.bm.n_blocks):
+            hk = g.task("block-solve", (b,), _h_task, self.bkeys[b], pack, st["h"][b],
+                        int(self.bm.bounds[b]), cfg, ms)
+            new_h.append(g.task("h", (b,), kept_value, hk))
+            parts.append(hk)
+        red = g.reduce(parts)
+        rb = self.row_bounds
+        rows = [g.task("w-rows", (c,), _w_rows_task, red, pack, rb[c], rb[c + 1], cfg, ms)
+                for c in range(len(rb) - 1)]
+        new_pack = g.task("w-update", (), _w_finish, red, pack, cfg, *rows)
+        return Built({"pack": new_pack, "h": new_h}, [g.task("stats", (), stats_of, new_pack)])
+
+    def record(self, step, stats):
+        st = stats[0]
+        train = st["train_sse"] / max(st["n_train"], 1.0)
+        test = st["test_sse"] / st["n_test"] if st["n_test"] > 0 else math.nan
+        return Report(test if self.cv else train)
+
+    def model(self, prev, new):
+        return {"pack": prev["pack"], "h": new["h"]}
+
+    def fingerprint(self):
+        return fit_fingerprint(self.bm, 0.0, self.W0, {
+            "kind": "masked", **config_fingerprint(self.cfg),
+            "mask": {k: (float(v) if isinstance(v, float) else v)
+                     for k, v in self.ms.__dict__.items()}})
 
 
 def fit_masked(
@@ -226,6 +242,9 @@ def fit_masked(
     client=None,
     on_iteration: Callable[[int, float, float], object] | None = None,
     w_rows_per_task: int = W_ROWS_PER_TASK,
+    checkpoint=None,
+    checkpoint_every: int | None = None,
+    resume=None,
 ) -> MaskedState:
     """Run masked ALS until convergence, early stop or ``cfg.maxit``.
 
@@ -237,88 +256,23 @@ def fit_masked(
     """
     if cfg.solver != "cd":
         cfg = ALSConfig(**{**cfg.__dict__, "solver": "cd"})
-    m = bm.shape[0]
-    ex = Executor(client)
-    tok = uuid.uuid4().hex[:8]
-    static, bkeys = block_graph(bm, ex)
-    pack_key = f"mpack-{tok}-0"
-    kept, _ = ex.run({pack_key: (_first_pack, W0, cfg)}, [pack_key], [])
-    prev = dict(kept)
-    hkeys: list = [None] * bm.n_blocks
-    row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
-    schedule = tree_keys(bm.n_blocks, REDUCE_FANIN)
-    cv = ms.test_fraction > 0
-    train_h: list[float] = []
-    test_h: list[float] = []
-    sizes: list[int] = []
-    best = None  # (score, it, pack handle, h handles, stats)
-    since_best = 0
-    below = 0
-    converged = False
-    last_score = None
-    t0 = time.perf_counter()
-    it = 0
-    for it in range(1, cfg.maxit + 1):
-        dsk = dict(static)
-        dsk.update(prev)
-        new_h, parts = [], []
-        for b in range(bm.n_blocks):
-            hk = f"mh-{tok}-{it}-{b}"
-            dsk[hk] = (_h_task, bkeys[b], pack_key, hkeys[b], int(bm.bounds[b]), cfg, ms)
-            dsk[f"mht-{tok}-{it}-{b}"] = (_first, hk)
-            new_h.append(f"mht-{tok}-{it}-{b}")
-            parts.append(hk)
-        red = add_reduction(dsk, parts, schedule, f"mred-{tok}-{it}", _add_partials)
-        rows = []
-        for c in range(len(row_bounds) - 1):
-            wk = f"mw-{tok}-{it}-{c}"
-            dsk[wk] = (_w_rows_task, red, pack_key, row_bounds[c], row_bounds[c + 1], cfg, ms)
-            rows.append(wk)
-        new_pack = f"mpack-{tok}-{it}"
-        dsk[new_pack] = (_w_finish, red, pack_key, cfg, *rows)
-        stats_key = f"mstats-{tok}-{it}"
-        dsk[stats_key] = (_stats, new_pack)
-        sizes.append(len(dsk) - len(static))
-        kept, (stats,) = ex.run(dsk, new_h + [new_pack], [stats_key])
-        kept = ex.rebase(kept)  # the scheduler forgets the previous iterations
-        # the model scored in this iteration: the W that went in, and the new H
-        model = (prev[pack_key], [kept[h] for h in new_h], stats)
-        hkeys = new_h
-        pack_key = new_pack
-        prev = kept
-        train = stats["train_sse"] / max(stats["n_train"], 1.0)
-        test = stats["test_sse"] / stats["n_test"] if stats["n_test"] > 0 else math.nan
-        train_h.append(train)
-        test_h.append(test)
-        score = test if cv else train
-        rel = math.nan
-        if last_score is not None:
-            rel = abs(last_score - score) / (abs(last_score) + 1e-15)
-            below = below + 1 if rel < cfg.tol else 0
-        last_score = score
-        if best is None or not cv or score < best[0]:
-            best = (score, it, *model)
-            since_best = 0
-        else:
-            since_best += 1
-        stop = bool(on_iteration(it, score, rel)) if on_iteration is not None else False
-        if below >= CONVERGENCE_PATIENCE:
-            converged = True
-            break
-        if cv and since_best >= patience:
-            break
-        if stop:
-            break
-    _, best_it, pack_h, h_handles, st = best
-    (pack,) = ex.gather([pack_h])
+    kind = MaskedKind(bm, W0, cfg, ms, patience=patience, w_rows_per_task=w_rows_per_task)
+    res = drive(kind, maxit=cfg.maxit, tol=cfg.tol, client=client, on_iteration=on_iteration,
+                checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                name="nmf")
+    st = res.stats[res.best_iter - 1][0]
+    (pack,) = Executor(client).gather([res.best["pack"]])
     Wu = np.asarray(pack.W, dtype=np.float64)
-    c = _w_scale(Wu, cfg.norm)
-    e = _h_scale(np.asarray(st["s"]), np.asarray(st["s2"]), cfg.norm)
+    c = column_scale(Wu, cfg.norm)
+    e = factor_scale(np.asarray(st["s"]), np.asarray(st["s2"]), cfg.norm)
+    hist = [kind_stats[0] for kind_stats in res.stats]
+    train_h = [x["train_sse"] / max(x["n_train"], 1.0) for x in hist]
+    test_h = [x["test_sse"] / x["n_test"] if x["n_test"] > 0 else math.nan for x in hist]
     return MaskedState(
-        W=(Wu / c).astype(cfg.dtype), d=c * e, h_blocks=h_handles, h_scale=e,
-        iterations=it, best_iter=best_it, converged=converged,
+        W=(Wu / c).astype(cfg.dtype), d=c * e, h_blocks=list(res.best["h"]), h_scale=e,
+        iterations=res.iterations, best_iter=res.best_iter, converged=res.converged,
         train_sse=float(st["train_sse"]), test_sse=float(st["test_sse"]),
         n_train=float(st["n_train"]), n_test=float(st["n_test"]),
-        train_history=train_h, test_history=test_h, seconds=time.perf_counter() - t0,
-        graph_sizes=sizes,
+        train_history=train_h, test_history=test_h, seconds=res.seconds,
+        graph_sizes=res.graph_sizes,
     )

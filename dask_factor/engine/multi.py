@@ -41,8 +41,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..kernels.nnls import cholesky_clip_batch, gram_cholesky, nnls_cd_batch
+from ..kernels.nnls import cholesky_clip_batch, gram_cholesky, nnls_cd_batch, sweep_budget
 from ..kernels.products import csc_a_ht, csc_wt_a
+from . import checkpoint
+from .driver import BlockOutput
 
 EPS_GRAM = 1e-15
 EPS_D = 1e-15
@@ -113,6 +115,7 @@ class LayerSpec:
         return tuple(off)
 
 
+@checkpoint.register
 @dataclass
 class LayerPack:
     """The small state of a layer every task receives (opaque to Dask).
@@ -280,8 +283,8 @@ def v_solve(parts, pack: LayerPack, vprev, vtarget, spec: LayerSpec):
         warm = vprev is not None
         if warm:
             X[...] = np.asarray(vprev, dtype=np.float64) * pack.xscale
-        nnls_cd_batch(pack.G, B, X, warm, side.nonneg, side.upper_bound, spec.cd_maxit,
-                      spec.cd_tol)
+        nnls_cd_batch(pack.G, B, X, warm, side.nonneg, side.upper_bound,
+                      sweep_budget(warm, spec.cd_maxit), spec.cd_tol)
     return X.astype(spec.dtype), Bc
 
 
@@ -307,7 +310,7 @@ def v_task(parts, pack: LayerPack, vprev, vtarget, spec: LayerSpec, want: str, *
     if parts is None:
         parts = build_embedding_parts(spec, *args)
     V, Bc = v_solve(parts, pack, vprev, vtarget, spec)
-    return V, _v_extras(parts, V, Bc, want)
+    return BlockOutput((V, _v_extras(parts, V, Bc, want)))
 
 
 def v_angular_task(parts, pack: LayerPack, V, tm, spec: LayerSpec, want: str, *args):
@@ -319,7 +322,7 @@ def v_angular_task(parts, pack: LayerPack, V, tm, spec: LayerSpec, want: str, *a
         np.maximum(Vn, 0.0, out=Vn)
     Vs = Vn.astype(spec.dtype)
     Bc = rhs_t(parts, pack.U, spec.offsets) if want == "loss" else None
-    return Vs, _v_extras(parts, Vs, Bc, want)
+    return BlockOutput((Vs, _v_extras(parts, Vs, Bc, want)))
 
 
 def m_partials(spec: LayerSpec, vraw, *args):
@@ -335,30 +338,6 @@ def m_partials(spec: LayerSpec, vraw, *args):
 
 def angular_tm(red, lam: float):
     return angular_transform(red[0], lam)
-
-
-def first(x):
-    return x[0]
-
-
-def second(x):
-    return x[1]
-
-
-def add_tree(*parts):
-    """Sum reductions of equal structure (tuples/lists of arrays and floats), fixed order."""
-    return _add_all(parts)
-
-
-def _add_all(items):
-    head = items[0]
-    if isinstance(head, (tuple, list)):
-        summed = [_add_all([it[j] for it in items]) for j in range(len(head))]
-        return type(head)(summed) if isinstance(head, tuple) else summed
-    out = np.array(head, dtype=np.float64, copy=True) if isinstance(head, np.ndarray) else head
-    for it in items[1:]:
-        out = out + it
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,8 +379,8 @@ def u_rows_task(red, pack: LayerPack, part: int, r0: int, r1: int, spec: LayerSp
         warm = pack.t > 0 and pack.U is not None
         if warm:
             X[...] = np.asarray(pack.U[o + r0:o + r1], dtype=np.float64) * dV
-        nnls_cd_batch(G, B, X, warm, spec.U.nonneg, spec.U.upper_bound, spec.cd_maxit,
-                      spec.cd_tol)
+        nnls_cd_batch(G, B, X, warm, spec.U.nonneg, spec.U.upper_bound,
+                      sweep_budget(warm, spec.cd_maxit), spec.cd_tol)
     return X
 
 
@@ -506,10 +485,6 @@ def build_embedding_parts(spec: LayerSpec, *args):
             acc = X if acc is None else acc + X
         out.append(np.ascontiguousarray(acc.T))
     return out
-
-
-def pack_stats(pack: LayerPack):
-    return pack.stats
 
 
 def initial_pack(spec: LayerSpec, U0, vgram_target=None, has_vtarget: bool = False):

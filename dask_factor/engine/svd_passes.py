@@ -31,13 +31,12 @@ from ..kernels.svd import (
     dense_row_moments,
     merge_moments,
 )
-from .als import block_graph
-from .blocks import BlockedMatrix, tree_keys
-from .executor import Executor
+from .blocks import BlockedMatrix, block_graph
+from .driver import BlockOutput, Step, kept_value, sum_partials, wait_for_a_worker
+from .executor import Executor, is_worker_loss
 
-#: partial sums reduced per task (fixed-order tree): few tasks per pass, small fan-in memory
-REDUCE_FANIN = 8
-
+#: attempts at one pass, after lost workers, before the error is raised
+MAX_PASS_ATTEMPTS = 4
 
 # --------------------------------------------------------------------------------------------
 # task functions (run on workers)
@@ -120,31 +119,20 @@ def _r_factor(Y: np.ndarray) -> np.ndarray:
 def _gram_final(block, pack: _Pack):
     """One block's share of the final pass: ``(Y_p, (Z_p, s_p, R_p))`` with ``Y_p = Q_p R_p``."""
     Y, Z, s = _gram_apply(block, pack)
-    return Y, (Z, s, _r_factor(Y))
+    return BlockOutput((Y, (Z, s, _r_factor(Y))))
 
 
 def _add_final_parts(*parts):
     """Sum the Z and s partials; combine the R factors by a QR of their stack (TSQR)."""
-    Z, s, _ = _add_parts(*[(p[0], p[1], np.zeros(1)) for p in parts])
+    parts = [p[1] if isinstance(p, BlockOutput) else p for p in parts]
+    Z, s = sum_partials(*[(p[0], p[1]) for p in parts])
     R = _r_factor(np.vstack([p[2] for p in parts])) if len(parts) > 1 else parts[0][2]
     return Z, s, R
 
 
-def _first(x):
-    return x[0]
-
-
-def _second(x):
-    return x[1]
-
-
-def _add_parts(*parts):
-    """Sum tuples of arrays element-wise, in the given (fixed) order."""
-    out = [np.array(a, copy=True) for a in parts[0]]
-    for q in parts[1:]:
-        for a, b in zip(out, q):
-            a += b
-    return tuple(out)
+def _prepare_out(out):
+    """The moments of a :func:`_prepare_task` output (for the reduction)."""
+    return out[1]
 
 
 def _v_task(Y, T):
@@ -174,33 +162,53 @@ class GramPasses:
     block by block on the workers. Sparse blocks already in memory (in-memory inputs, persisted
     or scattered blocks) are copied once to row-major form by :meth:`prepare`, which makes every
     later pass faster; blocks read from disk are used as they come (CSC), each pass.
+
+    Each pass is a pure function of A and the broadcast, so a pass that loses data with a worker
+    is run again after the blocks are placed anew (and their row-major copies rebuilt); the
+    Krylov state lives on the client and is never lost.
     """
 
     def __init__(self, bm: BlockedMatrix, client=None, *, row_major: bool = True):
         self.bm = bm
         self.ex = Executor(client)
-        self.static, self.bkeys = block_graph(bm, self.ex)
-        self.schedule = tree_keys(bm.n_blocks, REDUCE_FANIN)
+        self.row_major = row_major
         self.tok = uuid.uuid4().hex[:8]
         self.count = 0
         self.mu: np.ndarray | None = None
         self.sd: np.ndarray | None = None
         self.seconds: list[float] = []
-        self.convert = [bool(row_major and bm.sparse and _is_resident(self.static[k]))
+        self._last_final: np.ndarray | None = None
+        self._place()
+
+    def _place(self, tag: str | None = None):
+        self.static, self.bkeys = block_graph(self.bm, self.ex, tag=tag)
+        self.convert = [bool(self.row_major and self.bm.sparse and _is_resident(self.static[k]))
                         for k in self.bkeys]
 
-    def _tree(self, dsk: dict, parts: list[str], func, tag: str) -> str:
-        for lvl, groups in enumerate(self.schedule):
-            nxt = []
-            for gi, g in enumerate(groups):
-                if len(g) == 1:
-                    nxt.append(parts[g[0]])
-                    continue
-                rk = f"{tag}-red-{lvl}-{gi}"
-                dsk[rk] = (func, *[parts[i] for i in g])
-                nxt.append(rk)
-            parts = nxt
-        return parts[0]
+    def _run(self, build):
+        """Run ``build() -> (step graph, keep, fetch)``; after a lost worker, place the blocks
+        anew and run the pass again (it is deterministic)."""
+        for attempt in range(1, MAX_PASS_ATTEMPTS + 1):
+            g, keep, fetch = build()
+            t0 = time.perf_counter()
+            try:
+                kept, out = self.ex.run(g.dsk, keep, fetch)
+            except Exception as exc:
+                if not (self.ex.distributed and is_worker_loss(exc)) \
+                        or attempt == MAX_PASS_ATTEMPTS:
+                    raise
+                wait_for_a_worker(self.ex, "svd", ["(a worker)"], exc)
+                self._place(tag=uuid.uuid4().hex[:8])
+                if any(self.convert):
+                    self.prepare(False)
+                continue
+            self.seconds.append(time.perf_counter() - t0)
+            return kept, out
+        raise AssertionError("unreachable")
+
+    def _step(self, label: str) -> Step:
+        self.count += 1
+        return Step(f"svd-{label}", self.tok, self.count, self.static)
 
     def prepare(self, want_moments: bool):
         """One read of every block (if needed): the row moments, and the row-major copies.
@@ -213,59 +221,46 @@ class GramPasses:
         todo = [b for b in range(self.bm.n_blocks) if want_moments or self.convert[b]]
         if not todo:
             return None
-        self.count += 1
-        tag = f"svdprep-{self.tok}"
-        dsk = dict(self.static)
-        keep, parts = [], []
-        for b in todo:
-            key = f"{tag}-{b}"
-            dsk[key] = (_prepare_task, self.bkeys[b], want_moments, self.convert[b])
-            if self.convert[b]:
-                dsk[f"{key}-rm"] = (_first, key)
-                keep.append(f"{key}-rm")
-            if want_moments:
-                dsk[f"{key}-mom"] = (_second, key)
-                parts.append(f"{key}-mom")
-        fetch = []
-        if want_moments:
-            schedule, self.schedule = self.schedule, tree_keys(len(parts), REDUCE_FANIN)
-            fetch = [self._tree(dsk, parts, _merge_moments_task, tag)]
-            self.schedule = schedule
-        t0 = time.perf_counter()
-        kept, out = self.ex.run(dsk, keep, fetch)
-        self.seconds.append(time.perf_counter() - t0)
-        for b in todo:
-            if self.convert[b]:
-                rk = f"{tag}-{b}-rm"
-                self.static[rk] = kept[rk]
-                self.bkeys[b] = rk
-                self.convert[b] = False
+
+        def build():
+            g = self._step("prepare")
+            keep, parts = [], []
+            for b in todo:
+                key = g.task("block-read", (b,), _prepare_task, self.bkeys[b], want_moments,
+                             self.convert[b])
+                if self.convert[b]:
+                    keep.append(g.task("row-major", (b,), kept_value, key))
+                if want_moments:
+                    parts.append(g.task("moments", (b,), _prepare_out, key))
+            fetch = [g.reduce(parts, _merge_moments_task)] if want_moments else []
+            self._prep_keep = dict(zip([b for b in todo if self.convert[b]], keep))
+            return g, keep, fetch
+
+        kept, out = self._run(build)
+        for b, rk in self._prep_keep.items():
+            self.static[rk] = kept[rk]
+            self.bkeys[b] = rk
+            self.convert[b] = False
         return out[0] if want_moments else None
 
     def _pass_graph(self, X: np.ndarray, keep_y: bool):
-        self.count += 1
-        tag = f"svdpass-{self.tok}-{self.count}"
+        g = self._step("final" if keep_y else "pass")
         Q = X if self.sd is None else X / self.sd[:, None]
         Q = np.ascontiguousarray(Q, dtype=np.float64)
         c = (self.mu @ Q) if self.mu is not None else np.zeros(Q.shape[1])
-        pack_key = f"{tag}-pack"
+        pack_key = g.key("broadcast")
         pack = _Pack(Q, np.ascontiguousarray(c))
-        dsk = dict(self.static)
-        dsk[pack_key] = self.ex.scatter(pack_key, pack) if self.ex.distributed else pack
+        g.dsk[pack_key] = self.ex.scatter(pack_key, pack) if self.ex.distributed else pack
         ykeys, parts = [], []
         for b, bk in enumerate(self.bkeys):
-            key = f"{tag}-{b}"
             if keep_y:
-                dsk[key] = (_gram_final, bk, pack_key)
-                dsk[f"{key}-y"] = (_first, key)
-                dsk[f"{key}-p"] = (_second, key)
-                ykeys.append(f"{key}-y")
-                parts.append(f"{key}-p")
+                key = g.task("block-product", (b,), _gram_final, bk, pack_key)
+                ykeys.append(g.task("y", (b,), kept_value, key))
             else:
-                dsk[key] = (_gram_partial, bk, pack_key)
-                parts.append(key)
-        root = self._tree(dsk, parts, _add_final_parts if keep_y else _add_parts, tag)
-        return dsk, ykeys, root
+                key = g.task("block-product", (b,), _gram_partial, bk, pack_key)
+            parts.append(key)
+        root = g.reduce(parts, _add_final_parts if keep_y else sum_partials)
+        return g, ykeys, root
 
     def _finish(self, Z, s):
         MX = Z if self.mu is None else Z - np.outer(self.mu, s)
@@ -275,10 +270,11 @@ class GramPasses:
 
     def apply(self, X: np.ndarray) -> np.ndarray:
         """``M X = Ã Ãᵀ X`` (m × b) in one pass."""
-        dsk, _, root = self._pass_graph(X, False)
-        t0 = time.perf_counter()
-        _, ((Z, s),) = self.ex.run(dsk, [], [root])
-        self.seconds.append(time.perf_counter() - t0)
+        def build():
+            g, _, root = self._pass_graph(X, False)
+            return g, [], [root]
+
+        _, ((Z, s),) = self._run(build)
         return self._finish(Z, s)
 
     def final(self, X: np.ndarray):
@@ -287,23 +283,35 @@ class GramPasses:
         Returns (Y handles, M X, R) with R the triangular factor of a QR of the stacked
         ``Y = ÃᵀX`` (a tall-skinny QR reduced in the same fixed-order tree as the sums).
         """
-        dsk, ykeys, root = self._pass_graph(X, True)
-        t0 = time.perf_counter()
-        kept, ((Z, s, R),) = self.ex.run(dsk, ykeys, [root])
-        self.seconds.append(time.perf_counter() - t0)
-        return [kept[y] for y in ykeys], self._finish(Z, s), R
+        def build():
+            g, ykeys, root = self._pass_graph(X, True)
+            self._ykeys = ykeys
+            return g, ykeys, [root]
+
+        kept, ((Z, s, R),) = self._run(build)
+        self._last_final = X
+        return [kept[y] for y in self._ykeys], self._finish(Z, s), R
 
     def right_vectors(self, y_handles: list, T: np.ndarray) -> list:
-        """``V_p = Y_p T`` on the workers; returns the handles (values or futures)."""
-        tag = f"svdv-{self.tok}-{self.count}"
-        dsk: dict = {}
-        vkeys = []
-        for b, h in enumerate(y_handles):
-            yk, vk = f"{tag}-y-{b}", f"{tag}-{b}"
-            dsk[yk] = h
-            dsk[vk] = (_v_task, yk, T)
-            vkeys.append(vk)
-        kept, _ = self.ex.run(dsk, vkeys, [])
-        return [kept[v] for v in vkeys]
+        """``V_p = Y_p T`` on the workers; returns the handles (values or futures).
 
-
+        If the ``Y_p`` were lost with a worker, the final pass is run again to rebuild them.
+        """
+        for attempt in range(1, MAX_PASS_ATTEMPTS + 1):
+            g = self._step("right-vectors")
+            vkeys = []
+            for b, h in enumerate(y_handles):
+                yk = g.key("y", b)
+                g.dsk[yk] = h
+                vkeys.append(g.task("v", (b,), _v_task, yk, T))
+            try:
+                kept, _ = self.ex.run(g.dsk, vkeys, [])
+                handles = [kept[v] for v in vkeys]
+                self.ex.settle(handles)  # a loss raises here, where the pass can be redone
+                return handles
+            except Exception as exc:
+                if not (self.ex.distributed and is_worker_loss(exc)) \
+                        or attempt == MAX_PASS_ATTEMPTS or self._last_final is None:
+                    raise
+                y_handles, _, _ = self.final(self._last_final)
+        raise AssertionError("unreachable")

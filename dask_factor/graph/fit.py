@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as V
 from ..engine.deep import LayerArrays, fit_graph
 from ..engine.inputs import prepare_input
 from ..engine.multi import LayerSpec, PartSpec, SideSpec
@@ -89,7 +90,8 @@ def _progress(cfg, on_iteration, what: str):
     return bar, cb
 
 
-def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None) -> GraphResult:
+def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
+                  ckpt=None) -> GraphResult:
     cfg = net.config
     lp = layer if layer is not None else net.layers[0]
     inp = net.inputs[lp.parts[0].source]
@@ -106,7 +108,7 @@ def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None) -
                   sort_model=cfg.sort_model, rng=cfg.rng, target_H=lp.H.target,
                   target_lambda=lp.H.target_lambda if lp.H.target is not None else 0.0,
                   chunks=cfg.chunks, block_nnz=cfg.block_nnz, dtype=cfg.dtype, client=client,
-                  on_iteration=cb, **cv)
+                  on_iteration=cb, **cv, **(ckpt or {}))
     finally:
         if bar is not None:
             bar.close()
@@ -133,7 +135,8 @@ def _fit_svd_path(net: FactorNet, client) -> GraphResult:
     return fit_svd_layer(net, client)
 
 
-def fit(net: FactorNet, *, client=None, on_iteration=None) -> GraphResult:
+def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
+        checkpoint_every: int | None = None, resume=None) -> GraphResult:
     """Fit a compiled factorization graph.
 
     Parameters
@@ -145,6 +148,14 @@ def fit(net: FactorNet, *, client=None, on_iteration=None) -> GraphResult:
     on_iteration : callable(iteration, loss, rel_change), optional
         Called after every iteration (one-layer graphs) or sweep (the sum of the layers' MSE);
         return True to stop.
+    checkpoint : path, optional
+        Write the state of every layer (a zarr group, replaced atomically) every
+        ``checkpoint_every`` steps (default 10), so an interrupted fit can continue.
+    checkpoint_every : int, optional
+    resume : path or bool, optional
+        Continue from this checkpoint (``True``: from ``checkpoint`` if it exists) to the
+        factors the uninterrupted fit would have reached. It must come from the same graph,
+        inputs and config (``factor_config(seed=...)`` set); anything else is refused.
 
     Returns
     -------
@@ -185,15 +196,23 @@ def fit(net: FactorNet, *, client=None, on_iteration=None) -> GraphResult:
             "fit: test_fraction > 0 runs the masked engine on one NMF layer over one input; "
             "this graph has other layers or merges (cross_validate_graph scores a deep graph by "
             "its input layer's held-out reconstruction)")
+    checkpoint, checkpoint_every, resume = V.checkpoint_args(checkpoint, checkpoint_every,
+                                                             resume)
+    ckpt = dict(checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
+    if resume is not None and cfg.seed is None:
+        raise ValueError("resume: set factor_config(seed=...) to the seed of the interrupted fit "
+                         "(a drawn seed cannot be matched)")
     if any(lp.kind == "svd" for lp in net.layers):
+        if checkpoint is not None or resume is not None:
+            raise ValueError("checkpoint/resume: not available for svd_layer graphs")
         return _fit_svd_path(net, client)
     seed = cfg.seed if cfg.seed is not None else _draw_seed()
     if net.nmf_path:
-        return _fit_nmf_path(net, seed, client, on_iteration)
-    return _fit_engine(net, seed, client, on_iteration)
+        return _fit_nmf_path(net, seed, client, on_iteration, ckpt=ckpt)
+    return _fit_engine(net, seed, client, on_iteration, ckpt)
 
 
-def _fit_engine(net: FactorNet, seed: int, client, on_iteration) -> GraphResult:
+def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None) -> GraphResult:
     cfg = net.config
     t0 = time.perf_counter()
     dt = np.dtype(cfg.dtype)
@@ -229,7 +248,7 @@ def _fit_engine(net: FactorNet, seed: int, client, on_iteration) -> GraphResult:
     try:
         state = fit_graph(specs, bms, list(net.Zs), arrays, inits, bounds=bounds, ssq=ssq,
                           maxit=cfg.maxit, tol=cfg.tol, warmup=0 if single else cfg.warmup,
-                          client=client, on_sweep=cb)
+                          client=client, on_sweep=cb, **(ckpt or {}))
     finally:
         if bar is not None:
             bar.close()

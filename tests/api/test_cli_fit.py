@@ -42,3 +42,26 @@ def test_demo_prints_a_summary(capsys):
     assert main(["demo", "--dataset", "aml", "--k", "3", "--maxit", "10", "-q"]) == 0
     text = capsys.readouterr().out
     assert "aml" in text and "MSE" in text and "category" in text
+
+
+def test_fit_checkpoints_and_resumes(tmp_path, capsys):
+    """``--checkpoint`` then ``--resume`` (a re-queued job runs the same command) reaches the
+    factors of one uninterrupted run; ``--resume`` without a checkpoint starts afresh."""
+    A = datasets.load("hawaiibirds").matrix
+    src = tmp_path / "birds.zarr"
+    write_matrix(A, str(src))
+    ck, out = tmp_path / "fit.ckpt", tmp_path / "model.npz"
+    common = ["fit", str(src), str(out), "--k", "3", "--seed", "1", "--tol", "0", "-q",
+              "--checkpoint", str(ck), "--checkpoint-every", "2", "--resume"]
+    assert main(common + ["--maxit", "5"]) == 0  # no checkpoint yet: starts afresh
+    assert ck.is_dir()  # the state of iteration 4
+    assert main(common + ["--maxit", "9"]) == 0  # continues from iteration 4
+    ref = nmf(src.as_posix(), 3, seed=1, maxit=9, tol=0)
+    z = np.load(out)
+    np.testing.assert_array_equal(z["W"], ref.W)
+    np.testing.assert_array_equal(z["H"], ref.H)
+    capsys.readouterr()
+    assert main(["fit", str(src), str(out), "--k", "3", "--seed", "1", "-q",
+                 "--checkpoint", str(ck)]) == 2
+    err = capsys.readouterr().err
+    assert "earlier fit" in err and "resume" in err

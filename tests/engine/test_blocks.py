@@ -17,10 +17,9 @@ from dask_factor.engine.blocks import (
     as_blocked,
     block_stats,
     default_bounds,
-    n_levels,
     sum_stats,
-    tree_keys,
 )
+from dask_factor.engine.driver import Step, sum_partials, tree_schedule
 
 
 def materialise(bm):
@@ -145,8 +144,8 @@ def test_any_split_covers_every_column_once(seed, m, n, density, block_nnz):
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 17])
 @pytest.mark.parametrize("fanin", [2, 3])
 def test_tree_schedule_is_a_fixed_order_reduction(n, fanin):
-    levels = tree_keys(n, fanin)
-    assert len(levels) == n_levels(n, fanin)
+    levels = tree_schedule(n, fanin)
+    assert len(levels) == (0 if n == 1 else int(np.ceil(np.log(n) / np.log(fanin) - 1e-12)))
     count = n
     for groups in levels:
         flat = [i for g in groups for i in g]
@@ -154,7 +153,21 @@ def test_tree_schedule_is_a_fixed_order_reduction(n, fanin):
         assert all(1 <= len(g) <= fanin for g in groups)
         count = len(groups)
     assert count == 1
-    assert tree_keys(n, fanin) == levels
+    assert tree_schedule(n, fanin) == levels
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 9, 20])
+def test_reduction_sums_in_block_order(n):
+    """Step.reduce builds the fixed tree: the result equals a left-to-right sum of the parts."""
+    rng = np.random.default_rng(n)
+    parts = [(rng.standard_normal(3), float(i)) for i in range(n)]
+    g = Step("t", "tok", 1, {})
+    keys = [g.task("part", (i,), lambda x: x, p) for i, p in enumerate(parts)]
+    root = g.reduce(keys, split_every=3)
+    (out,) = dask.get(g.dsk, [root])
+    want = sum_partials(*parts)
+    np.testing.assert_allclose(out[0], want[0], rtol=1e-12)
+    assert out[1] == sum(range(n))
 
 
 def test_block_stats_equal_numpy():
