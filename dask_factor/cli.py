@@ -196,14 +196,30 @@ def _add_demo_parser(subparsers) -> None:
     p.set_defaults(func=_run_demo)
 
 
+def _fit_output(path: str) -> Path:
+    """OUT of ``dask-factor fit``, checked before the fit starts (not after it).
+
+    It may replace only the ``.npz`` of an earlier fit (a re-run of the same command), never
+    another file or a directory; its directory must exist and be writable.
+    """
+    from .io.targets import check_target
+
+    out = check_target(path, fmt="npz", overwrite=True, what="OUT")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"OUT={path!r}: cannot write in the directory {str(out.parent)!r}")
+    return out
+
+
 def _run_fit(args) -> int:
     import json
     import time
 
     import numpy as np
 
+    from .io.targets import replacing
     from .nmf import nmf
 
+    out = _fit_output(args.out)
     client = None
     if args.scheduler:
         from distributed import Client
@@ -217,17 +233,11 @@ def _run_fit(args) -> int:
                     checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                     resume=True if args.resume else None)
         seconds = time.perf_counter() - t0
-        out = Path(args.out)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:  # a file handle: numpy adds no suffix
-                np.savez(fh, W=model.W, d=model.d, H=model.H,
-                         loss_history=np.asarray(model.loss_history),
-                         settings=json.dumps(model.settings, default=str))
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with replacing(out, fmt="npz", overwrite=True, what="OUT") as tmp, \
+                open(tmp, "wb") as fh:  # a file handle: numpy adds no suffix
+            np.savez(fh, W=model.W, d=model.d, H=model.H,
+                     loss_history=np.asarray(model.loss_history),
+                     settings=json.dumps(model.settings, default=str))
         summary = {"iterations": model.iterations, "converged": model.converged,
                    "mse": model.mse, "seconds": round(seconds, 3), "out": str(out)}
         print(json.dumps(summary) if args.json else
@@ -244,7 +254,8 @@ def _add_fit_parser(subparsers) -> None:
                                           "Dask tasks) and save W, d, H and the loss history "
                                           "to OUT (.npz).")
     p.add_argument("src", help="matrix (.spz, zarr, .h5ad, AnnData zarr, .mtx[.gz])")
-    p.add_argument("out", help="output .npz with W (m × k), d, H (k × n), loss_history")
+    p.add_argument("out", help="output .npz with W (m × k), d, H (k × n), loss_history (an "
+                               "existing OUT is replaced only if it is an earlier fit's .npz)")
     p.add_argument("--k", type=int, required=True, help="rank")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--maxit", type=int, default=100)
@@ -305,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
-            NotADirectoryError, ImportError) as err:
+            NotADirectoryError, PermissionError, ImportError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"dask-factor {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE

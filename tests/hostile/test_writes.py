@@ -46,7 +46,7 @@ def _victim(kind: str, d: Path, fmt: str) -> Path:
         p.write_text("not a matrix")
         return p
     if kind == "other_format":  # a matrix, but not of the format being written
-        other = {"zarr": "spz", "spz": "h5ad", "h5ad": "zarr"}[fmt]
+        other = {"zarr": "spz", "spz": "h5ad", "h5ad": "zarr", "npz": "spz"}[fmt]
         p = write_matrix(base_matrix(), d / f"other.{other}")
         return p.rename(d / f"other_as.{fmt}")
     if kind == "foreign_zarr":  # a zarr store someone else wrote
@@ -162,6 +162,35 @@ def test_cli_refuses_to_replace_what_is_not_ours(command, victim, tmp_path, caps
     assert main(argv) != 0
     assert "refusing to replace it" in capsys.readouterr().err
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("victim", ["project_dir", "text_file", "other_format"])
+def test_cli_fit_refuses_an_out_that_is_not_a_fit_before_fitting(victim, tmp_path, capsys):
+    from dask_factor.cli import main
+
+    src = write_matrix(base_matrix(), tmp_path / "src.zarr")
+    out = _victim(victim, tmp_path, "npz")
+    before = _snapshot(tmp_path)
+    t = time.perf_counter()
+    assert main(["fit", str(src), str(out), "--k", "2", "--maxit", "50", "-q"]) != 0
+    assert time.perf_counter() - t < 5  # refused up front, not after the fit
+    assert "refusing to replace it" in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_cli_fit_into_a_read_only_directory_fails_up_front(tmp_path, capsys):
+    from dask_factor.cli import main
+
+    src = write_matrix(base_matrix(), tmp_path / "src.zarr")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert main(["fit", str(src), str(ro / "m.npz"), "--k", "2", "-q"]) != 0
+    finally:
+        ro.chmod(0o700)
+    assert "cannot write in the directory" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- atomic_path
