@@ -84,6 +84,9 @@ class WPack:
     d: np.ndarray | None
     dh: np.ndarray | None
     stats: dict | None = None
+    #: masked fits with penalties: the extra Gram of the next H solves, and λ Wn Lg Wnᵀ of W
+    gx: np.ndarray | None = None
+    wg: np.ndarray | None = None
 
 
 @dataclass

@@ -132,6 +132,7 @@ def as_blocked(
     chunks: int | None = None,
     block_nnz: int | None = None,
     name: str = "A",
+    bounds: np.ndarray | None = None,
 ) -> BlockedMatrix:
     """Wrap an input matrix as column-block tasks (no data are read for lazy inputs).
 
@@ -149,6 +150,9 @@ def as_blocked(
         Target stored entries per block for in-memory inputs (default 1,000,000).
     name : str
         Names the input in error messages.
+    bounds : array of int, optional
+        Explicit column bounds (``0, …, n``): cut there, e.g. like another matrix (a mask or a
+        second input blocked like A). Overrides ``chunks`` and ``block_nnz``.
 
     Returns
     -------
@@ -174,7 +178,9 @@ def as_blocked(
     name = uuid.uuid4().hex[:10]
     if isinstance(A, da.Array):
         sparse = _is_sparse_meta(getattr(A, "_meta", None))
-        if chunks is not None:
+        if bounds is not None:
+            A = A.rechunk({1: tuple(int(c) for c in np.diff(np.asarray(bounds)))})
+        elif chunks is not None:
             A = A.rechunk({1: int(chunks)})
         elif len(A.chunks[1]) < MIN_BLOCKS and A.shape[1] >= 32 * MIN_BLOCKS:
             # too few column chunks to keep the workers busy: split them (a source chunk is
@@ -203,7 +209,11 @@ def as_blocked(
             X = X.sorted_indices()
     else:
         X = cast_values(np.asarray(A), dtype, where=label)
-    if chunks is not None:
+    if bounds is not None:
+        bounds = np.asarray(bounds, dtype=np.int64)
+        if bounds[0] != 0 or bounds[-1] != X.shape[1] or np.any(np.diff(bounds) <= 0):
+            raise ValueError(f"{label}: column bounds must rise from 0 to {X.shape[1]}")
+    elif chunks is not None:
         bounds = uniform_column_bounds(X.shape[1], int(chunks))
     else:
         bounds = default_bounds(X, block_nnz)

@@ -187,6 +187,12 @@ def side_gram(G0: np.ndarray, side: SideSpec, *, graph_term=None, norms=None,
     return G
 
 
+def side_gram_extra(G0: np.ndarray, side: SideSpec, **kw) -> np.ndarray:
+    """What :func:`side_gram` adds to ``G0`` beyond ``L2 + ε`` (graph, L21, target terms)."""
+    k = G0.shape[0]
+    return side_gram(G0, side, **kw) - (G0 + (side.L2 + EPS_GRAM) * np.eye(k))
+
+
 def angular_transform(Q: np.ndarray, lam: float) -> np.ndarray:
     """``Tm`` with ``F_new = F Tm`` for the angular step, from ``Q = FᵀF`` (k × k, F: len × k).
 

@@ -98,15 +98,23 @@ def count_test_stored(seed, thr, indptr, indices, data, j0, mask_zeros):
 
 @njit(nogil=True, cache=True)
 def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask_zeros,
-                     ex_row, ex_val, ex_test):
-    """Fill the excluded entries of column ``jl`` (global ``jg``); returns their count.
+                     mptr, midx, ex_row, ex_val, ex_test):
+    """Fill the excluded entries of column ``jl`` (global ``jg``), by increasing row; returns
+    their count.
 
-    Subtract mode: test entries (hashed over every row when ``all_rows``, else over the stored
-    entries) and NaN entries (``ex_test`` False, value 0).
+    Test entries (hashed over every row when ``all_rows``, else over the stored entries), NaN
+    entries and the rows of the user's mask column (``midx[mptr[jl]:mptr[jl+1]]``, sorted; an
+    empty ``mptr`` means no mask) are excluded; the last two are missing values (``ex_test``
+    False, value 0), whether stored or not.
     """
     ne = 0
     p0 = indptr[jl]
     p1 = indptr[jl + 1]
+    q = 0
+    q1 = 0
+    if mptr.size > 0:
+        q = mptr[jl]
+        q1 = mptr[jl + 1]
     if all_rows:
         p = p0
         for i in range(m):
@@ -116,7 +124,9 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
                 a = data[p]
                 stored = True
                 p += 1
-            if stored and np.isnan(a):
+            while q < q1 and midx[q] < i:
+                q += 1
+            if (q < q1 and midx[q] == i) or (stored and np.isnan(a)):
                 ex_row[ne] = i
                 ex_val[ne] = 0.0
                 ex_test[ne] = False
@@ -130,9 +140,22 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
                 ex_test[ne] = True
                 ne += 1
     else:
-        for p in range(p0, p1):
+        p = p0
+        while p < p1 or q < q1:
+            ip = indices[p] if p < p1 else m
+            iq = midx[q] if q < q1 else m
+            if iq <= ip:  # a masked entry (stored or not): missing
+                ex_row[ne] = iq
+                ex_val[ne] = 0.0
+                ex_test[ne] = False
+                ne += 1
+                q += 1
+                if iq == ip:
+                    p += 1
+                continue
             a = data[p]
-            i = indices[p]
+            i = ip
+            p += 1
             if np.isnan(a):
                 ex_row[ne] = i
                 ex_val[ne] = 0.0
@@ -149,11 +172,24 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
     return ne
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _add_penalties(G, b, Gx, Bx, row):
+    """``G += Gx`` and ``b += Bx[row]`` (per-factor penalties; empty arrays: none)."""
+    k = b.size
+    if Gx.shape[0] > 0:
+        for f in range(k):
+            for g in range(k):
+                G[f, g] += Gx[f, g]
+    if Bx.shape[0] > 0:
+        for f in range(k):
+            b[f] += Bx[row, f]
+
+
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "reassoc", "nsz"})
 def masked_h_step(
     indptr, indices, data, j0, m, W, G, l1, nonneg, ub, Xprev, xscale, warm, cd_maxit, cd_tol,
     seed, thr, all_rows, mask_zeros, observed_only, l2_eps,
-    Ht, P, Q, C, s, s2, stats,
+    Ht, P, Q, C, s, s2, stats, mptr, midx, Gx, Bx, fixed=False,
 ):
     """The masked H half-step on one CSC block (columns ``j0 …`` of A) and its partials.
 
@@ -176,6 +212,12 @@ def masked_h_step(
         (subtract mode) or over the train entries (observed mode).
     s, s2 : (k,) float64 zeroed.
     stats : (4,) float64 zeroed: test SSE, train SSE, n_test, n_train of the model (W, H_new).
+    mptr, midx : the user's mask of the block as CSC (``indptr``, sorted ``indices``): masked
+        entries are missing values. Empty arrays: no mask.
+    Gx : (k, k) float64 added to every column's Gram (penalties: graph, L21, target), or (0, 0).
+    Bx : (n_p, k) float64 added to the columns' right-hand sides (a target), or (0, k).
+    fixed : no solve: H is ``Xprev`` as given (the second phase of an angular step), only the
+        partials and losses are computed.
 
     Returns
     -------
@@ -193,6 +235,8 @@ def masked_h_step(
     cap = m if all_rows else 1
     for jl in range(n_p):
         c = indptr[jl + 1] - indptr[jl]
+        if mptr.size > 0:
+            c += mptr[jl + 1] - mptr[jl]
         if c > cap:
             cap = c
     ex_row = np.empty(cap, dtype=np.int64)
@@ -204,7 +248,8 @@ def masked_h_step(
         p0 = indptr[jl]
         p1 = indptr[jl + 1]
         ne = _column_excluded(indptr, indices, data, jl, jg, m, seed, thr,
-                              all_rows and not observed_only, mask_zeros, ex_row, ex_val, ex_test)
+                              all_rows and not observed_only, mask_zeros, mptr, midx,
+                              ex_row, ex_val, ex_test)
         # ---- normal equations of this column
         if observed_only:
             for f in range(k):
@@ -215,6 +260,8 @@ def masked_h_step(
             for p in range(p0, p1):
                 i = indices[p]
                 a = data[p]
+                while e < ne and ex_row[e] < i:  # excluded rows that are not stored
+                    e += 1
                 if e < ne and ex_row[e] == i:
                     e += 1
                     continue
@@ -257,9 +304,14 @@ def masked_h_step(
         if observed_only:
             for f in range(k):
                 Gj[f, f] += l2_eps
+        _add_penalties(Gj, b, Gx, Bx, jl)
         # ---- solve (coordinate descent, true-residual warm start)
-        sweeps += cd_from(Gj, b, x, r, Xprev[jl if warm else 0], xscale, warm, nonneg, ub,
-                          cd_maxit, cd_tol)
+        if fixed:
+            for f in range(k):
+                x[f] = Xprev[jl, f]
+        else:
+            sweeps += cd_from(Gj, b, x, r, Xprev[jl if warm else 0], xscale, warm, nonneg, ub,
+                              cd_maxit, cd_tol)
         for f in range(k):
             Ht[jl, f] = x[f]
             x[f] = Ht[jl, f]
@@ -282,6 +334,8 @@ def masked_h_step(
                 for f in range(k):
                     pred += W[i, f] * x[f]
                 res = a - pred
+                while e < ne and ex_row[e] < i:
+                    e += 1
                 if e < ne and ex_row[e] == i:
                     e += 1
                     if ex_test[e - 1]:
@@ -346,13 +400,15 @@ def masked_h_step(
 
 @njit(nogil=True, cache=True)
 def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, warm,
-                  cd_maxit, cd_tol, Xt):
+                  cd_maxit, cd_tol, Xt, Gx, Bx):
     """Solve rows of W, each against its own Gram.
 
     ``G_i = Qn − C_i/(dh dhᵀ)`` (subtract mode) or ``C_i/(dh dhᵀ)`` (observed mode), plus
     ``l2_eps`` on the diagonal; ``b_i = Pn_i − l1``. ``C`` rows are packed upper triangles of the
     raw-H products; ``Xt`` (r × k, float64) receives the solutions. Without ``warm`` (the first
     W solve) each row gets at least ``COLD_CD_MAXIT`` sweeps (:func:`~.nnls.sweep_budget`).
+    ``Gx`` (k × k, or 0 × 0) is added to every row's Gram and ``Bx`` (r × k, or 0 × k) to the
+    right-hand sides (penalties and targets of W).
     """
     r_, k = Pn.shape
     Gi = np.empty((k, k), dtype=np.float64)
@@ -371,6 +427,7 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
                 Gi[g, f] = v
             Gi[f, f] += l2_eps
             b[f] = Pn[i, f] - l1
+        _add_penalties(Gi, b, Gx, Bx, i)
         cd_from(Gi, b, x, r, Xwarm[i if warm else 0], unit, warm, nonneg, ub, cd_maxit, cd_tol)
         for f in range(k):
             Xt[i, f] = x[f]

@@ -41,6 +41,8 @@ K = 12
 FRACTION = 0.1
 CV_SEED = 1
 EPS = 1e-15
+NO_MASK = np.zeros(0, dtype=np.int64)  # no user mask
+NO_GRAM = np.zeros((0, 0))  # no extra Gram term
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def _cold_masked_h(A, W, cd_maxit, cd_tol):
     masked_h_step(indptr, indices, data, 0, m, W, G, 0.0, True, 0.0, np.zeros((1, k)),
                   np.ones(k), False, cd_maxit, cd_tol, np.uint64(cv_hash_seed(CV_SEED)),
                   np.uint64(holdout_threshold(FRACTION)), False, False, False, EPS,
-                  Ht, P, Q, C, s, s2, stats)
+                  Ht, P, Q, C, s, s2, stats, NO_MASK, NO_MASK, NO_GRAM, np.zeros((0, k)))
     return Ht, P, Q, C, s, stats
 
 
@@ -118,7 +120,8 @@ def test_cold_masked_solves_under_the_auto_budget_match_nnls(problem):
     Hn = Ht.T / dh[:, None]
     Xt = np.empty((A.shape[0], K))
     masked_w_rows(Q / np.outer(dh, dh), C, dh, P / dh, 0.0, EPS, False, True, 0.0,
-                  np.zeros((1, 1)), False, AUTO_CD_MAXIT, AUTO_CD_TOL, Xt)
+                  np.zeros((1, 1)), False, AUTO_CD_MAXIT, AUTO_CD_TOL, Xt, NO_GRAM,
+                  np.zeros((0, K)))
     Wref = _exact_w(A, train, Hn)
     assert np.all(Xt >= 0)
     mse = [np.mean((A - X @ Hn)[train] ** 2) for X in (Xt, Wref)]

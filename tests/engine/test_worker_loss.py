@@ -202,22 +202,25 @@ def test_svd_survives_kills(cluster, pbmc3k):
 
 
 def test_rank_search_survives_kills(cluster, aml):
-    """Several masked fits at once (nmf(A, [k, …])), each on the driver, with workers killed."""
-    kw = dict(seed=1, maxit=8, tol=0, test_fraction=0.1, cv_seed=[1, 2], client=cluster)
+    """Several masked fits at once (nmf(A, [k, …]) runs them concurrently), each on the driver,
+    with workers killed while they run."""
+    kw = dict(seed=1, maxit=40, tol=0, test_fraction=0.1, cv_seed=[1, 2], patience=100,
+              client=cluster)
     ref = nmf(aml.matrix, [2, 3], **kw).table
-    kills = []
+    cluster.wait_for_workers(2, timeout=120)
 
-    def killer():
-        for _ in range(2):
-            threading.Event().wait(0.3)
-            _kill_a_worker(cluster)
-            kills.append(1)
+    def kill_now():
+        pid = next(iter(cluster.run(os.getpid).values()))
+        os.kill(pid, signal.SIGKILL)
 
-    t = threading.Thread(target=killer)
-    t.start()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    timers = [threading.Timer(delay, kill_now) for delay in (0.3, 0.8)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for t in timers:
+            t.start()
         got = nmf(aml.matrix, [2, 3], **kw).table
-    t.join()
-    assert len(kills) == 2
+        for t in timers:
+            t.join()
+    assert any("lost data on the cluster" in str(w.message) for w in caught)
     np.testing.assert_array_equal(got["test_mse"].to_numpy(), ref["test_mse"].to_numpy())
+    np.testing.assert_array_equal(got["best_iter"].to_numpy(), ref["best_iter"].to_numpy())
