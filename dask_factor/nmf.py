@@ -6,255 +6,26 @@ diagonal; the scale of each factor is pulled into ``d`` (L1 norms by default) an
 by decreasing ``d``; ``tol`` is the relative change of the loss, which must hold for 5 consecutive
 iterations. Every iteration is one pass of Dask tasks over the column blocks of A
 (DESIGN.md), so A may live on disk or on a cluster.
+
+``nmf()`` checks its arguments and dispatches once: an integer ``k`` is one fit
+(:func:`dask_factor.nmf_fit.fit_nmf`), a list of ranks or ``"auto"`` the rank search
+(:func:`dask_factor.rank.rank_search`), which runs the same single fit for every rank. Imports go
+one way: this module → ``rank`` → ``nmf_fit``.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import dask
-import dask.array as da
 import numpy as np
 
-from . import _validate as V
-from .engine.als import ALSConfig, ALSState, fit_als
-from .engine.inputs import check_shape, open_lazy, prepare_input
-from .engine.project import project_blocks, reconstruction_sse
-from .kernels.rng import r_runif
+from ._params import validate_params
+from .nmf_fit import AUTO_CD_MAXIT, AUTO_CD_TOL, NMFResult, fit_nmf, initial_w, resolve_solver
+from .rank import RankSearchResult, rank_search
 
-__all__ = ["nmf", "NMFResult", "resolve_solver", "initial_w"]
-
-#: the ``solver="auto"`` rule, chosen by measured time to a given loss (benchmarks/bench_nmf.py):
-#: coordinate descent with warm starts and a small sweep budget reaches RcppML's 50-iteration
-#: Cholesky loss on pbmc3k in a fraction of the iterations (true NNLS solves each half-step,
-#: where Cholesky-then-clip is only a projected least-squares step)
-AUTO_CD_MAXIT = 10
-AUTO_CD_TOL = 1e-4
-
-
-def resolve_solver(
-    solver: str, cd_maxit: int | None, cd_tol: float | None
-) -> tuple[str, int, float]:
-    """Map ``solver="auto"|"cd"|"cholesky"`` to (solver, cd_maxit, cd_tol).
-
-    ``"auto"`` → coordinate descent with warm starts, at most ``AUTO_CD_MAXIT`` sweeps per solve
-    and a relative tolerance of ``AUTO_CD_TOL`` (unless given); ``"cd"`` → RcppML's coordinate
-    descent (100 sweeps, tol 1e-8); ``"cholesky"`` → RcppML's solve-then-clip, which reproduces
-    RcppML's runs exactly.
-
-    Examples
-    --------
-    >>> resolve_solver("auto", None, None)
-    ('cd', 10, 0.0001)
-    """
-    V.choice("solver", solver, ("auto", "cd", "cholesky"))
-    if solver == "auto":
-        return "cd", int(cd_maxit or AUTO_CD_MAXIT), float(cd_tol if cd_tol is not None
-                                                            else AUTO_CD_TOL)
-    return solver, int(cd_maxit or 100), float(cd_tol if cd_tol is not None else 1e-8)
-
-
-def initial_w(m: int, k: int, seed: int, rng: str) -> np.ndarray:
-    """The initial W (m × k, uniform on [0, 1)) for a seed.
-
-    ``rng="rcppml"`` reproduces R's ``set.seed(seed); matrix(runif(m*k), m, k)``; ``"numpy"`` uses
-    ``numpy.random.default_rng(seed)``.
-
-    Examples
-    --------
-    >>> initial_w(3, 2, 42, "rcppml")[:, 0].round(7)   # R: set.seed(42); runif(3)
-    array([0.914806 , 0.9370754, 0.2861395])
-    """
-    if rng == "rcppml":
-        return r_runif(seed, m * k).reshape(k, m).T.copy()
-    return np.random.default_rng(seed).random((m, k))
-
-
-@dataclass
-class NMFResult:
-    """A fitted NMF model ``A ≈ W diag(d) H``.
-
-    Attributes
-    ----------
-    W : ndarray of shape (m, k)
-        Feature loadings; columns sum to 1 (``norm="L1"``) or have unit L2 norm.
-    d : ndarray of shape (k,)
-        Scale of each factor, sorted decreasing when ``sort_model``.
-    H : ndarray of shape (k, n)
-        Sample embedding, rows normalised like W's columns (gathered from the workers on first
-        access; ``H_dask`` keeps it distributed).
-    iterations : int
-    converged : bool
-        True when the relative loss change stayed below ``tol`` for 5 consecutive iterations.
-    sse, mse : float
-        ‖A − W diag(d) H‖²_F and the same divided by m·n.
-    loss_history : list of float
-        MSE after every iteration.
-    tol_history : list of float
-        Relative loss change from the 2nd iteration on.
-    settings : dict
-        Every setting used, including the seed actually drawn and the resolved solver.
-    test_loss, train_loss : float
-        Masked fits (``test_fraction``, ``mask``): MSE over the held-out and the training
-        entries of the returned model (the best test iteration's); ``sse``/``mse`` are then the
-        training SSE/MSE. NaN for ordinary fits.
-    best_iter : int
-        1-based iteration of the returned model (masked fits).
-    test_loss_history, train_loss_history : list of float
-        Per-iteration MSE of masked fits (docs/cross_validation.md).
-    """
-
-    W: np.ndarray
-    d: np.ndarray
-    H_dask: da.Array
-    iterations: int
-    converged: bool
-    sse: float
-    mse: float
-    loss_history: list[float]
-    tol_history: list[float]
-    settings: dict[str, Any]
-    runtime: float = 0.0
-    graph_sizes: list[int] = field(default_factory=list, repr=False)
-    #: cross-validated / masked fits (``test_fraction``, ``mask``, NaN): MSE of the returned
-    #: (best test) iteration over the test and the training entries, and their histories
-    test_loss: float = float("nan")
-    train_loss: float = float("nan")
-    best_iter: int = 0
-    test_loss_history: list[float] = field(default_factory=list)
-    train_loss_history: list[float] = field(default_factory=list)
-    _H: np.ndarray | None = field(default=None, repr=False)
-    _client: Any = field(default=None, repr=False)
-
-    @property
-    def k(self) -> int:
-        return int(self.d.size)
-
-    @property
-    def H(self) -> np.ndarray:
-        if self._H is None:
-            if self._client is not None:
-                self._H = np.asarray(self._client.compute(self.H_dask).result())
-            else:
-                self._H = np.asarray(self.H_dask.compute())
-        return self._H
-
-    def __repr__(self) -> str:
-        m, k = self.W.shape
-        state = "converged" if self.converged else "not converged"
-        return (f"NMFResult(m={m}, n={self.H_dask.shape[1]}, k={k}, iterations={self.iterations}"
-                f" ({state}), mse={self.mse:.6g})")
-
-    def _cfg(self, k: int | None = None) -> ALSConfig:
-        s = self.settings
-        return ALSConfig(k=k or self.k, L1=tuple(s["L1"]), L2=tuple(s["L2"]),
-                         upper_bound=tuple(s["upper_bound"]), nonneg=tuple(s["nonneg"]),
-                         solver="cd", cd_maxit=100, cd_tol=1e-8, dtype=np.dtype(s["dtype"]))
-
-    def evaluate(self, A, *, client=None) -> float:
-        """Mean squared error of the model against a matrix, exactly (float64).
-
-        Parameters
-        ----------
-        A : matrix-like of shape (m, n)
-            Anything ``nmf`` accepts (numpy, scipy.sparse, dask array, path).
-
-        Returns
-        -------
-        float
-            ``mean((A − W diag(d) H)²)`` over all m·n entries.
-
-        Examples
-        --------
-        >>> from dask_factor import datasets, nmf
-        >>> A = datasets.load("hawaiibirds").matrix
-        >>> model = nmf(A, 4, seed=1, maxit=5)
-        >>> abs(model.evaluate(A) - model.mse) < 1e-6
-        True
-        """
-        client = client or self._client
-        prep = prepare_input(A, name="A", dtype=np.float64, client=client)
-        m, n = prep.shape
-        if (m, n) != (self.W.shape[0], self.H_dask.shape[1]):
-            raise ValueError(f"A: expected shape {(self.W.shape[0], self.H_dask.shape[1])} "
-                             f"(the fitted matrix), got {(m, n)}")
-        Wd = self.W.astype(np.float64) * self.d
-        # slices of the distributed H: nothing is gathered on the client or embedded in graphs
-        h_blocks = [self.H_dask[:, a:b].T
-                    for a, b in zip(prep.bm.bounds[:-1], prep.bm.bounds[1:])]
-        sse, _ = reconstruction_sse(prep.bm, Wd, h_blocks, client)
-        return sse / (m * n)
-
-    def predict(self, A_new, *, client=None) -> np.ndarray:
-        """Project new samples onto W: ``H_new = NNLS(WᵀW + L2, WᵀA_new − L1)``.
-
-        Uses the model's H-side L1, L2 and upper bound and coordinate descent to convergence
-        (100 sweeps, tol 1e-8), block by block on Dask.
-
-        Parameters
-        ----------
-        A_new : matrix-like of shape (m, n_new)
-            New samples over the same m features.
-
-        Returns
-        -------
-        H_new : ndarray of shape (k, n_new)
-            Scaled like ``H``: ``A_new ≈ W diag(d) H_new``. (RcppML's ``predict`` returns
-            ``diag(d) H_new``.)
-
-        Examples
-        --------
-        >>> from dask_factor import datasets, nmf
-        >>> A = datasets.load("hawaiibirds").matrix
-        >>> model = nmf(A, 4, seed=1, maxit=5)
-        >>> model.predict(A[:, :10]).shape
-        (4, 10)
-        """
-        client = client or self._client
-        prep = prepare_input(A_new, name="A_new", dtype=np.dtype(self.settings["dtype"]),
-                             client=client)
-        if prep.shape[0] != self.W.shape[0]:
-            raise ValueError(f"A_new: expected {self.W.shape[0]} rows (the model's features), "
-                             f"got {prep.shape[0]}")
-        blocks = project_blocks(prep.bm, self.W, self._cfg(), client)
-        parts = (client.compute(blocks, sync=True) if client is not None
-                 else dask.compute(*blocks))
-        Ht = np.vstack([np.asarray(p, dtype=np.float64) for p in parts])
-        return (Ht / self.d).T
-
-
-def _has_nan(A) -> bool:
-    """NaN entries in an in-memory input (they are missing values: the masked engine runs)."""
-    import scipy.sparse as sp
-
-    vals = A if isinstance(A, np.ndarray) else (A.data if sp.issparse(A) else None)
-    if vals is None:
-        return True  # lazy input: NaN allowed (mask="NA"); infinities still count in the check
-    if vals.dtype.kind != "f" or np.isfinite(vals).all():
-        return False
-    n_inf = int(np.isinf(vals).sum())
-    if n_inf:
-        raise ValueError(f"A: contains {n_inf} NaN or infinite value(s); expected finite values "
-                         f"(with mask='NA', NaN entries are missing values)")
-    return True
-
-
-def _h_dask(state: ALSState, bounds: np.ndarray, perm: np.ndarray, dtype) -> da.Array:
-    k = state.W.shape[1]
-    parts = []
-    for i, b in enumerate(state.h_blocks):
-        if isinstance(b, np.ndarray):
-            parts.append(da.from_array(b, chunks=b.shape))
-        else:  # a future on the cluster: H stays there until asked for
-            parts.append(da.from_delayed(dask.delayed(b), dtype=dtype,
-                                         shape=(int(bounds[i + 1] - bounds[i]), k)))
-    Ht = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-    scale = state.h_scale
-    return (Ht / scale.astype(dtype)).T[perm]
+__all__ = ["nmf", "NMFResult", "resolve_solver", "initial_w", "AUTO_CD_MAXIT", "AUTO_CD_TOL"]
 
 
 def nmf(
@@ -293,7 +64,7 @@ def nmf(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
-):
+) -> NMFResult | RankSearchResult:
     """Non-negative matrix factorization ``A ≈ W diag(d) H`` by alternating NNLS on Dask.
 
     Parameters
@@ -302,8 +73,10 @@ def nmf(
         Features × samples (genes × cells). A numpy array, any ``scipy.sparse`` matrix or array,
         a ``dask.array`` of numpy or scipy.sparse chunks (2-D chunking allowed), an ``AnnData``
         or a path to a ``.spz``/zarr/``.h5ad``/``.mtx`` file (read inside the tasks).
-    k : int
-        Rank, ``1 <= k <= min(m, n)``.
+    k : int, list of int or "auto"
+        Rank, ``1 <= k <= min(m, n)``. A list of ranks fits each (with ``test_fraction``,
+        default 0.1, and one repetition per ``cv_seed``) and returns the cross-validation table;
+        ``"auto"`` searches the rank within ``cv_k_range`` (:mod:`dask_factor.rank`).
     tol : float, default 1e-4
         Stop when the relative change of the loss stays below ``tol`` for 5 consecutive
         iterations (RcppML's rule). ``tol=0`` runs ``maxit`` iterations.
@@ -410,165 +183,9 @@ def nmf(
     >>> round(model.mse, 5)
     0.0214
     """
-    # ---- validate every argument before touching the data
-    if isinstance(k, (list, tuple, np.ndarray)) or isinstance(k, str):
-        if checkpoint is not None or resume not in (None, False):
-            raise ValueError("checkpoint/resume: only for a single fit (an integer k)")
-        from .rank import rank_search
-
-        return rank_search(A, k, dict(
-            tol=tol, maxit=maxit, L1=L1, L2=L2, upper_bound=upper_bound, nonneg=nonneg,
-            seed=seed, norm=norm, solver=solver, cd_maxit=cd_maxit, cd_tol=cd_tol,
-            sort_model=sort_model, rng=rng, chunks=chunks, block_nnz=block_nnz, dtype=dtype,
-            cache=cache, client=client, patience=patience, mask=mask, mask_zeros=mask_zeros),
-            test_fraction=test_fraction, cv_seed=cv_seed, cv_k_range=cv_k_range)
-    from .rank import check_cv_args
-
-    test_fraction, cv_seed, patience = check_cv_args(test_fraction, cv_seed, patience, mask,
-                                                     mask_zeros)
-    checkpoint, checkpoint_every, resume = V.checkpoint_args(checkpoint, checkpoint_every, resume)
-    ckpt = dict(checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
-    if resume is not None and seed is None and w_init is None:
-        raise ValueError("resume: pass seed= (the seed of the interrupted fit); a drawn seed "
-                         "cannot be matched")
-    k = V.positive_int("k", k)
-    maxit = V.positive_int("maxit", maxit)
-    tol = V.real_number("tol", tol, minimum=0.0)
-    target_lambda = V.real_number("target_lambda", target_lambda)
-    L1p = V.pair("L1", L1)
-    V.check_range("L1", L1p, 0.0, 1.0)
-    L2p = V.pair("L2", L2)
-    V.check_range("L2", L2p, 0.0)
-    ubp = V.pair("upper_bound", upper_bound)
-    V.check_range("upper_bound", ubp, 0.0)
-    nnp = V.pair("nonneg", nonneg, kind=bool)
-    V.choice("norm", norm, ("L1", "L2", "none"))
-    V.choice("rng", rng, ("numpy", "rcppml"))
-    V.choice("cache", cache, ("auto", "memory", "none"))
-    solver_r, cdm, cdt = resolve_solver(solver, cd_maxit, cd_tol)
-    if cd_maxit is not None:
-        V.positive_int("cd_maxit", cd_maxit)
-    if cd_tol is not None:
-        V.real_number("cd_tol", cd_tol, minimum=0.0)
-    dt = V.float_dtype(dtype)
-    if chunks is not None:
-        chunks = V.positive_int("chunks", chunks)
-    if block_nnz is not None:
-        block_nnz = V.positive_int("block_nnz", block_nnz)
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed: expected an integer or None, got {seed!r}")
-        if rng == "numpy" and seed < 0:
-            raise ValueError(f"seed: expected a non-negative integer with rng='numpy' (R-style "
-                             f"negative seeds need rng='rcppml'), got {seed}")
-    if client is not None and not hasattr(client, "persist"):
-        raise TypeError(f"client: expected a distributed.Client, got {type(client).__name__}")
-    W0 = None
-    if w_init is not None:
-        W0 = np.asarray(w_init, dtype=np.float64)
-        if W0.ndim != 2:
-            raise ValueError(f"w_init: expected a 2-D (m, k) matrix, got shape {W0.shape}")
-        if not np.all(np.isfinite(W0)):
-            raise ValueError("w_init: expected finite values")
-    T = None
-    if target_H is not None:
-        T = np.asarray(target_H, dtype=np.float64)
-        if T.ndim != 2 or T.shape[0] != k:
-            raise ValueError(f"target_H: expected shape (k={k}, n), got {T.shape}")
-        if not np.all(np.isfinite(T)):
-            raise ValueError("target_H: expected finite values")
-    elif target_lambda != 0:
-        raise ValueError("target_lambda: set target_H too (a k × n target), or leave it at 0")
-    if T is not None and target_lambda < 0 and solver_r == "cholesky":
-        warnings.warn("target_lambda < 0 with solver='cholesky': the pushed-away Gram is nearly "
-                      "singular and solve-then-clip can diverge; prefer solver='auto' or 'cd'",
-                      UserWarning, stacklevel=2)
-
-    # opening a file reads its header only; the shape checks then come before any data pass
-    A = open_lazy(A, "A")
-    m, n = check_shape("A", A)
-    if k > min(m, n):
-        raise ValueError(f"k: expected 1 <= k <= min(m, n) = {min(m, n)}, got {k}")
-    if T is not None and T.shape[1] != n:
-        raise ValueError(f"target_H: expected shape (k={k}, n={n}), got {T.shape}")
-    if W0 is not None:
-        if W0.shape == (k, m) and W0.shape != (m, k):
-            W0 = W0.T.copy()
-        if W0.shape != (m, k):
-            raise ValueError(f"w_init: expected shape (m, k) = ({m}, {k}) or (k, m), got "
-                             f"{W0.shape}")
-
-    has_nan = mask == "NA" and _has_nan(A)
-    masked = test_fraction > 0 or mask is not None
-    if masked and T is not None:
-        raise ValueError("target_H: not supported together with test_fraction, mask or NaN "
-                         "entries")
-    prep = prepare_input(A, name="A", dtype=dt, chunks=chunks, block_nnz=block_nnz,
-                         cache=cache, client=client,
-                         allow_nonfinite=has_nan or mask == "NA")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**31 - 1))
-    if W0 is None:
-        W0 = initial_w(m, k, int(seed), rng)
-
-    cfg = ALSConfig(k=k, maxit=maxit, tol=float(tol), L1=L1p, L2=L2p, upper_bound=ubp,
-                    nonneg=nnp, norm=norm, solver=solver_r, cd_maxit=cdm, cd_tol=cdt,
-                    target_lambda=float(target_lambda) if T is not None else 0.0, dtype=dt)
-    target_blocks = gram_target = None
-    if T is not None:
-        b = prep.bm.bounds
-        target_blocks = [np.ascontiguousarray(T[:, b[i]:b[i + 1]].T) for i in range(b.size - 1)]
-        gram_target = T @ T.T / n
-
-    bar = None
-    callback = on_iteration
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=maxit, desc=f"nmf k={k}", unit="it", leave=True)
-
-        def callback(it, mse, rel):
-            bar.update(1)
-            bar.set_postfix(mse=f"{mse:.6g}", rel=("-" if np.isnan(rel) else f"{rel:.2e}"))
-            return bool(on_iteration(it, mse, rel)) if on_iteration is not None else False
-
-    if masked:  # held-out / missing entries: the masked engine (on_iteration gets the score)
-        from .rank import fit_masked_model
-
-        try:
-            return fit_masked_model(
-                prep, W0, cfg, m=m, n=n, seed=int(seed), cv_seed=cv_seed,
-                test_fraction=test_fraction, patience=patience, mask=mask,
-                mask_zeros=mask_zeros, sort_model=sort_model, client=client,
-                on_iteration=callback, ckpt=ckpt, settings_extra=dict(
-                    rng=rng, solver=solver, w_init=w_init is not None, cache=cache))
-        finally:
-            if bar is not None:
-                bar.close()
-    try:
-        state = fit_als(prep.bm, W0, cfg, sq_norm=prep.sq_norm, client=client,
-                        target_blocks=target_blocks, gram_target=gram_target,
-                        on_iteration=callback, **ckpt)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    d = state.d
-    perm = np.argsort(-d, kind="stable") if sort_model else np.arange(k)
-    W = np.ascontiguousarray(state.W[:, perm])
-    H_dask = _h_dask(state, prep.bm.bounds, perm, dt)
-    mn = float(m) * float(n)
-    settings = dict(k=k, tol=float(tol), maxit=maxit, L1=L1p, L2=L2p, upper_bound=ubp,
-                    nonneg=nnp, seed=int(seed), rng=rng, norm=norm, solver=solver,
-                    solver_used=solver_r, cd_maxit=cdm, cd_tol=cdt, sort_model=sort_model,
-                    dtype=dt.name, chunks=[int(x) for x in np.diff(prep.bm.bounds)],
-                    target_lambda=float(target_lambda), cache=cache,
-                    n_negative=prep.n_negative, w_init=w_init is not None)
-    return NMFResult(
-        W=W, d=d[perm].copy(), H_dask=H_dask, iterations=state.iterations,
-        converged=state.converged, sse=state.sse, mse=state.sse / mn,
-        loss_history=[x / mn for x in state.loss_history], tol_history=list(state.tol_history),
-        settings=settings, runtime=state.seconds, graph_sizes=state.graph_sizes, _client=client,
-    )
-
-
+    args = dict(locals())  # the arguments as given, before any other local exists
+    del args["A"], args["k"], args["cv_k_range"]
+    p = validate_params({"k": k, "cv_k_range": cv_k_range, **args}, entry="nmf")
+    if isinstance(p["k"], int):
+        return fit_nmf(A, k, **args)
+    return rank_search(A, k, cv_k_range=cv_k_range, **args)

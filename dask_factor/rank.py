@@ -1,97 +1,29 @@
-"""Cross-validated NMF: masked fits behind ``nmf()``, multi-rank tables and ``k="auto"``.
+"""Rank search: cross-validated NMF over a list of ranks or ``k="auto"``, on the single fit.
 
-``nmf(A, k, test_fraction=f)`` holds out a speckled set of entries (a hash of the seed and the
-entry's position, SPEC-nmf.md §5.1 with the Decisions' threshold ``⌊f·2⁶⁴⌋``) and fits on the rest;
-``nmf(A, [k1, k2, …])`` fits every rank (and every ``cv_seed`` repetition) concurrently and returns
-a :class:`RankSearchResult`; ``nmf(A, "auto")`` searches the rank (SPEC-nmf.md §1.13).
+``nmf(A, [k1, k2, …])`` fits every rank (and every ``cv_seed`` repetition) concurrently, each a
+speckled hold-out fit (SPEC-nmf.md §5.1, with the Decisions' threshold ``⌊f·2⁶⁴⌋``), and returns a
+:class:`RankSearchResult`; ``nmf(A, "auto")`` searches the rank (SPEC-nmf.md §1.13). Every fit is
+the public single fit :func:`dask_factor.nmf_fit.fit_nmf`; this module does not import
+:mod:`dask_factor.nmf` (which dispatches to it).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import _validate as V
-from .engine.masked import MaskSpec, fit_masked
+from ._params import validate_params
+from .nmf_fit import fit_nmf
 
-__all__ = ["RankSearchResult", "rank_search", "check_cv_args", "fit_masked_model",
-           "plot_test_loss"]
+__all__ = ["RankSearchResult", "rank_search", "plot_test_loss"]
 
 #: fits of a rank search run at most this many at a time (each is itself parallel over blocks)
 MAX_CONCURRENT_FITS = 4
-
-
-def check_test_fraction(test_fraction, *, allow_zero: bool = True) -> float:
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real):
-        raise TypeError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
-    f = float(test_fraction)
-    if not (0.0 < f < 1.0 or (allow_zero and f == 0.0)):
-        raise ValueError(f"test_fraction: expected a number in (0, 1) (0 = no hold-out), got "
-                         f"{test_fraction!r}")
-    return f
-
-
-def _check_seed(name, s):
-    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, got {s!r}")
-    return int(s)
-
-
-def check_cv_args(test_fraction, cv_seed, patience, mask, mask_zeros):
-    """Validate the CV/mask arguments of a single ``nmf()`` fit (before any work)."""
-    f = check_test_fraction(test_fraction)
-    if cv_seed is not None:
-        if isinstance(cv_seed, (list, tuple, np.ndarray)):
-            raise TypeError("cv_seed: a list of seeds needs a list of ranks k; got an integer k")
-        cv_seed = _check_seed("cv_seed", cv_seed)
-    patience = V.positive_int("patience", patience)
-    if mask is not None:
-        V.choice("mask", mask, ("zeros", "NA"))
-    if not isinstance(mask_zeros, (bool, np.bool_)):
-        raise TypeError(f"mask_zeros: expected a bool, got {mask_zeros!r}")
-    if mask_zeros and f == 0:
-        raise ValueError("mask_zeros: only meaningful with test_fraction > 0")
-    return f, cv_seed, patience
-
-
-def fit_masked_model(prep, W0, cfg, *, m, n, seed, cv_seed, test_fraction, patience, mask,
-                     mask_zeros, sort_model, client, on_iteration, settings_extra, ckpt=None):
-    """Run the masked engine for ``nmf()`` and wrap the result as an ``NMFResult``."""
-    from .nmf import NMFResult, _h_dask
-
-    ms = MaskSpec(test_fraction=float(test_fraction),
-                  cv_seed=int(cv_seed if cv_seed is not None else seed),
-                  mask_zeros=bool(mask_zeros), observed_only=(mask == "zeros"))
-    st = fit_masked(prep.bm, W0, cfg, ms, patience=patience, client=client,
-                    on_iteration=on_iteration, **(ckpt or {}))
-    k = cfg.k
-    perm = np.argsort(-st.d, kind="stable") if sort_model else np.arange(k)
-    score = st.test_history if test_fraction > 0 else st.train_history
-    tols = [abs(a - b) / (abs(a) + 1e-15) for a, b in zip(score[:-1], score[1:])]
-    settings = dict(k=k, tol=cfg.tol, maxit=cfg.maxit, L1=cfg.L1, L2=cfg.L2,
-                    upper_bound=cfg.upper_bound, nonneg=cfg.nonneg, seed=int(seed),
-                    norm=cfg.norm, solver_used="cd", cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
-                    sort_model=sort_model, dtype=np.dtype(cfg.dtype).name,
-                    chunks=[int(x) for x in np.diff(prep.bm.bounds)], target_lambda=0.0,
-                    n_negative=prep.n_negative, test_fraction=float(test_fraction),
-                    cv_seed=ms.cv_seed, patience=patience, mask=mask,
-                    mask_zeros=bool(mask_zeros), n_test=st.n_test, n_train=st.n_train,
-                    **settings_extra)
-    train = st.train_sse / max(st.n_train, 1.0)
-    test = st.test_sse / st.n_test if st.n_test > 0 else math.nan
-    return NMFResult(
-        W=np.ascontiguousarray(st.W[:, perm]), d=np.asarray(st.d)[perm].copy(),
-        H_dask=_h_dask(st, prep.bm.bounds, perm, cfg.dtype), iterations=st.iterations,
-        converged=st.converged, sse=st.train_sse, mse=train,
-        loss_history=list(st.train_history), tol_history=tols, settings=settings,
-        runtime=st.seconds, graph_sizes=st.graph_sizes, test_loss=test, train_loss=train,
-        best_iter=st.best_iter, test_loss_history=list(st.test_history),
-        train_loss_history=list(st.train_history), _client=client)
 
 
 @dataclass
@@ -157,50 +89,65 @@ def plot_test_loss(summary, x: str = "k", *, by: str | None = None, ax=None):
     return ax
 
 
-def _check_ranks(k, cv_k_range):
-    if isinstance(k, str):
-        if k != "auto":
-            raise TypeError(f"k: expected an integer, a list of integers or 'auto', got {k!r}")
-        lo, hi = (V.positive_int("cv_k_range", int(x)) for x in cv_k_range)
-        if lo > hi:
-            raise ValueError(f"cv_k_range: expected (min, max) with min <= max, got {cv_k_range}")
-        return "auto", (lo, hi)
-    ks = list(np.asarray(k).ravel().tolist())
-    if not ks:
-        raise ValueError("k: expected a non-empty list of ranks")
-    return [V.positive_int("k", x) for x in ks], None
+def rank_search(A, k, *, test_fraction: float = 0.0, cv_seed=None,
+                cv_k_range: tuple[int, int] = (2, 50), seed: int | None = None,
+                **fit_kwargs) -> RankSearchResult:
+    """Fit each rank × each CV repetition and tabulate test/train MSE.
 
+    What ``nmf(A, k)`` runs for a list of ranks or ``k="auto"``: every fit is
+    :func:`dask_factor.nmf_fit.fit_nmf` with a speckled hold-out, up to
+    ``MAX_CONCURRENT_FITS`` at a time (side by side on a cluster).
 
-def rank_search(A, k, kwargs: dict, *, test_fraction=0.0, cv_seed=None, cv_k_range=(2, 50)):
-    """Fit each rank × each CV repetition and tabulate test/train MSE (see :func:`nmf`)."""
+    Parameters
+    ----------
+    A : array-like of shape (m, n)
+        Any input ``nmf()`` accepts.
+    k : list of int or "auto"
+        The ranks to fit, or ``"auto"``: exponential then golden-section search within
+        ``cv_k_range`` on the mean test MSE.
+    test_fraction : float, default 0
+        Held-out fraction; 0 means 0.1 (RcppML: a vector k forces a hold-out).
+    cv_seed : int or list of int, optional
+        One repetition per seed (default: ``seed``, else 42).
+    cv_k_range : (int, int), default (2, 50)
+        Rank bounds of ``k="auto"``.
+    seed : int, optional
+        Seed of every fit's initial W (default: ``cv_seed + k`` per fit).
+    **fit_kwargs
+        Passed to every fit (``maxit``, ``L1``, ``client``, …; see :func:`dask_factor.nmf.nmf`).
+
+    Returns
+    -------
+    RankSearchResult
+
+    Examples
+    --------
+    >>> from dask_factor import datasets
+    >>> from dask_factor.rank import rank_search
+    >>> A = datasets.load("hawaiibirds").matrix
+    >>> res = rank_search(A, [2, 3], seed=1, maxit=5)
+    >>> list(res.table["k"]), res.best_k in (2, 3)
+    ([2, 3], True)
+    """
     import pandas as pd
 
-    from .nmf import nmf
-
-    ks, bounds = _check_ranks(k, cv_k_range)
-    f = check_test_fraction(test_fraction)
-    if f == 0:
-        f = 0.1  # RcppML: a vector k forces test_fraction 0.1
-    seed = kwargs.pop("seed")
-    if seed is not None:
-        seed = _check_seed("seed", seed)
+    p = validate_params(dict(k=k, test_fraction=test_fraction, cv_seed=cv_seed,
+                             cv_k_range=cv_k_range, seed=seed, **fit_kwargs),
+                        entry="rank_search")
+    ks, seed, cv_seed = p["k"], p["seed"], p["cv_seed"]
+    f = p["test_fraction"] or 0.1  # RcppML: a vector k forces test_fraction 0.1
     if cv_seed is None:
         seeds = [seed if seed is not None else 42]
-    elif isinstance(cv_seed, (list, tuple, np.ndarray)):
-        seeds = [_check_seed("cv_seed", s) for s in cv_seed]
-        if not seeds:
-            raise ValueError("cv_seed: expected a non-empty list of seeds")
     else:
-        seeds = [_check_seed("cv_seed", cv_seed)]
-    V.positive_int("patience", kwargs["patience"])
-    client = kwargs.get("client")
+        seeds = cv_seed if isinstance(cv_seed, list) else [cv_seed]
+    client = fit_kwargs.get("client")
     models: dict = {}
 
     def one(kr):
         kk, rep = kr
         s = seeds[rep]
         init = seed if seed is not None else (s + kk) % (2**31 - 1)
-        return kr, nmf(A, kk, seed=init, test_fraction=f, cv_seed=s, **kwargs)
+        return kr, fit_nmf(A, kk, seed=init, test_fraction=f, cv_seed=s, **fit_kwargs)
 
     def run(pairs):
         pairs = [p for p in pairs if p not in models]
@@ -221,7 +168,7 @@ def rank_search(A, k, kwargs: dict, *, test_fraction=0.0, cv_seed=None, cv_k_ran
         return float(np.mean([models[(kk, r)].test_loss for r in range(len(seeds))]))
 
     if ks == "auto":
-        _auto_search(mean_test, *bounds)
+        _auto_search(mean_test, *p["cv_k_range"])
     else:
         run([(kk, r) for kk in ks for r in range(len(seeds))])
     rows = [dict(k=kk, rep=r, cv_seed=seeds[r], train_mse=mod.train_loss,
@@ -266,3 +213,25 @@ def _auto_search(score, lo_k: int, hi_k: int) -> int:
         else:
             a = c
     return min(range(a, b + 1), key=score)
+
+
+# --------------------------------------------------------------------------------------------
+# deprecated: the helpers nmf() used before the parameter table and the nmf_fit module
+
+
+def check_cv_args(test_fraction, cv_seed, patience, mask, mask_zeros):
+    """Deprecated: the parameter table (``dask_factor._params``) checks these arguments."""
+    warnings.warn("dask_factor.rank.check_cv_args is deprecated; nmf() checks its arguments "
+                  "against dask_factor._params.PARAMETERS", DeprecationWarning, stacklevel=2)
+    p = validate_params(dict(test_fraction=test_fraction, cv_seed=cv_seed, patience=patience,
+                             mask=mask, mask_zeros=mask_zeros), entry="fit_nmf")
+    return p["test_fraction"], p["cv_seed"], p["patience"]
+
+
+def fit_masked_model(*args, **kwargs):
+    """Deprecated: moved to :func:`dask_factor.nmf_fit.fit_masked_model`."""
+    from . import nmf_fit
+
+    warnings.warn("dask_factor.rank.fit_masked_model moved to dask_factor.nmf_fit",
+                  DeprecationWarning, stacklevel=2)
+    return nmf_fit.fit_masked_model(*args, **kwargs)

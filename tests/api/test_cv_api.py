@@ -21,9 +21,9 @@ def no_fit(monkeypatch):
         raise AssertionError("a fit started")
 
     monkeypatch.setattr(engine_masked, "fit_masked", boom)
-    import dask_factor.rank as rank
+    import dask_factor.nmf_fit as nmf_fit  # the single fit every nmf() and rank search runs
 
-    monkeypatch.setattr(rank, "fit_masked", boom)
+    monkeypatch.setattr(nmf_fit, "fit_masked", boom)
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [

@@ -3,7 +3,8 @@ what was expected.
 
 "Before any work" is checked by replacing the engine: ``fit_als`` (the factorization) must never be
 called for a bad argument or bad data, and ``prepare_input`` (which reads the data) must not be
-called for an error that the arguments alone reveal.
+called for an error that the arguments alone reveal. Both are replaced where the single fit looks
+them up (``dask_factor.nmf_fit``, which ``nmf()`` dispatches an integer ``k`` to).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import scipy.sparse as sp
 
 from dask_factor import nmf
 
-nmf_module = importlib.import_module("dask_factor.nmf")
+nmf_module = importlib.import_module("dask_factor.nmf_fit")
 
 
 def _forbidden(what):

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import dask_factor.nmf_fit as nmf_fit
 import dask_factor.rank as rank
 from dask_factor import nmf
 from dask_factor.graph import cross_validate_graph, factor_config, factor_input, nmf_layer
@@ -17,7 +18,7 @@ def no_fit(monkeypatch):
     def boom(*a, **kw):
         raise AssertionError("a fit started")
 
-    monkeypatch.setattr(rank, "fit_masked", boom)
+    monkeypatch.setattr(nmf_fit, "fit_masked", boom)  # the single fit behind the nmf path
 
 
 @pytest.mark.slow
