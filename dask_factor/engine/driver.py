@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .executor import Executor, is_worker_loss, local_blas_limit
+from .executor import Executor, WorkerLostError, is_worker_loss, local_blas_limit
 
 #: partials of this many blocks are summed per reduction task (in block order)
 REDUCE_FANIN = 8
@@ -75,10 +75,6 @@ def __getattr__(name: str):
     if name == "ConvergenceWarning":
         return _convergence_warning()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class WorkerLostError(RuntimeError):
-    """A fit could not recover from lost workers (no step completed between losses)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,6 +556,8 @@ WORKER_WAIT = 120.0
 
 def wait_for_a_worker(ex: Executor, name: str, lost: list[str], exc: BaseException) -> None:
     """Block until the cluster has a worker again (or raise :class:`WorkerLostError`)."""
+    if isinstance(exc, WorkerLostError):
+        raise exc
     try:
         ex.client.wait_for_workers(1, timeout=WORKER_WAIT)
     except Exception as err:  # distributed raises its TimeoutError

@@ -13,6 +13,7 @@ fraction of a millisecond per task, which matters when an iteration takes a few 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import dask
@@ -56,7 +57,7 @@ class Executor:
             if todo:
                 futs.update(zip(todo, self.client.get(_inline_futures(dsk), todo, sync=False)))
             kept = {k: futs[k] for k in keep}
-            fetched = self.client.gather([futs[k] for k in fetch]) if fetch else []
+            fetched = self.gather_watched([futs[k] for k in fetch]) if fetch else []
             return kept, list(fetched)
         vals = self.get(dsk, list(keep) + list(fetch))
         return dict(zip(keep, vals[: len(keep)])), list(vals[len(keep):])
@@ -65,6 +66,33 @@ class Executor:
         if self.client is not None:
             return list(self.client.gather(list(handles)))
         return list(handles)
+
+    def gather_watched(self, futures: list) -> list:
+        """``client.gather`` that cannot wait forever on a cluster left without workers.
+
+        Waits in slices of :data:`POLL_SECONDS`; while no worker is connected for longer than
+        :data:`NO_WORKER_SECONDS` it raises :class:`WorkerLostError` (a cluster whose workers
+        are all gone would otherwise hang the fit).
+        """
+        from distributed import wait
+
+        idle_since = None
+        while True:
+            try:
+                with self.client.as_current():  # ``wait`` uses the current client
+                    wait(futures, timeout=POLL_SECONDS)
+                break
+            except TimeoutError:
+                if self.client.scheduler_info().get("workers"):
+                    idle_since = None
+                    continue
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > NO_WORKER_SECONDS:
+                    raise WorkerLostError(
+                        f"the cluster at {self.client.scheduler.address} has had no worker for "
+                        f"{NO_WORKER_SECONDS:.0f} s; start workers or use another cluster"
+                    ) from None
+        return self.client.gather(futures)
 
     def settle(self, handles: list) -> None:
         """Wait until persisted handles are computed, raising their error (nothing is moved)."""
@@ -141,6 +169,16 @@ def blas_single_thread():
 def local_blas_limit(ex: Executor):
     """``blas_single_thread()`` for a local executor, a no-op context on a cluster."""
     return contextlib.nullcontext() if ex.distributed else blas_single_thread()
+
+
+#: seconds between checks of a cluster's workers while a step's results are awaited
+POLL_SECONDS = 5.0
+#: a cluster without any worker for this long fails the fit instead of hanging it
+NO_WORKER_SECONDS = 120.0
+
+
+class WorkerLostError(RuntimeError):
+    """A fit could not go on: workers were lost and could not be replaced or recovered from."""
 
 
 def is_worker_loss(exc: BaseException) -> bool:
