@@ -7,7 +7,8 @@ end of its ``with`` block) also shuts down the cluster it started:
 * :func:`slurm` — worker jobs submitted to SLURM by dask-jobqueue's ``SLURMCluster``
   (recipe and settings in ``deploy/slurm/``);
 * :func:`kubernetes` — a ``DaskCluster`` created through the Dask Kubernetes operator
-  (manifests in ``deploy/kubernetes/``); :func:`kubernetes_spec` is the resource it submits.
+  (manifests in ``deploy/kubernetes/``); :func:`kubernetes_spec` is the resource it submits,
+  :func:`kubernetes_job_spec` a ``DaskJob`` running ``dask-factor fit`` on such a cluster.
 
 The SLURM and Kubernetes entry points need the ``cluster`` extra
 (``pip install "dask_factor[cluster]"``); they import it only when called.  The same seed and
@@ -25,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +34,8 @@ from typing import Any
 
 from distributed import Client
 
-__all__ = ["local", "slurm", "kubernetes", "kubernetes_spec", "load_config", "MissingExtra",
+__all__ = ["local", "slurm", "kubernetes", "kubernetes_spec", "kubernetes_job_spec",
+           "load_config", "MissingExtra",
            "DEFAULT_IMAGE", "FIT_ENV"]
 
 #: container image the Kubernetes entry point and ``deploy/`` use (built from deploy/Dockerfile)
@@ -259,27 +262,35 @@ def slurm(jobs: int = 2, *, config: str | os.PathLike | None = None, cores: int 
 def kubernetes_spec(name: str = "dask-factor", *, image: str = DEFAULT_IMAGE,
                     n_workers: int = 2, cpu: str = "2", memory: str = "8Gi",
                     threads: int | None = None, env: Mapping[str, str] | None = None,
+                    data_claim: str | None = None, data_mount: str = "/data",
                     idle_timeout: int = 0) -> dict:
     """The ``DaskCluster`` resource :func:`kubernetes` creates (``deploy/kubernetes/`` holds it).
 
-    Built with the operator's own ``make_cluster_spec``; requests equal limits (a worker's
-    memory limit is what Dask pauses and spills against), and each worker runs ``threads``
-    threads (default: ``cpu``) with ``--memory-limit`` set to the pod's limit.
+    Built with the operator's own ``make_cluster_spec``, then: the scheduler and workers start
+    with ``dask scheduler``/``dask worker`` (distributed no longer installs ``dask-scheduler``);
+    requests equal limits; each worker runs ``threads`` threads with ``--memory-limit`` equal
+    to the pod's limit (what Dask spills and pauses against); ``data_claim`` mounts a
+    PersistentVolumeClaim at ``data_mount`` in every pod, since workers read the input's
+    blocks themselves.
 
     Parameters
     ----------
     name : str
-        The ``DaskCluster``'s name (a DNS label).
+        The ``DaskCluster``'s name (a DNS label); the scheduler's service is ``NAME-scheduler``.
     image : str
         Container image with dask_factor installed (``deploy/Dockerfile``).
     n_workers : int
         Worker pods in the default worker group.
     cpu, memory : str
-        Kubernetes quantities per pod (scheduler and workers).
+        Kubernetes quantities per pod (scheduler and workers), e.g. ``"4"``, ``"16Gi"``.
     threads : int, optional
-        Worker threads (default: ``int(cpu)``, at least 1).
+        Worker threads (default: ``cpu`` rounded down, at least 1).
     env : mapping, optional
         Extra environment for the scheduler and workers (``FIT_ENV`` is always set).
+    data_claim : str, optional
+        Name of a PersistentVolumeClaim holding the inputs (and outputs) of fits.
+    data_mount : str
+        Where ``data_claim`` is mounted.
     idle_timeout : int
         Seconds after which the operator deletes an idle cluster (0: never).
 
@@ -293,6 +304,8 @@ def kubernetes_spec(name: str = "dask-factor", *, image: str = DEFAULT_IMAGE,
     >>> spec = kubernetes_spec("fit-1", n_workers=3)  # doctest: +SKIP
     >>> spec["kind"], spec["spec"]["worker"]["replicas"]  # doctest: +SKIP
     ('DaskCluster', 3)
+    >>> spec["spec"]["worker"]["spec"]["containers"][0]["args"][:4]  # doctest: +SKIP
+    ['dask', 'worker', '--nthreads', '2']
     """
     op = _require("dask_kubernetes.operator", "dask_factor.cluster.kubernetes_spec()")
     if threads is None:
@@ -303,27 +316,82 @@ def kubernetes_spec(name: str = "dask-factor", *, image: str = DEFAULT_IMAGE,
     resources = {"requests": {"cpu": cpu, "memory": memory},
                  "limits": {"cpu": cpu, "memory": memory}}
     environment = {**FIT_ENV, **(dict(env) if env else {})}
-    worker_command = ["dask", "worker", "--nthreads", str(threads),
-                      "--memory-limit", _dask_bytes(memory)]
-    return op.make_cluster_spec(name=name, image=image, n_workers=n_workers,
+    worker_command = ["dask", "worker", "--nthreads", str(threads), "--memory-limit", memory]
+    spec = op.make_cluster_spec(name=name, image=image, n_workers=n_workers,
                                 resources=resources, env=environment,
                                 worker_command=worker_command, idle_timeout=idle_timeout)
+    scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
+    scheduler["args"] = ["dask", "scheduler", "--host", "0.0.0.0", *scheduler["args"][3:]]
+    spec = copy.deepcopy(spec)  # make_cluster_spec shares env/resources between the pods
+    if data_claim is not None:
+        for role in ("scheduler", "worker"):
+            _mount_claim(spec["spec"][role]["spec"], data_claim, data_mount)
+    return spec
 
 
-def _dask_bytes(quantity: str) -> str:
-    """A Kubernetes memory quantity (``8Gi``, ``512Mi``, ``2G``) as Dask reads it (``8GiB``)."""
-    q = quantity.strip()
-    if q.endswith(("Ki", "Mi", "Gi", "Ti")):
-        return q + "B"
-    if q[-1:] in "KMGT" and q[-1:]:
-        return q + "B"
-    return q
+def _mount_claim(pod_spec: dict, claim: str, mount: str) -> None:
+    pod_spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    for container in pod_spec["containers"]:
+        container["volumeMounts"] = [{"name": "data", "mountPath": mount}]
+
+
+def kubernetes_job_spec(name: str, fit_args: list[str], **cluster: Any) -> dict:
+    """A ``DaskJob`` that runs ``dask-factor fit FIT_ARGS`` on its own ``DaskCluster``.
+
+    The operator starts the cluster :func:`kubernetes_spec` describes (named after the job),
+    then the job pod, whose ``--scheduler`` is the ``DASK_SCHEDULER_ADDRESS`` the operator
+    gives it; the cluster is deleted when the fit ends. ``deploy/kubernetes/daskjob.yaml`` is
+    one of these.
+
+    Parameters
+    ----------
+    name : str
+        The job's name (and its cluster's).
+    fit_args : list of str
+        Arguments of ``dask-factor fit``: ``[SRC, OUT, "--k", "20", ...]`` (paths inside the
+        pods, e.g. on ``data_claim``).
+    **cluster
+        :func:`kubernetes_spec`'s options (``image``, ``n_workers``, ``cpu``, ``memory``,
+        ``data_claim``, ...). The job pod gets the same image, environment and volume and
+        one CPU.
+
+    Returns
+    -------
+    dict
+        ``apiVersion: kubernetes.dask.org/v1``, ``kind: DaskJob``.
+
+    Examples
+    --------
+    >>> args = ["/data/x.zarr", "/data/m.npz", "--k", "8"]
+    >>> job = kubernetes_job_spec("fit-1", args)  # doctest: +SKIP
+    >>> job["spec"]["job"]["spec"]["containers"][0]["args"][-2:]  # doctest: +SKIP
+    ['--scheduler', '$(DASK_SCHEDULER_ADDRESS)']
+    """
+    cluster_spec = kubernetes_spec(name, **cluster)
+    worker = cluster_spec["spec"]["worker"]["spec"]["containers"][0]
+    memory = cluster.get("memory", "8Gi")
+    container = {
+        "name": "job",
+        "image": worker["image"],
+        "args": ["dask-factor", "fit", *map(str, fit_args), "--quiet",
+                 "--scheduler", "$(DASK_SCHEDULER_ADDRESS)"],
+        "env": copy.deepcopy(worker["env"]),
+        "resources": {"requests": {"cpu": "1", "memory": memory},
+                      "limits": {"cpu": "1", "memory": memory}},
+    }
+    job_pod = {"restartPolicy": "Never", "containers": [container]}
+    if cluster.get("data_claim") is not None:
+        _mount_claim(job_pod, cluster["data_claim"], cluster.get("data_mount", "/data"))
+    return {"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskJob",
+            "metadata": {"name": name},
+            "spec": {"job": {"spec": job_pod}, "cluster": {"spec": cluster_spec["spec"]}}}
 
 
 def kubernetes(name: str = "dask-factor", *, namespace: str | None = None,
                image: str = DEFAULT_IMAGE, n_workers: int = 2, cpu: str = "2",
                memory: str = "8Gi", threads: int | None = None,
-               env: Mapping[str, str] | None = None, idle_timeout: int = 0,
+               env: Mapping[str, str] | None = None, data_claim: str | None = None,
+               data_mount: str = "/data", idle_timeout: int = 0,
                timeout: float | None = 600.0, **kwargs: Any) -> Client:
     """Create a ``DaskCluster`` through the Dask Kubernetes operator; a ``Client`` for it.
 
@@ -333,7 +401,7 @@ def kubernetes(name: str = "dask-factor", *, namespace: str | None = None,
 
     Parameters
     ----------
-    name, image, n_workers, cpu, memory, threads, env, idle_timeout
+    name, image, n_workers, cpu, memory, threads, env, data_claim, data_mount, idle_timeout
         As for :func:`kubernetes_spec`, which builds the resource.
     namespace : str, optional
         Kubernetes namespace (default: the kubeconfig's).
@@ -361,6 +429,7 @@ def kubernetes(name: str = "dask-factor", *, namespace: str | None = None,
     """
     op = _require("dask_kubernetes.operator", "dask_factor.cluster.kubernetes()")
     spec = kubernetes_spec(name, image=image, n_workers=n_workers, cpu=cpu, memory=memory,
-                           threads=threads, env=env, idle_timeout=idle_timeout)
+                           threads=threads, env=env, data_claim=data_claim,
+                           data_mount=data_mount, idle_timeout=idle_timeout)
     kc = op.KubeCluster(custom_cluster_spec=spec, namespace=namespace, **kwargs)
     return _client_for(kc, n_workers, timeout, f"Kubernetes DaskCluster {name!r}")
