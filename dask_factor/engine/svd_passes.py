@@ -178,6 +178,7 @@ class GramPasses:
         self.sd: np.ndarray | None = None
         self.seconds: list[float] = []
         self._last_final: np.ndarray | None = None
+        self._steps = 0  # graphs built (passes and the right-vector step), for unique keys
         self._place()
 
     def _place(self, tag: str | None = None):
@@ -206,9 +207,10 @@ class GramPasses:
             return kept, out
         raise AssertionError("unreachable")
 
-    def _step(self, label: str) -> Step:
-        self.count += 1
-        return Step(f"svd-{label}", self.tok, self.count, self.static)
+    def _step(self, label: str, *, data_pass: bool = True) -> Step:
+        self.count += data_pass  # ``count`` is the number of passes over the data
+        self._steps += 1
+        return Step(f"svd-{label}", self.tok, self._steps, self.static)
 
     def prepare(self, want_moments: bool):
         """One read of every block (if needed): the row moments, and the row-major copies.
@@ -298,7 +300,7 @@ class GramPasses:
         If the ``Y_p`` were lost with a worker, the final pass is run again to rebuild them.
         """
         for attempt in range(1, MAX_PASS_ATTEMPTS + 1):
-            g = self._step("right-vectors")
+            g = self._step("right-vectors", data_pass=False)
             vkeys = []
             for b, h in enumerate(y_handles):
                 yk = g.key("y", b)

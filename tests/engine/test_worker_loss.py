@@ -29,10 +29,12 @@ def cluster():
         yield client
 
 
-def _kill_a_worker(client):
-    client.wait_for_workers(2, timeout=120)  # the nanny has restarted the last one killed
-    pid = next(iter(client.run(os.getpid).values()))
-    os.kill(pid, signal.SIGKILL)
+def _kill_a_worker(client, wait: bool = True):
+    if wait:
+        client.wait_for_workers(2, timeout=120)  # the nanny has restarted the last one killed
+    pids = list(client.run(os.getpid).values())
+    if pids:
+        os.kill(pids[0], signal.SIGKILL)
 
 
 class Chaos:
@@ -43,6 +45,7 @@ class Chaos:
         self.client, self.at, self.delay = client, set(at), delay
         self.kills = 0
         self.calls: list[int] = []
+        self.timers: list[threading.Timer] = []
 
     def __call__(self, it, score, rel):
         self.calls.append(it)
@@ -52,7 +55,10 @@ class Chaos:
             if self.delay is None:
                 _kill_a_worker(self.client)
             else:
-                threading.Timer(self.delay, _kill_a_worker, (self.client,)).start()
+                self.client.wait_for_workers(2, timeout=120)
+                timer = threading.Timer(self.delay, _kill_a_worker, (self.client, False))
+                self.timers.append(timer)
+                timer.start()
         return False
 
 
@@ -62,6 +68,8 @@ def _run_with_chaos(fn, chaos):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = fn(chaos)
+        for t in chaos.timers:  # no kill may outlive the test
+            t.join()
     assert chaos.kills == 2
     lost = [w for w in caught if "lost data on the cluster" in str(w.message)]
     return out, lost
@@ -150,9 +158,10 @@ def test_scheduler_forgets_past_iterations(cluster, hawaiibirds):
 
         model = nmf(X, 4, seed=2, maxit=24, tol=0, dtype="float64", chunks=150,
                     client=cluster, on_iteration=count)
-        # a history kept would grow by a few tasks per block and iteration (~20 here); a
-        # snapshot every 8 iterations makes the count periodic, with the same peaks
-        assert max(counts[12:]) <= max(counts[:12]) + 4, counts
+        # a history kept would grow by a few tasks per block and iteration (~20 here, ~300 over
+        # the last 16); a snapshot every 8 iterations makes the count periodic (the scheduler
+        # releases asynchronously, so a peak may read a few tasks more or less)
+        assert max(counts[16:]) <= max(counts[:8]) + 30, counts
         np.testing.assert_allclose(model.W, ref.W, rtol=1e-9, atol=1e-15)  # dense: BLAS
 
 
@@ -186,16 +195,19 @@ def test_svd_survives_kills(cluster, pbmc3k):
     A = pbmc3k.matrix
     ref = svd(A, 6, client=cluster)
     ref_V = np.asarray(ref.V)
-    passes = []
+    timers = []
 
     def on_pass(i, *_):
-        passes.append(i)
         if i in (3, 9):
-            threading.Timer(0.002, _kill_a_worker, (cluster,)).start()
+            cluster.wait_for_workers(2, timeout=120)
+            timers.append(threading.Timer(0.002, _kill_a_worker, (cluster, False)))
+            timers[-1].start()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = svd(A, 6, client=cluster, on_pass=on_pass)
+        for t in timers:
+            t.join()
     np.testing.assert_array_equal(res.d, ref.d)
     np.testing.assert_array_equal(res.U, ref.U)
     np.testing.assert_array_equal(np.asarray(res.V), ref_V)
