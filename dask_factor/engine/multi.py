@@ -30,13 +30,14 @@ solve the upper bound (inside the solvers) and the angular decorrelation ``F ←
 diag(1/‖F‖) C diag(‖F‖))`` (clipped at 0 when non-negative). The angular step of the distributed
 factor needs its Gram first, so it adds one pass of block tasks.
 
-Functions here run inside Dask tasks; :mod:`.deep` wires them into per-iteration graphs.
+Functions here run inside Dask tasks (``spec`` is the layer, an :class:`~.nmf_layer.NMFSpec`
+without its arrays; ``*args`` are a sample block's part arguments, turned into row blocks by
+``spec.rows_of``); :class:`~.nmf_layer.NMFSpec` wires them into per-iteration graphs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,74 +46,15 @@ from ..kernels.nnls import cholesky_clip_batch, gram_cholesky, nnls_cd_batch, sw
 from ..kernels.products import csc_a_ht, csc_wt_a
 from . import checkpoint
 from .driver import BlockOutput
+from .plan import LayerSpec, SideSpec
+
+__all__ = ["SideSpec", "LayerPack", "factor_scale", "column_scale", "side_gram",
+           "side_gram_extra", "angular_transform", "apply_angular", "graph_term"]
 
 EPS_GRAM = 1e-15
 EPS_D = 1e-15
 L21_FLOOR = 1e-10
 PROJ_ADV_FLOOR = 1e-8
-
-
-@dataclass(frozen=True)
-class SideSpec:
-    """Options of one factor in the engine's orientation (``U`` or ``V``), already validated.
-
-    ``graph_lambda`` and ``target_lambda`` only act when the layer's arrays carry a Laplacian or
-    a target for this side.
-    """
-
-    L1: float = 0.0
-    L2: float = 0.0
-    L21: float = 0.0
-    angular: float = 0.0
-    upper_bound: float = 0.0
-    nonneg: bool = True
-    graph_lambda: float = 0.0
-    target_lambda: float = 0.0
-
-
-@dataclass(frozen=True)
-class PartSpec:
-    """One row part of a layer's matrix M.
-
-    kind : ``"data"`` (input ``source``, column blocks), ``"fixed"`` (a fixed matrix ``source``,
-    e.g. factor_condition's Z, sliced by sample blocks), ``"layer"`` (the normalised H of
-    upstream layer ``source``) or ``"add"`` (the sum of the normalised H of the layers in
-    ``source``).
-    """
-
-    kind: str
-    rows: int
-    source: Any
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One layer as the engine sees it."""
-
-    index: int
-    name: str
-    k: int
-    embedding: bool
-    parts: tuple[PartSpec, ...]
-    U: SideSpec
-    V: SideSpec
-    norm: str = "L1"
-    solver: str = "cd"
-    cd_maxit: int = 10
-    cd_tol: float = 1e-4
-    dtype: Any = np.float32
-
-    @property
-    def rows(self) -> int:
-        return int(sum(p.rows for p in self.parts))
-
-    @property
-    def offsets(self) -> tuple[int, ...]:
-        off = [0]
-        for p in self.parts:
-            off.append(off[-1] + p.rows)
-        return tuple(off)
 
 
 @checkpoint.register
@@ -144,6 +86,10 @@ class LayerPack:
     def d(self, embedding: bool) -> np.ndarray:
         """The model's scale: U's for a data layer, V's for an embedding layer."""
         return self.dV if embedding else self.dU
+
+    def per_sample(self, V) -> np.ndarray:
+        """The normalised per-sample factor of a raw V block (what downstream layers read)."""
+        return np.asarray(V, dtype=np.float64) / self.dV
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,21 +254,16 @@ def _v_extras(parts, V, Bc, want: str):
     return ()
 
 
-def v_task(parts, pack: LayerPack, vprev, vtarget, spec: LayerSpec, want: str, *args):
-    """V solve for one block plus the per-block reductions ``want`` asks for.
-
-    An embedding layer passes ``parts=None`` and its upstream blocks as ``args``.
-    """
-    if parts is None:
-        parts = build_embedding_parts(spec, *args)
+def v_task(pack: LayerPack, vprev, vtarget, spec: LayerSpec, want: str, *args):
+    """V solve for one block plus the per-block reductions ``want`` asks for."""
+    parts = spec.rows_of(args)
     V, Bc = v_solve(parts, pack, vprev, vtarget, spec)
     return BlockOutput((V, _v_extras(parts, V, Bc, want)))
 
 
-def v_angular_task(parts, pack: LayerPack, V, tm, spec: LayerSpec, want: str, *args):
+def v_angular_task(pack: LayerPack, V, tm, spec: LayerSpec, want: str, *args):
     """Second phase of V's angular step: ``V ← V Tm`` (clipped), then the reductions."""
-    if parts is None:
-        parts = build_embedding_parts(spec, *args)
+    parts = spec.rows_of(args)
     Vn = np.asarray(V, dtype=np.float64) @ tm
     if spec.V.nonneg:
         np.maximum(Vn, 0.0, out=Vn)
@@ -332,11 +273,8 @@ def v_angular_task(parts, pack: LayerPack, V, tm, spec: LayerSpec, want: str, *a
 
 
 def m_partials(spec: LayerSpec, vraw, *args):
-    """Embedding layer, first pass: ``P_i = M_i V``, ``Q = VᵀV``, Σ|V|, ΣV², ‖M_p‖² (raw V).
-
-    ``args`` are the upstream blocks (see :func:`build_embedding_parts`).
-    """
-    parts = build_embedding_parts(spec, *args)
+    """Embedding layer, first pass: ``P_i = M_i V``, ``Q = VᵀV``, Σ|V|, ΣV², ‖M_p‖² (raw V)."""
+    parts = spec.rows_of(args)
     V64 = np.asarray(vraw, dtype=np.float64)
     Q, s, s2 = _gram_stats(V64)
     return (part_products(parts, V64), Q, s, s2, parts_sq_norm(parts))
@@ -465,32 +403,7 @@ def v_graph_term_pack(Lg, lam: float, pack: LayerPack, *blocks):
 
 
 # --------------------------------------------------------------------------------------------
-# embedding inputs, initial packages, projection
-
-
-def build_embedding_parts(spec: LayerSpec, *args):
-    """The row parts ``M_i`` (R_i × n_p) of an embedding layer for one sample block.
-
-    ``args`` holds, part by part in ``spec.parts`` order, a (V block, pack) pair for every
-    upstream layer of a ``"layer"``/``"add"`` part (X = V_raw / dV, the normalised H, transposed
-    into rows), or the block of a ``"fixed"`` part.
-    """
-    out = []
-    pos = 0
-    for part in spec.parts:
-        if part.kind == "fixed":
-            out.append(np.asarray(args[pos], dtype=np.float64))
-            pos += 1
-            continue
-        count = 1 if part.kind == "layer" else len(part.source)
-        acc = None
-        for _ in range(count):
-            V, pack = args[pos], args[pos + 1]
-            pos += 2
-            X = np.asarray(V, dtype=np.float64) / pack.dV
-            acc = X if acc is None else acc + X
-        out.append(np.ascontiguousarray(acc.T))
-    return out
+# initial packages, projection
 
 
 def initial_pack(spec: LayerSpec, U0, vgram_target=None, has_vtarget: bool = False):
@@ -518,9 +431,9 @@ def projection_pack(spec: LayerSpec, U: np.ndarray, d: np.ndarray) -> LayerPack:
                      xscale=np.ones(spec.k), t=0)
 
 
-def project_task(parts, pack: LayerPack, spec: LayerSpec):
+def project_task(pack: LayerPack, spec: LayerSpec, *args):
     """Cold-start projection of one block (coordinate descent to convergence)."""
-    return v_solve(parts, pack, None, None, spec)[0]
+    return v_solve(spec.rows_of(args), pack, None, None, spec)[0]
 
 
 def to_dense_block(x):

@@ -5,101 +5,44 @@ cycles, declared inputs that the output does not reach (and inputs used but not 
 duplicate names, sample counts (``factor_shared``, merges, conditions), ranks of ``factor_add``,
 layer ranks against their input's size, and the shapes of per-factor targets and Laplacians.
 
-The plan lists the layers in graph order (depth first, upstream first, each layer once; not
-alphabetical), each with the row parts of its input matrix (see :mod:`dask_factor.engine.multi`).
+The result holds the engine's own layer objects (:mod:`dask_factor.engine.plan`: one
+``LayerSpec`` subclass per layer type, each with the ``Part`` objects of its input matrix), in graph
+order (depth first, upstream first, each layer once; not alphabetical). Every node compiles itself
+(``row_parts``, ``ref``, ``compile``); this module walks the graph, names and checks it.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from ..engine.plan import LayerSpec, Part, SideSpec
 from .config import FactorNetConfig, FactorOptions, factor_config
 from .merge import (
     FactorAdd,
-    FactorConcat,
     FactorCondition,
     FactorShared,
     _check_same_samples,
     check_add_ranks,
     orient_z,
 )
-from .nodes import FactorInput, NMFLayer, Node, SVDLayer
+from .nodes import FactorInput, LayerNode, Node
 
-__all__ = ["FactorNet", "LayerPlan", "PartPlan", "SideOptions", "factor_net"]
+__all__ = ["FactorNet", "factor_net"]
 
-_SIDE_FIELDS = ("L1", "L2", "L21", "angular", "upper_bound", "nonneg", "graph_lambda",
-                "target_lambda")
-
-
-@dataclass(frozen=True)
-class PartPlan:
-    """One row part of a layer's input matrix.
-
-    kind : ``"data"`` (graph input ``source``, an index into ``FactorNet.inputs``), ``"fixed"``
-    (``FactorNet.conditions[source]``'s Z), ``"layer"`` (the H of layer ``source``) or ``"add"``
-    (the sum of the H of the layers ``source``).
-    """
-
-    kind: str
-    rows: int
-    source: Any
-    name: str
-
-    def to_dict(self) -> dict:
-        src = list(self.source) if isinstance(self.source, tuple) else self.source
-        return {"kind": self.kind, "rows": self.rows, "source": src, "name": self.name}
+#: old names of the compiled types (one set now, in dask_factor.engine.plan)
+_DEPRECATED = {"LayerPlan": LayerSpec, "PartPlan": Part, "SideOptions": SideSpec}
 
 
-@dataclass(eq=False)
-class SideOptions:
-    """The resolved options of one factor (W or H) of a layer."""
-
-    L1: float = 0.0
-    L2: float = 0.0
-    L21: float = 0.0
-    angular: float = 0.0
-    upper_bound: float = 0.0
-    nonneg: bool = True
-    graph_lambda: float = 0.0
-    target_lambda: float = 0.0
-    graph: Any = None
-    target: np.ndarray | None = None
-
-    def scalars(self) -> dict:
-        return {f: getattr(self, f) for f in _SIDE_FIELDS}
-
-
-@dataclass(eq=False)
-class LayerPlan:
-    """A layer in graph order with its resolved input and options.
-
-    ``embedding`` is True for a layer fed by layers (its input is ``t(H_up)``).
-    """
-
-    index: int
-    name: str
-    kind: str
-    k: int
-    node: Node
-    embedding: bool
-    parts: tuple[PartPlan, ...]
-    input_label: str
-    W: SideOptions
-    H: SideOptions
-    shared: bool
-
-    @property
-    def rows(self) -> int:
-        return int(sum(p.rows for p in self.parts))
-
-    def to_dict(self) -> dict:
-        return {"index": self.index, "name": self.name, "kind": self.kind, "k": self.k,
-                "embedding": self.embedding, "input": self.input_label, "shared": self.shared,
-                "parts": [p.to_dict() for p in self.parts], "W": self.W.scalars(),
-                "H": self.H.scalars()}
+def __getattr__(name: str):
+    if name in _DEPRECATED:
+        warnings.warn(f"dask_factor.graph.compile.{name} is deprecated; the compiled graph's types "
+                      f"are dask_factor.engine.plan.{_DEPRECATED[name].__name__} (and its "
+                      f"subclasses)", DeprecationWarning, stacklevel=2)
+        return _DEPRECATED[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(eq=False)
@@ -112,8 +55,8 @@ class FactorNet:
         Declared inputs, in the order given.
     output : Node
     config : FactorNetConfig
-    layers : tuple of LayerPlan
-        Graph order (upstream first).
+    layers : tuple of LayerSpec
+        The compiled layers (:mod:`dask_factor.engine.plan`), graph order (upstream first).
     conditions : tuple of FactorCondition
         The factor_condition nodes, with ``Zs`` their Z oriented p × n.
     n : int
@@ -123,7 +66,7 @@ class FactorNet:
     inputs: tuple[FactorInput, ...]
     output: Node
     config: FactorNetConfig
-    layers: tuple[LayerPlan, ...]
+    layers: tuple[LayerSpec, ...]
     conditions: tuple[FactorCondition, ...]
     Zs: tuple[np.ndarray, ...]
     n: int
@@ -137,7 +80,7 @@ class FactorNet:
     def layer_names(self) -> list[str]:
         return [lp.name for lp in self.layers]
 
-    def layer(self, name: str) -> LayerPlan:
+    def layer(self, name: str) -> LayerSpec:
         for lp in self.layers:
             if lp.name == name:
                 return lp
@@ -146,13 +89,7 @@ class FactorNet:
     @property
     def nmf_path(self) -> bool:
         """True when the graph is one NMF layer on one input with options ``nmf()`` has."""
-        if len(self.layers) != 1:
-            return False
-        lp = self.layers[0]
-        if lp.kind != "nmf" or lp.embedding or len(lp.parts) != 1 or lp.parts[0].kind != "data":
-            return False
-        plain = all(s.L21 == 0 and s.angular == 0 and s.graph is None for s in (lp.W, lp.H))
-        return plain and lp.W.target is None
+        return len(self.layers) == 1 and self.layers[0].nmf_compatible
 
     def describe(self) -> list[dict]:
         """The plan as JSON-friendly dicts (saved with results; enough to ``predict``)."""
@@ -161,6 +98,36 @@ class FactorNet:
     def __repr__(self) -> str:
         chain = ", ".join(f"{lp.name}(k={lp.k}, {lp.input_label})" for lp in self.layers)
         return f"FactorNet(inputs={self.input_names}, n={self.n}, layers=[{chain}])"
+
+
+@dataclass
+class _Compiler:
+    """What the nodes' ``row_parts``/``ref``/``compile`` read: names and positions."""
+
+    names: dict[int, str]
+    shapes: dict[int, tuple[int, int]]
+    inputs: dict[int, int]
+    layers: dict[int, int]
+    conditions: dict[int, int]
+    Zs: tuple[np.ndarray, ...]
+
+    def name(self, node: Node) -> str:
+        return self.names[id(node)]
+
+    def input_shape(self, node: FactorInput) -> tuple[int, int]:
+        return self.shapes[id(node)]
+
+    def input_pos(self, node: FactorInput) -> int:
+        return self.inputs[id(node)]
+
+    def layer_pos(self, node: Node) -> int:
+        return self.layers[id(node)]
+
+    def condition_pos(self, node: FactorCondition) -> int:
+        return self.conditions[id(node)]
+
+    def condition_z(self, node: FactorCondition) -> np.ndarray:
+        return self.Zs[self.conditions[id(node)]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +174,7 @@ def _resolve_shape(inp: FactorInput, label: str) -> tuple[int, int]:
     return shape
 
 
-def _side(node: Node, side: str) -> SideOptions:
+def _side(node: Node, side: str) -> SideSpec:
     idx = 0 if side == "W" else 1
     opts: FactorOptions | None = getattr(node, side)
 
@@ -219,18 +186,17 @@ def _side(node: Node, side: str) -> SideOptions:
         pair = getattr(node, name, None)
         return default if pair is None else pair[idx]
 
-    out = SideOptions(
+    arrays = {}
+    if opts is not None:
+        arrays = dict(graph=opts.graph, target=opts.target,
+                      graph_lambda=float(opts.graph_lambda or 0.0),
+                      target_lambda=float(opts.target_lambda or 0.0))
+    return SideSpec(
         L1=float(pick("L1", layer_val("L1", 0.0))), L2=float(pick("L2", layer_val("L2", 0.0))),
         L21=float(pick("L21", layer_val("L21", 0.0))),
         angular=float(pick("angular", layer_val("angular", 0.0))),
         upper_bound=float(pick("upper_bound", layer_val("upper_bound", 0.0))),
-        nonneg=bool(pick("nonneg", layer_val("nonneg", True))),
-    )
-    if opts is not None:
-        out.graph, out.target = opts.graph, opts.target
-        out.graph_lambda = float(opts.graph_lambda or 0.0)
-        out.target_lambda = float(opts.target_lambda or 0.0)
-    return out
+        nonneg=bool(pick("nonneg", layer_val("nonneg", True))), **arrays)
 
 
 def factor_net(inputs, output: Node, config: FactorNetConfig | None = None) -> FactorNet:
@@ -284,7 +250,7 @@ def factor_net(inputs, output: Node, config: FactorNetConfig | None = None) -> F
     if not isinstance(output, Node):
         raise TypeError(f"factor_net: 'output' must be a graph node, got "
                         f"{type(output).__name__}")
-    if not isinstance(output, (NMFLayer, SVDLayer)):
+    if not isinstance(output, LayerNode):
         raise TypeError(f"factor_net: 'output' must be a layer (nmf_layer or svd_layer), got "
                         f"{output.label!r}")
     if config is None:
@@ -312,7 +278,7 @@ def factor_net(inputs, output: Node, config: FactorNetConfig | None = None) -> F
     if undeclared:
         raise ValueError(f"factor_net: input(s) {undeclared} are used by the graph but not "
                          f"listed in 'inputs'")
-    layer_nodes = [x for x in nodes if isinstance(x, (NMFLayer, SVDLayer))]
+    layer_nodes = [x for x in nodes if isinstance(x, LayerNode)]
     for i, x in enumerate(layer_nodes):
         names[id(x)] = x.name or f"L{i + 1}"
     conds = [x for x in nodes if isinstance(x, FactorCondition)]
@@ -345,61 +311,22 @@ def factor_net(inputs, output: Node, config: FactorNetConfig | None = None) -> F
                             x.branches)
 
     # ---- layers
-    input_index = {id(x): i for i, x in enumerate(inputs)}
-    layer_index = {id(x): i for i, x in enumerate(layer_nodes)}
-    cond_index = {id(x): i for i, x in enumerate(conds)}
-
-    def parts_of(node: Node) -> list[PartPlan]:
-        if isinstance(node, FactorInput):
-            return [PartPlan("data", shapes[id(node)][0], input_index[id(node)], names[id(node)])]
-        if isinstance(node, FactorShared):
-            return [p for x in node.inputs for p in parts_of(x)]
-        if isinstance(node, FactorCondition):
-            z = Zs[cond_index[id(node)]]
-            return [*parts_of(node.input),
-                    PartPlan("fixed", int(z.shape[0]), cond_index[id(node)], names[id(node)])]
-        if isinstance(node, (NMFLayer, SVDLayer)):
-            return [PartPlan("layer", node.k, layer_index[id(node)], names[id(node)])]
-        if isinstance(node, FactorConcat):
-            return [p for b in node.branches for p in parts_of(b)]
-        if isinstance(node, FactorAdd):
-            flat = []
-
-            def collect(b):
-                if isinstance(b, FactorAdd):
-                    for c in b.branches:
-                        collect(c)
-                else:
-                    flat.append(b)
-            collect(node)
-            return [PartPlan("add", flat[0].k, tuple(layer_index[id(b)] for b in flat),
-                             "+".join(names[id(b)] for b in flat))]
-        raise TypeError(f"factor_net: unsupported node {type(node).__name__}")
-
-    def label_of(node: Node) -> str:
-        if isinstance(node, FactorInput):
-            return f"input:{names[id(node)]}"
-        if isinstance(node, (NMFLayer, SVDLayer)):
-            return f"layer:{names[id(node)]}"
-        if isinstance(node, FactorShared):
-            return "shared:" + ",".join(names[id(x)] for x in node.inputs)
-        if isinstance(node, FactorConcat):
-            return "concat:" + ",".join(label_of(b).split(":", 1)[1] for b in node.branches)
-        if isinstance(node, FactorAdd):
-            return "add:" + ",".join(label_of(b).split(":", 1)[1] for b in node.branches)
-        return f"cond:{names[id(node)]}({label_of(node.input)})"
-
-    plans = []
+    c = _Compiler(names=names, shapes=shapes,
+                  inputs={id(x): i for i, x in enumerate(inputs)},
+                  layers={id(x): i for i, x in enumerate(layer_nodes)},
+                  conditions={id(x): i for i, x in enumerate(conds)}, Zs=Zs)
+    layers = []
     for i, node in enumerate(layer_nodes):
         name = names[id(node)]
         where = f"{node.kind}_layer {name!r}"
-        parts = tuple(parts_of(node.input))
-        embedding = any(p.kind in ("layer", "add") for p in parts)
+        parts = tuple(node.input.row_parts(c))
+        label = node.input.ref(c)
+        embedding = any(p.layers for p in parts)
         R = int(sum(p.rows for p in parts))
         k = node.k
         if k > min(R, n):
             raise ValueError(f"{where}: k={k} exceeds min(rows, samples) = {min(R, n)} of its "
-                             f"input {label_of(node.input)!r} ({R} × {n})")
+                             f"input {label!r} ({R} × {n})")
         Wopt, Hopt = _side(node, "W"), _side(node, "H")
         w_shape = (n, k) if embedding else (R, k)
         h_shape = (k, R) if embedding else (k, n)
@@ -412,13 +339,7 @@ def factor_net(inputs, output: Node, config: FactorNetConfig | None = None) -> F
                 raise ValueError(f"{where}: {side}(graph=) has shape {opt.graph.shape}; "
                                  f"expected ({length}, {length}), a Laplacian over "
                                  f"{'the rows of W' if side == 'W' else 'the columns of H'}")
-        if isinstance(node, SVDLayer) and any(s.target is not None or s.graph is not None
-                                              for s in (Wopt, Hopt)):
-            raise ValueError(f"{where}: targets and graph Laplacians are NMF options")
-        shared = isinstance(node.input, FactorShared) or (
-            isinstance(node.input, FactorCondition) and isinstance(node.input.input, FactorShared))
-        plans.append(LayerPlan(index=i, name=name, kind=node.kind, k=k, node=node,
-                               embedding=embedding, parts=parts, input_label=label_of(node.input),
-                               W=Wopt, H=Hopt, shared=shared))
-    return FactorNet(inputs=tuple(inputs), output=output, config=config, layers=tuple(plans),
+        layers.append(node.compile(index=i, name=name, parts=parts, input_label=label, W=Wopt,
+                                   H=Hopt, shared=node.input.shares_samples()))
+    return FactorNet(inputs=tuple(inputs), output=output, config=config, layers=tuple(layers),
                      conditions=tuple(conds), Zs=Zs, n=int(n), names=names)

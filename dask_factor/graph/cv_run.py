@@ -131,11 +131,7 @@ def _build(ins, layer_fn, combos, params, config):
         net = factor_net(ins, node, config)
         if not net.nmf_path:
             lp = net.layers[0]
-            ok = (lp.kind == "nmf" and not lp.embedding and len(lp.parts) == 1
-                  and lp.parts[0].kind == "data" and lp.W.target is None
-                  and all(s.L21 == 0 and s.angular == 0 and s.graph is None
-                          for s in (lp.W, lp.H)))
-            if not ok:
+            if not lp.nmf_compatible:
                 raise NotImplementedError(
                     f"cross_validate_graph: the graph for {p} has no plain NMF layer reading "
                     f"its input first ({lp.name!r}); masked fits of shared/svd/regularised input "

@@ -3,9 +3,12 @@
 * A graph of one NMF layer on one input whose options ``nmf()`` has runs **exactly** the
   ``nmf()`` path (same seed → the same factors, bit for bit, for every k and L1; the solver is
   picked by ``nmf()``'s rule).
+* A graph of one ``svd_layer`` on one input runs ``svd()`` (:mod:`.svd_bridge`).
 * Every other graph runs on :mod:`dask_factor.engine.deep`: layers in graph order, warm-up fits,
   then RcppML's joint block-coordinate sweeps, one Dask graph per sweep (independent branches in
-  the same submission). ``factor_shared`` never forms the row-bound matrix.
+  the same submission). ``factor_shared`` never forms the row-bound matrix. The compiled layers
+  are the engine's own objects; this module only picks their numerical settings and initial
+  factors and turns the fitted state into results.
 """
 
 from __future__ import annotations
@@ -16,63 +19,19 @@ from typing import Any
 import numpy as np
 
 from .. import _validate as V
-from ..engine.deep import LayerArrays, fit_graph
+from ..engine.deep import fit_graph
 from ..engine.inputs import prepare_input
-from ..engine.multi import LayerSpec, PartSpec, SideSpec
 from ..engine.shared_blocks import blocked_inputs
 from ..nmf import initial_w, nmf, resolve_solver
-from .compile import FactorNet, LayerPlan, SideOptions
+from .compile import FactorNet
 from .result import GraphResult, LayerResult
+from .svd_bridge import fit_svd_layer, runs_on_svd
 
 __all__ = ["fit"]
 
 
 def _draw_seed() -> int:
     return int(np.random.SeedSequence().entropy % (2**31 - 1))
-
-
-def _side_spec(s: SideOptions) -> SideSpec:
-    return SideSpec(L1=s.L1, L2=s.L2, L21=s.L21, angular=s.angular, upper_bound=s.upper_bound,
-                    nonneg=s.nonneg, graph_lambda=s.graph_lambda if s.graph is not None else 0.0,
-                    target_lambda=s.target_lambda if s.target is not None else 0.0)
-
-
-def layer_spec(lp: LayerPlan, *, norm: str, solver: str, cd_maxit: int, cd_tol: float,
-               dtype) -> LayerSpec:
-    """The engine's view of a planned layer (U/V sides swap for a layer fed by layers)."""
-    U_opts, V_opts = (lp.H, lp.W) if lp.embedding else (lp.W, lp.H)
-    return LayerSpec(index=lp.index, name=lp.name, k=lp.k, embedding=lp.embedding,
-                     parts=tuple(PartSpec(p.kind, p.rows, p.source, p.name) for p in lp.parts),
-                     U=_side_spec(U_opts), V=_side_spec(V_opts), norm=norm, solver=solver,
-                     cd_maxit=cd_maxit, cd_tol=cd_tol, dtype=np.dtype(dtype))
-
-
-def _layer_arrays(lp: LayerPlan, n: int) -> LayerArrays:
-    U_opts, V_opts = (lp.H, lp.W) if lp.embedding else (lp.W, lp.H)
-    ut = U_opts.target
-    if ut is not None and lp.embedding:
-        ut = ut.T  # H (k × R) → U (R × k)
-    vt = V_opts.target
-    if vt is not None and not lp.embedding:
-        vt = vt.T  # H (k × n) → V (n × k)
-    a = LayerArrays(ugraph=U_opts.graph, vgraph=V_opts.graph)
-    if ut is not None:
-        a.utarget = np.ascontiguousarray(ut, dtype=np.float64)
-        a.ugram_target = a.utarget.T @ a.utarget / a.utarget.shape[0]
-    if vt is not None:
-        a.vtarget = np.ascontiguousarray(vt, dtype=np.float64)
-        a.vgram_target = a.vtarget.T @ a.vtarget / n
-    return a
-
-
-def _split_w(lp: LayerPlan, U: np.ndarray):
-    if not lp.shared:
-        return U
-    out, o = {}, 0
-    for p in lp.parts:
-        out[p.name] = np.ascontiguousarray(U[o:o + p.rows])
-        o += p.rows
-    return out
 
 
 def _progress(cfg, on_iteration, what: str):
@@ -129,12 +88,6 @@ def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
                        input_names=net.input_names, runtime=res.runtime, _client=client)
 
 
-def _fit_svd_path(net: FactorNet, client) -> GraphResult:
-    from .svd_bridge import fit_svd_layer
-
-    return fit_svd_layer(net, client)
-
-
 def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
         checkpoint_every: int | None = None, resume=None) -> GraphResult:
     """Fit a compiled factorization graph.
@@ -169,7 +122,8 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
         Bad input data (named by input), before any factorisation work.
     NotImplementedError
         ``test_fraction > 0`` on a graph other than one NMF layer on one input (see
-        ``cross_validate_graph`` for deep graphs), or an ``svd_layer`` the SVD engine cannot run.
+        ``cross_validate_graph`` for deep graphs), or a constrained ``svd_layer`` (penalties,
+        ``method="deflation"``/``"krylov"``).
 
     With ``test_fraction > 0`` a one-layer graph runs ``nmf(test_fraction=…)``: the result's
     ``settings`` hold ``test_loss``, ``train_loss``, ``best_iter`` and their histories.
@@ -202,10 +156,13 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
     if resume is not None and cfg.seed is None:
         raise ValueError("resume: set factor_config(seed=...) to the seed of the interrupted fit "
                          "(a drawn seed cannot be matched)")
-    if any(lp.kind == "svd" for lp in net.layers):
+    if runs_on_svd(net):
         if checkpoint is not None or resume is not None:
-            raise ValueError("checkpoint/resume: not available for svd_layer graphs")
-        return _fit_svd_path(net, client)
+            raise ValueError("checkpoint/resume: a graph of one svd_layer on one input runs "
+                             "svd() in one go; there is nothing to resume")
+        return fit_svd_layer(net, client)
+    for lp in net.layers:  # what a layer type cannot fit, before any work
+        lp.check(net.n)
     seed = cfg.seed if cfg.seed is not None else _draw_seed()
     if net.nmf_path:
         return _fit_nmf_path(net, seed, client, on_iteration, ckpt=ckpt)
@@ -229,41 +186,29 @@ def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None) -> G
     bms, bounds = blocked_inputs(preps, datas, dtype=dt, chunks=cfg.chunks,
                                  block_nnz=cfg.block_nnz)
     n = net.n
-    specs, arrays, inits, ssq = [], [], [], []
-    for lp in net.layers:
-        specs.append(layer_spec(lp, norm=cfg.norm, solver=solver, cd_maxit=cdm, cd_tol=cdt,
-                                dtype=dt))
-        arrays.append(_layer_arrays(lp, n))
-        rows = n if lp.embedding else lp.rows
-        inits.append(initial_w(rows, lp.k, seed + lp.index, cfg.rng))
-        total = 0.0
-        for p in lp.parts:
-            if p.kind == "data":
-                total += preps[p.source].sq_norm
-            elif p.kind == "fixed":
-                total += float(np.sum(net.Zs[p.source] ** 2))
-        ssq.append(total)
+    input_sq = [p.sq_norm for p in preps]
+    specs = [lp.tuned(norm=cfg.norm, solver=solver, cd_maxit=cdm, cd_tol=cdt, dtype=dt,
+                      seed=seed + lp.index) for lp in net.layers]
+    arrays = [lp.engine_arrays(n) for lp in specs]
+    inits = [initial_w(lp.init_rows(n), lp.k, seed + lp.index, cfg.rng) if lp.needs_init
+             else None for lp in specs]
+    ssq = [lp.fixed_sq_norm(input_sq, list(net.Zs)) for lp in specs]
     single = len(net.layers) == 1
     bar, cb = _progress(cfg, on_iteration, f"factor_net ({len(specs)} layers)")
     try:
         state = fit_graph(specs, bms, list(net.Zs), arrays, inits, bounds=bounds, ssq=ssq,
-                          maxit=cfg.maxit, tol=cfg.tol, warmup=0 if single else cfg.warmup,
+                          maxit=1 if all(lp.constant for lp in specs) else cfg.maxit,
+                          tol=cfg.tol, warmup=0 if single else cfg.warmup, input_sq=input_sq,
                           client=client, on_sweep=cb, **(ckpt or {}))
     finally:
         if bar is not None:
             bar.close()
     layers: dict[str, LayerResult] = {}
-    for lp, ls in zip(net.layers, state.layers):
-        k = lp.k
+    for lp, ls in zip(specs, state.layers):
         perm = (np.argsort(-ls.d, kind="stable") if single and cfg.sort_model
-                else np.arange(k))
+                else np.arange(lp.k))
         d = np.asarray(ls.d, dtype=np.float64)[perm]
-        V = ls.V[:, perm]
-        U = np.asarray(ls.U)[:, perm]
-        if lp.embedding:
-            W, Hm = V, np.ascontiguousarray(U.T, dtype=np.float64)
-        else:
-            W, Hm = _split_w(lp, U), np.ascontiguousarray(V.T)
+        W, Hm = lp.to_user(np.asarray(ls.U)[:, perm], ls.V[:, perm])
         size = float(lp.rows) * float(n)
         layers[lp.name] = LayerResult(
             name=lp.name, kind=lp.kind, W=W, d=d, H=Hm, iterations=state.sweeps,
@@ -275,6 +220,9 @@ def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None) -> G
         chunks=[int(x) for x in np.diff(bounds)],
         n_negative={nm: p.n_negative for nm, p in zip(names, preps)},
         graph_sizes=list(state.graph_sizes[len(state.graph_sizes) - state.sweeps:]))
+    info = {ls.spec.name: ls.info for ls in state.layers if ls.info}
+    if info:
+        settings["layers"] = info
     return GraphResult(layers=layers, loss_history=list(state.history),
                        iterations=state.sweeps, warmup=state.warmup, converged=state.converged,
                        config=cfg.to_dict(), settings=settings, plan=net.describe(),

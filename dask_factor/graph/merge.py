@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from ..engine.plan import ConditionPart, SumPart
 from .nodes import FactorInput, Node, _check_name, _check_node, _is_layer
 
 __all__ = [
@@ -37,6 +38,15 @@ class FactorShared(Node):
 
     def upstream(self):
         return tuple(self.inputs)
+
+    def row_parts(self, c):
+        return [p for x in self.inputs for p in x.row_parts(c)]
+
+    def ref(self, c) -> str:
+        return "shared:" + ",".join(c.name(x) for x in self.inputs)
+
+    def shares_samples(self) -> bool:
+        return True
 
     @property
     def label(self) -> str:
@@ -142,6 +152,12 @@ class FactorConcat(Node):
     def upstream(self):
         return tuple(self.branches)
 
+    def row_parts(self, c):
+        return [p for b in self.branches for p in b.row_parts(c)]
+
+    def ref(self, c) -> str:
+        return "concat:" + ",".join(b.ref(c).split(":", 1)[1] for b in self.branches)
+
     @property
     def rank(self) -> int | None:
         return branch_rank(self)
@@ -192,6 +208,19 @@ class FactorAdd(Node):
 
     def upstream(self):
         return tuple(self.branches)
+
+    def layers(self) -> list[Node]:
+        """The summed layers, nested sums flattened (in order)."""
+        return [x for b in self.branches
+                for x in (b.layers() if isinstance(b, FactorAdd) else [b])]
+
+    def row_parts(self, c):
+        flat = self.layers()
+        return [SumPart(flat[0].k, "+".join(c.name(b) for b in flat),
+                        sources=tuple(c.layer_pos(b) for b in flat))]
+
+    def ref(self, c) -> str:
+        return "add:" + ",".join(b.ref(c).split(":", 1)[1] for b in self.branches)
 
     @property
     def rank(self) -> int | None:
@@ -259,6 +288,17 @@ class FactorCondition(Node):
 
     def upstream(self):
         return (self.input,)
+
+    def row_parts(self, c):
+        z = c.condition_z(self)
+        return [*self.input.row_parts(c),
+                ConditionPart(int(z.shape[0]), c.name(self), source=c.condition_pos(self))]
+
+    def ref(self, c) -> str:
+        return f"cond:{c.name(self)}({self.input.ref(c)})"
+
+    def shares_samples(self) -> bool:
+        return self.input.shares_samples()
 
     @property
     def p(self) -> int:

@@ -9,6 +9,11 @@ Orientation as in RcppML: an input is features × samples; a layer fed by an inp
 ``A ≈ W diag(d) H`` (W: features × k, H: k × samples); a layer fed by another layer factorises that
 layer's ``t(H)`` (samples × k_up), so its W (samples × k) is the per-sample embedding and its H
 (k × k_up) the connecting matrix.
+
+Each node compiles itself (``factor_net`` only walks the graph): :meth:`Node.row_parts` gives the
+engine parts (:mod:`dask_factor.engine.plan`) it contributes to a downstream layer's matrix,
+:meth:`Node.ref` its RcppML ``input_ref`` label, and a layer's :meth:`LayerNode.compile` the
+engine layer itself. A new kind of block is one class here or in :mod:`.merge`.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _validate as V
+from ..engine.nmf_layer import NMFSpec
+from ..engine.plan import InputPart, LayerPart, LayerSpec, SideSpec
+from ..engine.svd_layer import SVDSpec
 from .config import FactorOptions
 
-__all__ = ["Node", "FactorInput", "NMFLayer", "SVDLayer", "factor_input", "nmf_layer",
-           "svd_layer"]
+__all__ = ["Node", "FactorInput", "LayerNode", "NMFLayer", "SVDLayer", "factor_input",
+           "nmf_layer", "svd_layer"]
 
 SVD_METHODS = ("auto", "deflation", "krylov", "lanczos", "irlba", "randomized")
 
@@ -43,6 +51,21 @@ class Node:
     @property
     def label(self) -> str:
         return self.name or type(self).__name__
+
+    # ---- compilation (called by factor_net with its context ``c``)
+
+    def row_parts(self, c) -> list:
+        """The engine parts (:class:`~dask_factor.engine.plan.Part`) this node contributes, in
+        order, to the matrix of a layer that reads it."""
+        raise TypeError(f"factor_net: unsupported node {type(self).__name__}")
+
+    def ref(self, c) -> str:
+        """RcppML's ``input_ref`` of a layer reading this node (``input:aml``, …)."""
+        return f"{type(self).__name__}:{c.name(self)}"
+
+    def shares_samples(self) -> bool:
+        """Whether a layer on this node has one W block per input (``factor_shared``)."""
+        return False
 
 
 def _check_node(where: str, arg: str, x) -> Node:
@@ -80,6 +103,12 @@ class FactorInput(Node):
     data: Any
     name: str | None = None
     shape: tuple[int, int] | None = None
+
+    def row_parts(self, c):
+        return [InputPart(c.input_shape(self)[0], c.name(self), source=c.input_pos(self))]
+
+    def ref(self, c) -> str:
+        return f"input:{c.name(self)}"
 
     def __repr__(self) -> str:
         return f"factor_input(name={self.name!r}, shape={self.shape})"
@@ -177,8 +206,43 @@ def _check_side(where: str, arg: str, value, side: str) -> FactorOptions | None:
     return value
 
 
+class LayerNode(Node):
+    """Base of the layer blocks: a layer reads one node and compiles to an engine layer."""
+
+    input: Node
+    k: int
+
+    #: the engine layer type this block compiles to
+    spec_type: type[LayerSpec] = LayerSpec
+
+    def upstream(self):
+        return (self.input,)
+
+    @property
+    def rank(self) -> int:
+        return self.k
+
+    def row_parts(self, c):
+        return [LayerPart(self.k, c.name(self), source=c.layer_pos(self))]
+
+    def ref(self, c) -> str:
+        return f"layer:{c.name(self)}"
+
+    def spec_options(self, where: str, W: SideSpec, H: SideSpec) -> dict:
+        """Layer-type settings of the compiled layer (beyond the common ones)."""
+        return {}
+
+    def compile(self, *, index: int, name: str, parts: tuple, input_label: str, W: SideSpec,
+                H: SideSpec, shared: bool) -> LayerSpec:
+        """The engine layer of this block (see :mod:`dask_factor.engine.plan`)."""
+        where = f"{self.kind}_layer {name!r}"
+        return self.spec_type(index=index, name=name, k=self.k, parts=parts, W=W, H=H,
+                              input_label=input_label, shared=shared,
+                              **self.spec_options(where, W, H))
+
+
 @dataclass(eq=False)
-class NMFLayer(Node):
+class NMFLayer(LayerNode):
     """An NMF layer ``input ≈ W diag(d) H`` (non-negative by default).
 
     Layer-level penalties are pairs ``(W side, H side)``; ``W``/``H`` options override them.
@@ -197,13 +261,7 @@ class NMFLayer(Node):
     H: FactorOptions | None = None
 
     kind = "nmf"
-
-    def upstream(self):
-        return (self.input,)
-
-    @property
-    def rank(self) -> int:
-        return self.k
+    spec_type = NMFSpec
 
     def __repr__(self) -> str:
         return f"nmf_layer(name={self.name!r}, k={self.k}, input={self.input.label!r})"
@@ -294,7 +352,7 @@ def nmf_layer(
 
 
 @dataclass(eq=False)
-class SVDLayer(Node):
+class SVDLayer(LayerNode):
     """A truncated SVD / PCA layer ``input ≈ U diag(d) Vᵀ`` (W = U, H = Vᵀ, signed)."""
 
     input: Node
@@ -313,13 +371,13 @@ class SVDLayer(Node):
     H: FactorOptions | None = None
 
     kind = "svd"
+    spec_type = SVDSpec
 
-    def upstream(self):
-        return (self.input,)
-
-    @property
-    def rank(self) -> int:
-        return self.k
+    def spec_options(self, where, W, H):
+        if any(s.target is not None or s.graph is not None for s in (W, H)):
+            raise ValueError(f"{where}: targets and graph Laplacians are NMF options")
+        return dict(center=self.center, scale=self.scale, method=self.method, tol=self.tol,
+                    maxit=self.maxit)
 
     def __repr__(self) -> str:
         return (f"svd_layer(name={self.name!r}, k={self.k}, input={self.input.label!r}, "
@@ -394,4 +452,4 @@ def svd_layer(
 
 
 def _is_layer(x) -> bool:
-    return isinstance(x, (NMFLayer, SVDLayer))
+    return isinstance(x, LayerNode)

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..engine.deep import project_graph
 from ..engine.inputs import prepare_input
-from ..engine.multi import LayerSpec, PartSpec, SideSpec
+from ..engine.nmf_layer import NMFSpec
+from ..engine.plan import ConditionPart, InputPart, SideSpec, part_from_dict
 from ..engine.shared_blocks import blocked_inputs
 from .merge import orient_z
 
@@ -20,17 +21,17 @@ PREDICT_CD_MAXIT = 100
 PREDICT_CD_TOL = 1e-8
 
 
-def _projection_spec(layer: dict, dtype) -> LayerSpec:
+def _projection_spec(layer: dict, dtype, remap: dict[int, int]) -> NMFSpec:
+    """A saved layer as a projection layer: its sample-side options, the graph inputs
+    renumbered onto the new data, coordinate descent to convergence."""
     side = layer["W"] if layer["embedding"] else layer["H"]
     V = SideSpec(L1=side["L1"], L2=side["L2"], upper_bound=side["upper_bound"],
                  nonneg=side["nonneg"])
-    parts = tuple(PartSpec(p["kind"], int(p["rows"]),
-                           tuple(p["source"]) if isinstance(p["source"], list) else p["source"],
-                           p["name"]) for p in layer["parts"])
-    return LayerSpec(index=layer["index"], name=layer["name"], k=layer["k"],
-                     embedding=layer["embedding"], parts=parts, U=SideSpec(), V=V,
-                     solver="cd", cd_maxit=PREDICT_CD_MAXIT, cd_tol=PREDICT_CD_TOL,
-                     dtype=np.dtype(dtype))
+    parts = tuple(part_from_dict(p).with_inputs(remap) for p in layer["parts"])
+    W, H = (V, SideSpec()) if layer["embedding"] else (SideSpec(), V)
+    return NMFSpec(index=layer["index"], name=layer["name"], k=layer["k"], parts=parts, W=W,
+                   H=H, solver="cd", cd_maxit=PREDICT_CD_MAXIT, cd_tol=PREDICT_CD_TOL,
+                   dtype=np.dtype(dtype))
 
 
 def predict_graph(result, new_data, *, conditions: Mapping | None = None, client=None
@@ -51,11 +52,11 @@ def predict_graph(result, new_data, *, conditions: Mapping | None = None, client
     rows: dict[int, int] = {}
     fixed_names: dict[int, str] = {}
     for layer in plan:
-        for p in layer["parts"]:
-            if p["kind"] == "data":
-                rows[p["source"]] = int(p["rows"])
-            elif p["kind"] == "fixed":
-                fixed_names[p["source"]] = p["name"]
+        for p in map(part_from_dict, layer["parts"]):
+            if isinstance(p, InputPart):
+                rows[p.source] = p.rows
+            elif isinstance(p, ConditionPart):
+                fixed_names[p.source] = p.name
     missing = [names[i] for i in rows if names[i] not in new_data]
     if missing:
         raise ValueError(f"predict: new_data lacks input(s) {missing}")
@@ -90,10 +91,7 @@ def predict_graph(result, new_data, *, conditions: Mapping | None = None, client
     remap = {i: j for j, i in enumerate(order)}
     specs, Us, ds = [], [], []
     for layer in plan:
-        spec = _projection_spec(layer, dtype)
-        spec = LayerSpec(**{**spec.__dict__, "parts": tuple(
-            PartSpec(p.kind, p.rows, remap[p.source], p.name) if p.kind == "data" else p
-            for p in spec.parts)})
+        spec = _projection_spec(layer, dtype, remap)
         lr = result.layers[layer["name"]]
         U = lr.H.T if layer["embedding"] else lr.W_stacked
         specs.append(spec)

@@ -1,9 +1,9 @@
-"""Running an ``svd_layer`` on the truncated-SVD engine (``dask_factor.svd``).
+"""A graph of one ``svd_layer`` on one input: ``svd()`` itself (``dask_factor.svd``).
 
 An svd_layer is a real truncated SVD with implicit centring/scaling (SPEC-nmf.md §4, decision 3),
-not RcppML's unconstrained ALS. Supported: a one-layer graph, an svd_layer on one input, the
-unconstrained Krylov/randomized methods. Everything else raises ``NotImplementedError`` naming
-what is missing, before any work.
+not RcppML's unconstrained ALS. Alone on one input it is exactly ``svd()`` of that input; anywhere
+else in a graph it runs on the graph engine (:mod:`dask_factor.engine.svd_layer`). Constrained
+methods and penalties raise ``NotImplementedError`` naming what is missing, before any work.
 """
 
 from __future__ import annotations
@@ -12,9 +12,18 @@ import importlib
 
 import numpy as np
 
+from ..engine.plan import InputPart
+from ..engine.svd_layer import KRYLOV_METHODS, SVDSpec
 from .result import GraphResult, LayerResult
 
-_ENGINE_METHODS = ("auto", "lanczos", "irlba", "randomized")
+
+def runs_on_svd(net) -> bool:
+    """Whether the graph is one svd_layer on one input (then it is ``svd()`` of that input)."""
+    if len(net.layers) != 1:
+        return False
+    lp = net.layers[0]
+    return (isinstance(lp, SVDSpec) and len(lp.parts) == 1
+            and isinstance(lp.parts[0], InputPart))
 
 
 def _svd_api():
@@ -28,30 +37,20 @@ def _svd_api():
 
 
 def fit_svd_layer(net, client) -> GraphResult:
-    """Fit a one-layer graph whose layer is an ``svd_layer``."""
-    lp = next(lp for lp in net.layers if lp.kind == "svd")
+    """Fit a graph of one ``svd_layer`` on one input (see :func:`runs_on_svd`)."""
+    lp = net.layers[0]
     where = f"svd_layer {lp.name!r}"
-    if len(net.layers) != 1:
-        raise NotImplementedError(
-            f"{where}: an svd_layer in a multi-layer graph is not supported (its joint "
-            f"block-coordinate schedule is defined for NMF layers); fit it on its own")
-    if len(lp.parts) != 1 or lp.parts[0].kind != "data":
-        raise NotImplementedError(f"{where}: an svd_layer must read one factor_input directly "
-                                  f"(got {lp.input_label!r})")
-    node = lp.node
-    if node.method not in _ENGINE_METHODS:
-        raise NotImplementedError(f"{where}: method={node.method!r} (constrained SVD) is not "
+    if lp.method not in KRYLOV_METHODS:
+        raise NotImplementedError(f"{where}: method={lp.method!r} (constrained SVD) is not "
                                   f"implemented; use 'auto', 'lanczos', 'irlba' or 'randomized'")
-    constrained = any(s.L1 or s.L2 or s.L21 or s.angular or s.upper_bound or s.nonneg
-                      for s in (lp.W, lp.H))
-    if constrained:
+    if lp.W.constrained or lp.H.constrained:
         raise NotImplementedError(f"{where}: constrained SVD (L1/L2/nonneg/bounds) is not "
                                   f"implemented; the SVD engine is unconstrained")
     svd = _svd_api()
     cfg = net.config
     inp = net.inputs[lp.parts[0].source]
-    res = svd(inp.data, lp.k, method=node.method, center=node.center, scale=node.scale,
-              seed=cfg.seed, tol=node.tol, maxit=node.maxit, chunks=cfg.chunks,
+    res = svd(inp.data, lp.k, method=lp.method, center=lp.center, scale=lp.scale,
+              seed=cfg.seed, tol=lp.tol, maxit=lp.maxit, chunks=cfg.chunks,
               block_nnz=cfg.block_nnz, client=client)
     m, n = res.U.shape[0], int(res.V_dask.shape[0])
     d = np.asarray(res.d, dtype=np.float64)

@@ -46,11 +46,15 @@ def test_svd_layer_single(aml):
 
 def test_svd_layer_unsupported_uses_fail_clearly(aml):
     inp = factor_input(aml.matrix, name="aml")
-    deep = nmf_layer(svd_layer(inp, 4, name="pca"), 2, name="top")
-    with pytest.raises(NotImplementedError, match="multi-layer graph"):
-        fit(factor_net(inp, deep))
     with pytest.raises(NotImplementedError, match="constrained"):
         fit(factor_net(inp, svd_layer(inp, 4, name="s", method="deflation")))
+    # in a multi-layer graph too, before any work
+    deep = nmf_layer(svd_layer(inp, 4, name="pca", method="krylov"), 2, name="top")
+    with pytest.raises(NotImplementedError, match="constrained"):
+        fit(factor_net(inp, deep))
+    deep = svd_layer(nmf_layer(inp, 4, name="f"), 2, name="top", L2=0.1)
+    with pytest.raises(NotImplementedError, match="constrained"):
+        fit(factor_net(inp, deep))
 
 
 def test_cross_validate_graph_argument_checks(aml):
