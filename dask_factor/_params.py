@@ -1,10 +1,11 @@
 """The public functions' arguments, declared once, and the one check that enforces them.
 
 Modelled on scikit-learn's ``_parameter_constraints``: :data:`PARAMETERS` maps every argument of
-``nmf``/``fit_nmf``/``rank_search``, ``svd``/``pca``, ``factor_config`` and the ``NMF`` estimator to
-the list of constraints a value may satisfy (one is enough); :data:`RULES` declares the few checks
-that involve two arguments; :func:`validate_params` applies both, before any work, and returns the
-values normalised (pairs as 2-tuples, dtypes as ``numpy.dtype``, numbers as ``int``/``float``).
+``nmf``/``fit_nmf``/``rank_search``, ``svd``/``pca``, ``factor_config`` (with the per-factor
+``W()``/``H()``, entry ``"factor"``) and the ``NMF`` estimator to the list of constraints a value
+may satisfy (one is enough); :data:`RULES` declares the few checks that involve two arguments;
+:func:`validate_params` applies both, before any work, and returns the values normalised (pairs as
+2-tuples, dtypes as ``numpy.dtype``, numbers as ``int``/``float``).
 
 Layout of the table:
 
@@ -165,7 +166,7 @@ class Boolean(Constraint):
         return bool(value)
 
     def __str__(self):
-        return "True or False"
+        return "a bool"
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,29 @@ class Matrix(Constraint):
 
     def __str__(self):
         return self.desc
+
+
+class MaskMatrix(Constraint):
+    """The user's mask: a 2-D numpy, scipy.sparse or dask array (non-zero = missing), kept as
+    given (blocked like A later, inside the tasks for a dask array)."""
+
+    def matches(self, value):
+        import scipy.sparse as sp
+
+        return sp.issparse(value) or hasattr(value, "ndim") and not isinstance(value, str)
+
+    def check(self, name, value):
+        if getattr(value, "ndim", 2) != 2:
+            raise ValueError(f"{name}: expected a 2-D mask matrix (features × samples), got "
+                             f"{value.ndim} dimension(s)")
+        kind = np.dtype(value.dtype).kind
+        if kind not in "biuf":
+            raise TypeError(f"{name}: expected a boolean or numeric mask matrix, got dtype "
+                            f"{value.dtype}")
+        return value
+
+    def __str__(self):
+        return "a boolean matrix of A's shape (True = missing)"
 
 
 class Path(Constraint):
@@ -374,7 +398,7 @@ PARAMETERS: dict[str, list[Constraint]] = {
                                desc="a number in (0, 1), or 0 for no hold-out")],
     "cv_seed": [_SEED, _SEEDS, NONE],
     "patience": [_COUNT],
-    "mask": [StrOptions(("zeros", "NA")), NONE],
+    "mask": [StrOptions(("zeros", "NA")), MaskMatrix(), NONE],
     "mask_zeros": [Boolean()],
     "cv_k_range": [Bounds(_RANK, "a (min, max) pair of integers >= 1")],
     # ---- blocks, execution, feedback
@@ -401,6 +425,10 @@ PARAMETERS: dict[str, list[Constraint]] = {
     # ---- factor_config only
     "loss": [StrOptions(("mse", "gp", "nb", "gamma", "inverse_gaussian", "tweedie"))],
     "warmup": [Interval(_INT, 0, None), NONE],
+    # ---- per-factor options W(), H() (None: inherit the layer's value)
+    "L21": [Interval(_REAL, 0.0, None), NONE],
+    "angular": [Interval(_REAL, 0.0, None), NONE],
+    "graph_lambda": [Interval(_REAL, 0.0, None), NONE],
     # ---- per entry point, where an argument means something else there
     "nmf.k": [_RANK, _RANKS, Options(("auto",))],
     "rank_search.k": [_RANKS, Options(("auto",))],
@@ -409,6 +437,11 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "svd.seed": [_SEED, NONE],
     "svd.tol": [Interval(_REAL, 0.0, None), NONE],
     "svd.maxit": [Interval(_INT, 0, None), NONE],  # 0 power iterations: RULES (randomized only)
+    "factor.L1": [Interval(_REAL, 0.0, 1.0, closed="left"), NONE],
+    "factor.L2": [Interval(_REAL, 0.0, None), NONE],
+    "factor.upper_bound": [Interval(_REAL, 0.0, None), NONE],
+    "factor.nonneg": [Boolean(), NONE],
+    "factor.target_lambda": [Interval(_REAL), NONE],
 }
 
 #: entry point → {its argument name: the table's name}; messages keep the caller's name
@@ -574,7 +607,8 @@ def validate_params(values: Mapping[str, Any], *, entry: str) -> dict[str, Any]:
         The arguments as the caller received them (``locals()`` of the entry point).
     entry : str
         The entry point: ``"nmf"``, ``"fit_nmf"``, ``"rank_search"``, ``"svd"``, ``"pca"``,
-        ``"factor_config"`` or ``"NMF"``; selects the ``"entry.name"`` overrides and aliases.
+        ``"factor_config"``, ``"factor"`` (``W()``/``H()``) or ``"NMF"``; selects the
+        ``"entry.name"`` overrides and aliases.
 
     Returns
     -------
@@ -598,8 +632,12 @@ def validate_params(values: Mapping[str, Any], *, entry: str) -> dict[str, Any]:
     """
     aliases = ALIASES.get(entry, {})
     shown = {canonical: own for own, canonical in aliases.items()}
-    out = {aliases.get(name, name): check_value(name, value, constraints_for(name, entry))
-           for name, value in values.items()}
+    out: dict[str, Any] = {}
+    for own, value in values.items():
+        key = aliases.get(own, own)
+        if key in out:  # e.g. the estimator's n_components and nmf()'s k, both given
+            raise TypeError(f"{own}: given twice (as {shown.get(key, key)!r} and as {key!r})")
+        out[key] = check_value(own, value, constraints_for(own, entry))
 
     def name(canonical: str) -> str:
         return shown.get(canonical, canonical)

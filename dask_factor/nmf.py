@@ -108,8 +108,9 @@ def nmf(
     rng : {"numpy", "rcppml"}, default "numpy"
         ``"rcppml"`` draws W0 exactly like R's ``set.seed(seed); runif(m*k)``.
     target_H : ndarray of shape (k, n), optional
-        Target regularization of H (SPEC-nmf.md §2): ``target_lambda > 0`` pulls each column of
-        H towards the target, ``< 0`` pushes the solution away from the target's subspace.
+        Target regularization of H: ``target_lambda > 0`` pulls each column of H towards the
+        target, ``< 0`` pushes the solution away from the target's subspace. Works with
+        masked and cross-validated fits too (each column's own Gram gets the same terms).
     target_lambda : float, default 0
     chunks : int, optional
         Columns per block (default: blocks of about one million stored entries, at least 8).
@@ -138,10 +139,12 @@ def nmf(
         one repetition per seed.
     patience : int, default 5
         Iterations without a test-loss improvement before a cross-validated fit stops.
-    mask : {None, "zeros", "NA"}, default None
+    mask : {None, "zeros", "NA"} or matrix of shape (m, n), default None
         ``"zeros"``: zeros are missing values (only stored entries are observed); ``"NA"``: NaN
         entries are missing values (excluded from the fit and the loss). Without ``"NA"`` a NaN
-        is an error.
+        is an error. A boolean matrix (numpy, ``scipy.sparse`` or dask; non-zero = missing,
+        RcppML's ``mask = M``) marks the user's missing entries: they are excluded from both
+        updates and the losses, whatever their values, and are never test entries.
     mask_zeros : bool, default False
         With ``test_fraction``: only non-zero entries can be test entries (O(nnz) hashing: the
         scalable path for very large sparse inputs).

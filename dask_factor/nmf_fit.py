@@ -18,7 +18,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dask
@@ -27,8 +27,10 @@ import numpy as np
 
 from ._params import PARAMETERS, check_value, validate_params
 from .engine.als import ALSConfig, ALSState, fit_als
+from .engine.blocks import as_blocked
 from .engine.inputs import check_shape, open_lazy, prepare_input
-from .engine.masked import MaskSpec, fit_masked
+from .engine.masked import MaskSpec, Penalties, fit_masked
+from .engine.multi import SideSpec
 from .engine.project import project_blocks, reconstruction_sse
 from .kernels.rng import r_runif
 
@@ -265,13 +267,14 @@ def _h_dask(state: ALSState, bounds: np.ndarray, perm: np.ndarray, dtype) -> da.
 
 def fit_masked_model(prep, W0, cfg: ALSConfig, *, m, n, seed, cv_seed, test_fraction, patience,
                      mask, mask_zeros, sort_model, client, on_iteration, settings_extra,
-                     ckpt=None) -> NMFResult:
+                     ckpt=None, mask_blocks=None, penalties=None) -> NMFResult:
     """Run the masked engine (held-out or missing entries) and wrap its state as an NMFResult."""
     ms = MaskSpec(test_fraction=float(test_fraction),
                   cv_seed=int(cv_seed if cv_seed is not None else seed),
                   mask_zeros=bool(mask_zeros), observed_only=(mask == "zeros"))
     st = fit_masked(prep.bm, W0, cfg, ms, patience=patience, client=client,
-                    on_iteration=on_iteration, **(ckpt or {}))
+                    on_iteration=on_iteration, mask=mask_blocks, penalties=penalties,
+                    **(ckpt or {}))
     k = cfg.k
     perm = np.argsort(-st.d, kind="stable") if sort_model else np.arange(k)
     score = st.test_history if test_fraction > 0 else st.train_history
@@ -280,7 +283,7 @@ def fit_masked_model(prep, W0, cfg: ALSConfig, *, m, n, seed, cv_seed, test_frac
                     upper_bound=cfg.upper_bound, nonneg=cfg.nonneg, seed=int(seed),
                     norm=cfg.norm, solver_used="cd", cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
                     sort_model=sort_model, dtype=np.dtype(cfg.dtype).name,
-                    chunks=[int(x) for x in np.diff(prep.bm.bounds)], target_lambda=0.0,
+                    chunks=[int(x) for x in np.diff(prep.bm.bounds)],
                     n_negative=prep.n_negative, test_fraction=float(test_fraction),
                     cv_seed=ms.cv_seed, patience=patience, mask=mask,
                     mask_zeros=bool(mask_zeros), n_test=st.n_test, n_train=st.n_train,
@@ -395,11 +398,14 @@ def fit_nmf(
                              f"{W0.shape}")
 
     mask = p["mask"]
+    user_mask = None if mask is None or isinstance(mask, str) else mask
+    if user_mask is not None:
+        if tuple(user_mask.shape) != (m, n):
+            raise ValueError(f"mask: expected a matrix of A's shape ({m}, {n}), got "
+                             f"{tuple(user_mask.shape)}")
+        mask = "matrix"
     has_nan = mask == "NA" and _has_nan(A)
     masked = p["test_fraction"] > 0 or mask is not None
-    if masked and T is not None:
-        raise ValueError("target_H: not supported together with test_fraction, mask or NaN "
-                         "entries")
     prep = prepare_input(A, name="A", dtype=dt, chunks=p["chunks"], block_nnz=p["block_nnz"],
                          cache=cache, client=client,
                          allow_nonfinite=has_nan or mask == "NA")
@@ -433,12 +439,21 @@ def fit_nmf(
 
     try:
         if masked:  # held-out / missing entries: the masked engine (on_iteration gets the score)
+            mask_blocks = None if user_mask is None else as_blocked(
+                user_mask, dtype=np.float32, bounds=prep.bm.bounds, name="mask")
+            penalties = None
+            if T is not None:  # H's target acts on every column's own masked Gram
+                penalties = Penalties(H=SideSpec(target_lambda=float(target_lambda),
+                                                 nonneg=p["nonneg"][1]),
+                                      h_target=np.ascontiguousarray(T.T))
+                cfg = replace(cfg, target_lambda=0.0)
             return fit_masked_model(
                 prep, W0, cfg, m=m, n=n, seed=int(seed), cv_seed=p["cv_seed"],
                 test_fraction=p["test_fraction"], patience=p["patience"], mask=mask,
                 mask_zeros=p["mask_zeros"], sort_model=p["sort_model"], client=client,
-                on_iteration=callback, ckpt=ckpt, settings_extra=dict(
-                    rng=rng, solver=solver, w_init=w_init is not None, cache=cache))
+                on_iteration=callback, ckpt=ckpt, mask_blocks=mask_blocks, penalties=penalties,
+                settings_extra=dict(rng=rng, solver=solver, w_init=w_init is not None,
+                                    cache=cache, target_lambda=float(target_lambda)))
         state = fit_als(prep.bm, W0, cfg, sq_norm=prep.sq_norm, client=client,
                         target_blocks=target_blocks, gram_target=gram_target,
                         on_iteration=callback, **ckpt)

@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import nnls
 
+from dask_factor import nmf
 from dask_factor.engine.als import ALSConfig
 from dask_factor.engine.blocks import as_blocked
 from dask_factor.engine.masked import MaskSpec, Penalties, fit_masked
@@ -101,13 +102,13 @@ def reference(A, observed, W0, steps, pen: Penalties):
     return model_W, Ht
 
 
-def _engine(A, W0, steps, *, mask=None, pen=None, ms=MaskSpec(), chunks=40):
+def _engine(A, W0, steps, *, mask=None, pen=None, ms=None, chunks=40):
     cfg = ALSConfig(k=K, maxit=steps, tol=0.0, solver="cd", cd_maxit=3000, cd_tol=1e-14,
                     dtype=np.float64)
     bm = as_blocked(A, dtype=np.float64, chunks=chunks)
     mb = None if mask is None else as_blocked(mask.astype(np.float64), dtype=np.float64,
                                               bounds=bm.bounds)
-    st = fit_masked(bm, W0, cfg, ms, mask=mb, penalties=pen, patience=50)
+    st = fit_masked(bm, W0, cfg, ms or MaskSpec(), mask=mb, penalties=pen, patience=50)
     Hraw = np.vstack([np.asarray(h) for h in st.h_blocks])
     return st, Hraw
 
@@ -178,3 +179,45 @@ def test_per_factor_options_match_the_reference(problem, case):
     # and the option changed the fit
     _, Hplain = _engine(A, W0, 4, mask=M)
     assert np.abs(H - Hplain).max() > 1e-4
+
+
+# ------------------------------------------------------------------------------------------
+# through nmf()
+
+
+def test_nmf_takes_a_mask_matrix(aml):
+    """``nmf(A, k, mask=M)``: scipy, numpy and dask masks give the same fit, equal to NaN
+    entries with mask="NA"; a mask of the wrong shape is refused before any work."""
+    import dask.array as da
+
+    A = np.asarray(aml.matrix, dtype=np.float64)
+    M = sp.random(*A.shape, density=0.1, random_state=4, format="csc", dtype=bool)
+    kw = dict(seed=3, maxit=6, tol=0, dtype="float64")
+    fits = [nmf(A, 4, mask=X, **kw) for X in (M, M.toarray(),
+                                              da.from_array(M.toarray(), chunks=(200, 40)))]
+    AN = A.copy()
+    AN[M.toarray()] = np.nan
+    ref = nmf(AN, 4, mask="NA", **kw)
+    for f in fits:
+        np.testing.assert_allclose(f.W, ref.W, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(f.H, ref.H, rtol=1e-10, atol=1e-13)
+    assert fits[0].settings["mask"] == "matrix"
+    with pytest.raises(ValueError, match=r"mask: expected a matrix of A's shape \(824, 135\)"):
+        nmf(A, 4, mask=M[:, :10], **kw)
+    with pytest.raises(TypeError, match="mask"):
+        nmf(A, 4, mask=np.array([["a"]] * 3), **kw)
+
+
+def test_nmf_cross_validates_with_a_target(hawaiibirds):
+    """target_H works with test_fraction (it used to be refused): a strong target pins every
+    column of H to it, and the fit still reports its test loss."""
+    A = hawaiibirds.matrix
+    kw = dict(maxit=10, tol=0, test_fraction=0.1, cv_seed=2, patience=50, sort_model=False)
+    T = np.asarray(nmf(A, 4, seed=1, **kw).H, dtype=np.float64)  # rows sum to 1 (L1 norm)
+    pulled = nmf(A, 4, seed=2, target_H=T, target_lambda=1e4, **kw)
+    free = nmf(A, 4, seed=2, **kw)
+    def dist(model):
+        return float(np.abs(np.asarray(model.H) - T).mean())
+
+    assert dist(pulled) < 0.3 * dist(free)
+    assert np.isfinite(pulled.test_loss) and pulled.settings["target_lambda"] == 1e4
