@@ -222,9 +222,9 @@ def _run_fit(args) -> int:
     out = _fit_output(args.out)
     client = None
     if args.scheduler:
-        from distributed import Client
+        from .cluster import connect
 
-        client = Client(args.scheduler)
+        client = connect(args.scheduler, timeout=args.connect_timeout)
     try:
         t0 = time.perf_counter()
         model = nmf(args.src, args.k, seed=args.seed, maxit=args.maxit, tol=args.tol,
@@ -267,6 +267,8 @@ def _add_fit_parser(subparsers) -> None:
     p.add_argument("--cache", choices=["auto", "memory", "none"], default="auto")
     p.add_argument("--scheduler", default=None,
                    help="address of a running dask scheduler (default: local threads)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="give up on --scheduler after this long (default 10)")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="write the fit's state there every --checkpoint-every iterations")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
@@ -316,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
-            NotADirectoryError, PermissionError, ImportError) as err:
+            NotADirectoryError, PermissionError, ImportError, ConnectionError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"dask-factor {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE

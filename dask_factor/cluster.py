@@ -18,7 +18,7 @@ Examples
 --------
 >>> from dask_factor import cluster, datasets, nmf
 >>> A, rows, cols = datasets.load("hawaiibirds")
->>> with cluster.local(n_workers=2, dashboard_address=None) as client:
+>>> with cluster.local(n_workers=2, dashboard_address=":0") as client:
 ...     model = nmf(A, k=4, seed=1, maxit=5, client=client)
 >>> model.W.shape
 (183, 4)
@@ -34,8 +34,8 @@ from typing import Any
 
 from distributed import Client
 
-__all__ = ["local", "slurm", "kubernetes", "kubernetes_spec", "kubernetes_job_spec",
-           "load_config", "MissingExtra",
+__all__ = ["connect", "local", "slurm", "kubernetes", "kubernetes_spec", "kubernetes_job_spec",
+           "load_config", "MissingExtra", "SchedulerUnreachable", "CONNECT_TIMEOUT",
            "DEFAULT_IMAGE", "FIT_ENV"]
 
 #: container image the Kubernetes entry point and ``deploy/`` use (built from deploy/Dockerfile)
@@ -44,6 +44,14 @@ DEFAULT_IMAGE = "ghcr.io/dask-factor/dask-factor:0.1.0"
 #: environment for workers everywhere: one BLAS/OpenMP thread per Dask thread (our kernels are
 #: single-threaded numba; nested thread pools only oversubscribe the cores)
 FIT_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+#: seconds :func:`connect` (and ``dask-factor fit --scheduler``) waits for a scheduler
+CONNECT_TIMEOUT = 10.0
+
+
+class SchedulerUnreachable(ConnectionError):
+    """No Dask scheduler answered at the address within the timeout."""
 
 
 class MissingExtra(ImportError):
@@ -94,6 +102,60 @@ def _client_for(cluster, n_workers: int, timeout: float | None, what: str) -> Cl
     return client
 
 
+# --------------------------------------------------------------------------- connect
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
+    """A ``Client`` for the running scheduler at ``address``, or a one-line error in ``timeout`` s.
+
+    distributed's own default is to retry for 30 s and raise an ``OSError`` buried in a long
+    traceback; this fails sooner, with one sentence naming the address (what
+    ``dask-factor fit --scheduler`` prints).
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://host:port`` (or any address distributed accepts; ``host:port`` means tcp).
+    timeout : float
+        Seconds to keep trying.
+
+    Returns
+    -------
+    distributed.Client
+
+    Raises
+    ------
+    SchedulerUnreachable
+        Nothing answered (refused, unreachable host, or no handshake) within ``timeout``.
+
+    Examples
+    --------
+    >>> try:
+    ...     connect("tcp://127.0.0.1:1", timeout=1)
+    ... except SchedulerUnreachable as err:
+    ...     print(err)
+    no Dask scheduler answered at tcp://127.0.0.1:1 within 1 s; is it running, ...
+    """
+    import logging
+
+    quiet = [logging.getLogger(name) for name in ("distributed.client", "distributed.comm.core",
+                                                  "distributed.core")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.CRITICAL)  # the failure is reported once, below
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as err:
+        text = str(err)
+        cause = "" if not text or text.startswith("Timed out") else f" ({text})"
+        raise SchedulerUnreachable(
+            f"no Dask scheduler answered at {address} within {timeout:g} s{cause}; is it "
+            "running, and is the address (tcp://HOST:PORT) reachable from here?") from None
+    finally:
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
+
+
 # --------------------------------------------------------------------------- local
 
 
@@ -113,8 +175,8 @@ def local(n_workers: int = 2, threads_per_worker: int = 1, *, processes: bool = 
     memory_limit : str or int or None
         Per-worker limit, passed to ``LocalCluster``.
     dashboard_address : str or None
-        Where the dashboard listens (``":0"``: any free port; ``None``: no dashboard). The
-        dashboard needs bokeh, in the ``cluster`` extra.
+        Where the dashboard listens (``":0"``: any free port; ``None``: no dashboard pages).
+        The dashboard needs bokeh, in the ``cluster`` extra.
     **kwargs
         Anything else ``LocalCluster`` takes.
 
@@ -126,7 +188,7 @@ def local(n_workers: int = 2, threads_per_worker: int = 1, *, processes: bool = 
     Examples
     --------
     >>> from dask_factor import cluster
-    >>> with cluster.local(n_workers=1, dashboard_address=None) as client:
+    >>> with cluster.local(n_workers=1, dashboard_address=":0") as client:
     ...     len(client.scheduler_info()["workers"])
     1
     """
