@@ -194,15 +194,19 @@ def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None) -> G
              else None for lp in specs]
     ssq = [lp.fixed_sq_norm(input_sq, list(net.Zs)) for lp in specs]
     single = len(net.layers) == 1
+    # a graph whose only layer is fixed (an SVD of shared inputs) is solved before the sweeps
+    fixed = all(lp.constant for lp in specs)
     bar, cb = _progress(cfg, on_iteration, f"factor_net ({len(specs)} layers)")
     try:
         state = fit_graph(specs, bms, list(net.Zs), arrays, inits, bounds=bounds, ssq=ssq,
-                          maxit=1 if all(lp.constant for lp in specs) else cfg.maxit,
-                          tol=cfg.tol, warmup=0 if single else cfg.warmup, input_sq=input_sq,
+                          maxit=1 if fixed else cfg.maxit, tol=0.0 if fixed else cfg.tol,
+                          warmup=0 if single else cfg.warmup, input_sq=input_sq,
                           client=client, on_sweep=cb, **(ckpt or {}))
     finally:
         if bar is not None:
             bar.close()
+    if fixed:
+        state.converged = all(ls.info.get("converged", True) for ls in state.layers)
     layers: dict[str, LayerResult] = {}
     for lp, ls in zip(specs, state.layers):
         perm = (np.argsort(-ls.d, kind="stable") if single and cfg.sort_model

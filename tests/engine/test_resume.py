@@ -23,6 +23,7 @@ pytestmark = pytest.mark.timeout(300)
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from dask_factor import datasets, nmf, fit, factor_input, factor_net, nmf_layer, factor_config
+    from dask_factor.graph import factor_concat, svd_layer
     kind, path, stop = sys.argv[1], sys.argv[2], int(sys.argv[3])
     A = datasets.load("aml").matrix
 
@@ -33,6 +34,13 @@ CHILD = textwrap.dedent("""
     if kind == "graph":
         inp = factor_input(A, name="aml")
         net = factor_net(inp, nmf_layer(nmf_layer(inp, 6, name="fine"), 3, name="coarse"),
+                         factor_config(maxit=12, tol=0, seed=5, warmup=2))
+        fit(net, on_iteration=die, checkpoint=path, checkpoint_every=2)
+    elif kind == "svdgraph":
+        inp = factor_input(A, name="aml")
+        pca = svd_layer(inp, 4, name="pca", center=True)
+        pc = svd_layer(nmf_layer(inp, 6, name="fine"), 3, name="pc", scale=True)
+        net = factor_net(inp, nmf_layer(factor_concat(pca, pc), 2, name="top"),
                          factor_config(maxit=12, tol=0, seed=5, warmup=2))
         fit(net, on_iteration=die, checkpoint=path, checkpoint_every=2)
     else:
@@ -83,6 +91,36 @@ def test_deep_graph_resumes_to_the_uninterrupted_factors(aml, tmp_path):
         np.testing.assert_array_equal(res[name].W, ref[name].W)
         np.testing.assert_array_equal(res[name].H, ref[name].H)
     assert res.loss_history == ref.loss_history
+
+
+def test_graph_with_svd_layers_resumes_to_the_uninterrupted_factors(aml, tmp_path):
+    """Both kinds of svd_layer: one on the input (fixed, from the SVD engine, centred: its row
+    means are in the checkpoint) and one fed by a layer (exact every sweep)."""
+    from dask_factor.graph import factor_concat, svd_layer
+
+    path = tmp_path / "svdgraph.ckpt"
+    _interrupted("svdgraph", path, stop=7)
+
+    def net():
+        inp = factor_input(aml.matrix, name="aml")
+        pca = svd_layer(inp, 4, name="pca", center=True)
+        pc = svd_layer(nmf_layer(inp, 6, name="fine"), 3, name="pc", scale=True)
+        return factor_net(inp, nmf_layer(factor_concat(pca, pc), 2, name="top"),
+                          factor_config(maxit=12, tol=0, seed=5, warmup=2))
+
+    ref = fit(net())
+    seen = []
+    res = fit(net(), checkpoint=path, resume=True, on_iteration=lambda it, s, r: seen.append(it))
+    # 5 warm-up steps (fine ×2, pc ×1: exact, top ×2; pca is fixed), so the checkpoint of
+    # step 10 is sweep 5
+    assert seen == list(range(6, 13))
+    for name in ("pca", "fine", "pc", "top"):
+        np.testing.assert_array_equal(res[name].W, ref[name].W)
+        np.testing.assert_array_equal(res[name].H, ref[name].H)
+        np.testing.assert_array_equal(res[name].d, ref[name].d)
+    assert res.loss_history == ref.loss_history
+    np.testing.assert_array_equal(res.settings["layers"]["pca"]["row_means"],
+                                  ref.settings["layers"]["pca"]["row_means"])
 
 
 def test_a_checkpoint_of_another_fit_is_refused(aml, hawaiibirds, tmp_path):

@@ -126,6 +126,30 @@ def test_deep_graph_survives_two_kills(cluster, aml):
     assert res.loss_history == ref.loss_history
 
 
+@pytest.mark.parametrize("when", ["between", "during"])
+def test_graph_with_svd_layers_survives_two_kills(cluster, aml, when):
+    """An svd_layer on the input (solved once, its blocks in the driver's state) and one fed by
+    a layer (a TSQR every sweep) recover like NMF layers: the undisturbed factors, bit for bit."""
+    from dask_factor.graph import factor_concat, svd_layer
+
+    def run(cb=None):
+        inp = factor_input(aml.matrix, name="aml")
+        pca = svd_layer(inp, 4, name="pca", center=True)
+        pc = svd_layer(nmf_layer(inp, 6, name="fine"), 3, name="pc", center=True)
+        net = factor_net(inp, nmf_layer(factor_concat(pca, pc), 2, name="top"),
+                         factor_config(maxit=8, tol=0, seed=5, warmup=2))
+        return fit(net, client=cluster, on_iteration=cb)
+
+    ref = run()
+    delay = None if when == "between" else 0.05
+    res, _ = _run_with_chaos(run, Chaos(cluster, at=(2, 5), delay=delay))
+    for name in ("pca", "fine", "pc", "top"):
+        _same(res[name].W, ref[name].W, exact=True)
+        _same(res[name].H, ref[name].H, exact=True)
+        _same(res[name].d, ref[name].d, exact=True)
+    assert res.loss_history == ref.loss_history
+
+
 @pytest.mark.parametrize("fmt", ["zarr", "spz"])
 def test_file_input_fit_survives_two_kills(cluster, hawaiibirds, tmp_path, fmt):
     """Blocks read from disk inside the tasks: a kill used to hang these fits forever."""
