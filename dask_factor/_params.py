@@ -479,7 +479,7 @@ def _single_fit_only(v, name):
     if _is_single(v):
         return
     for arg in ("w_init", "target_H", "checkpoint", "resume"):
-        if v.get(arg) not in (None, False):
+        if v.get(arg) is not None and v.get(arg) is not False:
             raise ValueError(f"{name(arg)}: only for a single fit (an integer "
                              f"{name('k')}), not a rank search")
 

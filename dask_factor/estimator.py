@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 
+from ._params import validate_params
 from .nmf import NMFResult, nmf
+
+#: ``nmf()``'s defaults, completed by the estimator's parameters before the table checks them
+_NMF_DEFAULTS = {name: p.default for name, p in inspect.signature(nmf).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
 
 
 def _transpose(X):
@@ -76,10 +82,17 @@ class NMF:
         return self
 
     def fit(self, X, y=None) -> NMF:
-        """Fit the model to ``X`` (n_samples × n_features)."""
-        model = nmf(_transpose(X), self.n_components, maxit=self.max_iter, tol=self.tol,
-                    seed=self.random_state, L1=self.L1, L2=self.L2, solver=self.solver,
-                    dtype=self.dtype, **self.nmf_kwargs)
+        """Fit the model to ``X`` (n_samples × n_features).
+
+        The parameters are checked against the same table as ``nmf()``'s before ``X`` is
+        touched; messages name them as the estimator does (``n_components``, ``max_iter``,
+        ``random_state``).
+        """
+        own = {"k", "maxit", "seed"}  # given here under the estimator's names
+        params = validate_params(
+            {**{n: v for n, v in _NMF_DEFAULTS.items() if n not in own}, **self.get_params()},
+            entry="NMF")
+        model = nmf(_transpose(X), **params)
         self._set_fitted(model)
         return self
 

@@ -26,13 +26,12 @@ import dask.array as da
 import numpy as np
 
 from . import _validate as V
+from ._params import validate_params
 from .engine.blocks import as_blocked
 from .engine.inputs import open_lazy, prepare_input
 from .engine.svd import GramPasses, SVDState, fit_svd, resolve_method, svd_config
 
 __all__ = ["svd", "pca", "SVDResult"]
-
-_METHODS = ("auto", "lanczos", "irlba", "randomized")
 
 
 @dataclass
@@ -204,40 +203,6 @@ def _check_k(k: int, m: int, n: int) -> None:
                          f"{m} × {n} matrix, got {k}")
 
 
-def _check_args(k, method, center, scale, seed, tol, maxit, block_size, chunks, dtype, cache,
-                client):
-    if isinstance(k, (list, tuple, np.ndarray, str)):
-        raise TypeError(f"k: expected an integer rank, got {k!r}")
-    k = V.positive_int("k", k)
-    V.choice("method", method, _METHODS)
-    for name, val in (("center", center), ("scale", scale)):
-        if not isinstance(val, (bool, np.bool_)):
-            raise TypeError(f"{name}: expected True or False, got {val!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed: expected an integer or None, got {seed!r}")
-    if seed is not None and seed < 0:
-        raise ValueError(f"seed: expected an integer >= 0, got {seed}")
-    if tol is not None:
-        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
-            raise TypeError(f"tol: expected a number >= 0, got {tol!r}")
-        if not np.isfinite(tol) or tol < 0:
-            raise ValueError(f"tol: expected a finite number >= 0, got {tol!r}")
-    if maxit is not None:
-        maxit = V.positive_int("maxit", maxit, minimum=0 if method == "randomized" else 1)
-    if block_size is not None:
-        block_size = V.positive_int("block_size", block_size)
-        if method == "randomized":
-            raise ValueError("block_size: only used by the Krylov methods ('lanczos', 'irlba'); "
-                             "the randomized method uses k + oversampling columns")
-    if chunks is not None:
-        chunks = V.positive_int("chunks", chunks)
-    dt = V.float_dtype(dtype)
-    V.choice("cache", cache, ("auto", "memory", "none"))
-    if client is not None and not hasattr(client, "persist"):
-        raise TypeError(f"client: expected a distributed.Client, got {type(client).__name__}")
-    return k, maxit, block_size, chunks, dt
-
-
 def _prepare(A, k, *, dtype, chunks, block_nnz, cache, client):
     """Validate A and wrap it as blocks; returns (bm, moments or None, ‖A‖² or None)."""
     A = open_lazy(A, "A")
@@ -382,8 +347,11 @@ def svd(
     >>> bool(np.allclose(res.d, np.linalg.svd(A.toarray(), compute_uv=False)[:5]))
     True
     """
-    k, maxit, block_size, chunks, dt = _check_args(
-        k, method, center, scale, seed, tol, maxit, block_size, chunks, dtype, cache, client)
+    args = dict(locals())  # the arguments as given, before any other local exists
+    del args["A"]
+    p = validate_params(args, entry="svd")
+    k, maxit, block_size, chunks, dt = (p[name] for name in ("k", "maxit", "block_size",
+                                                             "chunks", "dtype"))
     if _is_anndata(A) and not hasattr(A, "X"):
         raise TypeError("A: expected an AnnData with X")
     bm, moments, sq_norm = _prepare(A, k, dtype=dt, chunks=chunks, block_nnz=block_nnz,
@@ -489,6 +457,7 @@ def pca(
     """
     if "center" in kwargs:
         raise TypeError("center: pca() always centres; use svd() for an uncentred SVD")
+    validate_params(dict(k=k, scale=scale, copy=copy, layer=layer), entry="pca")
     if _is_anndata(A):
         if layer is not None:
             from .io import open_matrix

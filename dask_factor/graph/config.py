@@ -6,18 +6,15 @@ A field left at ``None`` in ``W()``/``H()`` inherits the layer's value, then the
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from .. import _validate as V
+from .._params import check_value, constraints_for, validate_params
 
 __all__ = ["FactorOptions", "FactorNetConfig", "W", "H", "factor_config"]
-
-_LOSSES = ("mse", "gp", "nb", "gamma", "inverse_gaussian", "tweedie")
 
 
 @dataclass(eq=False)
@@ -64,18 +61,9 @@ class FactorOptions:
         return f"{self.side}({', '.join(set_)})"
 
 
-def _opt_float(side: str, name: str, value, lo: float | None = 0.0, hi: float | None = None):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{side}({name}=): expected a number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or (lo is not None and value < lo) or (hi is not None
-                                                                     and value >= hi):
-        rng = (f"in [{lo}, {hi})" if hi is not None else f">= {lo}") if lo is not None \
-            else "finite"
-        raise ValueError(f"{side}({name}=): expected a value {rng}, got {value!r}")
-    return value
+def _option(side: str, name: str, value):
+    """A scalar option of W()/H(), checked against the parameter table (entry ``"factor"``)."""
+    return check_value(f"{side}({name}=)", value, constraints_for(name, "factor"))
 
 
 def _matrix(side: str, name: str, value, *, allow_sparse: bool):
@@ -110,20 +98,18 @@ def _matrix(side: str, name: str, value, *, allow_sparse: bool):
 
 def _factor(side, L1, L2, L21, angular, upper_bound, nonneg, graph, graph_lambda, target,
             target_lambda) -> FactorOptions:
-    if nonneg is not None and not isinstance(nonneg, (bool, np.bool_)):
-        raise TypeError(f"{side}(nonneg=): expected True, False or None, got {nonneg!r}")
     opts = FactorOptions(
         side=side,
-        L1=_opt_float(side, "L1", L1, 0.0, 1.0),
-        L2=_opt_float(side, "L2", L2),
-        L21=_opt_float(side, "L21", L21),
-        angular=_opt_float(side, "angular", angular),
-        upper_bound=_opt_float(side, "upper_bound", upper_bound),
-        nonneg=None if nonneg is None else bool(nonneg),
+        L1=_option(side, "L1", L1),
+        L2=_option(side, "L2", L2),
+        L21=_option(side, "L21", L21),
+        angular=_option(side, "angular", angular),
+        upper_bound=_option(side, "upper_bound", upper_bound),
+        nonneg=_option(side, "nonneg", nonneg),
         graph=_matrix(side, "graph", graph, allow_sparse=True),
-        graph_lambda=_opt_float(side, "graph_lambda", graph_lambda),
+        graph_lambda=_option(side, "graph_lambda", graph_lambda),
         target=_matrix(side, "target", target, allow_sparse=False),
-        target_lambda=_opt_float(side, "target_lambda", target_lambda, lo=None),
+        target_lambda=_option(side, "target_lambda", target_lambda),
     )
     if opts.target_lambda and opts.target is None:
         raise ValueError(f"{side}(target_lambda=): set target= too (a matrix the shape of "
@@ -292,47 +278,20 @@ def factor_config(
     -------
     FactorNetConfig
 
+    Raises
+    ------
+    TypeError, ValueError
+        Here, not at fit time, for a bad argument: every argument is checked against the same
+        table as ``nmf()``'s (numbers must be finite; a negative ``seed`` needs
+        ``rng="rcppml"``).
+    NotImplementedError
+        For a loss other than ``"mse"``.
+
     Examples
     --------
     >>> cfg = factor_config(maxit=50, seed=42)
     >>> cfg.maxit, cfg.seed, cfg.solver
     (50, 42, 'auto')
     """
-    maxit = V.positive_int("maxit", maxit)
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not np.isfinite(tol) \
-            or tol < 0:
-        raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
-    V.choice("loss", loss, _LOSSES)
-    if loss != "mse":
-        raise NotImplementedError(
-            f"loss={loss!r}: only the Gaussian loss ('mse') is implemented; RcppML's IRLS "
-            f"losses are later work (SPEC-nmf.md, decision 6)")
-    V.choice("norm", norm, ("L1", "L2", "none"))
-    V.choice("solver", solver, ("auto", "cd", "cholesky"))
-    V.choice("rng", rng, ("numpy", "rcppml"))
-    dt = V.float_dtype(dtype)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed: expected an integer or None, got {seed!r}")
-    if cd_maxit is not None:
-        V.positive_int("cd_maxit", cd_maxit)
-    if cd_tol is not None and (not isinstance(cd_tol, numbers.Real) or cd_tol < 0):
-        raise ValueError(f"cd_tol: expected a number >= 0, got {cd_tol!r}")
-    if warmup is not None:
-        V.positive_int("warmup", warmup, minimum=0)
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not (
-            0 <= test_fraction < 1):
-        raise ValueError(f"test_fraction: expected a number in [0, 1), got {test_fraction!r}")
-    V.positive_int("cv_seed", cv_seed, minimum=0)
-    V.positive_int("patience", patience)
-    if chunks is not None:
-        V.positive_int("chunks", chunks)
-    if block_nnz is not None:
-        V.positive_int("block_nnz", block_nnz)
-    return FactorNetConfig(
-        maxit=maxit, tol=float(tol), loss=loss, verbose=bool(verbose),
-        seed=None if seed is None else int(seed), norm=norm, solver=solver,
-        cd_maxit=None if cd_maxit is None else int(cd_maxit),
-        cd_tol=None if cd_tol is None else float(cd_tol), rng=rng, dtype=dt.name,
-        warmup=None if warmup is None else int(warmup), sort_model=bool(sort_model),
-        test_fraction=float(test_fraction), cv_seed=int(cv_seed), mask_zeros=bool(mask_zeros),
-        patience=int(patience), chunks=chunks, block_nnz=block_nnz)
+    p = validate_params(dict(locals()), entry="factor_config")  # the arguments, as given
+    return FactorNetConfig(**{**p, "dtype": p["dtype"].name})

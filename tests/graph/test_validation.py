@@ -117,6 +117,21 @@ def test_factor_config_checks():
         factor_config(test_fraction=1.0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         factor_config(threads=2)
+    # every number finite and every seed usable, checked when the config is made (issue 17)
+    with pytest.raises(ValueError, match=r"^cd_tol: expected a finite number >= 0.0, got nan"):
+        factor_config(cd_tol=float("nan"))
+    with pytest.raises(ValueError, match=r"^tol: .*got inf"):
+        factor_config(tol=float("inf"))
+    with pytest.raises(ValueError, match=r"^seed: expected a non-negative integer with "
+                                         r"rng='numpy'.*got -1"):
+        factor_config(seed=-1)
+    assert factor_config(seed=-1, rng="rcppml").seed == -1  # R-style seeds, as nmf() allows
+    with pytest.raises(ValueError, match=r"^cv_seed: expected an integer >= 0, got -1"):
+        factor_config(cv_seed=-1)
+    with pytest.raises(TypeError, match=r"^verbose: expected a bool, got 1"):
+        factor_config(verbose=1)
+    with pytest.raises(ValueError, match=r"^W\(angular=\): expected a finite number >= 0.0"):
+        W(angular=float("nan"))
 
 
 # ------------------------------------------------------------------------------------------
