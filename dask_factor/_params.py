@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PARAMETERS", "RULES", "ALIASES", "validate_params", "check_value", "Interval",
+__all__ = ["PARAMETERS", "RULES", "ALIASES", "validate_params", "check_value", "checkpoint_args",
+           "Interval",
            "StrOptions", "Options", "Boolean", "Pair", "ListOf", "Bounds", "Matrix", "Path",
            "FloatDType", "HasMethods", "InstanceOf", "CallableValue"]
 
@@ -493,13 +494,51 @@ def _target_needs_target_h(v, name):
         raise ValueError(f"{name('target_H')}: expected shape (k={v['k']}, n), got {T.shape}")
 
 
-def _checkpoints(v, name):
-    if not _is_single(v):
-        return  # _single_fit_only refuses them
-    from ._validate import checkpoint_args
+def checkpoint_args(checkpoint: Any, checkpoint_every: Any, resume: Any
+                    ) -> tuple[Any, int | None, Any]:
+    """Check ``checkpoint``/``checkpoint_every``/``resume`` before any work.
 
-    v["checkpoint"], v["checkpoint_every"], v["resume"] = checkpoint_args(
-        v["checkpoint"], v["checkpoint_every"], v["resume"])
+    Returns ``(checkpoint path or None, every or None, resume path or None)``. ``resume=True``
+    continues from ``checkpoint`` when it exists and starts afresh otherwise (a re-queued batch
+    job runs the same command); an existing checkpoint is never overwritten by a fit that was not
+    asked to resume it. (``nmf()`` applies it as a rule; ``graph.fit`` calls it directly.)
+    """
+    from .engine.checkpoint import check_path, is_checkpoint
+
+    checkpoint = check_value("checkpoint", checkpoint, PARAMETERS["checkpoint"])
+    checkpoint_every = check_value("checkpoint_every", checkpoint_every,
+                                   PARAMETERS["checkpoint_every"])
+    resume = check_value("resume", resume, PARAMETERS["resume"])
+    if checkpoint_every is not None:
+        if checkpoint is None:
+            raise ValueError("checkpoint_every: set checkpoint=PATH too")
+    elif checkpoint is not None:
+        checkpoint_every = 10
+    if resume is None or resume is False:
+        resume = None
+    elif resume is True:
+        if checkpoint is None:
+            raise ValueError("resume=True: set checkpoint=PATH too (the checkpoint to resume)")
+        resume = checkpoint if os.path.exists(checkpoint) else None
+    else:
+        if not os.path.exists(resume):
+            raise FileNotFoundError(f"resume: no checkpoint at {str(resume)!r}")
+        if not is_checkpoint(resume):
+            raise ValueError(f"resume: {str(resume)!r} is not a dask_factor checkpoint")
+    if checkpoint is not None:
+        check_path(checkpoint)
+        if os.path.exists(checkpoint) and (resume is None or
+                                           os.path.abspath(resume) != os.path.abspath(checkpoint)):
+            raise FileExistsError(
+                f"checkpoint: {str(checkpoint)!r} holds the checkpoint of an earlier fit; pass "
+                f"resume=True to continue it, or remove it to start over")
+    return checkpoint, checkpoint_every, resume
+
+
+def _checkpoints(v, name):
+    if _is_single(v):  # a rank search: _single_fit_only refuses them
+        v["checkpoint"], v["checkpoint_every"], v["resume"] = checkpoint_args(
+            v["checkpoint"], v["checkpoint_every"], v["resume"])
 
 
 def _resume_needs_seed(v, name):

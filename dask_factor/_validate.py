@@ -1,4 +1,9 @@
-"""Argument checking shared by the public functions: fail before any work, name the argument."""
+"""Argument checks one value at a time, for the graph builders and the input layer.
+
+The public functions' arguments are declared in one table, :mod:`dask_factor._params`; these
+helpers apply the same constraints to single values where a caller checks them itself (the graph
+nodes, ``cross_validate_graph``, the input layer). Fail before any work, name the argument.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-_FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
+from ._params import PARAMETERS, Interval, check_value, checkpoint_args
+
+__all__ = ["pair", "check_range", "positive_int", "choice", "float_dtype", "is_path",
+           "check_matrix_dtype", "real_number", "checkpoint_args"]
 
 
 def pair(name: str, value: Any, *, kind=float) -> tuple:
@@ -34,11 +42,7 @@ def check_range(name: str, values: tuple, lo: float, hi: float | None = None,
 
 
 def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
-    return int(value)
+    return check_value(name, value, [Interval(numbers.Integral, minimum, None)])
 
 
 def choice(name: str, value: Any, options: tuple) -> Any:
@@ -48,13 +52,7 @@ def choice(name: str, value: Any, options: tuple) -> Any:
 
 
 def float_dtype(value: Any) -> np.dtype:
-    try:
-        dt = np.dtype(value)
-    except TypeError as exc:
-        raise TypeError(f"dtype: expected 'float32' or 'float64', got {value!r}") from exc
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype: expected 'float32' or 'float64', got {dt}")
-    return dt
+    return check_value("dtype", value, PARAMETERS["dtype"])
 
 
 def is_path(x: Any) -> bool:
@@ -69,53 +67,4 @@ def check_matrix_dtype(name: str, dtype: np.dtype) -> None:
 
 def real_number(name: str, value: Any, *, minimum: float | None = None) -> float:
     """A finite real number (not a string or a bool), optionally ``>= minimum``."""
-    if isinstance(value, (bool, str, bytes)) or not isinstance(value, numbers.Real):
-        expect = "a number" if minimum is None else f"a number >= {minimum}"
-        raise TypeError(f"{name}: expected {expect}, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or (minimum is not None and value < minimum):
-        expect = "a finite number" if minimum is None else f"a finite number >= {minimum}"
-        raise ValueError(f"{name}: expected {expect}, got {value!r}")
-    return value
-
-
-def checkpoint_args(checkpoint: Any, checkpoint_every: Any, resume: Any
-                    ) -> tuple[Any, int | None, Any]:
-    """Check ``checkpoint``/``checkpoint_every``/``resume`` before any work.
-
-    Returns ``(checkpoint path or None, every or None, resume path or None)``. ``resume=True``
-    continues from ``checkpoint`` when it exists and starts afresh otherwise (a re-queued batch
-    job runs the same command); an existing checkpoint is never overwritten by a fit that was not
-    asked to resume it.
-    """
-    from .engine.checkpoint import check_path, is_checkpoint
-
-    if checkpoint is not None and not is_path(checkpoint):
-        raise TypeError(f"checkpoint: expected a path, got {type(checkpoint).__name__}")
-    if checkpoint_every is not None:
-        if checkpoint is None:
-            raise ValueError("checkpoint_every: set checkpoint=PATH too")
-        checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
-    elif checkpoint is not None:
-        checkpoint_every = 10
-    if resume is None or resume is False:
-        resume = None
-    elif resume is True:
-        if checkpoint is None:
-            raise ValueError("resume=True: set checkpoint=PATH too (the checkpoint to resume)")
-        resume = checkpoint if os.path.exists(checkpoint) else None
-    elif is_path(resume):
-        if not os.path.exists(resume):
-            raise FileNotFoundError(f"resume: no checkpoint at {str(resume)!r}")
-        if not is_checkpoint(resume):
-            raise ValueError(f"resume: {str(resume)!r} is not a dask_factor checkpoint")
-    else:
-        raise TypeError(f"resume: expected a path, True or None, got {resume!r}")
-    if checkpoint is not None:
-        check_path(checkpoint)
-        if os.path.exists(checkpoint) and (resume is None or
-                                           os.path.abspath(resume) != os.path.abspath(checkpoint)):
-            raise FileExistsError(
-                f"checkpoint: {str(checkpoint)!r} holds the checkpoint of an earlier fit; pass "
-                f"resume=True to continue it, or remove it to start over")
-    return checkpoint, checkpoint_every, resume
+    return check_value(name, value, [Interval(numbers.Real, minimum, None)])
