@@ -23,7 +23,8 @@ import pytest
 from dask_factor import cluster, datasets, nmf
 from dask_factor.io import write_matrix
 
-pytestmark = [pytest.mark.slurm, pytest.mark.cluster]
+pytestmark = [pytest.mark.slurm, pytest.mark.cluster,
+              pytest.mark.filterwarnings("ignore:nmf. stopped at maxit")]
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "deploy" / "slurm"
@@ -109,10 +110,18 @@ def test_slurmcluster_worker_jobs_fit_the_local_factors(slurm, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_sbatch_recipe_runs_dask_factor_fit(slurm, tmp_path):
-    """``sbatch fit.sbatch SRC OUT --k ...`` (the README's command) writes the local fit's model."""
+def test_readme_sbatch_command_fits_the_local_factors(slurm, tmp_path, readme_cluster):
+    """The README's ``sbatch ... deploy/slurm/fit.sbatch cells.zarr model.npz --k 20 --seed 1``
+    (with the input and output in this test's directory, a job log, and --maxit 20) writes the
+    model of the same fit run locally."""
+    argv = readme_cluster.command("sbatch")
+    script = next(i for i, a in enumerate(argv) if a.endswith("fit.sbatch"))
+    assert argv[script] == "deploy/slurm/fit.sbatch"
+    sbatch_opts, fit_args = argv[1:script], argv[script + 1:]
+    assert fit_args[:2] == ["cells.zarr", "model.npz"] and "--k" in fit_args
+
     A = datasets.load("hawaiibirds").matrix
-    src = tmp_path / "birds.zarr"
+    src = tmp_path / "cells.zarr"
     write_matrix(A, str(src))
     out = tmp_path / "model.npz"
     work = tmp_path / "work"
@@ -120,12 +129,11 @@ def test_sbatch_recipe_runs_dask_factor_fit(slurm, tmp_path):
            "DASK_FACTOR_INTERFACE": "lo", "DASK_FACTOR_WORKDIR": str(work),
            "DASK_FACTOR_WAIT": "120", "SLURM_CONF": str(slurm.conf)}
     log = tmp_path / "fit.out"
+    fit_args = [str(src), str(out), *fit_args[2:], "--maxit", "20"]
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--ntasks=2", "--cpus-per-task=1", "--mem=2G",
-         "--time=00:10:00", f"--output={log}", f"--chdir={tmp_path}",
-         str(RECIPE / "fit.sbatch"), str(src), str(out), "--k", "3", "--seed", "5",
-         "--maxit", "20"],
-        env=env, capture_output=True, text=True, timeout=30)
+        ["sbatch", "--parsable", *sbatch_opts, "--cpus-per-task=1", "--mem=2G",
+         "--time=00:10:00", f"--output={log}", f"--chdir={tmp_path}", argv[script], *fit_args],
+        env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert submit.returncode == 0, submit.stderr
     job = submit.stdout.strip().split(";")[0]
 
@@ -139,9 +147,11 @@ def test_sbatch_recipe_runs_dask_factor_fit(slurm, tmp_path):
     text = log.read_text(errors="replace") if log.exists() else "(no output)"
     assert "JobState=COMPLETED" in info and "ExitCode=0:0" in info, \
         f"{info}\n--- fit.out\n{text}\n{_job_logs(work)}"
-    assert "2 workers connected" in text
+    tasks = int(next(o.split("=")[1] for o in sbatch_opts if o.startswith("--ntasks=")))
+    assert f"{tasks} workers connected" in text
 
-    local = nmf(str(src), 3, seed=5, maxit=20)
+    k, seed = int(fit_args[fit_args.index("--k") + 1]), int(fit_args[fit_args.index("--seed") + 1])
+    local = nmf(str(src), k, seed=seed, maxit=20)
     with np.load(out) as z:
         np.testing.assert_array_equal(z["W"], local.W)
         np.testing.assert_array_equal(z["d"], local.d)
