@@ -51,6 +51,19 @@ from .plan import LayerSpec, SideSpec
 __all__ = ["SideSpec", "LayerPack", "factor_scale", "column_scale", "side_gram",
            "side_gram_extra", "angular_transform", "apply_angular", "graph_term"]
 
+
+def __getattr__(name: str):
+    if name == "PartSpec":  # the parts are classes now (one per kind of row block)
+        import warnings
+
+        from .plan import Part
+
+        warnings.warn("dask_factor.engine.multi.PartSpec is deprecated; use the Part classes of "
+                      "dask_factor.engine.plan", DeprecationWarning, stacklevel=2)
+        return Part
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 EPS_GRAM = 1e-15
 EPS_D = 1e-15
 L21_FLOOR = 1e-10

@@ -37,7 +37,22 @@ __all__ = ["NMFSpec"]
 
 @dataclass(frozen=True)
 class NMFSpec(LayerSpec):
-    """An NMF layer ``M ≈ U diag(d) Vᵀ`` (non-negative unless a side says otherwise)."""
+    """An NMF layer ``M ≈ U diag(d) Vᵀ`` (non-negative unless a side says otherwise).
+
+    Examples
+    --------
+    What ``factor_net`` compiles a two-layer net to:
+
+    >>> from dask_factor import datasets
+    >>> from dask_factor.graph import factor_input, factor_net, nmf_layer
+    >>> inp = factor_input(datasets.load("aml").matrix, name="aml")
+    >>> net = factor_net(inp, nmf_layer(nmf_layer(inp, 6, name="fine"), 3, name="coarse"))
+    >>> fine, coarse = net.layers
+    >>> type(coarse).__name__, coarse.parts, coarse.embedding, coarse.upstream
+    ('NMFSpec', (LayerPart(rows=6, name='fine', source=0),), True, (0,))
+    >>> fine.parts, fine.nmf_compatible
+    ((InputPart(rows=824, name='aml', source=0),), True)
+    """
 
     kind: ClassVar[str] = "nmf"
 

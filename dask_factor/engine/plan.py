@@ -113,7 +113,24 @@ class Sources:
 
 @dataclass(frozen=True)
 class Part:
-    """One row part ``M_i`` (``rows`` × n) of a layer's matrix (see the module docstring)."""
+    """One row part ``M_i`` (``rows`` × n) of a layer's matrix (see the module docstring).
+
+    Examples
+    --------
+    A layer on an input with a condition's Z appended (``factor_condition(input, Z)``):
+
+    >>> import numpy as np
+    >>> layer = LayerSpec(0, "l", 2, (InputPart(3, "a", source=0), ConditionPart(1, "Z", source=0)))
+    >>> layer.rows, layer.offsets, layer.embedding, layer.upstream
+    (4, (0, 3, 4), False, ())
+    >>> src = Sources(inputs=[["a-block-0"]], fixed=[["Z-block-0"]], vs=[], packs=[])
+    >>> layer.args(src, 0)                       # the task arguments of sample block 0
+    ['a-block-0', 'Z-block-0']
+    >>> [b.shape for b in layer.rows_of([np.ones((3, 5)), np.zeros((1, 5))])]  # in the task
+    [(3, 5), (1, 5)]
+    >>> part_from_dict(SumPart(4, "x+y", sources=(0, 1)).to_dict())
+    SumPart(rows=4, name='x+y', sources=(0, 1))
+    """
 
     rows: int
     name: str

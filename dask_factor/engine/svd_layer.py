@@ -3,24 +3,33 @@
 RcppML's graph runs an ``svd_layer`` as unconstrained ALS (SPEC-nmf.md §3.2.3); the SPEC's
 decision 3 makes it a real truncated SVD. In the joint block-coordinate schedule each layer's
 update minimises its own loss given its current input (RcppML: one ALS iteration towards that
-minimiser); for an SVD layer the minimiser is known exactly (Eckart–Young), so every update of
-an SVD layer *is* the rank-k truncated SVD of its current input, with ``center``/``scale`` as in
-``svd()`` applied to that input (``X ≈ W diag(d) H``, ``W`` and ``Hᵀ`` orthonormal, ``d`` the
-singular values, decreasing; the largest-magnitude entry of every column of W positive).
+minimiser); for an SVD layer the minimiser is known exactly (Eckart–Young), so every update of an
+SVD layer *is* the rank-k truncated SVD of its current matrix.
 
-* A layer that reads inputs (``factor_input``, ``factor_shared``, ``factor_condition`` of them)
-  has a fixed matrix: its SVD is computed once, before the sweeps, by the truncated-SVD engine
-  (:func:`.svd.fit_svd`: Krylov passes over the column blocks, A never densified; several row
-  parts are stacked block by block). It is *constant*: the sweeps only report its loss.
-* A layer fed by layers factorises ``X = t(H_up)`` (n × R, R = the upstream ranks): tall and
-  thin, rebuilt every sweep from the upstream blocks. One step is exact and takes two passes
-  over the sample blocks: a tall-skinny QR of the (row-centred/scaled) ``X_p`` reduced in the
-  fixed-order tree, the SVD of the small R on one task (``R = Ur Σ Vrᵀ``: H = Vrᵀ), then
-  ``W_p = X_p Vr Σ⁻¹`` where ``X_p`` lives, with a max-|W| reduction for the sign rule.
+The matrix is the one an NMF layer in its place factorises, in the engine's orientation: ``M``
+(R × n), features × samples — an input (or ``factor_shared``/``factor_condition`` rows), or,
+for a layer fed by layers, the upstream H (k_up × n, stacked by ``factor_concat``, summed by
+``factor_add``). The layer is ``svd()`` of M: ``M̃ = D⁻¹(M − μ1ᵀ) ≈ U diag(σ) Vᵀ`` with μ and D
+the row means and population SDs over the samples (``center``/``scale``), ``U`` and ``V``
+orthonormal, σ decreasing, the largest-magnitude entry of every column of U positive. So the
+samples are the observations in every layer, and for a layer fed by layers ``svd_layer(fine)`` is
+the PCA of ``fine``'s H. In the user's orientation (SPEC §3.2.5, input ``t(H_up)``) U is W on
+inputs and Hᵀ when fed by layers, V the other one.
 
-Downstream layers read the layer's normalised per-sample factor like an NMF layer's: ``t(H)``
-(= the right singular vectors V, unit columns) of a layer on inputs, W (the left singular
-vectors) of a layer fed by layers; ``d`` is not applied.
+* A layer that reads inputs has a fixed matrix: its SVD is computed once, before the sweeps, by
+  the truncated-SVD engine (:func:`.svd.fit_svd`: Krylov passes over the column blocks, A never
+  densified; several row parts are stacked block by block). It is *constant*: the sweeps only
+  report its loss.
+* A layer fed by layers has a small R: every update is exact, in two passes over the sample
+  blocks. Each block task builds ``X_p = M_pᵀ`` (n_p × R) from the upstream blocks and returns
+  its count, column means and the R factor of its centred rows; the fixed-order tree merges them
+  (a tall-skinny QR with Chan's mean update: ``R = qr([R_a; R_b; √(n_a n_b/n)(μ_a − μ_b)ᵀ])``),
+  so ``RᵀR`` is the centred scatter of M. One task scales R's columns by 1/SD, takes its SVD
+  ``R D⁻¹ = Q Σ Uᵀ`` and builds the package; then ``V_p = (X_p − 1μᵀ) D⁻¹ U Σ⁻¹`` where the
+  blocks live.
+
+Downstream layers read the layer's per-sample factor V (unit columns; signed; ``d`` not applied),
+as they read an NMF layer's normalised H.
 """
 
 from __future__ import annotations
@@ -35,10 +44,10 @@ import scipy.sparse as sp
 
 from . import checkpoint
 from .blocks import BlockedMatrix
-from .driver import BlockOutput, kept_value, stats_of, user_stacklevel
+from .driver import stats_of, user_stacklevel
 from .executor import Executor
 from .plan import ConditionPart, GraphData, InputPart, LayerArrays, LayerSpec, Sources
-from .svd import VAR_FLOOR_EPS, fit_svd
+from .svd import VAR_FLOOR_EPS, fit_svd, sign_flips
 
 __all__ = ["SVDSpec", "SVDPack", "KRYLOV_METHODS"]
 
@@ -52,18 +61,18 @@ _EPS = float(np.finfo(np.float64).eps)
 class SVDPack:
     """The state of an SVD layer (engine orientation, ``M ≈ U diag(σ) Vᵀ``).
 
-    U : (R, k) the factor over the layer's rows (W of a layer on inputs, Hᵀ of one fed by
-        layers), orthonormal columns.
+    U : (R, k) the loadings over the layer's rows (W of a layer on inputs, Hᵀ of one fed by
+        layers), orthonormal columns, the largest-|entry| of each positive.
     sigma : (k,) singular values, decreasing.
-    dV : (k,) ±1: the stored per-sample blocks times ``1/dV`` are the normalised factor.
     stats : ``{"sse", "ssq"}`` of the centred/scaled matrix.
     method, iterations, converged : the SVD engine's report (a layer on inputs).
-    row_means, row_sds : μ and the scaling SDs of a centred/scaled layer on inputs.
+    row_means, row_sds : μ and the scaling SDs of M's rows over the samples (centring/scaling).
+
+    The per-sample blocks (V_p, n_p × k) are stored normalised.
     """
 
     U: np.ndarray
     sigma: np.ndarray
-    dV: np.ndarray
     stats: dict | None = None
     method: str = "exact"
     iterations: int = 0
@@ -75,7 +84,7 @@ class SVDPack:
         return self.sigma
 
     def per_sample(self, V) -> np.ndarray:
-        return np.asarray(V, dtype=np.float64) / self.dV
+        return np.asarray(V, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,7 @@ class SVDSpec(LayerSpec):
     def initial_state(self, gd: GraphData, init, arrays: LayerArrays):
         if not self.constant:  # replaced by the first update before anything reads it
             k = self.k
-            pack = SVDPack(U=np.zeros((self.rows, k)), sigma=np.zeros(k), dV=np.ones(k),
+            pack = SVDPack(U=np.zeros((self.rows, k)), sigma=np.zeros(k),
                            stats={"sse": 0.0, "ssq": 0.0})
             return pack, [np.zeros((int(gd.bounds[p + 1] - gd.bounds[p]), k))
                           for p in range(gd.nb)]
@@ -144,7 +153,6 @@ class SVDSpec(LayerSpec):
                   for b in Executor(gd.client).gather(st.v_blocks)]
         d = np.asarray(st.d, dtype=np.float64)
         pack = SVDPack(U=np.ascontiguousarray(st.U, dtype=np.float64), sigma=d,
-                       dV=np.ones(self.k),
                        stats={"sse": max(float(st.sq_norm) - float(d @ d), 0.0),
                               "ssq": float(st.sq_norm)},
                        method=st.method, iterations=int(st.iterations),
@@ -162,21 +170,16 @@ class SVDSpec(LayerSpec):
         args = [self.args(src, p) for p in range(nb)]
         qr = [g.task(f"L{L}-block-qr", (p,), qr_task, spec, *args[p]) for p in range(nb)]
         red = g.reduce(qr, qr_combine, label=f"L{L}-qr-reduce")
-        rot = g.task(f"L{L}-svd", (), rotation, red, spec)
-        outs, vkeys = [], []
-        for p in range(nb):
-            key = g.task(f"L{L}-block-w", (p,), w_task, rot, spec, *args[p])
-            vkeys.append(g.task(f"L{L}-v", (p,), kept_value, key))
-            outs.append(key)
-        peak = g.reduce(outs, first_peak, label=f"L{L}-sign-reduce")
-        pack = g.task(f"L{L}-svd-update", (), finish, rot, peak)
+        pack = g.task(f"L{L}-svd-update", (), svd_update, red, spec)
+        vkeys = [g.task(f"L{L}-block-v", (p,), v_task, pack, spec, *args[p])
+                 for p in range(nb)]
         return pack, vkeys, g.task(f"L{L}-stats", (), stats_of, pack)
 
     def describe_fit(self, pack: SVDPack) -> dict:
-        out = {"method": pack.method, "center": self.center, "scale": self.scale}
+        out = {"method": pack.method, "center": self.center, "scale": self.scale,
+               "row_means": pack.row_means, "row_sds": pack.row_sds}
         if self.constant:
-            out.update(iterations=int(pack.iterations), converged=bool(pack.converged),
-                       row_means=pack.row_means, row_sds=pack.row_sds)
+            out.update(iterations=int(pack.iterations), converged=bool(pack.converged))
         return out
 
 
@@ -218,71 +221,81 @@ def stacked_rows(spec: LayerSpec, gd: GraphData) -> BlockedMatrix:
 # a layer fed by layers: task functions (inside Dask tasks)
 
 
-def centred_rows(spec: SVDSpec, args) -> np.ndarray:
-    """``X_p = t(M_p)`` (n_p × R, float64) with every row (sample) centred / scaled as
-    ``svd()`` centres and scales the rows of its input (population SD, variance floored)."""
+def sample_rows(spec: SVDSpec, args) -> np.ndarray:
+    """``X_p = M_pᵀ`` (n_p × R, float64): one sample block, a row per sample."""
     M = np.vstack([b.toarray() if sp.issparse(b) else np.asarray(b, dtype=np.float64)
                    for b in spec.rows_of(args)])
-    X = np.array(M.T, dtype=np.float64, order="C")
-    if spec.center or spec.scale:
-        X -= X.mean(axis=1, keepdims=True)
-    if spec.scale:
-        var = (X * X).mean(axis=1)
-        X /= np.sqrt(np.maximum(var, VAR_FLOOR_EPS * _EPS))[:, None]
-    return X
+    return np.array(M.T, dtype=np.float64, order="C")
 
 
 def qr_task(spec: SVDSpec, *args):
-    """This block's R factor (a QR of ``X_p``) and ‖X_p‖²."""
-    X = centred_rows(spec, args)
-    return np.linalg.qr(X, mode="r"), float(np.sum(X * X))
+    """``(n_p, μ_p, R_p)``: the block's sample count, column means (None without centring) and
+    the R factor of its rows (centred on μ_p)."""
+    X = sample_rows(spec, args)
+    mu = None
+    if spec.center:
+        mu = X.mean(axis=0)
+        X -= mu
+    return X.shape[0], mu, np.linalg.qr(X, mode="r")
 
 
 def qr_combine(*parts):
-    """Tall-skinny QR: the R of the stacked R factors (in the order given); ‖X‖² summed."""
+    """Tall-skinny QR of stacked blocks, in the order given; with means, Chan's update keeps
+    ``RᵀR`` the scatter about the merged mean.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).random((10, 3))
+    >>> def part(Y):
+    ...     return len(Y), Y.mean(axis=0), np.linalg.qr(Y - Y.mean(axis=0), mode="r")
+    >>> n, mu, R = qr_combine(part(X[:4]), part(X[4:]))
+    >>> Xc = X - X.mean(axis=0)
+    >>> n, bool(np.allclose(mu, X.mean(axis=0))), bool(np.allclose(R.T @ R, Xc.T @ Xc))
+    (10, True, True)
+    """
     if len(parts) == 1:
         return parts[0]
-    R = np.linalg.qr(np.vstack([p[0] for p in parts]), mode="r")
-    return R, float(sum(p[1] for p in parts))
+    n, mu, rows = parts[0][0], parts[0][1], [parts[0][2]]
+    for nb, mub, Rb in parts[1:]:
+        rows.append(Rb)
+        if mu is not None:
+            tot = n + nb
+            rows.append(np.sqrt(n * nb / tot) * (mub - mu)[None, :])
+            mu = mu + (mub - mu) * (nb / tot)
+        n += nb
+    return n, mu, np.linalg.qr(np.vstack(rows), mode="r")
 
 
-def rotation(red, spec: SVDSpec):
-    """From ``R = Ur Σ Vrᵀ``: ``(T = Vr Σ⁻¹, Vr, σ, ‖X‖²)`` for the first k triplets; a
-    singular value below 100·ε·σ₁ gives a zero column (as ``svd()``)."""
-    R, ssq = red
-    _, sig, Vt = np.linalg.svd(R, full_matrices=False)
+def svd_update(red, spec: SVDSpec) -> SVDPack:
+    """The SVD of the merged R (columns scaled by 1/SD when scaling): U, σ, the signs, the loss.
+
+    A singular value below 100·ε·σ₁ gets a zero V column (as ``svd()``).
+    """
+    n, mu, R = red
+    sd = None
+    if spec.scale:
+        var = (R * R).sum(axis=0) / n
+        sd = np.sqrt(np.maximum(var, VAR_FLOOR_EPS * _EPS))
+        R = R / sd
+    _, sig, Ut = np.linalg.svd(R, full_matrices=False)
     k = spec.k
-    Vk = np.ascontiguousarray(Vt[:k].T)
+    U = np.ascontiguousarray(Ut[:k].T)
+    U *= sign_flips(U)
     d = sig[:k].copy()
     d1 = d[0] if d.size else 0.0
-    tiny = d <= (VAR_FLOOR_EPS * _EPS * d1 if d1 > 0 else np.inf)
-    inv = np.where(tiny, 0.0, 1.0 / np.where(tiny, 1.0, d))
-    return Vk * inv, Vk, np.where(tiny, 0.0, d), float(ssq)
+    d[d <= (VAR_FLOOR_EPS * _EPS * d1 if d1 > 0 else np.inf)] = 0.0
+    ssq = float(np.sum(R * R))
+    return SVDPack(U=U, sigma=d, stats={"sse": max(ssq - float(d @ d), 0.0), "ssq": ssq},
+                   row_means=mu, row_sds=sd)
 
 
-def w_task(rot, spec: SVDSpec, *args):
-    """``W_p = X_p Vr Σ⁻¹`` (kept with the block) and its signed largest-|·| entry per column."""
-    W = centred_rows(spec, args) @ rot[0]
-    if W.shape[0] == 0:
-        return BlockOutput((W, (np.zeros(W.shape[1]),)))
-    idx = np.argmax(np.abs(W), axis=0)
-    return BlockOutput((W, (W[idx, np.arange(W.shape[1])],)))
-
-
-def first_peak(*parts):
-    """The signed entry of largest magnitude per column, the first one on ties (block order)."""
-    vals = [p[1][0] if isinstance(p, BlockOutput) else p[0] for p in parts]
-    best = np.array(vals[0], dtype=np.float64, copy=True)
-    for v in vals[1:]:
-        take = np.abs(v) > np.abs(best)
-        best[take] = v[take]
-    return (best,)
-
-
-def finish(rot, peak) -> SVDPack:
-    """The package: signs from the peaks (largest-|W| entry positive), the loss."""
-    _, Vk, d, ssq = rot
-    f = np.sign(peak[0])
-    f[f == 0] = 1.0
-    sse = max(ssq - float(d @ d), 0.0)
-    return SVDPack(U=Vk * f, sigma=d, dV=f, stats={"sse": sse, "ssq": ssq})
+def v_task(pack: SVDPack, spec: SVDSpec, *args):
+    """``V_p = (X_p − 1μᵀ) D⁻¹ U Σ⁻¹`` for one sample block."""
+    X = sample_rows(spec, args)
+    if pack.row_means is not None:
+        X -= pack.row_means
+    if pack.row_sds is not None:
+        X /= pack.row_sds
+    inv = np.where(pack.sigma > 0, 1.0 / np.where(pack.sigma > 0, pack.sigma, 1.0), 0.0)
+    return np.ascontiguousarray(X @ (pack.U * inv))

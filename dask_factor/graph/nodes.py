@@ -403,36 +403,67 @@ def svd_layer(
 ) -> SVDLayer:
     """A truncated SVD (PCA with ``center=True``) layer: ``input ≈ W diag(d) H``, W = U, H = Vᵀ.
 
-    A real truncated SVD with implicit centring/scaling (SPEC-nmf.md §4), not unconstrained ALS.
+    A real truncated SVD with implicit centring/scaling (SPEC-nmf.md §4), not RcppML's
+    unconstrained ALS, anywhere in a graph: ``svd()`` of the matrix an ``nmf_layer`` in its place
+    would factorise, with the samples as the observations. On an input (or ``factor_shared``/
+    ``factor_condition`` rows) that is A itself (features × samples); fed by layers it is the
+    upstream H (k_up × n; stacked by ``factor_concat``, summed by ``factor_add``), so
+    ``svd_layer(fine, k, center=True)`` is the PCA of ``fine``'s H: W (n × k) holds the samples'
+    scores, H (k × k_up) the loadings over the upstream factors.
+
+    * On inputs the matrix is fixed: its SVD is computed once, by the SVD engine, before the
+      sweeps.
+    * Fed by layers, every update of the layer in the joint schedule is the exact SVD of the
+      upstream H as it is then (the step that minimises the layer's loss given its input; a
+      tall-skinny QR over the sample blocks and the SVD of its small R factor).
+
+    W and the rows of H are orthonormal, ``d`` holds the singular values (decreasing), and the
+    largest-magnitude loading of every factor is positive (W's column on inputs, H's row fed by
+    layers). Downstream layers read its per-sample factor like an NMF layer's normalised H
+    (``t(H)`` on inputs, W fed by layers; signed; ``d`` not applied).
 
     Parameters
     ----------
     input : Node
     k : int
+        ``k < min(rows, samples)`` on inputs (Krylov methods), ``k <= min(rows, samples)`` when
+        fed by layers.
     name : str, optional
     center : bool, default False
-        Subtract the row (feature) means, implicitly.
+        Subtract each feature's mean over the samples, implicitly (fed by layers: each upstream
+        factor's mean).
     scale : bool, default False
-        Divide rows by their standard deviation (implies ``center``).
+        Divide each feature by its population standard deviation over the samples (implies
+        ``center``).
     method : {"auto", "lanczos", "irlba", "randomized", "deflation", "krylov"}
+        The SVD engine's method on inputs (a layer fed by layers is solved exactly);
+        ``"deflation"``/``"krylov"`` (RcppML's constrained methods) raise
+        ``NotImplementedError`` in ``fit``.
     tol, maxit : optional
-        Solver tolerance and iteration budget (method defaults when None).
+        The SVD engine's tolerance and iteration budget on inputs (method defaults when None).
     L1, L2, upper_bound, nonneg
-        Constrained SVD options; only the defaults (unconstrained) are supported with the
-        Krylov methods.
+        Constrained SVD options; only the defaults (unconstrained) are supported: anything else
+        raises ``NotImplementedError`` in ``fit``, before any work.
     W, H : FactorOptions, optional
 
     Returns
     -------
     SVDLayer
-        W is m × k (left singular vectors), d the singular values, H is k × n.
+        W is m × k (left singular vectors), d the singular values, H is k × n (or n × k and
+        k × k_up when fed by layers).
 
     Examples
     --------
     >>> from dask_factor import datasets
+    >>> from dask_factor.graph import factor_net, factor_config, fit
     >>> A, rows, cols = datasets.load("aml")
-    >>> svd_layer(factor_input(A, name="aml"), 5, center=True, name="pca")
+    >>> inp = factor_input(A, name="aml")
+    >>> svd_layer(inp, 5, center=True, name="pca")
     svd_layer(name='pca', k=5, input='aml', center=True, scale=False, method='auto')
+    >>> deep = svd_layer(nmf_layer(inp, 6, name="fine"), 3, center=True, name="pc")
+    >>> res = fit(factor_net(inp, deep, factor_config(maxit=5, tol=0, seed=1)))
+    >>> res.pc.W.shape, res.pc.H.shape, bool(np.allclose(res.pc.W.T @ res.pc.W, np.eye(3)))
+    ((135, 3), (3, 6), True)
     """
     where = f"svd_layer({name!r})" if name else "svd_layer"
     k, name, W, H = _layer_common(where, input, k, name, W, H)

@@ -4,8 +4,9 @@ The replica (``_reference``) runs the documented schedule on dense NumPy arrays:
 level (``warmup`` iterations of an NMF layer, one exact update of an SVD layer fed by layers, none
 for an SVD layer on inputs, which is fixed), then sweeps of every layer in graph order. An NMF
 update is RcppML's Cholesky ALS step (solve, clip at 0, L1 scaling; H first); an SVD update is
-``numpy.linalg.svd`` of the layer's (row-centred / scaled) input with the largest-|W| entry of every
-column positive. Downstream layers read the upstream per-sample factor, normalised.
+``numpy.linalg.svd`` of the layer's matrix (features × samples; centred / scaled over the samples)
+with the largest-|entry| of every column of the loadings (W on inputs, Hᵀ when fed by layers)
+positive. Downstream layers read the upstream per-sample factor, normalised.
 """
 
 from __future__ import annotations
@@ -82,30 +83,33 @@ class _NMF:
 
 
 class _SVD:
-    """An exact truncated SVD of the layer's input X (RcppML's orientation, X = Mᵀ when fed by
-    layers, X = M on inputs), rows centred / scaled like svd()."""
+    """``svd()`` of the layer's matrix M (features × samples: the input, or the stacked upstream
+    H): rows centred / scaled over the samples, the largest-|entry| of each left singular vector
+    positive. On inputs W = U, H = Vᵀ; fed by layers W = V, H = Uᵀ."""
 
     def __init__(self, k, embedding, center=False, scale=False):
         self.k, self.embedding, self.center, self.scale = k, embedding, center or scale, scale
 
     def update(self, M):
-        X = (M.T if self.embedding else M).astype(np.float64)
+        M = np.asarray(M, dtype=np.float64)
         if self.center:
-            X = X - X.mean(axis=1, keepdims=True)
+            M = M - M.mean(axis=1, keepdims=True)
         if self.scale:
-            X = X / np.sqrt(np.maximum((X * X).mean(axis=1), 100 * np.finfo(float).eps))[:, None]
-        U, s, Vt = np.linalg.svd(X, full_matrices=False)
+            M = M / np.sqrt(np.maximum((M * M).mean(axis=1), 100 * np.finfo(float).eps))[:, None]
+        U, s, Vt = np.linalg.svd(M, full_matrices=False)
         U, s, Vt = U[:, :self.k], s[:self.k], Vt[:self.k]
         idx = np.argmax(np.abs(U), axis=0)
         f = np.sign(U[idx, np.arange(self.k)])
-        self.W, self.d, self.H = U * f, s, Vt * f[:, None]
-        self.sse = float((X * X).sum() - (s * s).sum())
+        self.U, self.d, self.V = U * f, s, Vt.T * f
+        self.sse = float((M * M).sum() - (s * s).sum())
 
     def per_sample(self):
-        return self.W if self.embedding else self.H.T
+        return self.V
 
     def factors(self):
-        return self.W, self.d, self.H
+        if self.embedding:
+            return self.V, self.d, self.U.T
+        return self.U, self.d, self.V.T
 
 
 def _reference(layers, inputs, *, warmup, sweeps):
@@ -180,6 +184,13 @@ def test_nmf_then_svd_matches_numpy(aml, center):
     np.testing.assert_allclose(res.pc.W.T @ res.pc.W, np.eye(3), atol=1e-12)
     np.testing.assert_allclose(res.pc.H @ res.pc.H.T, np.eye(3), atol=1e-12)
     assert np.all(np.diff(res.pc.d) <= 0)
+    # the layer is svd() of the upstream H (k_up × n: the samples are the observations)
+    from dask_factor.svd import svd
+
+    pca = svd(res.fine.H, 3, center=center)
+    np.testing.assert_allclose(res.pc.d, pca.d, rtol=1e-8)
+    np.testing.assert_allclose(res.pc.H, pca.U.T, atol=1e-8)
+    np.testing.assert_allclose(res.pc.W, pca.V, atol=1e-8)
 
 
 def test_svd_then_nmf_matches_numpy(aml):
