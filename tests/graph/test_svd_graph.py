@@ -282,3 +282,25 @@ def test_svd_layer_checks(aml):
     assert plan[1]["kind"] == "svd" and plan[1]["center"] and plan[1]["embedding"]
     with pytest.raises(NotImplementedError, match="svd_layer"):
         fit(net).predict(aml.matrix[:, :5])
+
+
+def test_docs_example_6(aml):
+    """The numbers docs/graphs.md shows for svd_layer in a graph."""
+    A, cols = aml.matrix, aml.cols
+    inp = factor_input(A, name="methylation")
+    pc = svd_layer(nmf_layer(inp, 10, name="fine"), 3, center=True, name="pc")
+    res = fit(factor_net(inp, pc, factor_config(maxit=100, seed=42)))
+    np.testing.assert_allclose(res.pc.d, [0.3238, 0.2088, 0.1713], atol=6e-5)
+    Hc = res.fine.H - res.fine.H.mean(axis=1, keepdims=True)
+    share = res.pc.d ** 2 / (Hc ** 2).sum()
+    np.testing.assert_allclose(share, [0.406, 0.169, 0.114], atol=6e-4)
+    assert round(float(share.sum()), 3) == 0.688
+    assert round(float(res.pc.H[0, 3]), 2) == 1.0 and round(float(res.pc.H[1, 6]), 2) == 0.96
+
+    inp = factor_input(A, name="methylation")
+    top = nmf_layer(svd_layer(inp, 10, center=True, name="pca"), 3, name="top")
+    res = fit(factor_net(inp, top, factor_config(maxit=100, seed=42)))
+    assert res.converged and res.iterations == 9
+    assign = np.argmax(res.top.W, axis=1)
+    control = cols["category"].str.startswith("Control").to_numpy()
+    assert (assign[control] == 1).all() and int((assign == 1).sum()) == 23
