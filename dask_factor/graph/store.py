@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.plan import InputPart, part_from_dict
 from ..io.blocks import atomic_path
 from .result import GraphResult, LayerResult
 
@@ -150,13 +151,13 @@ def to_anndata(result: GraphResult, adata, *, input: str | None = None,
             Wst = lr.W_stacked
             others = {}
             o = 0
-            for p in layer["parts"]:
-                block = Wst[o:o + p["rows"]]
-                o += p["rows"]
-                if p["kind"] == "data" and p["source"] == src and p["rows"] == adata.n_vars:
+            for p in map(part_from_dict, layer["parts"]):
+                block = Wst[o:o + p.rows]
+                o += p.rows
+                if isinstance(p, InputPart) and p.source == src and p.rows == adata.n_vars:
                     adata.varm[f"{name}_W"] = np.asarray(block)
                 else:
-                    others[p["name"]] = np.asarray(block)
+                    others[p.name] = np.asarray(block)
             if others:
                 info["W"] = others
         uns_layers[name] = info

@@ -8,8 +8,6 @@ methods and penalties raise ``NotImplementedError`` naming what is missing, befo
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
 from ..engine.plan import InputPart
@@ -26,16 +24,6 @@ def runs_on_svd(net) -> bool:
             and isinstance(lp.parts[0], InputPart))
 
 
-def _svd_api():
-    try:
-        mod = importlib.import_module("dask_factor.svd")
-        return mod.svd
-    except (ImportError, AttributeError) as exc:
-        raise NotImplementedError(
-            "svd_layer: needs the truncated-SVD engine (dask_factor.svd / engine.svd, the SVD "
-            "issue), which is not available in this installation") from exc
-
-
 def fit_svd_layer(net, client) -> GraphResult:
     """Fit a graph of one ``svd_layer`` on one input (see :func:`runs_on_svd`)."""
     lp = net.layers[0]
@@ -46,7 +34,8 @@ def fit_svd_layer(net, client) -> GraphResult:
     if lp.W.constrained or lp.H.constrained:
         raise NotImplementedError(f"{where}: constrained SVD (L1/L2/nonneg/bounds) is not "
                                   f"implemented; the SVD engine is unconstrained")
-    svd = _svd_api()
+    from ..svd import svd  # the public svd(): this layer is exactly svd() of its input
+
     cfg = net.config
     inp = net.inputs[lp.parts[0].source]
     res = svd(inp.data, lp.k, method=lp.method, center=lp.center, scale=lp.scale,
