@@ -61,12 +61,15 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _tail(path: Path, lines: int = 12) -> str:
+def _tail(path: Path, lines: int = 5) -> str:
+    """The last error lines of a daemon's log (else its last lines), on one line."""
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "(no log)"
-    return " | ".join(text[-lines:]) if text else "(empty log)"
+    errors = [t for t in text if any(w in t.lower() for w in ("error", "fatal", "denied"))]
+    picked = (errors or text)[-lines:]
+    return " | ".join(picked) if picked else "(empty log)"
 
 
 def _memory_mb() -> int:
@@ -117,7 +120,8 @@ class LocalSlurm:
         Directory for every file the daemons use (created; default: a new temporary directory,
         removed by :meth:`stop`). Keep it short: the munge socket path must fit in 107 bytes.
     cpus : int, optional
-        CPUs the node offers (default: ``os.cpu_count()``).
+        CPUs the node offers (default: ``os.cpu_count()``; more than the machine has is allowed,
+        ``SlurmdParameters=config_overrides``).
     memory_mb : int, optional
         The node's ``RealMemory`` (default: the machine's, so ``--mem`` requests fit).
     timeout : float
@@ -153,7 +157,7 @@ class LocalSlurm:
         for sub in ("etc", "munge", "state", "spool", "log", "run"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
-        os.chmod(self.root / "munge", 0o700)
+        os.chmod(self.root / "munge", 0o755)  # munged wants its socket's directory searchable
         key = self.root / "munge" / "munge.key"
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -195,6 +199,7 @@ KillWait=5
 MessageTimeout=10
 SlurmdTimeout=60
 InactiveLimit=0
+SlurmdParameters=config_overrides
 NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 """)
@@ -229,6 +234,12 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 
     def _why(self, what: str) -> SlurmUnavailable:
         logs = []
+        try:
+            node = self.run("sinfo", "-h", "-N", "-o", "%T %E", timeout=5, check=False)
+            if node.returncode == 0 and node.stdout.strip():
+                what += f" (node state: {node.stdout.strip()})"
+        except (subprocess.TimeoutExpired, OSError):
+            pass
         for name, proc in self._procs.items():
             state = "running" if proc.poll() is None else f"exited {proc.returncode}"
             log = self.root / "log" / f"{name}.log"

@@ -44,7 +44,7 @@ def slurm():
     """A running single-node SLURM; ``SLURM_CONF`` set for the module; always stopped."""
     ls = _local_slurm_module()
     t0 = time.monotonic()
-    instance = ls.LocalSlurm(cpus=2, timeout=60)
+    instance = ls.LocalSlurm(cpus=max(os.cpu_count() or 1, 2), timeout=60)  # 2 jobs of 1 CPU
     try:
         instance.start()
     except ls.SlurmUnavailable as err:
