@@ -41,17 +41,15 @@ class NMFSpec(LayerSpec):
 
     Examples
     --------
-    What ``factor_net`` compiles a two-layer net to:
+    Two layers as ``factor_net`` compiles ``nmf_layer(nmf_layer(aml, 6), 3)``:
 
-    >>> from dask_factor import datasets
-    >>> from dask_factor.graph import factor_input, factor_net, nmf_layer
-    >>> inp = factor_input(datasets.load("aml").matrix, name="aml")
-    >>> net = factor_net(inp, nmf_layer(nmf_layer(inp, 6, name="fine"), 3, name="coarse"))
-    >>> fine, coarse = net.layers
-    >>> type(coarse).__name__, coarse.parts, coarse.embedding, coarse.upstream
-    ('NMFSpec', (LayerPart(rows=6, name='fine', source=0),), True, (0,))
-    >>> fine.parts, fine.nmf_compatible
-    ((InputPart(rows=824, name='aml', source=0),), True)
+    >>> from dask_factor.engine.plan import InputPart, LayerPart
+    >>> fine = NMFSpec(0, "fine", 6, (InputPart(824, "aml", source=0),))
+    >>> coarse = NMFSpec(1, "coarse", 3, (LayerPart(6, "fine", source=0),))
+    >>> fine.nmf_compatible, fine.embedding, coarse.embedding, coarse.upstream
+    (True, False, True, (0,))
+    >>> coarse.U is coarse.H, coarse.V is coarse.W      # fed by layers: U = Hᵀ, V = W
+    (True, True)
     """
 
     kind: ClassVar[str] = "nmf"
