@@ -68,21 +68,39 @@ class Executor:
         return list(handles)
 
     def gather_watched(self, futures: list) -> list:
-        """``client.gather`` that cannot wait forever on a cluster left without workers.
+        """``client.gather`` that cannot wait forever on a cluster left without workers."""
+        self._wait_watched(futures)
+        return self.client.gather(futures)
 
-        Waits in slices of :data:`POLL_SECONDS`; while no worker is connected for longer than
-        :data:`NO_WORKER_SECONDS` it raises :class:`WorkerLostError` (a cluster whose workers
-        are all gone would otherwise hang the fit).
+    def settle(self, handles: list) -> None:
+        """Wait until persisted handles are computed, raising their error (nothing is moved)."""
+        if self.client is None or not handles:
+            return
+        self._wait_watched(handles)
+        for h in handles:
+            if h.status != "finished":
+                h.result()  # raises the task's error or the cancellation
+
+    def _wait_watched(self, futures: list) -> None:
+        """Wait for ``futures`` in slices of :data:`POLL_SECONDS`; while no worker is connected
+        for longer than :data:`NO_WORKER_SECONDS`, raise :class:`WorkerLostError` (a cluster
+        whose workers are all gone would otherwise hang the fit).
+
+        ``as_completed`` with this client's loop: ``distributed.wait`` would use the default
+        client, and ``Client.as_current`` sets the global dask config (not safe from the threads
+        that run concurrent fits).
         """
-        from distributed import wait
+        from distributed import as_completed
 
+        pending = [f for f in futures if not f.done()]
         idle_since = None
-        while True:
+        while pending:
             try:
-                with self.client.as_current():  # ``wait`` uses the current client
-                    wait(futures, timeout=POLL_SECONDS)
-                break
+                for _ in as_completed(pending, timeout=POLL_SECONDS, loop=self.client.loop):
+                    pass
+                return
             except TimeoutError:
+                pending = [f for f in pending if not f.done()]
                 if self.client.scheduler_info().get("workers"):
                     idle_since = None
                     continue
@@ -92,19 +110,6 @@ class Executor:
                         f"the cluster at {self.client.scheduler.address} has had no worker for "
                         f"{NO_WORKER_SECONDS:.0f} s; start workers or use another cluster"
                     ) from None
-        return self.client.gather(futures)
-
-    def settle(self, handles: list) -> None:
-        """Wait until persisted handles are computed, raising their error (nothing is moved)."""
-        if self.client is None or not handles:
-            return
-        from distributed import wait
-
-        with self.client.as_current():  # ``wait`` uses the current client, which must be ours
-            wait(handles)
-        for h in handles:
-            if h.status != "finished":
-                h.result()  # raises the task's error or the cancellation
 
     def scatter_many(self, values: list) -> list:
         """Place values where the tasks run, as plain data (no history on the scheduler).
