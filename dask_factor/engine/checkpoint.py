@@ -79,9 +79,16 @@ def to_json(x) -> str:
 # values <-> zarr nodes
 
 
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """C order without changing the shape (``np.ascontiguousarray`` makes 0-d arrays 1-d)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 def _write_value(group, name: str, v) -> None:
+    if isinstance(v, (np.generic, int, float)) and not isinstance(v, bool):
+        v = np.asarray(v)  # a scalar state value: a 0-d array
     if isinstance(v, np.ndarray):
-        group.create_array(name, data=np.ascontiguousarray(v))
+        group.create_array(name, data=_contiguous(v))
         return
     if dataclasses.is_dataclass(v) and type(v).__name__ in _TYPES:
         g = group.create_group(name)
@@ -91,7 +98,7 @@ def _write_value(group, name: str, v) -> None:
             if x is None:
                 nones.append(f.name)
             elif isinstance(x, np.ndarray):
-                g.create_array(f.name, data=np.ascontiguousarray(x))
+                g.create_array(f.name, data=_contiguous(x))
             elif isinstance(x, (bool, int, float, str, np.generic)):
                 scalars[f.name] = _enc(x)
             else:

@@ -183,10 +183,16 @@ class Built:
 
 @dataclass
 class Report:
-    """A scored step: ``score`` drives best-model selection; ``parts`` the relative change."""
+    """A scored step: ``score`` drives best-model selection; ``parts`` the relative change;
+    ``loss`` (default: the score) is the training loss, which must stay finite."""
 
     score: float
     parts: tuple[float, ...] = ()
+    loss: float | None = None
+
+
+class NonFiniteModelError(FloatingPointError):
+    """A fit produced a non-finite factor or loss (it stops; nothing NaN is returned)."""
 
 
 class Context:
@@ -499,6 +505,13 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
             highest = step
             stalled = 0
         report = kind.record(step, stats)
+        if report is not None:
+            loss = report.score if report.loss is None else report.loss
+            if not math.isfinite(loss) or not all(math.isfinite(x) for x in report.parts):
+                raise NonFiniteModelError(
+                    f"{name}: the model became non-finite at iteration {len(prog.scores) + 1} "
+                    f"(training loss {loss!r}); the input's values or their products overflow "
+                    f"the working precision: rescale A, or use dtype='float64'")
         rel = prog.add(stats, report, tol)
         if report is not None and (not kind.select_best or prog.best_iter == len(prog.scores)):
             run.best = kind.model(prev, new)  # the model this step scored

@@ -398,7 +398,7 @@ class MaskedKind(FitKind):
         st = stats[0]
         train = st["train_sse"] / max(st["n_train"], 1.0)
         test = st["test_sse"] / st["n_test"] if st["n_test"] > 0 else math.nan
-        return Report(test if self.cv else train)
+        return Report(test if self.cv else train, loss=train)
 
     def model(self, prev, new):
         return {"pack": prev["pack"], "h": new["h"]}
