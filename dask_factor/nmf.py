@@ -125,7 +125,9 @@ def nmf(
     client : distributed.Client, optional
         Run on this cluster; default: the active client if any, else dask's threads.
     progress : bool, default False
-        Show a progress bar with the loss.
+        Show a progress bar (``tqdm.auto``: a terminal bar or a notebook widget): the iteration
+        out of ``maxit``, the loss (the held-out MSE when cross-validating), its relative change
+        and the time left if the fit ran to ``maxit`` (see :mod:`dask_factor._progress`).
     on_iteration : callable(iteration, mse, rel_change), optional
         Called after every iteration; return True to stop.
     test_fraction : float in [0, 1), default 0

@@ -26,6 +26,7 @@ import dask.array as da
 import numpy as np
 
 from ._params import PARAMETERS, check_value, validate_params
+from ._progress import iteration_progress
 from .engine.als import ALSConfig, ALSState, fit_als
 from .engine.blocks import as_blocked
 from .engine.inputs import check_shape, open_lazy, prepare_input
@@ -425,19 +426,10 @@ def fit_nmf(
         target_blocks = [np.ascontiguousarray(T[:, b[i]:b[i + 1]].T) for i in range(b.size - 1)]
         gram_target = T @ T.T / n
 
-    bar = None
-    callback = on_iteration
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=maxit, desc=f"nmf k={k}", unit="it", leave=True)
-
-        def callback(it, mse, rel):
-            bar.update(1)
-            bar.set_postfix(mse=f"{mse:.6g}", rel=("-" if np.isnan(rel) else f"{rel:.2e}"))
-            return bool(on_iteration(it, mse, rel)) if on_iteration is not None else False
-
-    try:
+    # the score of a cross-validated fit is the held-out MSE
+    loss_name = "test_loss" if p["test_fraction"] > 0 else "loss"
+    with iteration_progress(progress, maxit, f"nmf k={k}", on_iteration,
+                            loss_name=loss_name) as callback:
         if masked:  # held-out / missing entries: the masked engine (on_iteration gets the score)
             mask_blocks = None if user_mask is None else as_blocked(
                 user_mask, dtype=np.float32, bounds=prep.bm.bounds, name="mask")
@@ -457,9 +449,6 @@ def fit_nmf(
         state = fit_als(prep.bm, W0, cfg, sq_norm=prep.sq_norm, client=client,
                         target_blocks=target_blocks, gram_target=gram_target,
                         on_iteration=callback, **ckpt)
-    finally:
-        if bar is not None:
-            bar.close()
 
     d = state.d
     perm = np.argsort(-d, kind="stable") if p["sort_model"] else np.arange(k)

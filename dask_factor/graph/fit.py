@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import _validate as V
+from .._progress import iteration_progress
 from ..engine.deep import fit_graph
 from ..engine.inputs import prepare_input
 from ..engine.shared_blocks import blocked_inputs
@@ -34,43 +35,28 @@ def _draw_seed() -> int:
     return int(np.random.SeedSequence().entropy % (2**31 - 1))
 
 
-def _progress(cfg, on_iteration, what: str):
-    bar = None
-    cb = on_iteration
-    if cfg.verbose:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.maxit, desc=what, unit="it", leave=True)
-
-        def cb(it, mse, rel):
-            bar.update(1)
-            bar.set_postfix(loss=f"{mse:.6g}", rel=("-" if np.isnan(rel) else f"{rel:.2e}"))
-            return bool(on_iteration(it, mse, rel)) if on_iteration is not None else False
-    return bar, cb
+def _progress(net: FactorNet, progress: bool | None) -> bool:
+    """Whether to show the bar: ``fit(progress=)`` if given, else ``factor_config(verbose=)``."""
+    return bool(net.config.verbose if progress is None else progress)
 
 
 def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
-                  ckpt=None) -> GraphResult:
+                  ckpt=None, progress: bool = False) -> GraphResult:
     cfg = net.config
     lp = layer if layer is not None else net.layers[0]
     inp = net.inputs[lp.parts[0].source]
-    bar, cb = _progress(cfg, on_iteration, f"nmf k={lp.k}")
     cv = {}
     if cfg.test_fraction > 0:  # speckled hold-out; cv_seed 0 → the init seed (as nmf())
         cv = dict(test_fraction=cfg.test_fraction, cv_seed=cfg.cv_seed or seed,
                   patience=cfg.patience, mask_zeros=cfg.mask_zeros)
-    try:
-        res = nmf(inp.data, lp.k, tol=cfg.tol, maxit=cfg.maxit, L1=(lp.W.L1, lp.H.L1),
-                  L2=(lp.W.L2, lp.H.L2), upper_bound=(lp.W.upper_bound, lp.H.upper_bound),
-                  nonneg=(lp.W.nonneg, lp.H.nonneg), seed=seed, norm=cfg.norm,
-                  solver=cfg.solver, cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
-                  sort_model=cfg.sort_model, rng=cfg.rng, target_H=lp.H.target,
-                  target_lambda=lp.H.target_lambda if lp.H.target is not None else 0.0,
-                  chunks=cfg.chunks, block_nnz=cfg.block_nnz, dtype=cfg.dtype, client=client,
-                  on_iteration=cb, **cv, **(ckpt or {}))
-    finally:
-        if bar is not None:
-            bar.close()
+    res = nmf(inp.data, lp.k, tol=cfg.tol, maxit=cfg.maxit, L1=(lp.W.L1, lp.H.L1),
+              L2=(lp.W.L2, lp.H.L2), upper_bound=(lp.W.upper_bound, lp.H.upper_bound),
+              nonneg=(lp.W.nonneg, lp.H.nonneg), seed=seed, norm=cfg.norm,
+              solver=cfg.solver, cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
+              sort_model=cfg.sort_model, rng=cfg.rng, target_H=lp.H.target,
+              target_lambda=lp.H.target_lambda if lp.H.target is not None else 0.0,
+              chunks=cfg.chunks, block_nnz=cfg.block_nnz, dtype=cfg.dtype, client=client,
+              progress=progress, on_iteration=on_iteration, **cv, **(ckpt or {}))
     layer = LayerResult(name=lp.name, kind="nmf", W=res.W, d=res.d, H=np.asarray(res.H),
                         iterations=res.iterations, converged=res.converged, sse=res.sse,
                         mse=res.mse, loss_history=list(res.loss_history), input=lp.input_label)
@@ -89,7 +75,8 @@ def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
 
 
 def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
-        checkpoint_every: int | None = None, resume=None) -> GraphResult:
+        checkpoint_every: int | None = None, resume=None,
+        progress: bool | None = None) -> GraphResult:
     """Fit a compiled factorization graph.
 
     Parameters
@@ -109,6 +96,9 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
         Continue from this checkpoint (``True``: from ``checkpoint`` if it exists) to the
         factors the uninterrupted fit would have reached. It must come from the same graph,
         inputs and config (``factor_config(seed=...)`` set); anything else is refused.
+    progress : bool, optional
+        Show a progress bar (iteration or sweep out of ``maxit``, the loss, its relative change,
+        the time left; see :mod:`dask_factor._progress`). Default: ``factor_config(verbose=)``.
 
     Returns
     -------
@@ -160,16 +150,18 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
         if checkpoint is not None or resume is not None:
             raise ValueError("checkpoint/resume: a graph of one svd_layer on one input runs "
                              "svd() in one go; there is nothing to resume")
-        return fit_svd_layer(net, client)
+        return fit_svd_layer(net, client, progress=_progress(net, progress))
     for lp in net.layers:  # what a layer type cannot fit, before any work
         lp.check(net.n)
     seed = cfg.seed if cfg.seed is not None else _draw_seed()
     if net.nmf_path:
-        return _fit_nmf_path(net, seed, client, on_iteration, ckpt=ckpt)
-    return _fit_engine(net, seed, client, on_iteration, ckpt)
+        return _fit_nmf_path(net, seed, client, on_iteration, ckpt=ckpt,
+                             progress=_progress(net, progress))
+    return _fit_engine(net, seed, client, on_iteration, ckpt, progress=_progress(net, progress))
 
 
-def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None) -> GraphResult:
+def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None,
+                progress: bool = False) -> GraphResult:
     cfg = net.config
     t0 = time.perf_counter()
     dt = np.dtype(cfg.dtype)
@@ -196,15 +188,13 @@ def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None) -> G
     single = len(net.layers) == 1
     # a graph whose only layer is fixed (an SVD of shared inputs) is solved before the sweeps
     fixed = all(lp.constant for lp in specs)
-    bar, cb = _progress(cfg, on_iteration, f"factor_net ({len(specs)} layers)")
-    try:
+    maxit = 1 if fixed else cfg.maxit
+    what = f"factor_net ({len(specs)} layer{'s' if len(specs) > 1 else ''})"
+    with iteration_progress(progress, maxit, what, on_iteration) as cb:
         state = fit_graph(specs, bms, list(net.Zs), arrays, inits, bounds=bounds, ssq=ssq,
-                          maxit=1 if fixed else cfg.maxit, tol=0.0 if fixed else cfg.tol,
+                          maxit=maxit, tol=0.0 if fixed else cfg.tol,
                           warmup=0 if single else cfg.warmup, input_sq=input_sq,
                           client=client, on_sweep=cb, **(ckpt or {}))
-    finally:
-        if bar is not None:
-            bar.close()
     if fixed:
         state.converged = all(ls.info.get("converged", True) for ls in state.layers)
     layers: dict[str, LayerResult] = {}

@@ -24,7 +24,7 @@ def runs_on_svd(net) -> bool:
             and isinstance(lp.parts[0], InputPart))
 
 
-def fit_svd_layer(net, client) -> GraphResult:
+def fit_svd_layer(net, client, progress: bool = False) -> GraphResult:
     """Fit a graph of one ``svd_layer`` on one input (see :func:`runs_on_svd`)."""
     lp = net.layers[0]
     where = f"svd_layer {lp.name!r}"
@@ -40,7 +40,7 @@ def fit_svd_layer(net, client) -> GraphResult:
     inp = net.inputs[lp.parts[0].source]
     res = svd(inp.data, lp.k, method=lp.method, center=lp.center, scale=lp.scale,
               seed=cfg.seed, tol=lp.tol, maxit=lp.maxit, chunks=cfg.chunks,
-              block_nnz=cfg.block_nnz, client=client)
+              block_nnz=cfg.block_nnz, client=client, progress=progress)
     m, n = res.U.shape[0], int(res.V_dask.shape[0])
     d = np.asarray(res.d, dtype=np.float64)
     sse = max(float(res.total_sq) - float(np.sum(d * d)), 0.0)
