@@ -204,14 +204,81 @@ def _fit_output(path: str) -> Path:
     """
     from .io.targets import check_target
 
-    out = check_target(path, fmt="npz", overwrite=True, what="OUT")
+    try:
+        out = check_target(path, fmt="npz", overwrite=True, what="OUT")
+    except FileExistsError as err:  # OUT is replaced only when it holds an earlier fit
+        raise FileExistsError(str(err).replace("overwrite=True only replaces",
+                                               "fit only replaces")) from None
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise PermissionError(f"OUT={path!r}: cannot write in the directory {str(out.parent)!r}")
     return out
 
 
+#: ``dask-factor fit SRC OUT``'s options and their defaults (None: not given on the command line)
+FIT_DEFAULTS = {"k": None, "seed": None, "maxit": 100, "tol": 1e-4, "L1": 0.0, "L2": 0.0,
+                "solver": "auto", "dtype": "float32", "cache": "auto", "checkpoint": None,
+                "checkpoint_every": None}
+
+#: where each of those options lives in a SPEC.yaml
+_SPEC_HOME = {"k": "layers[i].k", "seed": "config.seed", "maxit": "config.maxit",
+              "tol": "config.tol", "L1": "layers[i].L1", "L2": "layers[i].L2",
+              "solver": "config.solver", "dtype": "config.dtype", "cache": None,
+              "checkpoint": "checkpoint.path", "checkpoint_every": "checkpoint.every"}
+
+
+def is_spec(path: str) -> bool:
+    """Whether ``dask-factor fit``'s first argument is a spec file (``.yaml``/``.yml``).
+
+    Examples
+    --------
+    >>> is_spec("fit.yaml"), is_spec("cells.h5ad")
+    (True, False)
+    """
+    return str(path).lower().endswith((".yaml", ".yml"))
+
+
+def _fit_client(args, spec_cluster=None):
+    """The Client of ``--scheduler``/``--cluster`` (or the spec's), None for local threads."""
+    from .spec import ClusterSpec, start_client
+
+    return start_client(spec_cluster or ClusterSpec(), kind=args.cluster,
+                        scheduler=args.scheduler, connect_timeout=args.connect_timeout)
+
+
+def _run_fit_spec(args) -> int:
+    from .spec import load_spec, run_spec
+
+    if args.out is not None:
+        raise ValueError(f"OUT={args.out!r}: a SPEC.yaml names its output (output.path); "
+                         f"give only the spec")
+    for name in FIT_DEFAULTS:
+        if getattr(args, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            home = _SPEC_HOME[name]
+            raise ValueError(f"{flag}: set it in the spec ({home}), not on the command line"
+                             if home else f"{flag}: applies to SRC OUT fits only")
+    # every check of the spec (inputs, graph, config, checkpoint, output) before any cluster
+    spec = load_spec(args.src, resume=args.resume or None, overwrite=args.overwrite or None)
+    client = _fit_client(args, spec.cluster)
+    try:
+        report = run_spec(spec, client=client, progress=not args.quiet)
+    finally:
+        if client is not None:
+            client.close()
+    summary = report.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        layers = ", ".join(f"{name} (k={v['k']}, MSE {v['mse']:.6g})"
+                           for name, v in summary["layers"].items())
+        where = " and ".join(str(p) for p in report.written.values())
+        print(f"{summary['iterations']} iterations "
+              f"({'converged' if summary['converged'] else 'maxit'}), {layers}, "
+              f"{report.seconds:.2f} s -> {where}")
+    return 0
+
+
 def _run_fit(args) -> int:
-    import json
     import time
 
     import numpy as np
@@ -219,18 +286,26 @@ def _run_fit(args) -> int:
     from .io.targets import replacing
     from .nmf import nmf
 
+    if is_spec(args.src):
+        return _run_fit_spec(args)
+    if args.out is None:
+        raise ValueError("OUT: required with a matrix SRC (dask-factor fit SRC OUT --k K), or "
+                         "give a SPEC.yaml")
+    if args.k is None:
+        raise ValueError("--k: required with a matrix SRC (dask-factor fit SRC OUT --k K)")
+    if args.overwrite:
+        raise ValueError("--overwrite: applies to a SPEC.yaml's output; OUT is replaced only "
+                         "when it holds an earlier fit's .npz")
+    opt = {name: default if getattr(args, name) is None else getattr(args, name)
+           for name, default in FIT_DEFAULTS.items()}
     out = _fit_output(args.out)
-    client = None
-    if args.scheduler:
-        from .cluster import connect
-
-        client = connect(args.scheduler, timeout=args.connect_timeout)
+    client = _fit_client(args)
     try:
         t0 = time.perf_counter()
-        model = nmf(args.src, args.k, seed=args.seed, maxit=args.maxit, tol=args.tol,
-                    L1=args.L1, L2=args.L2, solver=args.solver, dtype=args.dtype,
-                    cache=args.cache, client=client, progress=not args.quiet,
-                    checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+        model = nmf(args.src, opt["k"], seed=opt["seed"], maxit=opt["maxit"], tol=opt["tol"],
+                    L1=opt["L1"], L2=opt["L2"], solver=opt["solver"], dtype=opt["dtype"],
+                    cache=opt["cache"], client=client, progress=not args.quiet,
+                    checkpoint=opt["checkpoint"], checkpoint_every=opt["checkpoint_every"],
                     resume=True if args.resume else None)
         seconds = time.perf_counter() - t0
         with replacing(out, fmt="npz", overwrite=True, what="OUT") as tmp, \
@@ -249,33 +324,54 @@ def _run_fit(args) -> int:
 
 
 def _add_fit_parser(subparsers) -> None:
-    p = subparsers.add_parser("fit", help="fit NMF to a matrix file",
-                              description="Fit nmf() to SRC (read block by block inside the "
-                                          "Dask tasks) and save W, d, H and the loss history "
-                                          "to OUT (.npz).")
-    p.add_argument("src", help="matrix (.spz, zarr, .h5ad, AnnData zarr, .mtx[.gz])")
-    p.add_argument("out", help="output .npz with W (m × k), d, H (k × n), loss_history (an "
-                               "existing OUT is replaced only if it is an earlier fit's .npz)")
-    p.add_argument("--k", type=int, required=True, help="rank")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--maxit", type=int, default=100)
-    p.add_argument("--tol", type=float, default=1e-4)
-    p.add_argument("--L1", type=float, default=0.0)
-    p.add_argument("--L2", type=float, default=0.0)
-    p.add_argument("--solver", choices=["auto", "cd", "cholesky"], default="auto")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--cache", choices=["auto", "memory", "none"], default="auto")
-    p.add_argument("--scheduler", default=None,
-                   help="address of a running dask scheduler (default: local threads)")
+    p = subparsers.add_parser(
+        "fit", help="fit NMF to a matrix file, or the graph a SPEC.yaml describes",
+        usage="%(prog)s SRC OUT --k K [options]\n       %(prog)s SPEC.yaml [--scheduler ADDRESS "
+              "| --cluster {local,slurm,kubernetes}] [--resume] [--overwrite] [--json] [-q]",
+        description="With SRC OUT: fit nmf() to SRC (read block by block inside the Dask "
+                    "tasks) and save W, d, H and the loss history to OUT (.npz). With a "
+                    "SPEC.yaml: check the whole spec (inputs, layers, config, checkpoint, "
+                    "output; docs/spec.md) before anything starts, fit its factorization graph "
+                    "and write the result (zarr, with names; optionally into the AnnData "
+                    "input).")
+    p.add_argument("src", metavar="SRC|SPEC.yaml",
+                   help="matrix (.spz, zarr, .h5ad, AnnData zarr, .mtx[.gz]) or a spec "
+                        "(.yaml/.yml)")
+    p.add_argument("out", nargs="?", default=None, metavar="OUT",
+                   help="output .npz with W (m × k), d, H (k × n), loss_history (an existing OUT "
+                        "is replaced only if it is an earlier fit's .npz); not with a spec")
+    g = p.add_argument_group("SRC OUT fits (a spec sets these in its layers and config)")
+    g.add_argument("--k", type=int, default=None, help="rank (required)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--maxit", type=int, default=None, help="default 100")
+    g.add_argument("--tol", type=float, default=None, help="default 1e-4")
+    g.add_argument("--L1", type=float, default=None, help="default 0")
+    g.add_argument("--L2", type=float, default=None, help="default 0")
+    g.add_argument("--solver", choices=["auto", "cd", "cholesky"], default=None,
+                   help="default auto")
+    g.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                   help="default float32")
+    g.add_argument("--cache", choices=["auto", "memory", "none"], default=None,
+                   help="default auto")
+    g.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="write the fit's state there every --checkpoint-every iterations")
+    g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="iterations between checkpoints (default 10)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="address of a running dask scheduler (default: local threads, or "
+                            "the spec's scheduler/cluster)")
+    where.add_argument("--cluster", choices=["local", "slurm", "kubernetes"], default=None,
+                       help="start a cluster with dask_factor.cluster (with a spec: its "
+                            "cluster.<type> options) and close it after the fit")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up on --scheduler after this long (default 10)")
-    p.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="write the fit's state there every --checkpoint-every iterations")
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help="iterations between checkpoints (default 10)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from --checkpoint if it exists (a re-queued job runs the same "
-                        "command); needs --seed")
+                   help="continue from the checkpoint if it exists (a re-queued job runs the "
+                        "same command); needs --seed (a spec: config.seed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="a spec's output (output.overwrite: true): replace an earlier result "
+                        "and the AnnData keys")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_fit)
@@ -306,21 +402,121 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: per subcommand: the library's argument names → the command's options (messages use these)
+OPTION_NAMES: dict[str, dict[str, str]] = {
+    "fit": {"k": "--k", "seed": "--seed", "maxit": "--maxit", "tol": "--tol", "L1": "--L1",
+            "L2": "--L2", "solver": "--solver", "dtype": "--dtype", "cache": "--cache",
+            "checkpoint": "--checkpoint", "checkpoint_every": "--checkpoint-every",
+            "resume": "--resume", "overwrite": "--overwrite", "client": "--scheduler"},
+    "demo": {"k": "--k", "seed": "--seed", "maxit": "--maxit", "dataset": "--dataset"},
+    "convert": {"value_type": "--value-type", "block_nnz": "--block-nnz", "dtype": "--dtype",
+                "overwrite": "--overwrite", "format": "--format", "layer": "--layer",
+                "raw": "--raw", "path": "DST"},
+    "simulate": {"n_samples": "--samples", "n_features": "--features", "k": "--k",
+                 "density": "--density", "seed": "--seed", "block_cols": "--block-cols",
+                 "value_type": "--value-type", "overwrite": "--overwrite", "format": "--format",
+                 "path": "OUT"},
+}
+
+#: options that are switches (``overwrite=True`` is ``--overwrite``)
+SWITCHES = {"--overwrite", "--resume", "--raw"}
+
+
+#: with a SPEC.yaml, the fit's arguments are fields of the spec
+SPEC_NAMES = {"maxit": "config.maxit", "tol": "config.tol", "seed": "config.seed",
+              "checkpoint": "checkpoint.path", "checkpoint_every": "checkpoint.every",
+              "resume": "checkpoint.resume", "overwrite": "output.overwrite"}
+
+
+def cli_words(message: str, command: str, *, spec: bool = False) -> str:
+    """A library message in the words of ``dask-factor COMMAND``: argument names become the
+    command's options (``overwrite=True`` → ``--overwrite``, ``k: …`` → ``--k: …``,
+    ``set checkpoint=PATH too`` → ``set --checkpoint PATH too``, ``maxit=3`` → ``--maxit 3``);
+    with ``spec`` (``fit SPEC.yaml``), the spec's fields (``config.maxit=3``).
+
+    Examples
+    --------
+    >>> cli_words("k: expected 1 <= k <= min(m, n) = 50, got 500", "fit")
+    '--k: expected 1 <= k <= min(m, n) = 50, got 500'
+    >>> cli_words("path='x.zarr' exists (a directory); pass overwrite=True to replace it",
+    ...           "convert")
+    "DST='x.zarr' exists (a directory); pass --overwrite to replace it"
+    >>> cli_words("checkpoint_every: set checkpoint=PATH too", "fit")
+    '--checkpoint-every: set --checkpoint PATH too'
+    >>> cli_words("stopped at maxit=3 (tol=0.0001); raise maxit or tol", "fit")
+    'stopped at --maxit 3 (--tol 0.0001); raise --maxit or --tol'
+    >>> cli_words("stopped at maxit=3 (tol=0.0001); raise maxit or tol", "fit", spec=True)
+    'stopped at config.maxit=3 (config.tol=0.0001); raise config.maxit or config.tol'
+    """
+    import re
+
+    if spec:
+        for name, key in sorted(SPEC_NAMES.items(), key=lambda kv: -len(kv[0])):
+            n = re.escape(name)
+            message = re.sub(rf"(?<![\w.-]){n}=True\b", f"{key}: true", message)
+            message = re.sub(rf"(?<![\w.-]){n}(?==|: )", key, message)
+            message = re.sub(rf"\braise {n}\b", f"raise {key}", message)
+            message = re.sub(rf"\b(raise \S+ or ){n}\b", rf"\g<1>{key}", message)
+        return message
+    names = OPTION_NAMES.get(command, {})
+    for name, flag in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        n = re.escape(name)
+        if flag in SWITCHES:
+            message = re.sub(rf"(?<![\w.-]){n}=True\b", flag, message)
+        if flag.startswith("--"):
+            # NAME=PLACEHOLDER, NAME=<number>, NAME= (value left out)
+            message = re.sub(rf"(?<![\w.-]){n}=(?=[A-Z]+\b|[-+]?\.?\d)", flag + " ", message)
+            message = re.sub(rf"(?<![\w.-]){n}=(?=[\s),;]|$)", flag, message)
+        else:  # a positional argument: path='x' → DST='x'
+            message = re.sub(rf"(?<![\w.-]){n}=(?=['\"])", flag + "=", message)
+        # the argument a message is about: "k: …", "n_samples must …", after "; " or a start
+        message = re.sub(rf"(^|; ){n}(?=: | must )", rf"\g<1>{flag}", message)
+    if command in ("fit", "demo"):
+        message = message.replace("raise maxit or tol", "raise --maxit or --tol")
+    return message
+
+
+def _show_warning(command: str, spec: bool):
+    def show(message, category, filename, lineno, file=None, line=None):
+        out = sys.stderr if file is None else file
+        try:
+            out.write(f"dask-factor {command}: {category.__name__}: "
+                      f"{cli_words(str(message), command, spec=spec)}\n")
+        except (OSError, ValueError):  # a closed stream: as warnings itself does
+            pass
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dask-factor`` with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    Errors the user can fix print one line in the command's words (its options, not the
+    library's argument names; a spec's errors name the YAML field) and return 2; warnings
+    print one line each.
 
     Examples
     --------
     >>> main(["info", "counts.zarr", "--json"])  # doctest: +SKIP
     0
     """
+    import warnings
+
+    from .spec import SpecError
+
     args = build_parser().parse_args(argv)
+    spec = args.command == "fit" and is_spec(args.src)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning(args.command, spec)
+            return int(args.func(args) or 0)
+    except SpecError as err:
+        print(f"dask-factor {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
             NotADirectoryError, PermissionError, ImportError, ConnectionError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"dask-factor {args.command}: error: {msg}", file=sys.stderr)
+        print(f"dask-factor {args.command}: error: "
+              f"{cli_words(str(msg), args.command, spec=spec)}", file=sys.stderr)
         return EXIT_USAGE
 
 

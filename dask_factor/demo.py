@@ -1,16 +1,17 @@
 """The demo: fit NMF to the bundled pbmc3k single-cell matrix and summarise the factors.
 
-Run with ``python3 run.py demo`` (sets itself up) or ``python -m dask_factor.demo [--k K]``.
+Run with ``python3 run.py demo`` (sets itself up), ``python -m dask_factor.demo [--k K]`` or
+``dask-factor demo [--k K]``: the same command, with the same options.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 from . import datasets
+from ._params import validate_params
 from .nmf import nmf
 
 
@@ -35,6 +36,7 @@ def run(dataset: str = "pbmc3k", k: int = 10, seed: int = 42, maxit: int = 100,
     >>> sorted(summary), summary["shape"], len(summary["top_label"])
     (['iterations', 'k', 'mse', 'seconds', 'shape', 'top_label'], (183, 1183), 4)
     """
+    validate_params({"k": k, "seed": seed, "maxit": maxit}, entry="nmf")  # before any output
     A, rows, cols = datasets.load(dataset)
     label = next((c for c in ("cell_type", "category", "island") if c in cols.columns), None)
     print(f"dask_factor demo: {dataset}, {A.shape[0]:,} features × {A.shape[1]:,} samples, "
@@ -63,14 +65,19 @@ def run(dataset: str = "pbmc3k", k: int = 10, seed: int = 42, maxit: int = 100,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dask_factor.demo", description=__doc__)
-    p.add_argument("--dataset", default="pbmc3k", choices=sorted(datasets.available()))
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--maxit", type=int, default=100)
-    a = p.parse_args(argv)
-    run(a.dataset, a.k, a.seed, a.maxit)
-    return 0
+    """``python -m dask_factor.demo [options]`` (what ``python3 run.py demo`` runs): exactly
+    ``dask-factor demo [options]``, the same options, messages and exit status.
+
+    Examples
+    --------
+    >>> main(["--dataset", "aml", "--k", "0", "-q"])  # stderr: ... error: --k: expected ...
+    2
+    """
+    import sys
+
+    from .cli import main as cli_main
+
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

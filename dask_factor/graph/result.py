@@ -123,6 +123,12 @@ class GraphResult:
     input_names : list of str
     runtime : float
         Seconds.
+    names : dict or None
+        Names of the rows and columns, when known (``dask-factor fit SPEC.yaml`` reads them from
+        the inputs' metadata): ``{"samples": [...], "features": {input name: [...]}}``, either
+        key may be missing. Layers that read inputs have W rows = their inputs' features (in
+        input order) and H columns = the samples; layers fed by layers have W rows = the
+        samples. Saved and loaded with the result.
 
     Examples
     --------
@@ -146,6 +152,7 @@ class GraphResult:
     plan: list[dict]
     input_names: list[str]
     runtime: float = 0.0
+    names: dict | None = field(default=None, repr=False)
     _client: Any = field(default=None, repr=False)
 
     # ---- mapping access
@@ -194,8 +201,8 @@ class GraphResult:
         """Write the result to a zarr store (atomically: a temporary sibling, then a rename).
 
         Stores every layer's W (per-input blocks for shared layers), d, H and history, the
-        config, the settings, the compiled plan and the graph history. Targets and Laplacians
-        (inputs of the fit) are not stored.
+        config, the settings, the compiled plan, the graph history and ``names`` (sample and
+        feature names) when set. Targets and Laplacians (inputs of the fit) are not stored.
 
         Parameters
         ----------
@@ -247,7 +254,7 @@ class GraphResult:
         return load_result(path)
 
     def to_anndata(self, adata, *, input: str | None = None, uns_key: str = "factor_net",
-                   copy: bool = False):
+                   copy: bool = False, overwrite: bool = False):
         """Store the factors in an AnnData (cells × genes) the AnnData way.
 
         For every layer ``name``:
@@ -262,17 +269,21 @@ class GraphResult:
 
         Parameters
         ----------
-        adata : anndata.AnnData
-            ``n_obs`` must equal the graph's samples.
+        adata : anndata.AnnData or path to an ``.h5ad``
+            ``n_obs`` must equal the graph's samples. A file is updated in place without
+            reading X: each element is written under a temporary key, then renamed.
         input : str, optional
             The graph input whose features are ``adata.var`` (default: the first input).
         uns_key : str, default "factor_net"
         copy : bool, default False
-            Return an updated copy instead of updating ``adata`` in place.
+            Return an updated copy instead of updating ``adata`` in place (objects only).
+        overwrite : bool, default False
+            A file only: replace keys that exist (without it, an existing key is refused before
+            anything is written). An object's keys are always replaced.
 
         Returns
         -------
-        anndata.AnnData
+        anndata.AnnData, or the path of the updated file
 
         Examples
         --------
@@ -289,7 +300,8 @@ class GraphResult:
         """
         from .store import to_anndata
 
-        return to_anndata(self, adata, input=input, uns_key=uns_key, copy=copy)
+        return to_anndata(self, adata, input=input, uns_key=uns_key, copy=copy,
+                          overwrite=overwrite)
 
     def predict(self, new_data, *, conditions: Mapping | None = None, client=None
                 ) -> dict[str, np.ndarray]:

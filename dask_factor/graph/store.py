@@ -9,6 +9,8 @@ zarr layout (one store, written to a temporary sibling and renamed into place)::
     /layers/<i>/W      (m, k) — or /layers/<i>/W/<j> per input block, in input order
     /layers/<i>/d      (k,)
     /layers/<i>/H      (k, n)
+/names/samples     (n,) strings   — when ``result.names`` has them
+/names/features/<j> (m_j,) strings — features of input j; attrs ``inputs``: their input names
 
 Groups are numbered in graph order, so any layer or input name is allowed.
 """
@@ -16,6 +18,8 @@ Groups are numbered in graph order, so any layer or input name is allowed.
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -77,7 +81,41 @@ def save_result(result: GraphResult, path, *, overwrite: bool = False) -> Path:
                     wg.create_array(str(j), data=np.ascontiguousarray(lr.W[name]))
             g.create_array("d", data=np.asarray(lr.d, dtype=np.float64))
             g.create_array("H", data=np.ascontiguousarray(lr.H))
+        if result.names:
+            _save_names(root, result.names)
     return path
+
+
+def _strings(group, name: str, values) -> None:
+    values = np.asarray([str(v) for v in values], dtype=object)
+    arr = group.create_array(name, shape=values.shape, dtype=str)
+    if values.size:
+        arr[...] = values
+
+
+def _save_names(root, names: Mapping) -> None:
+    g = root.create_group("names")
+    if names.get("samples") is not None:
+        _strings(g, "samples", names["samples"])
+    features = {k: v for k, v in (names.get("features") or {}).items() if v is not None}
+    fg = g.create_group("features")
+    fg.attrs["inputs"] = list(features)
+    for j, values in enumerate(features.values()):
+        _strings(fg, str(j), values)
+
+
+def _load_names(root) -> dict | None:
+    if "names" not in root:
+        return None
+    g = root["names"]
+    names: dict = {}
+    if "samples" in g:
+        names["samples"] = [str(v) for v in g["samples"][...]]
+    if "features" in g:
+        fg = g["features"]
+        names["features"] = {name: [str(v) for v in fg[str(j)][...]]
+                             for j, name in enumerate(fg.attrs.get("inputs", []))}
+    return names
 
 
 def load_result(path) -> GraphResult:
@@ -113,12 +151,15 @@ def load_result(path) -> GraphResult:
                        iterations=int(attrs["iterations"]), warmup=int(attrs["warmup"]),
                        converged=bool(attrs["converged"]), config=dict(attrs["config"]),
                        settings=dict(attrs["settings"]), plan=list(attrs["plan"]),
-                       input_names=list(attrs["input_names"]), runtime=float(attrs["runtime"]))
+                       input_names=list(attrs["input_names"]), runtime=float(attrs["runtime"]),
+                       names=_load_names(root))
 
 
 def to_anndata(result: GraphResult, adata, *, input: str | None = None,
-               uns_key: str = "factor_net", copy: bool = False):
+               uns_key: str = "factor_net", copy: bool = False, overwrite: bool = False):
     """See :meth:`GraphResult.to_anndata`."""
+    if isinstance(adata, (str, os.PathLike)):
+        return _to_h5ad(result, Path(adata), input=input, uns_key=uns_key, overwrite=overwrite)
     if not (type(adata).__name__ == "AnnData" and hasattr(adata, "obsm")):
         raise TypeError(f"to_anndata: expected an anndata.AnnData, got {type(adata).__name__}")
     names = list(result.input_names)
@@ -167,3 +208,80 @@ def to_anndata(result: GraphResult, adata, *, input: str | None = None,
         "iterations": int(result.iterations), "converged": bool(result.converged),
         "input": input, "layers": uns_layers}
     return adata
+
+
+# --------------------------------------------------------------------------- .h5ad in place
+
+
+def anndata_keys(result_or_plan, input: str | None, input_names: list[str],
+                 uns_key: str = "factor_net") -> list[tuple[str, str]]:
+    """The ``(group, key)`` elements :func:`to_anndata` writes, from the compiled plan.
+
+    ``obsm/X_<layer>`` for every layer, ``varm/<layer>_W`` for the layers that read ``input``
+    (default: the first input) and ``uns/<uns_key>``.
+    """
+    plan = getattr(result_or_plan, "plan", result_or_plan)
+    input = input_names[0] if input is None else input
+    if input not in input_names:
+        raise ValueError(f"to_anndata: input={input!r} is not an input of the graph "
+                         f"{input_names}")
+    src = input_names.index(input)
+    keys = []
+    for layer in plan:
+        keys.append(("obsm", f"X_{layer['name']}"))
+        if not layer["embedding"] and any(
+                isinstance(p, InputPart) and p.source == src
+                for p in map(part_from_dict, layer["parts"])):
+            keys.append(("varm", f"{layer['name']}_W"))
+    keys.append(("uns", uns_key))
+    return keys
+
+
+def check_h5ad_keys(path, keys, *, overwrite: bool, what: str = "path") -> None:
+    """Refuse (``FileExistsError``) when one of ``keys`` exists in the ``.h5ad`` at ``path``
+    and ``overwrite`` is False; ``ValueError`` when ``path`` is not an ``.h5ad`` file."""
+    import h5py
+
+    from ..io.anndata_io import _backend
+
+    if _backend(path) != "h5":
+        raise ValueError(f"{what}={str(path)!r}: only .h5ad files can be updated in place")
+    if overwrite:
+        return
+    with h5py.File(path, "r") as f:
+        taken = [f"{g}/{k}" for g, k in keys if g in f and k in f[g]]
+    if taken:
+        raise FileExistsError(f"{what}={str(path)!r} already has {', '.join(taken)}; pass "
+                              f"overwrite=True to replace them")
+
+
+def _to_h5ad(result: GraphResult, path: Path, *, input, uns_key, overwrite) -> Path:
+    import anndata as ad
+    import h5py
+    import pandas as pd
+    from anndata.io import write_elem
+
+    from ..io.anndata_io import _describe
+
+    names = list(result.input_names)
+    keys = anndata_keys(result, input, names, uns_key)
+    check_h5ad_keys(path, keys, overwrite=overwrite)
+    with h5py.File(path, "r") as f:
+        n_cells, n_genes = _describe(f, "X")[1]
+    shell = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n_cells)]),
+                       var=pd.DataFrame(index=[str(i) for i in range(n_genes)]))
+    to_anndata(result, shell, input=input, uns_key=uns_key)
+    items = [("obsm", k, v) for k, v in shell.obsm.items()]
+    items += [("varm", k, v) for k, v in shell.varm.items()]
+    items.append(("uns", uns_key, shell.uns[uns_key]))
+    tag = uuid.uuid4().hex[:8]
+    with h5py.File(path, "r+") as f:
+        for group, key, value in items:
+            if group not in f:
+                write_elem(f, group, {})
+            write_elem(f[group], f".{key}.tmp-{tag}", value)
+        for group, key, _ in items:
+            if key in f[group]:
+                del f[group][key]
+            f[group].move(f".{key}.tmp-{tag}", key)
+    return path

@@ -107,6 +107,8 @@ def describe(path: PathLike, *, follow: bool = False) -> str:
         attrs = _zarr_attrs(p)
         if attrs is None:
             return what + " (not a zarr store)"
+        if attrs.get("format") == "dask_factor.factor_net_result":
+            return what + " (a saved factor_net result)"
         return what + (" (a dask_factor zarr store)" if "dask_factor_format" in attrs
                        else " (a zarr store not written by dask_factor)")
     if stat.S_ISREG(st.st_mode):

@@ -93,7 +93,7 @@ def test_simulate(tmp_path, capsys):
     assert (got != ref).nnz == 0
     assert main(["simulate", "--samples", "10", "--features", "5", "--k", "9", "-q",
                  str(tmp_path / "bad.zarr")]) == 2
-    assert "k=9" in capsys.readouterr().err
+    assert "--k 9 must not exceed --features 5" in capsys.readouterr().err  # the CLI's words
 
 
 def test_subprocess_entry_point(zarr_path):
