@@ -55,6 +55,8 @@ class IterationBar:
         cross-validated fit, whose score is the held-out MSE).
     file : file-like, optional
         Where a text bar is written (default: stderr).
+    mininterval : float, default 0.1
+        Seconds between redraws (tqdm's; the last state is always drawn).
 
     Examples
     --------
@@ -69,12 +71,13 @@ class IterationBar:
     (True, True, True, True)
     """
 
-    def __init__(self, total: int, desc: str, *, loss_name: str = "loss", file=None):
+    def __init__(self, total: int, desc: str, *, loss_name: str = "loss", file=None,
+                 mininterval: float = 0.1):
         from tqdm.auto import tqdm
 
         self.loss_name = loss_name
         self.bar = tqdm(total=int(total), desc=desc, unit="it", leave=True, file=file,
-                        bar_format=BAR_FORMAT, dynamic_ncols=True)
+                        bar_format=BAR_FORMAT, dynamic_ncols=True, mininterval=mininterval)
         self._started = False
 
     def update(self, it: int, loss: float, rel: float) -> None:

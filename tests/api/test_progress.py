@@ -41,9 +41,23 @@ def test_nmf_bar_shows_iteration_loss_rel_and_eta(hawaiibirds, capsys):
     assert loss == pytest.approx(model.mse, rel=1e-5)
     rel = abs(model.loss_history[-1] - model.loss_history[-2]) / model.loss_history[-2]
     assert float(re.search(r"rel=([0-9.e+-]+)", last).group(1)) == pytest.approx(rel, rel=0.01)
-    first = next(f for f in frames if "iteration 1/6" in f)
-    assert "rel=-" in first and "ETA" in first  # no change yet after one iteration
     assert [n for n, _ in _iterations(frames)] == sorted(n for n, _ in _iterations(frames))
+
+
+def test_every_frame_of_the_bar():
+    """Drawn at every iteration: the first has no relative change yet, each has an ETA."""
+    import io
+
+    out = io.StringIO()
+    bar = progress_module.IterationBar(3, "fit", file=out, mininterval=0)
+    for it, loss, rel in [(1, 0.5, float("nan")), (2, 0.25, 0.5), (3, 0.2, 0.2)]:
+        bar.update(it, loss, rel)
+    bar.close()
+    frames = _frames(out.getvalue())
+    first = next(f for f in frames if "iteration 1/3" in f)
+    assert "loss=0.5, rel=-" in first and "ETA" in first
+    second = next(f for f in frames if "iteration 2/3" in f)
+    assert "loss=0.25, rel=5.00e-01" in second and "ETA" in second
 
 
 def test_no_bar_unless_asked(hawaiibirds, capsys):
