@@ -270,6 +270,8 @@ class NMF(_Base):
         model = nmf(X.T, k, tol=self.tol, maxit=self.max_iter, L1=self.L1, L2=self.L2,
                     solver=self.solver, seed=_seed(self.random_state), dtype=self.dtype,
                     chunks=self.chunks)
+        if hasattr(self, "feature_names_in_"):
+            model.feature_names = [str(v) for v in self.feature_names_in_]
         self.model_ = model
         self.components_ = np.ascontiguousarray(model.W.T, dtype=_out_dtype(X))
         self.scale_ = np.asarray(model.d)

@@ -138,6 +138,10 @@ class NMFResult:
     train_loss_history: list[float] = field(default_factory=list)
     _H: np.ndarray | None = field(default=None, repr=False)
     _client: Any = field(default=None, repr=False)
+    #: names of the m features (rows of A) and n samples (columns), when known: set by
+    #: ``dask_factor.tl``, the estimators and :meth:`load`; saved and written to AnnData
+    feature_names: list[str] | None = field(default=None, repr=False)
+    sample_names: list[str] | None = field(default=None, repr=False)
 
     @property
     def k(self) -> int:
@@ -234,6 +238,116 @@ class NMFResult:
                  else dask.compute(*blocks))
         Ht = np.vstack([np.asarray(p, dtype=np.float64) for p in parts])
         return (Ht / self.d).T
+
+
+    # ---- results that travel (dask_factor._nmf_result_io) --------------------------------
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False):
+        """Save the model to a zarr store, atomically, with its feature and sample names.
+
+        Parameters
+        ----------
+        path : path-like
+            The store (a directory). Written to a temporary sibling and renamed when complete.
+        overwrite : bool, default False
+            Replace an existing store — only one written by ``save``.
+
+        Returns
+        -------
+        pathlib.Path
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> from dask_factor import datasets, nmf, NMFResult
+        >>> A, rows, cols = datasets.load("hawaiibirds")
+        >>> model = nmf(A, 3, seed=1, maxit=5)
+        >>> model.feature_names = list(rows.index)
+        >>> path = model.save(os.path.join(tempfile.mkdtemp(), "model.zarr"))
+        >>> back = NMFResult.load(path)
+        >>> back.W.shape, back.feature_names[:2] == list(rows.index[:2])
+        ((183, 3), True)
+        """
+        from ._nmf_result_io import save
+
+        return save(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> NMFResult:
+        """Read a model written by :meth:`save` (``evaluate``/``predict`` work on it).
+
+        Parameters
+        ----------
+        path : path-like
+
+        Returns
+        -------
+        NMFResult
+        """
+        from ._nmf_result_io import load
+
+        return load(cls, path)
+
+    def to_anndata(self, adata=None, *, key: str = "nmf", overwrite: bool = True):
+        """The model the AnnData way (AnnData is samples × features).
+
+        Writes ``obsm[f"X_{key}"]`` = ``Hᵀ`` (samples × k), ``varm[f"{KEY}_W"]`` = ``W``
+        (features × k) and ``uns[key]`` = ``{"d", "loss", "params", "iterations", "converged",
+        "mse"}``.
+
+        Parameters
+        ----------
+        adata : anndata.AnnData, path to an ``.h5ad``, or None
+            None builds a new AnnData (no X) indexed by the result's names. A path is updated in
+            place without reading X.
+        key : str, default "nmf"
+        overwrite : bool, default True
+            Replace existing keys.
+
+        Returns
+        -------
+        anndata.AnnData, or the path
+
+        Examples
+        --------
+        >>> from dask_factor import datasets, nmf
+        >>> A, rows, cols = datasets.load("hawaiibirds")
+        >>> model = nmf(A, 3, seed=1, maxit=5)
+        >>> adata = model.to_anndata()
+        >>> adata.shape, adata.obsm["X_nmf"].shape, adata.varm["NMF_W"].shape
+        ((1183, 183), (1183, 3), (183, 3))
+        """
+        from ._nmf_result_io import to_anndata
+
+        return to_anndata(self, adata, key=key, overwrite=overwrite)
+
+    def top_features(self, n: int = 10, *, weights: bool = False):
+        """The ``n`` features of largest weight in each factor (a column of W).
+
+        Parameters
+        ----------
+        n : int, default 10
+        weights : bool, default False
+            Return a long table (factor, rank, feature, weight) instead.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``n`` rows (rank) × k columns (``nmf0``, ``nmf1``, ...) of feature names
+            (``feature{i}`` when the result has none).
+
+        Examples
+        --------
+        >>> from dask_factor import datasets, nmf
+        >>> A, rows, cols = datasets.load("hawaiibirds")
+        >>> model = nmf(A, 3, seed=1, maxit=5)
+        >>> model.feature_names = list(rows.index)
+        >>> model.top_features(5).shape
+        (5, 3)
+        """
+        from ._nmf_result_io import top_features
+
+        return top_features(self, n, weights=weights)
 
 
 def _has_nan(A) -> bool:

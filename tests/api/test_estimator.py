@@ -12,6 +12,7 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
+from readme_blocks import readme_block  # noqa: E402
 from sklearn import decomposition as skd  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
@@ -142,16 +143,6 @@ def test_missing_sklearn_message():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert 'pip install "dask_factor[sklearn]"' in out
-
-
-def readme_block(heading: str) -> str:
-    """The first python block under a README heading."""
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def test_readme_example(capsys):
