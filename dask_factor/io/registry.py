@@ -91,6 +91,9 @@ for _spec in (
     FormatSpec("h5ad", "dask_factor.io.anndata_io", (".h5ad", ".h5")),
     FormatSpec("anndata-zarr", "dask_factor.io.anndata_io", (), writable=False),
     FormatSpec("mtx", "dask_factor.io.mtx", (".mtx", ".mtx.gz"), writable=False),
+    # 10x Cell Ranger outputs: recognised by content only (detect_format), never written
+    FormatSpec("10x-mtx", "dask_factor.io.tenx", (), writable=False),
+    FormatSpec("10x-h5", "dask_factor.io.tenx", (), writable=False),
 ):
     register_format(_spec)
 
@@ -101,7 +104,7 @@ def formats() -> dict[str, FormatSpec]:
     Examples
     --------
     >>> sorted(formats())
-    ['anndata-zarr', 'h5ad', 'mtx', 'spz', 'zarr']
+    ['10x-h5', '10x-mtx', 'anndata-zarr', 'h5ad', 'mtx', 'spz', 'zarr']
     """
     return dict(_FORMATS)
 
@@ -169,6 +172,10 @@ def detect_format(path: PathLike) -> str:
     p = Path(path)
     check_openable(p)
     if p.is_dir():
+        from .tenx import is_10x_dir
+
+        if is_10x_dir(p):
+            return "10x-mtx"
         attrs = _zarr_root_attrs(p)
         if attrs is None:
             raise ValueError(f"path={str(path)!r} is a directory but not a zarr store")
@@ -180,7 +187,9 @@ def detect_format(path: PathLike) -> str:
     if head[:4] == b"SPRZ":
         return "spz"
     if head[:8] == b"\x89HDF\r\n\x1a\n":
-        return "h5ad"
+        from .tenx import is_10x_h5
+
+        return "10x-h5" if is_10x_h5(p) else "h5ad"
     if head.startswith(b"%%MatrixMarket") or (
         head[:2] == b"\x1f\x8b" and p.name.lower().endswith(".mtx.gz")
     ):
