@@ -489,7 +489,9 @@ class PCA(_SVDBase):
     Parameters
     ----------
     n_components : int or None, default None
-        None keeps ``min(n_samples, n_features)`` components.
+        None keeps ``min(n_samples, n_features)`` components. A full-rank request
+        (``n_components == min(n_samples, n_features)``, also for ``TruncatedSVD``) is computed
+        by a dense in-memory SVD; smaller ranks by the out-of-core Krylov methods.
     algorithm : {"auto", "lanczos", "irlba", "randomized"}, default "auto"
     n_iter : int or None, default None
     tol : float or None, default None

@@ -64,6 +64,7 @@ def nmf(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
+    layer: str | None = None,
 ) -> NMFResult | RankSearchResult:
     """Non-negative matrix factorization ``A ≈ W diag(d) H`` by alternating NNLS on Dask.
 
@@ -163,6 +164,9 @@ def nmf(
         (``True``: from ``checkpoint`` if it exists, else start afresh). A checkpoint of another
         matrix, rank, seed or settings is refused with the field that differs; ``maxit`` and
         ``tol`` may change.
+    layer : str, optional
+        AnnData input only: factorize ``A.layers[layer]`` (read as genes × cells, lazily)
+        instead of ``A.X``. ``dask_factor.tl.nmf`` also stores the result in the AnnData.
 
     Returns
     -------
@@ -189,8 +193,16 @@ def nmf(
     0.0214
     """
     args = dict(locals())  # the arguments as given, before any other local exists
-    del args["A"], args["k"], args["cv_k_range"]
-    p = validate_params({"k": k, "cv_k_range": cv_k_range, **args}, entry="nmf")
+    del args["A"], args["k"], args["cv_k_range"], args["layer"]
+    p = validate_params({"k": k, "cv_k_range": cv_k_range, "layer": layer, **args}, entry="nmf")
+    if layer is not None:
+        if type(A).__name__ != "AnnData":
+            raise ValueError("layer: only meaningful when A is an AnnData")
+        if layer not in A.layers:
+            raise KeyError(f"layer={layer!r}: not in A.layers (has {list(A.layers)})")
+        from .io import open_matrix
+
+        A = open_matrix(A, layer=layer)
     if isinstance(p["k"], int):
         return fit_nmf(A, k, **args)
     return rank_search(A, k, cv_k_range=cv_k_range, **args)

@@ -121,3 +121,16 @@ def test_readme_example():
     from readme_blocks import readme_block
 
     exec(compile(readme_block("scanpy / AnnData tools"), "README.md", "exec"), {})
+
+
+def test_nmf_takes_layer(pbmc):
+    """nmf(adata, k, layer=...) (issue 14: it was a TypeError), like pca(layer=)."""
+    from dask_factor import nmf
+
+    a = nmf(pbmc, 3, layer="counts", seed=4, maxit=5)
+    b = nmf(ad.AnnData(pbmc.layers["counts"]), 3, seed=4, maxit=5)
+    np.testing.assert_allclose(a.W, b.W, rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="layer: only meaningful"):
+        nmf(pbmc.X.T, 3, layer="counts")
+    with pytest.raises(TypeError, match="^layer: expected"):
+        nmf(pbmc, 3, layer=3)
