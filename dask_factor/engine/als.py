@@ -26,6 +26,7 @@ import numpy as np
 
 from ..kernels.als import h_step_dense, h_step_sparse, w_solve
 from ..kernels.nnls import gram_cholesky
+from ..kernels.products import gram
 from . import checkpoint
 from .blocks import BlockedMatrix, block_stats, sum_stats
 from .driver import (
@@ -163,7 +164,7 @@ def make_wpack(W, t, cfg: ALSConfig, *, dh=None, d=None, gram_target=None):
     W = np.ascontiguousarray(W, dtype=cfg.dtype)
     k = W.shape[1]
     W64 = W.astype(np.float64)
-    WtW = W64.T @ W64
+    WtW = gram(W64)
     G = WtW + (cfg.L2[1] + EPS_GRAM) * np.eye(k)
     if cfg.target_lambda > 0:
         G += cfg.target_lambda * np.eye(k)
@@ -192,7 +193,7 @@ def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
     Pn = P / dh
     Qn = Q / np.outer(dh, dh)
     cross = float(np.sum(d * np.einsum("ik,ik->k", W64, Pn)))
-    quad = float(np.sum(np.outer(d, d) * (W64.T @ W64) * Qn))
+    quad = float(np.sum(np.outer(d, d) * gram(W64) * Qn))
     sse = sq_norm - 2.0 * cross + quad
     pack = make_wpack(Wn_store, wpack_prev.t + 1, cfg, dh=dh, d=d, gram_target=gram_target)
     pack.stats = {"sse": max(sse, 0.0), "sweeps": sweeps}

@@ -113,16 +113,24 @@ def _is_sparse_meta(meta) -> bool:
     return meta is not None and sp.issparse(meta)
 
 
-def default_bounds(A, block_nnz: int | None = None) -> np.ndarray:
-    """Column block boundaries for an in-memory numpy or scipy.sparse matrix (by non-zeros)."""
-    m, n = A.shape
-    target = int(block_nnz or BLOCK_NNZ)
-    if sp.issparse(A):
-        indptr = sp.csc_matrix(A).indptr
-    else:
-        indptr = np.arange(n + 1, dtype=np.int64) * m  # dense: every entry counts
+def default_bounds(A=None, block_nnz: int | None = None, *, indptr=None) -> np.ndarray:
+    """The engine's one column-blocking rule for data it holds in memory.
+
+    About ``block_nnz`` (default :data:`BLOCK_NNZ`) stored entries a block (dense: every entry
+    counts) and at least :data:`MIN_BLOCKS` blocks when there are 32 columns a block for them.
+    The rule depends only on the data, never on the machine or the cluster, so the same data give
+    the same chunking, and hence the same factors, everywhere. Pass the matrix ``A`` or the CSC
+    ``indptr`` of the stored entries per column.
+    """
+    if indptr is None:
+        m, n = A.shape
+        if sp.issparse(A):
+            indptr = sp.csc_matrix(A).indptr
+        else:
+            indptr = np.arange(n + 1, dtype=np.int64) * m  # dense: every entry counts
+    n = np.asarray(indptr).size - 1
     min_blocks = min(MIN_BLOCKS, max(1, n // 32))
-    return column_bounds_by_nnz(indptr, target, min_blocks=min_blocks)
+    return column_bounds_by_nnz(indptr, int(block_nnz or BLOCK_NNZ), min_blocks=min_blocks)
 
 
 def as_blocked(

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels.masked import cv_hash_seed, holdout_threshold, masked_h_step, masked_w_rows
+from ..kernels.products import gram
 from .als import (
     EPS_GRAM,
     W_ROWS_PER_TASK,
@@ -238,7 +239,7 @@ def _h_task(block, wpack, hprev, j0, cfg: ALSConfig, ms: MaskSpec, mblock=None, 
 def _h_gram(out):
     """Phase one of H's angular step: the raw Gram ``HᵀH`` of a block's solve."""
     H = np.asarray(out[0], dtype=np.float64)
-    return (H.T @ H,)
+    return (gram(H),)
 
 
 def _angular_tm(red, lam: float):
@@ -290,7 +291,7 @@ def _w_finish(red, wpack_prev, cfg: ALSConfig, pen: Penalties | None, hterm, h_g
     if pen is not None:
         W64 = np.asarray(pack.W, dtype=np.float64)
         hn = np.sqrt(s2) / dh
-        pack.gx = side_gram_extra(W64.T @ W64, pen.H, graph_term=hterm,
+        pack.gx = side_gram_extra(gram(W64), pen.H, graph_term=hterm,
                                   norms=hn if pen.H.L21 else None, gram_target=h_gram_target,
                                   has_target=pen.h_target is not None)
         if w_graph is not None and pen.W.graph_lambda:
@@ -307,7 +308,7 @@ def _first_pack(W0, cfg: ALSConfig, pen: Penalties | None, h_gram_target):
     pack = make_wpack(W0, 0, cfg)
     if pen is not None:
         W64 = np.asarray(pack.W, dtype=np.float64)
-        pack.gx = side_gram_extra(W64.T @ W64, pen.H, gram_target=h_gram_target,
+        pack.gx = side_gram_extra(gram(W64), pen.H, gram_target=h_gram_target,
                                   has_target=pen.h_target is not None)
     return pack
 

@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels.nnls import cholesky_clip_batch, gram_cholesky, nnls_cd_batch, sweep_budget
-from ..kernels.products import csc_a_ht, csc_wt_a
+from ..kernels.products import csc_a_ht, csc_wt_a, gram
 from . import checkpoint
 from .driver import BlockOutput
 from .plan import LayerSpec, SideSpec
@@ -171,7 +171,7 @@ def angular_transform(Q: np.ndarray, lam: float) -> np.ndarray:
 def apply_angular(F: np.ndarray, lam: float, nonneg: bool) -> np.ndarray:
     """The angular step on a whole factor ``F`` (len × k), clipped at 0 when ``nonneg``."""
     F = np.asarray(F, dtype=np.float64)
-    out = F @ angular_transform(F.T @ F, lam)
+    out = F @ angular_transform(gram(F), lam)
     return np.maximum(out, 0.0) if nonneg else out
 
 
@@ -227,7 +227,7 @@ def parts_sq_norm(parts) -> float:
 
 
 def _gram_stats(V64: np.ndarray):
-    return V64.T @ V64, np.abs(V64).sum(axis=0), (V64 * V64).sum(axis=0)
+    return gram(V64), np.abs(V64).sum(axis=0), (V64 * V64).sum(axis=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def _v_extras(parts, V, Bc, want: str):
         Q, s, s2 = _gram_stats(V64)
         return (part_products(parts, V64), Q, s, s2)
     if want == "gram":  # first phase of V's angular step
-        return (V64.T @ V64,)
+        return (gram(V64),)
     if want == "loss":  # embedding layer: what the loss and d need
         Q, s, s2 = _gram_stats(V64)
         cross = np.einsum("jf,jf->f", V64, Bc)
@@ -354,7 +354,7 @@ def _finish_u(spec: LayerSpec, rows, ugraph_lap):
 
 
 def _v_gram(U64, spec: LayerSpec, vterm, vnorms, vgram_target, has_vtarget):
-    G = side_gram(U64.T @ U64, spec.V, graph_term=vterm,
+    G = side_gram(gram(U64), spec.V, graph_term=vterm,
                   norms=vnorms if spec.V.L21 > 0 else None,
                   gram_target=vgram_target, has_target=has_vtarget)
     L = gram_cholesky(G) if spec.solver == "cholesky" else None
@@ -372,7 +372,7 @@ def u_finish_data(red, pack: LayerPack, ssq: float, spec: LayerSpec, ugraph_lap,
     cross = 0.0
     for i, P in enumerate(P_list):
         cross += float(np.sum(dU * np.einsum("if,if->f", U64[off[i]:off[i + 1]], P / dV)))
-    quad = float(np.sum(np.outer(dU, dU) * (U64.T @ U64) * Qn))
+    quad = float(np.sum(np.outer(dU, dU) * gram(U64) * Qn))
     sse = ssq - 2.0 * cross + quad
     vnorms = np.sqrt(s2) / dV
     G, L = _v_gram(U64, spec, vterm, vnorms, vgram_target, has_vtarget)
@@ -394,7 +394,7 @@ def v_finish_embedding(red, upack: LayerPack, spec: LayerSpec):
     Q, s, s2, cross, ssq = red
     dV = factor_scale(s, s2, spec.norm)
     U64 = np.asarray(upack.U, dtype=np.float64)
-    sse = float(ssq) - 2.0 * float(np.sum(cross)) + float(np.sum(Q * (U64.T @ U64)))
+    sse = float(ssq) - 2.0 * float(np.sum(cross)) + float(np.sum(Q * gram(U64)))
     return LayerPack(U=upack.U, dU=upack.dU, dV=dV, G=upack.G, L=upack.L, xscale=upack.xscale,
                      t=upack.t + 1, u_graph=upack.u_graph, v_norms=np.sqrt(s2) / dV,
                      stats={"sse": max(sse, 0.0), "ssq": float(ssq)})
@@ -439,7 +439,7 @@ def projection_pack(spec: LayerSpec, U: np.ndarray, d: np.ndarray) -> LayerPack:
     """
     U = np.ascontiguousarray(U, dtype=spec.dtype)
     U64 = U.astype(np.float64)
-    G = U64.T @ U64 + (spec.V.L2 + EPS_GRAM) * np.eye(spec.k)
+    G = gram(U64) + (spec.V.L2 + EPS_GRAM) * np.eye(spec.k)
     return LayerPack(U=U, dU=np.ones(spec.k), dV=np.asarray(d, dtype=np.float64), G=G, L=None,
                      xscale=np.ones(spec.k), t=0)
 

@@ -10,21 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from dask.delayed import Delayed
 
-from ..io.chunking import column_bounds_by_nnz, uniform_column_bounds
-from .blocks import BLOCK_NNZ, MIN_BLOCKS, BlockedMatrix, as_blocked
+from ..io.chunking import uniform_column_bounds
+from .blocks import BlockedMatrix, as_blocked, default_bounds
 from .inputs import PreparedInput
-
-
-def _block(x, start: int, stop: int, dtype, sparse: bool):
-    part = x[:, start:stop]
-    if sparse:
-        part = sp.csc_matrix(part, dtype=dtype)
-        if not part.has_sorted_indices:
-            part.sort_indices()
-        return part
-    return np.ascontiguousarray(part, dtype=dtype)
 
 
 def _in_memory(prep: PreparedInput) -> bool:
@@ -41,7 +30,8 @@ def _column_counts(prep: PreparedInput, data) -> np.ndarray:
 
 def common_bounds(preps: list[PreparedInput], datas: list, *, chunks: int | None = None,
                   block_nnz: int | None = None) -> np.ndarray:
-    """Column bounds shared by all inputs (int64, ``n_blocks + 1``)."""
+    """Column bounds shared by all inputs (int64, ``n_blocks + 1``): the engine's one rule
+    (:func:`~.blocks.default_bounds`) applied to the inputs' stored entries together."""
     n = preps[0].shape[1]
     if chunks is not None:
         return uniform_column_bounds(n, int(chunks))
@@ -50,8 +40,7 @@ def common_bounds(preps: list[PreparedInput], datas: list, *, chunks: int | None
         return np.asarray(lazy[0].bm.bounds, dtype=np.int64)
     counts = sum(_column_counts(p, d) for p, d in zip(preps, datas))
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    min_blocks = min(MIN_BLOCKS, max(1, n // 32))
-    return column_bounds_by_nnz(indptr, int(block_nnz or BLOCK_NNZ), min_blocks=min_blocks)
+    return default_bounds(indptr=indptr, block_nnz=block_nnz)
 
 
 def reblock(prep: PreparedInput, data, bounds: np.ndarray, dtype) -> BlockedMatrix:
@@ -60,19 +49,8 @@ def reblock(prep: PreparedInput, data, bounds: np.ndarray, dtype) -> BlockedMatr
     bounds = np.asarray(bounds, dtype=np.int64)
     if bm.bounds.size == bounds.size and np.array_equal(bm.bounds, bounds):
         return bm
-    if not _in_memory(prep):
-        A = bm.source
-        A = A.rechunk({1: tuple(int(c) for c in np.diff(bounds))})
-        return as_blocked(A, dtype=dtype)
-    sparse = sp.issparse(data)
-    X = sp.csc_matrix(data, dtype=dtype) if sparse else np.asarray(data, dtype=dtype)
-    name = f"{bm.name}-rb"
-    blocks = []
-    for b in range(bounds.size - 1):
-        key = f"block-{name}-{b}"
-        blocks.append(Delayed(key, {key: _block(X, int(bounds[b]), int(bounds[b + 1]), dtype,
-                                                sparse)}))
-    return BlockedMatrix(blocks, bounds, prep.shape, np.dtype(dtype), sparse, name=name)
+    source = bm.source if not _in_memory(prep) else data
+    return as_blocked(source, dtype=dtype, bounds=bounds)
 
 
 def blocked_inputs(preps: list[PreparedInput], datas: list, *, dtype, chunks=None,

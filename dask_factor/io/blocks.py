@@ -20,10 +20,10 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from dask._task_spec import Task, TaskRef
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from .._graph_spec import ref, task
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
 from .targets import replacing
 from .validate import cast_values, check_block, mark_checked
@@ -151,7 +151,7 @@ def array_from_reader(
     dsk = {}
     for b in range(bounds.size - 1):
         key = (name, 0, b)
-        dsk[key] = Task(key, _call_reader, reader, int(bounds[b]), int(bounds[b + 1]), m)
+        dsk[key] = task(key, _call_reader, reader, int(bounds[b]), int(bounds[b + 1]), m)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     if n == 0:
         col_chunks: tuple[int, ...] = (0,)
@@ -305,8 +305,8 @@ def from_dask(x: da.Array, *, block_nnz: int | None = None, dtype=None) -> da.Ar
         width = int(x.chunks[1][c])
         shapes = tuple((row_starts[r], (int(h), width)) for r, h in enumerate(x.chunks[0]))
         where = f"dask array {x.name!r}, columns {col_starts[c]}:{col_starts[c] + width}"
-        dsk[(name, 0, c)] = Task((name, 0, c), _rows_to_block, dtype, sparse, where, shapes,
-                                 *[TaskRef(k) for k in keys])
+        dsk[(name, 0, c)] = task((name, 0, c), _rows_to_block, dtype, sparse, where, shapes,
+                                 *[ref(k) for k in keys])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
     return da.Array(graph, name, ((x.shape[0],), x.chunks[1]), meta=empty_meta(dtype, sparse))
 

@@ -126,3 +126,31 @@ def csc_residual_parts(indptr, indices, data, Wd, Ht):
             res += e * e
             rec += r * r
     return res, rec
+
+
+@njit(nogil=True, cache=True)
+def gram(F):
+    """``FᵀF`` (k × k, float64) of a dense ``F`` (r × k), summed row by row in a fixed order.
+
+    The factors' small Grams go through here instead of BLAS: a BLAS ``gemm`` may sum in another
+    order on another thread count or CPU kernel (``OPENBLAS_CORETYPE``), which would make the
+    same fit differ in the last bit between a laptop, a worker and a batch job.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> F = np.arange(6.0).reshape(3, 2)
+    >>> bool(np.array_equal(gram(F), F.T @ F))
+    True
+    """
+    r, k = F.shape
+    G = np.zeros((k, k), dtype=np.float64)
+    for i in range(r):
+        for f in range(k):
+            x = np.float64(F[i, f])
+            for g in range(f, k):
+                G[f, g] += x * np.float64(F[i, g])
+    for f in range(k):
+        for g in range(f + 1, k):
+            G[g, f] = G[f, g]
+    return G

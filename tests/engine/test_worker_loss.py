@@ -23,17 +23,18 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def cluster():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+    # 3 workers: two kills always leave one, whether or not the nannies have restarted the
+    # killed ones yet (a restart can take long on a loaded machine)
+    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
                                   dashboard_address=None, host="127.0.0.1") as lc, \
             distributed.Client(lc) as client:
         yield client
 
 
-def _kill_a_worker(client, wait: bool = True):
-    if wait:
-        client.wait_for_workers(2, timeout=120)  # the nanny has restarted the last one killed
+def _kill_a_worker(client):
+    """SIGKILL one worker process, never the last one alive."""
     pids = list(client.run(os.getpid).values())
-    if pids:
+    if len(pids) >= 2:
         os.kill(pids[0], signal.SIGKILL)
 
 
@@ -55,8 +56,7 @@ class Chaos:
             if self.delay is None:
                 _kill_a_worker(self.client)
             else:
-                self.client.wait_for_workers(2, timeout=120)
-                timer = threading.Timer(self.delay, _kill_a_worker, (self.client, False))
+                timer = threading.Timer(self.delay, _kill_a_worker, (self.client,))
                 self.timers.append(timer)
                 timer.start()
         return False
@@ -150,7 +150,7 @@ def test_graph_with_svd_layers_survives_two_kills(cluster, aml, when):
     assert res.loss_history == ref.loss_history
 
 
-@pytest.mark.parametrize("fmt", ["zarr", "spz"])
+@pytest.mark.parametrize("fmt", ["zarr", "spz", "h5ad"])
 def test_file_input_fit_survives_two_kills(cluster, hawaiibirds, tmp_path, fmt):
     """Blocks read from disk inside the tasks: a kill used to hang these fits forever."""
     from dask_factor.io import write_matrix
@@ -223,8 +223,7 @@ def test_svd_survives_kills(cluster, pbmc3k):
 
     def on_pass(i, *_):
         if i in (3, 9):
-            cluster.wait_for_workers(2, timeout=120)
-            timers.append(threading.Timer(0.002, _kill_a_worker, (cluster, False)))
+            timers.append(threading.Timer(0.002, _kill_a_worker, (cluster,)))
             timers[-1].start()
 
     with warnings.catch_warnings():
@@ -243,20 +242,39 @@ def test_rank_search_survives_kills(cluster, aml):
     kw = dict(seed=1, maxit=40, tol=0, test_fraction=0.1, cv_seed=[1, 2], patience=100,
               client=cluster)
     ref = nmf(aml.matrix, [2, 3], **kw).table
-    cluster.wait_for_workers(2, timeout=120)
-
-    def kill_now():
-        pid = next(iter(cluster.run(os.getpid).values()))
-        os.kill(pid, signal.SIGKILL)
-
-    timers = [threading.Timer(delay, kill_now) for delay in (0.3, 0.8)]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    timers = [threading.Timer(delay, _kill_a_worker, (cluster,)) for delay in (0.3, 0.8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         for t in timers:
             t.start()
         got = nmf(aml.matrix, [2, 3], **kw).table
         for t in timers:
             t.join()
-    assert any("lost data on the cluster" in str(w.message) for w in caught)
+    # (a kill may also land where Dask recomputes the lost tasks itself, with no warning)
     np.testing.assert_array_equal(got["test_mse"].to_numpy(), ref["test_mse"].to_numpy())
     np.testing.assert_array_equal(got["best_iter"].to_numpy(), ref["best_iter"].to_numpy())
+
+
+def test_cross_validate_graph_survives_kills(cluster, aml):
+    """A grid of masked fits (paired hold-outs, run concurrently) with workers killed while they
+    run: the same table as the undisturbed search."""
+    from dask_factor import cross_validate_graph
+
+    def search():
+        inp = factor_input(aml.matrix, name="aml")
+        return cross_validate_graph(
+            inp, lambda p: nmf_layer(inp, p["k"], name="cv"), {"k": [2, 3, 4]},
+            factor_config(test_fraction=0.1, cv_seed=7, maxit=30, tol=0, patience=100),
+            reps=2, seed=7, verbose=False, client=cluster)
+
+    ref = search().results
+    timers = [threading.Timer(delay, _kill_a_worker, (cluster,)) for delay in (0.4, 1.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in timers:
+            t.start()
+        got = search().results
+        for t in timers:
+            t.join()
+    for col in ("test_loss", "train_loss"):
+        np.testing.assert_array_equal(got[col].to_numpy(), ref[col].to_numpy())
