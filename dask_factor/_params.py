@@ -423,6 +423,7 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "on_pass": [CallableValue(), NONE],
     "copy": [Boolean()],
     "layer": [InstanceOf(str, "a layer name"), NONE],
+    "penalties": [HasMethods(("fingerprint",), "engine.masked.Penalties"), NONE],
     # ---- factor_config only
     "loss": [StrOptions(("mse", "gp", "nb", "gamma", "inverse_gaussian", "tweedie"))],
     "warmup": [Interval(_INT, 0, None), NONE],

@@ -450,6 +450,7 @@ def fit_nmf(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
+    penalties: Penalties | None = None,
 ) -> NMFResult:
     """One NMF fit of rank ``k``: ``nmf(A, k)`` for an integer ``k``.
 
@@ -467,6 +468,10 @@ def fit_nmf(
         Rank, ``1 <= k <= min(m, n)``.
     **kwargs
         As for :func:`dask_factor.nmf.nmf`.
+    penalties : engine.masked.Penalties, optional
+        Per-factor options beyond ``nmf()``'s (graph Laplacians, L21, angular, targets on W and
+        H) for a masked or cross-validated fit: a graph ``fit()`` of one NMF layer with such
+        options and ``test_fraction`` runs here.
 
     Returns
     -------
@@ -513,6 +518,9 @@ def fit_nmf(
                              f"{W0.shape}")
 
     mask = p["mask"]
+    if penalties is not None and not (p["test_fraction"] > 0 or mask is not None):
+        raise ValueError("penalties: only for masked or cross-validated fits (set test_fraction "
+                         "or mask)")
     user_mask = None if mask is None or isinstance(mask, str) else mask
     if user_mask is not None:
         if tuple(user_mask.shape) != (m, n):
@@ -547,7 +555,6 @@ def fit_nmf(
         if masked:  # held-out / missing entries: the masked engine (on_iteration gets the score)
             mask_blocks = None if user_mask is None else as_blocked(
                 user_mask, dtype=np.float32, bounds=prep.bm.bounds, name="mask")
-            penalties = None
             if T is not None:  # H's target acts on every column's own masked Gram
                 penalties = Penalties(H=SideSpec(target_lambda=float(target_lambda),
                                                  nonneg=p["nonneg"][1]),

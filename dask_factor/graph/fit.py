@@ -22,8 +22,11 @@ from .. import _validate as V
 from .._progress import iteration_progress
 from ..engine.deep import fit_graph
 from ..engine.inputs import prepare_input
+from ..engine.masked import Penalties
+from ..engine.plan import InputPart
 from ..engine.shared_blocks import blocked_inputs
 from ..nmf import initial_w, nmf, resolve_solver
+from ..nmf_fit import fit_nmf
 from .compile import FactorNet
 from .result import GraphResult, LayerResult
 from .svd_bridge import fit_svd_layer, runs_on_svd
@@ -49,14 +52,22 @@ def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
     if cfg.test_fraction > 0:  # speckled hold-out; cv_seed 0 → the init seed (as nmf())
         cv = dict(test_fraction=cfg.test_fraction, cv_seed=cfg.cv_seed or seed,
                   patience=cfg.patience, mask_zeros=cfg.mask_zeros)
-    res = nmf(inp.data, lp.k, tol=cfg.tol, maxit=cfg.maxit, L1=(lp.W.L1, lp.H.L1),
+    extra = {}
+    if not lp.nmf_compatible:  # graph, L21, angular or W's target: the masked engine's options
+        a = lp.engine_arrays(net.n)
+        extra["penalties"] = Penalties(W=lp.U.bare(), H=lp.V.bare(), w_graph=a.ugraph,
+                                       w_target=a.utarget, h_graph=a.vgraph, h_target=a.vtarget)
+    fitter = fit_nmf if extra else nmf
+    res = fitter(inp.data, lp.k, tol=cfg.tol, maxit=cfg.maxit, L1=(lp.W.L1, lp.H.L1),
               L2=(lp.W.L2, lp.H.L2), upper_bound=(lp.W.upper_bound, lp.H.upper_bound),
               nonneg=(lp.W.nonneg, lp.H.nonneg), seed=seed, norm=cfg.norm,
               solver=cfg.solver, cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
-              sort_model=cfg.sort_model, rng=cfg.rng, target_H=lp.H.target,
-              target_lambda=lp.H.target_lambda if lp.H.target is not None else 0.0,
+              sort_model=cfg.sort_model, rng=cfg.rng,
+              target_H=None if extra else lp.H.target,
+              target_lambda=(lp.H.target_lambda if lp.H.target is not None and not extra
+                             else 0.0),
               chunks=cfg.chunks, block_nnz=cfg.block_nnz, dtype=cfg.dtype, client=client,
-              progress=progress, on_iteration=on_iteration, **cv, **(ckpt or {}))
+              progress=progress, on_iteration=on_iteration, **cv, **(ckpt or {}), **extra)
     layer = LayerResult(name=lp.name, kind="nmf", W=res.W, d=res.d, H=np.asarray(res.H),
                         iterations=res.iterations, converged=res.converged, sse=res.sse,
                         mse=res.mse, loss_history=list(res.loss_history), input=lp.input_label)
@@ -72,6 +83,15 @@ def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
                        iterations=res.iterations, warmup=0, converged=res.converged,
                        config=cfg.to_dict(), settings=settings, plan=net.describe(),
                        input_names=net.input_names, runtime=res.runtime, _client=client)
+
+
+def _masked_layer(net: FactorNet) -> bool:
+    """One NMF layer on one input (any per-factor options): the masked engine can fit it."""
+    if len(net.layers) != 1:
+        return False
+    lp = net.layers[0]
+    return (lp.kind == "nmf" and not lp.embedding and len(lp.parts) == 1
+            and isinstance(lp.parts[0], InputPart))
 
 
 def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
@@ -115,8 +135,10 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
         ``cross_validate_graph`` for deep graphs), or a constrained ``svd_layer`` (penalties,
         ``method="deflation"``/``"krylov"``).
 
-    With ``test_fraction > 0`` a one-layer graph runs ``nmf(test_fraction=…)``: the result's
-    ``settings`` hold ``test_loss``, ``train_loss``, ``best_iter`` and their histories.
+    With ``test_fraction > 0`` a graph of one NMF layer on one input runs the masked engine
+    (``nmf(test_fraction=…)``, with the layer's graph, L21, angular and target options on every
+    column's and row's own Gram): the result's ``settings`` hold ``test_loss``, ``train_loss``,
+    ``best_iter`` and their histories.
 
     Examples
     --------
@@ -135,7 +157,7 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
     if client is not None and not hasattr(client, "persist"):
         raise TypeError(f"client: expected a distributed.Client, got {type(client).__name__}")
     cfg = net.config
-    if cfg.test_fraction > 0 and not net.nmf_path:
+    if cfg.test_fraction > 0 and not (net.nmf_path or _masked_layer(net)):
         raise NotImplementedError(
             "fit: test_fraction > 0 runs the masked engine on one NMF layer over one input; "
             "this graph has other layers or merges (cross_validate_graph scores a deep graph by "
@@ -154,7 +176,7 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
     for lp in net.layers:  # what a layer type cannot fit, before any work
         lp.check(net.n)
     seed = cfg.seed if cfg.seed is not None else _draw_seed()
-    if net.nmf_path:
+    if net.nmf_path or (cfg.test_fraction > 0 and _masked_layer(net)):
         return _fit_nmf_path(net, seed, client, on_iteration, ckpt=ckpt,
                              progress=_progress(net, progress))
     return _fit_engine(net, seed, client, on_iteration, ckpt, progress=_progress(net, progress))

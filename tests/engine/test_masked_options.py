@@ -221,3 +221,30 @@ def test_nmf_cross_validates_with_a_target(hawaiibirds):
 
     assert dist(pulled) < 0.3 * dist(free)
     assert np.isfinite(pulled.test_loss) and pulled.settings["target_lambda"] == 1e4
+
+
+def test_graph_fit_cross_validates_a_layer_with_per_factor_options(aml):
+    """fit() of one NMF layer with options nmf() lacks (L21, angular, a graph Laplacian) and
+    test_fraction runs the masked engine with those options (it used to raise)."""
+    from dask_factor import H, W, factor_config, factor_input, factor_net, fit, nmf_layer
+
+    n = aml.matrix.shape[1]
+    lap = _laplacian(n)
+
+    def run(**opts):
+        inp = factor_input(aml.matrix, name="aml")
+        net = factor_net(inp, nmf_layer(inp, 5, name="l", **opts),
+                         factor_config(test_fraction=0.1, cv_seed=3, seed=2, maxit=15, tol=0))
+        return fit(net)
+
+    plain = run()
+    opts = run(W=W(L21=0.05, angular=0.2), H=H(graph=lap, graph_lambda=0.5))
+    for res in (plain, opts):
+        assert np.isfinite(res.settings["test_loss"]) and res.settings["best_iter"] >= 1
+    assert np.abs(opts.l.W - plain.l.W).max() > 1e-3  # the options act
+    # W's angular step decorrelates its factors
+    def mean_cos(M):
+        M = M / np.linalg.norm(M, axis=0)
+        C = M.T @ M
+        return float(np.abs(C[~np.eye(len(C), dtype=bool)]).mean())
+    assert mean_cos(opts.l.W) < mean_cos(plain.l.W)
