@@ -9,6 +9,7 @@ more list entry.  Errors the user can fix (a bad path or option) print one line 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,8 @@ from . import __version__
 
 #: exit status for errors in the user's input
 EXIT_USAGE = 2
+#: a closed output pipe (128 + SIGPIPE, what a shell reports for a tool killed by it)
+EXIT_BROKEN_PIPE = 141
 
 
 def _human(n) -> str:
@@ -508,12 +511,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.command, spec)
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # here, where a closed pipe can still be handled
+            return code
+    except BrokenPipeError:
+        # whoever read our output stopped (``dask-factor info x.spz | head``): stop quietly like
+        # other command-line tools, and keep Python from failing again on its exit flush
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except SpecError as err:
         print(f"dask-factor {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
-            NotADirectoryError, PermissionError, ImportError, ConnectionError) as err:
+            NotADirectoryError, PermissionError, ImportError, ConnectionError, OSError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"dask-factor {args.command}: error: "
               f"{cli_words(str(msg), args.command, spec=spec)}", file=sys.stderr)

@@ -34,9 +34,28 @@ def _is_anndata(x) -> bool:
     return type(x).__name__ == "AnnData" and hasattr(x, "obsm")
 
 
+def _from_nested(A, name: str) -> np.ndarray:
+    """A list of lists (rows) as a 2-D array, or an error saying what is wrong with it."""
+    try:
+        arr = np.asarray(A)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: a list of lists must be rectangular (every row the same "
+                         f"length) and hold numbers: {exc}") from None
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix (features × samples): a list of rows, "
+                         f"each a list of numbers; got a {type(A).__name__} of shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: a list of lists must hold numbers, got {arr.dtype} values "
+                        f"(e.g. {arr.flat[0]!r})")
+    return arr
+
+
 def open_lazy(A, name: str = "A"):
-    """Paths, AnnData objects and opened stores go through the I/O registry (read in tasks)."""
-    if isinstance(A, (np.ndarray, da.Array, list, tuple)) or sp.issparse(A):
+    """Paths, AnnData objects and opened stores go through the I/O registry (read in tasks);
+    lists of lists become arrays."""
+    if isinstance(A, (list, tuple)):
+        return _from_nested(A, name)
+    if isinstance(A, (np.ndarray, da.Array)) or sp.issparse(A):
         return A
     from ..io import open_matrix
 

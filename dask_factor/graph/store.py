@@ -119,12 +119,30 @@ def _load_names(root) -> dict | None:
 
 
 def load_result(path) -> GraphResult:
-    """Read a result written by :func:`save_result`."""
-    import zarr
+    """Read a result written by :func:`save_result`.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ValueError
+        Not a saved result, or a newer format.
+    MatrixFormatError
+        A damaged or incomplete result (a layer's array or attribute missing, unreadable
+        metadata), naming the path and what is missing.
+    """
+    from ..io.errors import reading
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path={str(path)!r} does not exist")
+    with reading(path, "load the saved result"):
+        return _load(path)
+
+
+def _load(path: Path) -> GraphResult:
+    import zarr
+
     root = zarr.open_group(str(path), mode="r")
     attrs = dict(root.attrs)
     if attrs.get("format") != FORMAT:

@@ -37,9 +37,17 @@ from .blocks import (
     to_block,
 )
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
-from .errors import MatrixFormatError
+from .errors import MatrixFormatError, MissingElementError, reading
+from .limits import check_budget, get_limits, source_size
 from .registry import detect_format
-from .validate import cast_values, check_block, check_pointer_slice, csc_from_arrays
+from .stamp import Stamp, check_stamp, stamp
+from .validate import (
+    cast_values,
+    check_block,
+    check_full_pointer,
+    check_pointer_slice,
+    csc_from_arrays,
+)
 
 _SCAN = 1 << 22  # entries per slice when a CSC-on-disk X must be scanned
 
@@ -94,23 +102,56 @@ def _backend(path: PathLike) -> str:
     raise ValueError(f"path={str(path)!r} is a {fmt!r} file, not an AnnData .h5ad or zarr store")
 
 
-def _describe(node, key: str) -> tuple[str, tuple[int, int], np.dtype, int | None]:
-    """(encoding, (cells, genes), dtype, nnz) of the element ``key`` of an open container."""
+def _describe(node, key: str, path: PathLike | None = None
+              ) -> tuple[str, tuple[int, int], np.dtype, int | None]:
+    """(encoding, (cells, genes), dtype, nnz) of the element ``key`` of an open container.
+
+    Raises :class:`MatrixFormatError` naming the file for anything malformed (a missing or
+    mistyped array or attribute), ``ValueError`` for a layer that is not there.
+    """
+    where = f"path={str(path)!r}" if path is not None else "AnnData"
     if key not in node:
-        raise KeyError(f"AnnData element {key!r} not found (layer= or raw= wrong?)")
+        if key == "X":
+            raise MatrixFormatError(f"{where}: the AnnData store has no X (damaged or written "
+                                    f"without a matrix)")
+        layers = sorted(node["layers"].keys()) if "layers" in node else []
+        raise MissingElementError(f"{where}: AnnData element {key!r} not found (layers: "
+                                  f"{layers}; raw: {'raw' in node})")
     el = node[key]
     attrs = {k: _decode(v) for k, v in el.attrs.items()}
     enc = attrs.get("encoding-type") or attrs.get("h5sparse_format")
     if hasattr(el, "shape") and not isinstance(enc, str) or enc == "array":
-        shape = tuple(int(s) for s in el.shape)
+        shape = tuple(int(s) for s in getattr(el, "shape", ()))
         if len(shape) != 2:
-            raise ValueError(f"AnnData element {key!r} has shape {shape}, expected 2-D")
+            raise MatrixFormatError(f"{where}: AnnData element {key!r} has shape {shape}, "
+                                    f"expected 2-D")
         return "dense", shape, np.dtype(el.dtype), None
     enc = {"csr": "csr_matrix", "csc": "csc_matrix"}.get(enc, enc)
     if enc not in ("csr_matrix", "csc_matrix"):
-        raise ValueError(f"AnnData element {key!r}: unsupported encoding-type {enc!r}")
+        raise MatrixFormatError(f"{where}: AnnData element {key!r}: unsupported encoding-type "
+                                f"{enc!r}")
     shape = attrs.get("shape")
-    shape = tuple(int(s) for s in (attrs.get("h5sparse_shape") if shape is None else shape))
+    shape = attrs.get("h5sparse_shape") if shape is None else shape
+    try:
+        shape = tuple(int(s) for s in np.asarray(shape).reshape(-1))
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 2 or min(shape) < 0:
+        raise MatrixFormatError(f"{where}: AnnData element {key!r}: attribute 'shape' is "
+                                f"{attrs.get('shape')!r}, expected [rows, columns]")
+    for arr in ("indptr", "indices", "data"):
+        if arr not in el or not hasattr(el[arr], "shape") or len(el[arr].shape) != 1:
+            raise MatrixFormatError(f"{where}: AnnData element {key!r} has no 1-D array "
+                                    f"{arr!r} (a damaged or incomplete store)")
+    major = shape[0] if enc == "csr_matrix" else shape[1]
+    if el["indptr"].shape[0] != major + 1:
+        raise MatrixFormatError(
+            f"{where}: AnnData element {key!r}: indptr has {el['indptr'].shape[0]} entries, "
+            f"expected {major + 1} for the {major} {'cells' if enc == 'csr_matrix' else 'genes'}"
+            f" of its shape {shape}")
+    if el["indices"].shape[0] != el["data"].shape[0]:
+        raise MatrixFormatError(f"{where} ({key}), cells 0:{shape[0]}: {el['indices'].shape[0]} "
+                                f"indices but {el['data'].shape[0]} values")
     return enc[:3], shape, np.dtype(el["data"].dtype), int(el["data"].shape[0])
 
 
@@ -144,18 +185,31 @@ class AnnDataReader:
     n_genes: int
     dtype: str | None = None
     n_cells: int | None = None
+    #: what one block may allocate (the file's budget, :mod:`dask_factor.io.limits`)
+    max_bytes: int | None = None
+    #: the file or store as opened (:mod:`dask_factor.io.stamp`): every read checks it
+    stamp: Stamp | None = None
 
     def __call__(self, start: int, stop: int):
+        check_stamp(self.stamp)
+        with reading(self.path, f"read cells {start}:{stop} of {self.key}"):
+            return self._read(start, stop)
+
+    def _read(self, start: int, stop: int):
         with _Container(self.path, self.backend) as f:
             el = f[self.key]
-            if self.encoding == "dense":
-                return np.ascontiguousarray(np.asarray(el[start:stop]).T, dtype=self.dtype)
             where = f"{self.path!r} ({self.key}), cells {start}:{stop}"
+            if self.encoding == "dense":
+                check_budget(16 * self.n_genes * (stop - start), self.max_bytes, where=where,
+                             what=f"a block of {self.n_genes} x {stop - start} values")
+                return np.ascontiguousarray(np.asarray(el[start:stop]).T, dtype=self.dtype)
             if self.encoding == "csr":
                 # the CSR arrays of cells start:stop are the CSC of genes x those cells
                 ip = np.asarray(el["indptr"][start : stop + 1], dtype=np.int64)
                 p0, p1 = check_pointer_slice(ip, start, stop, int(el["indices"].shape[0]),
-                                             where=where)
+                                             where=where, n_major=self.n_cells)
+                check_budget(32 * (p1 - p0) + 16 * (stop - start + 1), self.max_bytes,
+                             where=where, what=f"indptr gives the block {p1 - p0} entries")
                 data = np.asarray(el["data"][p0:p1])
                 indices = np.asarray(el["indices"][p0:p1])
                 if self.dtype is not None:
@@ -168,6 +222,9 @@ class AnnDataReader:
         # cells x genes CSC: the cells of a block are spread over every gene, so scan it all
         ip = np.asarray(el["indptr"][:], dtype=np.int64)
         n_stored = int(el["indices"].shape[0])
+        check_budget(32 * int(ip[-1] if ip.size else 0), self.max_bytes, where=where,
+                     what=f"the genes' indptr gives {int(ip[-1]) if ip.size else 0} entries to "
+                          f"scan")
         if ip.size != self.n_genes + 1 or (ip.size and (ip[0] != 0 or ip[-1] > n_stored
                                                          or np.any(np.diff(ip) < 0))):
             raise MatrixFormatError(
@@ -237,10 +294,17 @@ def open_array(
     backend = _backend(path)
     key = _element_key(layer, raw)
     target = int(block_nnz or DEFAULT_BLOCK_NNZ)
+    budget = get_limits().budget(source_size(path))
+    st = stamp(Path(path).resolve())
     with _Container(str(path), backend) as f:
-        enc, (n_cells, n_genes), src_dtype, nnz = _describe(f, key)
+        enc, (n_cells, n_genes), src_dtype, nnz = _describe(f, key, path)
+        check_budget(8 * (max(n_cells, n_genes) + 1), budget, where=f"path={str(path)!r}",
+                     what=f"{key} declares {n_cells} cells x {n_genes} genes (8 bytes per cell "
+                          f"and per gene)")
         if enc == "csr":
             indptr = np.asarray(f[key]["indptr"][:], dtype=np.int64)
+            check_full_pointer(indptr, int(nnz or 0), major="cell",
+                               where=f"{str(Path(path).resolve())!r} ({key}), cells 0:{n_cells}")
             bounds = column_bounds_by_nnz(indptr, target)
         elif enc == "csc":
             warnings.warn(
@@ -256,7 +320,7 @@ def open_array(
             bounds = np.unique(np.append(np.arange(0, n_cells, cols), n_cells)).astype(np.int64)
     out_dtype = np.dtype(dtype or src_dtype)
     reader = AnnDataReader(str(Path(path).resolve()), key, backend, enc, n_genes,
-                           None if dtype is None else out_dtype.str, n_cells)
+                           None if dtype is None else out_dtype.str, n_cells, budget, st)
     return array_from_reader(reader, (n_genes, n_cells), bounds, out_dtype, enc != "dense",
                              f"{file_token(path)}:{key}", "open-anndata")
 
@@ -322,7 +386,7 @@ def info(path: PathLike) -> dict:
     """
     backend = _backend(path)
     with _Container(str(path), backend) as f:
-        enc, (n_cells, n_genes), dtype, nnz = _describe(f, "X")
+        enc, (n_cells, n_genes), dtype, nnz = _describe(f, "X", path)
         layers = sorted(f["layers"].keys()) if "layers" in f else []
         root = {k: _decode(v) for k, v in f.attrs.items()}
         return {
@@ -377,6 +441,8 @@ def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
     skeleton = ad.AnnData(obs=_str_index(stream.col_meta, n, "cell"),
                           var=_str_index(stream.row_meta, m, "gene"))
     skeleton.write_h5ad(path)
+    # every dataset chunked with HDF5's fletcher32 checksum: a damaged chunk fails to read
+    # instead of reading as other numbers
     kw = {"compression": compression} if compression else {}
     with h5py.File(path, "r+") as f:
         if stream.sparse:
@@ -384,7 +450,8 @@ def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
         else:
             X = f.create_dataset("X", shape=(n, m), dtype=stream.dtype,
                                  chunks=(max(1, min(n, max(1, (1 << 20) // max(m, 1)))),
-                                         max(m, 1)) if n and m else None, **kw)
+                                         max(m, 1)) if n and m else None,
+                                 fletcher32=bool(n and m), **kw)
             X.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
             for start, blk in stream:
                 blk = to_block(blk, stream.dtype, False)
@@ -399,10 +466,11 @@ def _append_csr(f, stream: BlockStream, kw: dict) -> None:
                     "shape": np.array([n, m], dtype=np.int64)})
     index_dtype = np.int32 if m < 2**31 else np.int64
     data = g.create_dataset("data", shape=(0,), maxshape=(None,), dtype=stream.dtype,
-                            chunks=chunk, **kw)
+                            chunks=chunk, fletcher32=True, **kw)
     indices = g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=index_dtype,
-                               chunks=chunk, **kw)
-    indptr = g.create_dataset("indptr", shape=(n + 1,), dtype=np.int64)
+                               chunks=chunk, fletcher32=True, **kw)
+    indptr = g.create_dataset("indptr", shape=(n + 1,), dtype=np.int64,
+                              chunks=(min(n + 1, 1 << 16),), fletcher32=True)
     indptr[0] = 0
     nnz = 0
     col = 0

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 
 from .blocks import BlockStream, PathLike, from_memory
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .errors import MatrixFormatError, reading
 
 #: entries parsed per slice when streaming
 SLICE_ENTRIES = 1 << 21
@@ -93,7 +94,7 @@ def read_header(path: PathLike) -> MtxHeader:
     >>> read_header("matrix.mtx.gz").shape  # doctest: +SKIP
     (13714, 2638)
     """
-    with _open_text(path) as f:
+    with reading(path, "read its Matrix Market header"), _open_text(path) as f:
         banner = f.readline()
         parts = banner.strip().lower().split()
         if len(parts) != 5 or parts[0] != "%%matrixmarket" or parts[1] != "matrix":
@@ -117,7 +118,15 @@ def read_header(path: PathLike) -> MtxHeader:
             n_lines += 1
             line = f.readline()
         n_lines += 1
-        size = [int(v) for v in line.split()]
+        want = 3 if layout == "coordinate" else 2
+        try:
+            size = [int(v) for v in line.split()]
+        except ValueError:
+            size = []
+        if len(size) != want or min(size) < 0:
+            raise MatrixFormatError(
+                f"path={str(path)!r}: bad size line {line.strip()[:60]!r} (expected {want} "
+                f"non-negative integers: rows, columns{', entries' if want == 3 else ''})")
     field = "real" if field == "double" else field
     if layout == "coordinate":
         m, n, entries = size
@@ -127,20 +136,62 @@ def read_header(path: PathLike) -> MtxHeader:
     return MtxHeader(layout, field, symmetry, (m, n), entries, n_lines)
 
 
+def check_declared(path: PathLike, header: MtxHeader, *, whole: bool) -> None:
+    """Refuse a header that declares more than the file can hold or a read may allocate.
+
+    Text needs at least 2 bytes per value of an array ("0" and a line end) and 4 per coordinate
+    entry ("1 1" and a line end; 6 with a value), so an uncompressed file of ``size`` bytes holds
+    at most ``size / 2`` values; gzipped files are bounded by the size limits alone
+    (:mod:`dask_factor.io.limits`).  ``whole``: the matrix is read into memory at once
+    (:func:`open_array`), else streamed (8 bytes per row and per column only).
+
+    Examples
+    --------
+    >>> check_declared("x.mtx", MtxHeader("array", "real", "general", (9, 9), 81, 2),
+    ...                whole=True)  # doctest: +SKIP
+    """
+    from .limits import check_size, source_size
+
+    size = source_size(path)
+    m, n = header.shape
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    per_entry = 2 if header.layout == "array" else (4 if header.field == "pattern" else 6)
+    if not gz and header.entries * per_entry > size:
+        raise MatrixFormatError(
+            f"path={str(path)!r}: the header declares {header.entries} "
+            f"{'values' if header.layout == 'array' else 'entries'} ({m} x {n}), but a "
+            f"{size}-byte text file holds at most {size // per_entry}; truncated or corrupt")
+    where = f"path={str(path)!r}"
+    check_size(8 * (max(m, n) + 1), source_bytes=size, where=where,
+               what=f"declares shape {m} x {n} (8 bytes per row and per column)")
+    if whole:
+        stored = header.entries * (2 if header.symmetry == "symmetric" else 1)
+        need = 16 * m * n if header.layout == "array" else 48 * stored + 16 * (n + 1)
+        unit = "values" if header.layout == "array" else "entries"
+        check_size(need, source_bytes=size, where=where,
+                   what=f"declares {header.entries} {unit} ({m} x {n}), read whole")
+
+
 def _slices(path: PathLike, header: MtxHeader, size: int) -> Iterator[list[np.ndarray]]:
     """Entry lines as lists of column arrays (int64 indices, float64 values), ``size`` at most."""
     ncols = {"coordinate": 2 if header.field == "pattern" else 3, "array": 1}[header.layout]
     if header.entries == 0:
         return
-    reader = pd.read_csv(
-        path, sep=r"\s+", header=None, skiprows=header.header_lines, comment="%",
-        chunksize=size, usecols=list(range(ncols)), engine="c", compression="infer",
-        float_precision="round_trip",
-        dtype={i: np.float64 if (i == 2 or header.layout == "array") else np.int64
-               for i in range(ncols)},
-    )
+    with reading(path, "parse its entries"):
+        reader = pd.read_csv(
+            path, sep=r"\s+", header=None, skiprows=header.header_lines, comment="%",
+            chunksize=size, usecols=list(range(ncols)), engine="c", compression="infer",
+            float_precision="round_trip",
+            dtype={i: np.float64 if (i == 2 or header.layout == "array") else np.int64
+                   for i in range(ncols)},
+        )
     with reader:
-        for df in reader:
+        while True:
+            with reading(path, "parse its entries"):
+                df = next(reader, None)
+            if df is None:
+                return
             yield [df[c].to_numpy() for c in range(ncols)]
             del df
 
@@ -191,6 +242,7 @@ def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     >>> for col_start, block in s: ...  # doctest: +SKIP
     """
     header = read_header(path)
+    check_declared(path, header, whole=False)
     m, n = header.shape
     dtype = np.dtype(dtype or header.dtype)
     target = int(block_nnz or DEFAULT_BLOCK_NNZ)
@@ -208,10 +260,15 @@ def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
 
         return BlockStream((m, n), dtype, False, bounds, dense_blocks, None, row_meta, col_meta)
     counts = np.zeros(n, dtype=np.int64)
+    lines = 0
     for arr in _slices(path, header, slice_entries):
+        lines += arr[0].size
         rows, cols, _ = _coords(arr, header)
         _check(rows, cols, header, path)
         counts += np.bincount(cols, minlength=n)
+    if lines != header.entries:
+        raise MatrixFormatError(f"path={str(path)!r}: the header declares {header.entries} "
+                                f"entries but the file holds {lines}; truncated or corrupt")
     indptr = np.concatenate([[0], np.cumsum(counts)])
     bounds = column_bounds_by_nnz(indptr, target) if n else np.array([0], dtype=np.int64)
 
@@ -237,9 +294,9 @@ def _dense_blocks(path, header: MtxHeader, bounds, dtype) -> Iterator[np.ndarray
     while b < widths.size and widths[b] * m == 0:
         yield np.empty((m, int(widths[b])), dtype=dtype)
         b += 1
-    if b != widths.size:
-        raise ValueError(f"path={str(path)!r}: fewer values than the declared {m}x"
-                         f"{header.shape[1]}")
+    if b != widths.size or buf.size:
+        raise MatrixFormatError(f"path={str(path)!r}: {'fewer' if b != widths.size else 'more'}"
+                                f" values than the declared {m}x{header.shape[1]}")
 
 
 def _spilled_blocks(path, header: MtxHeader, bounds, dtype, slice_entries,
@@ -285,8 +342,12 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
     --------
     >>> A = open_array("matrix.mtx.gz")  # doctest: +SKIP
     """
-    read_header(path)  # clear error for a non-mtx file
-    A = scipy.io.mmread(str(path))
+    check_declared(path, read_header(path), whole=True)  # before scipy allocates anything
+    try:
+        A = scipy.io.mmread(str(path))
+    except ValueError as exc:  # scipy's parser names neither the file nor the line's number
+        raise MatrixFormatError(f"path={str(path)!r}: not a valid Matrix Market file: {exc}") \
+            from exc
     if sp.issparse(A):
         A = sp.csc_matrix(A)
     return from_memory(A, block_nnz=block_nnz, dtype=dtype)

@@ -35,7 +35,7 @@ from .blocks import (
     from_memory,
     stream_from_array,
 )
-from .errors import MatrixFormatError
+from .errors import MatrixFormatError, reading
 from .targets import check_target, describe
 
 # --------------------------------------------------------------------------- format table
@@ -117,7 +117,12 @@ def _zarr_root_attrs(path: Path) -> dict | None:
         f = path / meta
         if f.is_file():
             doc = json.loads(f.read_text())
-            return doc.get("attributes", {}) if meta == "zarr.json" else doc
+            attrs = doc.get("attributes", {}) if isinstance(doc, dict) and meta == "zarr.json" \
+                else doc
+            if not isinstance(attrs, dict):
+                raise MatrixFormatError(f"path={str(path)!r}: {meta} holds "
+                                        f"{type(attrs).__name__} attributes, not a JSON object")
+            return attrs
     if (path / ".zgroup").is_file() or (path / ".zarray").is_file():
         return {}
     return None
@@ -176,7 +181,8 @@ def detect_format(path: PathLike) -> str:
 
         if is_10x_dir(p):
             return "10x-mtx"
-        attrs = _zarr_root_attrs(p)
+        with reading(p, "read its zarr metadata"):
+            attrs = _zarr_root_attrs(p)
         if attrs is None:
             raise ValueError(f"path={str(path)!r} is a directory but not a zarr store")
         if attrs.get("encoding-type") == "anndata":
@@ -311,7 +317,8 @@ def open_matrix(
         opts["verify_crc"] = verify_crc
     _check_options(module.open_array, opts, f"reading format {fmt!r}",
                    {"block_nnz", "dtype"})
-    return module.open_array(source, block_nnz=block_nnz, dtype=dtype, **opts)
+    with reading(source, f"open it as {fmt!r}"):
+        return module.open_array(source, block_nnz=block_nnz, dtype=dtype, **opts)
 
 
 def _check_options(func, opts: dict, what: str, internal: set[str] = frozenset()) -> None:
@@ -355,7 +362,9 @@ def read_metadata(source, *, format: str | None = None, **opts):
         return None, None
     check_openable(source)
     fmt = format or detect_format(source)
-    return _spec(fmt).load().read_metadata(source, **opts)
+    module = _spec(fmt).load()
+    with reading(source, "read its metadata"):
+        return module.read_metadata(source, **opts)
 
 
 def matrix_info(path: PathLike, *, format: str | None = None) -> dict:
@@ -377,7 +386,9 @@ def matrix_info(path: PathLike, *, format: str | None = None) -> dict:
     check_openable(path)
     fmt = format or detect_format(path)
     info = {"path": str(path), "format": fmt}
-    info.update(_spec(fmt).load().info(path))
+    module = _spec(fmt).load()
+    with reading(path, "read its header"):
+        info.update(module.info(path))
     return info
 
 

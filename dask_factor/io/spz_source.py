@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from .blocks import BlockStream, PathLike, array_from_reader, file_token, merge_bounds, to_block
+from .errors import reading
+from .limits import Limits, get_limits
+from .stamp import Stamp, check_stamp, stamp
 from .validate import check_block, mark_checked
 
 #: block dtype when none is asked for: lossless and as small as possible
@@ -39,9 +42,9 @@ def _codec():
 
 
 @functools.lru_cache(maxsize=16)
-def _open_cached(path: str, size: int, mtime_ns: int):
+def _open_cached(path: str, size: int, mtime_ns: int, limits: Limits | None = None):
     # keyed on size and mtime so a rewritten file is re-opened
-    return _codec().SpzFile(path, verify_crc=False)
+    return _codec().SpzFile(path, verify_crc=False, limits=limits)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ class SpzReader:
         Block value dtype.
     dense : bool
         v3 file (numpy blocks).
+    limits : Limits, optional
+        The size limits in force when the file was opened on the client (they travel with
+        the task: a worker's own settings do not apply).
+    stamp : Stamp, optional
+        The file as opened; every read checks it is still the same (:mod:`~dask_factor.io.stamp`).
 
     Examples
     --------
@@ -65,10 +73,17 @@ class SpzReader:
     path: str
     dtype: str
     dense: bool
+    limits: Limits | None = None
+    stamp: Stamp | None = None
 
     def __call__(self, start: int, stop: int):
+        check_stamp(self.stamp)
+        with reading(self.path, f"read columns {start}:{stop}"):
+            return self._read(start, stop)
+
+    def _read(self, start: int, stop: int):
         st = os.stat(self.path)
-        f = _open_cached(self.path, st.st_size, st.st_mtime_ns)
+        f = _open_cached(self.path, st.st_size, st.st_mtime_ns, self.limits)
         want = np.dtype(self.dtype)
         # float64 values are read as such and cast here, where overflow is refused
         read_dt = want if want == np.float64 or (want == np.float32 and f.value_type
@@ -140,11 +155,15 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     ((50, 3000), 5, True)
     """
     spath = str(Path(path).resolve())
-    f = _codec().SpzFile(spath, verify_crc=verify_crc)
+    limits = get_limits()
+    f = _codec().SpzFile(spath, verify_crc=verify_crc, limits=limits)
     try:
+        st = stamp(spath)
+        if (st.size, st.mtime_ns) != f._stat:  # changed while it was being verified
+            raise _codec().SpzFormatError(f"{spath}: changed while it was being opened")
         bounds = _bounds(f, block_nnz)
         out_dtype = np.dtype(dtype or _NATURAL_DTYPE.get(f.value_type, np.float64))
-        reader = SpzReader(spath, out_dtype.str, bool(f.is_dense))
+        reader = SpzReader(spath, out_dtype.str, bool(f.is_dense), limits, st)
         return array_from_reader(reader, f.shape, bounds, out_dtype, not f.is_dense,
                                  file_token(spath), "open-spz")
     finally:

@@ -32,8 +32,8 @@ from ..kernels.validate import (
 )
 from .errors import MatrixFormatError
 
-__all__ = ["cast_values", "check_block", "check_compressed_arrays", "check_pointer_slice",
-           "csc_from_arrays", "is_checked", "mark_checked"]
+__all__ = ["cast_values", "check_block", "check_compressed_arrays", "check_full_pointer",
+           "check_pointer_slice", "csc_from_arrays", "is_checked", "mark_checked"]
 
 _MARK = "_dask_factor_checked"
 
@@ -148,11 +148,13 @@ def check_compressed_arrays(
 
 
 def check_pointer_slice(indptr, start: int, stop: int, n_stored: int, *, where: str,
-                        error: type[Exception] = MatrixFormatError) -> tuple[int, int]:
+                        error: type[Exception] = MatrixFormatError,
+                        n_major: int | None = None) -> tuple[int, int]:
     """Check the slice ``indptr[start:stop + 1]`` read from a file; return its (first, last).
 
     Before the entries ``first:last`` are sliced out of the stored arrays: the slice must be
-    complete, point inside the ``n_stored`` stored entries, and start at 0 for the first column
+    complete, point inside the ``n_stored`` stored entries, start at 0 for the first column and,
+    when ``n_major`` (the number of columns) is given, end at ``n_stored`` for the last one
     (the rest — monotone, consistent with what is read — is :func:`csc_from_arrays`'s job).
 
     Examples
@@ -170,7 +172,35 @@ def check_pointer_slice(indptr, start: int, stop: int, n_stored: int, *, where: 
         if p < 0 or p > n_stored:
             raise error(f"{where}: indptr points at entry {p}, outside the {n_stored} stored "
                         f"entries")
+    if n_major is not None and stop == n_major and p1 != n_stored:
+        raise error(f"{where}: indptr ends at {p1} but {n_stored} entries are stored")
     return p0, p1
+
+
+def check_full_pointer(indptr, n_stored: int, *, where: str, major: str = "column",
+                       error: type[Exception] = MatrixFormatError) -> None:
+    """Check a whole column (or cell) pointer read on the client to cut blocks: it starts at
+    0, never decreases and ends at the ``n_stored`` stored entries.
+
+    Examples
+    --------
+    >>> check_full_pointer(np.array([0, 3, 2, 5]), 5, where="a.zarr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dask_factor.io.errors.MatrixFormatError: a.zarr: indptr decreases at column 1: ...
+    """
+    ip = np.asarray(indptr)
+    if ip.size == 0:
+        raise error(f"{where}: indptr is empty")
+    if ip[0] != 0:
+        raise error(f"{where}: indptr[0] is {int(ip[0])}, expected 0")
+    down = np.flatnonzero(np.diff(ip) < 0)
+    if down.size:
+        j = int(down[0])
+        raise error(f"{where}: indptr decreases at {major} {j}: indptr[{j}] = {int(ip[j])} > "
+                    f"indptr[{j + 1}] = {int(ip[j + 1])}")
+    if ip[-1] != n_stored:
+        raise error(f"{where}: indptr ends at {int(ip[-1])} but {n_stored} entries are stored")
 
 
 def csc_from_arrays(data, indices, indptr, shape: tuple[int, int], *, where: str,

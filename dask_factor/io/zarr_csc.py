@@ -24,6 +24,7 @@ of shape (m, n) chunked (m, block columns); a bare 2-D zarr array is also read a
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,22 @@ from .blocks import (
     to_block,
 )
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
-from .validate import cast_values, check_pointer_slice, csc_from_arrays
+from .errors import MatrixFormatError, reading
+from .limits import check_budget, get_limits, source_size
+from .stamp import Stamp, check_stamp, stamp
+from .validate import cast_values, check_full_pointer, check_pointer_slice, csc_from_arrays
+
+#: bytes per stored entry while a sparse block is read: indices, values, a cast, a sort copy
+BYTES_PER_ENTRY = 32
 
 ENCODING_VERSION = "0.1.0"
 FORMAT_VERSION = 1
+#: how our arrays are stored: zstd frames with their xxhash64 checksum, so a damaged chunk
+#: fails to decompress instead of reading as other numbers; every chunk is written, even one
+#: equal to the fill value, so a chunk lost in a copy is noticed (attribute
+#: ``all_chunks_written``) instead of reading as zeros
+_ARRAY_OPTS = {"compressors": zarr.codecs.ZstdCodec(level=0, checksum=True),
+               "config": {"write_empty_chunks": True}}
 _MIN_CHUNK = 4096
 _MAX_CHUNK = 1 << 21
 
@@ -93,12 +106,26 @@ class ZarrCSCReader:
     path: str
     m: int
     dtype: str | None = None
+    #: what one block may allocate (the store's budget, :mod:`dask_factor.io.limits`)
+    max_bytes: int | None = None
+    #: columns of the matrix (the last block's indptr must end at the stored entries)
+    n: int | None = None
+    #: the store as opened (:mod:`dask_factor.io.stamp`): every read checks it is unchanged
+    stamp: Stamp | None = None
 
     def __call__(self, start: int, stop: int) -> sp.csc_matrix:
+        check_stamp(self.stamp)
+        with reading(self.path, f"read columns {start}:{stop}"):
+            return self._read(start, stop)
+
+    def _read(self, start: int, stop: int) -> sp.csc_matrix:
         g = zarr.open_group(self.path, mode="r")
         where = f"zarr store {self.path!r}, columns {start}:{stop}"
         ip = np.asarray(g["indptr"][start : stop + 1], dtype=np.int64)
-        p0, p1 = check_pointer_slice(ip, start, stop, int(g["indices"].shape[0]), where=where)
+        p0, p1 = check_pointer_slice(ip, start, stop, int(g["indices"].shape[0]), where=where,
+                                     n_major=self.n)
+        check_budget(BYTES_PER_ENTRY * (p1 - p0) + 16 * (stop - start + 1), self.max_bytes,
+                     what=f"indptr gives the block {p1 - p0} entries", where=where)
         indices = np.asarray(g["indices"][p0:p1])
         data = np.asarray(g["data"][p0:p1])
         if self.dtype is not None:
@@ -120,11 +147,87 @@ class ZarrDenseReader:
     path: str
     key: str | None = None
     dtype: str | None = None
+    max_bytes: int | None = None
+    stamp: Stamp | None = None
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
+        check_stamp(self.stamp)
+        with reading(self.path, f"read columns {start}:{stop}"):
+            return self._read(start, stop)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
         node = zarr.open(self.path, mode="r")
         arr = node[self.key] if self.key else node
+        check_budget(2 * 8 * arr.shape[0] * (stop - start), self.max_bytes,
+                     what=f"a block of {arr.shape[0]} x {stop - start} values",
+                     where=f"zarr store {self.path!r}, columns {start}:{stop}")
         return np.ascontiguousarray(arr[:, start:stop], dtype=self.dtype)
+
+
+def _check_chunks(node, kind: str, path, where: str) -> None:
+    """A store we wrote holds every chunk of its arrays: a missing one was lost (a partial
+    copy), and zarr would silently read it as fill values.  Chunk files are counted on disk
+    (not through zarr, which would walk a forged shape's every chunk key)."""
+    if kind == "array" or node.attrs.get("all_chunks_written") is not True:
+        return
+    for key in ("indptr", "indices", "data") if kind == "csc" else ("X",):
+        if key not in node or not isinstance(node[key], zarr.Array):
+            continue
+        want = int(node[key].nchunks)
+        have = sum(len(files) for _, _, files in os.walk(Path(path) / key)) - 1  # zarr.json
+        if have != want:
+            raise MatrixFormatError(
+                f"{where}: array {key!r} has {have} chunk files for its {want} chunks; the "
+                f"store was written whole, so chunks were lost (an incomplete copy?) or its "
+                f"shape was changed")
+
+
+def _check_dims(m: int, n: int, budget: int, where: str) -> None:
+    check_budget(8 * (max(m, n) + 1), budget, where=where,
+                 what=f"declares shape {m} x {n} (8 bytes per row and per column)")
+
+
+def _csc_shape(g, path) -> tuple[int, int]:
+    """``attrs['shape']`` of a CSC group, checked against its ``indptr`` (n + 1 entries)."""
+    where = f"zarr store {str(path)!r}"
+    shape = g.attrs.get("shape")
+    try:
+        m, n = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise MatrixFormatError(f"{where}: attribute 'shape' is {shape!r}, expected [rows, "
+                                f"columns]") from None
+    if m < 0 or n < 0:
+        raise MatrixFormatError(f"{where}: attribute 'shape' {shape!r} is negative")
+    for key in ("indptr", "indices", "data"):
+        if key not in g or not isinstance(g[key], zarr.Array) or g[key].ndim != 1:
+            raise MatrixFormatError(f"{where}: the CSC group has no 1-D array {key!r} (a damaged "
+                                    f"or incomplete store)")
+    if g["indptr"].shape[0] != n + 1:
+        raise MatrixFormatError(f"{where}: indptr has {g['indptr'].shape[0]} entries, expected "
+                                f"{n + 1} for the {n} columns of attribute 'shape'")
+    if g["indices"].shape[0] != g["data"].shape[0]:
+        raise MatrixFormatError(f"{where}, columns 0:{n}: {g['indices'].shape[0]} indices but "
+                                f"{g['data'].shape[0]} values")
+    return m, n
+
+
+def _stored_blocks(bounds, offsets, n: int, nnz: int, where: str):
+    """The ``block_bounds``/``block_indptr`` attributes, checked: column starts from 0 to n
+    (increasing) and their entry offsets (non-decreasing, within the stored entries)."""
+    try:
+        b = np.asarray(bounds, dtype=np.int64)
+        o = np.asarray(offsets, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        b = o = np.zeros(0, np.int64)
+    ok = (b.ndim == 1 and o.shape == b.shape and b.size >= 1 and b[0] == 0 and b[-1] == n
+          and bool(np.all(np.diff(b) > 0)) and o[0] == 0 and bool(np.all(np.diff(o) >= 0))
+          and o[-1] == nnz)
+    if not ok:
+        raise MatrixFormatError(
+            f"{where}: attributes block_bounds / block_indptr are not increasing column starts "
+            f"from 0 to {n} with their entry offsets (got {str(bounds)[:60]} / "
+            f"{str(offsets)[:60]}); a damaged store")
+    return b, o
 
 
 def _sparse_bounds(g, block_nnz: int | None) -> np.ndarray:
@@ -133,14 +236,16 @@ def _sparse_bounds(g, block_nnz: int | None) -> np.ndarray:
     stored = attrs.get("block_bounds")
     offsets = attrs.get("block_indptr")
     if stored is not None and offsets is not None:
-        stored = np.asarray(stored, dtype=np.int64)
-        offsets = np.asarray(offsets, dtype=np.int64)
+        stored, offsets = _stored_blocks(stored, offsets, n, g["indices"].shape[0],
+                                         f"zarr store {g.store_path}")
         if block_nnz is None:
             return stored
         if stored.size < 2 or int(np.diff(offsets).max(initial=0)) <= block_nnz:
             return merge_bounds(stored, offsets, block_nnz)
     # no stored blocks, or blocks must be split: the column pointer (n + 1 integers) decides
     indptr = np.asarray(g["indptr"][:], dtype=np.int64)
+    check_full_pointer(indptr, int(g["indices"].shape[0]),
+                       where=f"zarr store {g.store_path}, columns 0:{n}")
     if n == 0:
         return np.array([0], dtype=np.int64)
     return column_bounds_by_nnz(indptr, block_nnz or DEFAULT_BLOCK_NNZ)
@@ -170,14 +275,20 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
     kind = _kind(node)
     token = file_token(path)
     sdtype = None if dtype is None else np.dtype(dtype).str
+    budget = get_limits().budget(source_size(path))
+    where = f"zarr store {str(path)!r}"
+    st = stamp(Path(path).resolve())
+    _check_chunks(node, kind, path, where)
     if kind == "csc":
-        m, n = (int(s) for s in node.attrs["shape"])
+        m, n = _csc_shape(node, path)
+        _check_dims(m, n, budget, where)
         bounds = _sparse_bounds(node, block_nnz)
         out_dtype = np.dtype(dtype or node["data"].dtype)
-        reader = ZarrCSCReader(str(Path(path).resolve()), m, sdtype)
+        reader = ZarrCSCReader(str(Path(path).resolve()), m, sdtype, budget, n, st)
         return array_from_reader(reader, (m, n), bounds, out_dtype, True, token, "open-zarr")
     arr = node if kind == "array" else node["X"]
     m, n = (int(s) for s in arr.shape)
+    _check_dims(m, n, budget, where)
     stored = node.attrs.get("block_bounds") if kind == "dense" else None
     if stored is not None and block_nnz is None:
         bounds = np.asarray(stored, dtype=np.int64)
@@ -185,7 +296,8 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
         target = block_nnz or max(DEFAULT_BLOCK_NNZ, m * int(arr.chunks[1]))
         cols = max(1, int(target) // max(m, 1))
         bounds = np.unique(np.append(np.arange(0, n, cols), n)).astype(np.int64)
-    reader = ZarrDenseReader(str(Path(path).resolve()), None if kind == "array" else "X", sdtype)
+    reader = ZarrDenseReader(str(Path(path).resolve()), None if kind == "array" else "X", sdtype,
+                             budget, st)
     out_dtype = np.dtype(dtype or arr.dtype)
     return array_from_reader(reader, (m, n), bounds, out_dtype, False, token, "open-zarr")
 
@@ -228,8 +340,11 @@ def info(path: PathLike) -> dict:
     kind = _kind(node)
     out: dict = {"version": node.metadata.zarr_format}
     if kind == "csc":
-        m, n = (int(s) for s in node.attrs["shape"])
+        m, n = _csc_shape(node, path)
         bounds = node.attrs.get("block_bounds")
+        if bounds is not None:
+            _stored_blocks(bounds, node.attrs.get("block_indptr", [0] * len(bounds)), n,
+                           int(node["indices"].shape[0]), f"zarr store {str(path)!r}")
         nnz = node.attrs.get("nnz")
         if nnz is None:
             nnz = int(node["indptr"][n]) if n else 0
@@ -337,11 +452,14 @@ def _write_meta(g, stream: BlockStream) -> None:
 def _write_sparse(stream: BlockStream, g, chunk: int) -> dict:
     m, n = stream.shape
     index_dtype = np.int32 if m < 2**31 else np.int64
-    ip_arr = g.create_array("indptr", shape=(0,), dtype=np.int64, chunks=(min(n + 1, 1 << 20),))
+    ip_arr = g.create_array("indptr", shape=(0,), dtype=np.int64, chunks=(min(n + 1, 1 << 20),),
+                            **_ARRAY_OPTS)
     data = _ChunkAlignedAppender(
-        g.create_array("data", shape=(0,), dtype=stream.dtype, chunks=(chunk,)), chunk)
+        g.create_array("data", shape=(0,), dtype=stream.dtype, chunks=(chunk,), **_ARRAY_OPTS),
+        chunk)
     indices = _ChunkAlignedAppender(
-        g.create_array("indices", shape=(0,), dtype=index_dtype, chunks=(chunk,)), chunk)
+        g.create_array("indices", shape=(0,), dtype=index_dtype, chunks=(chunk,),
+                       **_ARRAY_OPTS), chunk)
     indptr = _ChunkAlignedAppender(ip_arr, ip_arr.chunks[0])
     indptr.append(np.zeros(1, dtype=np.int64))
     offsets = [0]
@@ -370,7 +488,8 @@ def _write_dense(stream: BlockStream, g) -> dict:
     m, n = stream.shape
     widths = np.diff(stream.bounds)
     width = int(widths[0]) if widths.size else 1
-    X = g.create_array("X", shape=(m, n), dtype=stream.dtype, chunks=(max(m, 1), max(width, 1)))
+    X = g.create_array("X", shape=(m, n), dtype=stream.dtype, chunks=(max(m, 1), max(width, 1)),
+                       **_ARRAY_OPTS)
     col = 0
     for start, blk in stream:
         blk = to_block(blk, stream.dtype, False)
@@ -419,6 +538,7 @@ def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
         "dtype": str(np.dtype(stream.dtype)),
         "block_bounds": [int(b) for b in stream.bounds],
         "dask_factor_format": FORMAT_VERSION,
+        "all_chunks_written": True,
     })
     # attributes last: a store without them is recognisably incomplete
     g.attrs.update(attrs)

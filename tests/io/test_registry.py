@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from dask_factor.io import (
     BlockStream,
+    MatrixFormatError,
     atomic_path,
     detect_format,
     iter_column_blocks,
@@ -181,16 +182,22 @@ def test_file_graph_holds_no_data(tmp_path):
 
 
 def test_nothing_read_on_client(tmp_path):
-    """Opening a zarr store reads attributes only: delete every data chunk and it still opens."""
+    """Opening a zarr store reads attributes (and lists its chunk files) only: overwrite every
+    data chunk with garbage and it still opens; the damage shows when a task reads a block."""
     A = _sparse(200, 1000)
     write_matrix(A, tmp_path / "a.zarr", block_nnz=2000)
     for arr in ("data", "indices", "indptr"):
-        shutil.rmtree(tmp_path / "a.zarr" / arr / "c")
+        for chunk in (tmp_path / "a.zarr" / arr / "c").iterdir():
+            chunk.write_bytes(b"garbage")
     x = open_matrix(tmp_path / "a.zarr")
     assert x.shape == A.shape and x.numblocks[1] > 1
     assert matrix_info(tmp_path / "a.zarr")["nnz"] == A.nnz
-    blk = x.blocks[0, 0].compute()  # now the reader runs: chunks read as fill values (zeros)
-    assert blk.nnz == 0
+    with pytest.raises(MatrixFormatError, match="a.zarr"):  # now the reader runs
+        x.blocks[0, 0].compute()
+    # chunks lost (a partial copy) would read as zeros: a store we wrote whole says so at open
+    shutil.rmtree(tmp_path / "a.zarr" / "indices" / "c")
+    with pytest.raises(MatrixFormatError, match="chunks were lost"):
+        open_matrix(tmp_path / "a.zarr")
 
 
 def test_same_source_same_keys(tmp_path):

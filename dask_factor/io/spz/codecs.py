@@ -14,9 +14,13 @@ import numpy as np
 from numba import njit
 
 from .rans import (
+    E_CAPACITY,
     E_COLCOUNT,
     E_ESCAPE,
+    E_ESCAPE_VALUE,
+    E_HALF,
     E_LANES,
+    E_QUANT,
     E_ROW_ORDER,
     E_ROW_RANGE,
     E_TABLE_LEN,
@@ -24,7 +28,10 @@ from .rans import (
     E_TRUNCATED,
     E_VALUE_RANGE,
     E_VARINT,
+    E_VARINT_FORM,
+    check_table,
     encode_stream,
+    rans_capacity_ok,
     rans_decode,
     read_freq_table,
     read_u32,
@@ -34,6 +41,8 @@ from .rans import (
 
 __all__ = [
     "decode_chunk",
+    "half_possible",
+    "quant8_possible",
     "sort_within_columns",
     "first_invalid",
     "scan_values",
@@ -54,14 +63,27 @@ _I0 = np.int64(0)
 _I256 = np.int64(256)
 _YES = np.bool_(True)
 _NO = np.bool_(False)
+_F32_TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
 @njit(nogil=True, cache=True)
-def _decode_escape(buf, pos, end, count, out):
-    """Escape-rANS block -> ``out[:count]`` (uint64).  Returns ``(new_pos, err)``."""
+def _varint_minimal(buf, start, stop):
+    """Whether the varint in ``buf[start:stop]`` is in its shortest form (no zero top group)."""
+    return stop - start == 1 or buf[stop - 1] != 0
+
+
+@njit(nogil=True, cache=True)
+def _decode_escape(buf, pos, end, count, out, strict):
+    """Escape-rANS block -> ``out[:count]`` (uint64).  Returns ``(new_pos, err)``.
+
+    ``strict`` (v2) adds what the v2 writer guarantees: the table covers exactly the symbols
+    seen (:func:`check_table`), symbol 255 (an escape) occurs iff the overflow list is
+    non-empty, and every escaped value is >= 255 in shortest varint form.  v1 files allow a
+    literal 255 without an overflow list, so legacy reads pass False.
+    """
     freq = np.empty(256, np.int64)
     nsym, pos, err = read_freq_table(buf, pos, end, freq)
     if err:
@@ -71,10 +93,16 @@ def _decode_escape(buf, pos, end, count, out):
         return pos, err
     if pos + enc_len > end:
         return pos, E_TRUNCATED
+    if not rans_capacity_ok(freq, count, enc_len):
+        return pos, E_CAPACITY
     syms = np.empty(count, np.uint8)
     err = rans_decode(buf, pos, pos + enc_len, freq, count, syms)
     if err:
         return pos, err
+    if strict:
+        err = check_table(freq, nsym, syms, count, _I0)
+        if err:
+            return pos, err
     pos += enc_len
     ov_len, pos, err = read_u32(buf, pos, end)
     if err:
@@ -82,13 +110,21 @@ def _decode_escape(buf, pos, end, count, out):
     ov_end = pos + ov_len
     if ov_end > end:
         return pos, E_TRUNCATED
+    if strict and (ov_len > 0) != (nsym == 256):
+        return pos, E_ESCAPE
     if ov_len > 0:
         for i in range(count):
             s = syms[i]
             if s == 255:
+                start = pos
                 v, pos, err = read_varint(buf, pos, ov_end)
                 if err:
                     return pos, E_ESCAPE
+                if strict:
+                    if v < np.uint64(255):
+                        return pos, E_ESCAPE_VALUE
+                    if not _varint_minimal(buf, start, pos):
+                        return pos, E_VARINT_FORM
                 out[i] = v
             else:
                 out[i] = s
@@ -101,8 +137,11 @@ def _decode_escape(buf, pos, end, count, out):
 
 
 @njit(nogil=True, cache=True)
-def _decode_shuffle(buf, pos, end, count, width, out_bytes):
-    """Byte-shuffle block -> ``out_bytes`` (count*width, value-major).  Returns (pos, err)."""
+def _decode_shuffle(buf, pos, end, count, width, out_bytes, strict):
+    """Byte-shuffle block -> ``out_bytes`` (count*width, value-major).  Returns (pos, err).
+
+    ``strict``: every lane's table spans 256 symbols and is the writer's (:func:`check_table`).
+    """
     if pos + 1 > end:
         return pos, E_TRUNCATED
     lanes = np.int64(buf[pos])
@@ -128,6 +167,10 @@ def _decode_shuffle(buf, pos, end, count, width, out_bytes):
         err = rans_decode(buf, pos, pos + enc_len, freq, count, syms)
         if err:
             return pos, err
+        if strict:
+            err = check_table(freq, nsym, syms, count, _I256)
+            if err:
+                return pos, err
         pos += enc_len
         for i in range(count):
             out_bytes[i * width + lane] = syms[i]
@@ -147,6 +190,33 @@ def half_bits_to_f64(h):
     else:
         v = np.float64(1024 + mant) * math.ldexp(1.0, e - 25)
     return -v if sign else v
+
+
+@njit(nogil=True, cache=True)
+def half_possible(h):
+    """Whether RcppML's float->half converter can produce the half ``h``: never NaN (NaN
+    becomes Inf) and never subnormal (flushed to zero)."""
+    e = (h >> 10) & 0x1F
+    mant = h & 0x3FF
+    return mant == 0 or (e != 0 and e != 31)
+
+
+@njit(nogil=True, cache=True)
+def quant8_possible(sc, off, q, nnz):
+    """Whether a v2 quant8 chunk can come from the writer (spec 3.5): offset = the chunk's
+    minimum (code 0), scale = f32(max - min) / 255 (code 255 for the maximum), or 1.0 with every
+    code 0 when all values are equal; both finite.  A subnormal (or zero) scale rounds too much
+    for the code of the maximum to be known."""
+    if not (np.isfinite(sc) and sc >= 0 and np.isfinite(off)):
+        return False
+    if sc < _F32_TINY:
+        return True
+    qmin = np.uint8(255)
+    qmax = np.uint8(0)
+    for k in range(nnz):
+        qmin = min(qmin, q[k])
+        qmax = max(qmax, q[k])
+    return qmin == 0 and (qmax == 255 or (qmax == 0 and sc == np.float32(1.0)))
 
 
 @njit(nogil=True, cache=True)
@@ -177,9 +247,12 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
             indptr[j + 1] = 0
         return 0 if (gap_size == 4 and value_size == 0) else E_TRAILING
     for j in range(num_cols):
+        start = pos
         c, pos, err = read_varint(buf, pos, cc_end)
         if err:
             return E_VARINT
+        if not _varint_minimal(buf, start, pos):
+            return E_VARINT_FORM
         if c > np.uint64(nnz):
             return E_COLCOUNT
         total += np.int64(c)
@@ -192,7 +265,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         return E_COLCOUNT
     if nnz > 0:
         gaps = np.empty(nnz, np.uint64)
-        pos, err = _decode_escape(buf, pos, gend, nnz, gaps)
+        pos, err = _decode_escape(buf, pos, gend, nnz, gaps, _YES)
         if err:
             return err
         for j in range(num_cols):
@@ -216,7 +289,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         return 0 if value_size == 0 else E_TRAILING
     if vtype <= 2:
         iv = np.empty(nnz, np.uint64)
-        pos, err = _decode_escape(buf, pos, vend, nnz, iv)
+        pos, err = _decode_escape(buf, pos, vend, nnz, iv, _YES)
         if err:
             return err
         vmax = np.uint64(255) if vtype == 0 else (
@@ -239,15 +312,20 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         err = rans_decode(buf, pos, pos + enc_len, freq, nnz, q)
         if err:
             return err
+        err = check_table(freq, nsym, q, nnz, _I256)
+        if err:
+            return err
         pos += enc_len
         sc = np.float32(qscale)
         off = np.float32(qoffset)
+        if not quant8_possible(sc, off, q, nnz):
+            return E_QUANT
         for k in range(nnz):
             vals[k] = off + sc * np.float32(q[k])
     else:
         w = _WIDTH[vtype]
         raw = np.empty(nnz * w, np.uint8)
-        pos, err = _decode_shuffle(buf, pos, vend, nnz, w, raw)
+        pos, err = _decode_shuffle(buf, pos, vend, nnz, w, raw, _YES)
         if err:
             return err
         if vtype == 3:
@@ -261,6 +339,8 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         else:
             for k in range(nnz):
                 h = np.int64(raw[2 * k]) | (np.int64(raw[2 * k + 1]) << 8)
+                if not half_possible(h):
+                    return E_HALF
                 vals[k] = half_bits_to_f64(h)
     if pos != vend:
         return E_TRAILING
@@ -487,7 +567,11 @@ def quantize8_v2(values: np.ndarray) -> tuple[np.ndarray, float, float]:
         return np.zeros(0, np.uint8), 0.0, 0.0
     mn = v.min()
     mx = v.max()
-    scale = np.float32((mx - mn) / np.float32(255.0)) if mx != mn else np.float32(1.0)
+    with np.errstate(over="ignore"):
+        scale = np.float32((mx - mn) / np.float32(255.0)) if mx != mn else np.float32(1.0)
+    if not np.isfinite(scale):
+        raise ValueError(f"quant8: the chunk's values span [{float(mn):g}, {float(mx):g}], a "
+                         f"range float32 cannot hold; use value_type='float32' or 'float64'")
     with np.errstate(over="ignore", invalid="ignore"):
         t = (v - mn) / scale + np.float32(0.5)
     q = np.clip(t, np.float32(0), np.float32(255)).astype(np.uint8)

@@ -9,11 +9,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .codecs import f32_to_half_bits
+from .codecs import f32_to_half_bits, half_possible
 from .rans import (
+    E_CAPACITY,
+    E_HALF,
+    E_QUANT,
     E_TABLE_LEN,
     E_TRUNCATED,
+    check_table,
     normalize_freqs,
+    rans_capacity_ok,
     rans_decode,
     rans_encode,
     read_freq_table,
@@ -41,7 +46,53 @@ def _decode_rans_panel(buf, count, out):
         return E_TABLE_LEN
     if pos > end:
         return E_TRUNCATED
-    return rans_decode(buf, pos, end, freq, count, out)
+    err = rans_decode(buf, pos, end, freq, count, out)
+    if err:
+        return err
+    return check_table(freq, nsym, out, count, np.int64(256))
+
+
+@njit(nogil=True, cache=True)
+def _rans_panel_fits(buf, count):
+    """Preflight of a rANS panel: a valid table and a stream long enough for ``count`` bytes."""
+    end = buf.size
+    tl, pos, err = read_u32(buf, np.int64(0), end)
+    if err:
+        return err
+    freq = np.empty(256, np.int64)
+    nsym, pos, err = read_freq_table(buf, pos, end, freq)
+    if err:
+        return err
+    if tl != 2 + 2 * nsym:
+        return E_TABLE_LEN
+    if end - pos < 4:
+        return E_TRUNCATED
+    return 0 if rans_capacity_ok(freq, count, end - pos) else E_CAPACITY
+
+
+@njit(nogil=True, cache=True)
+def _halves_possible(raw):
+    for k in range(raw.size // 2):
+        if not half_possible(np.int64(raw[2 * k]) | (np.int64(raw[2 * k + 1]) << 8)):
+            return False
+    return True
+
+
+def _quant8_possible(vmin, vmax, q: np.ndarray) -> bool:
+    """v3 quant8 (spec 5): code 0 is the panel's minimum, 255 its maximum, all 0 if equal."""
+    if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin <= vmax):
+        return False
+    if q.size == 0:
+        return True
+    lo, hi = int(q.min()), int(q.max())
+    if vmin == vmax:
+        return hi == 0
+    with np.errstate(over="ignore", divide="ignore"):
+        rng = np.float32(vmax - vmin)
+        s = np.float32(np.float32(255.0) / rng)
+    if not (np.isfinite(rng) and np.isfinite(s)):  # ranges a float32 cannot scale: no rule
+        return True
+    return lo == 0 and hi == 255
 
 
 @njit(nogil=True, cache=True)
@@ -127,20 +178,28 @@ def decode_panel(
         vals = buf.view(dt)
     elif codec == QUANT8:
         vmin, vmax = buf[:8].view("<f4")
+        if not _quant8_possible(vmin, vmax, buf[8:]):
+            return None, E_QUANT
         q = buf[8:].astype(np.float32)
-        step = np.float32((vmax - vmin) / np.float32(255.0))
-        vals = vmin + q * step
+        with np.errstate(over="ignore"):
+            step = np.float32((vmax - vmin) / np.float32(255.0))
+            vals = vmin + q * step
     else:
         if codec == FP16:
             raw = buf
         else:
             width = 2 if codec == FP16_RANS else 4
+            err = _rans_panel_fits(buf, count * width)
+            if err:
+                return None, err
             raw = np.empty(count * width, np.uint8)
             err = _decode_rans_panel(buf, count * width, raw)
             if err:
                 return None, err
         if delta:
             raw = _xor_undelta(raw)
+        if codec in (FP16, FP16_RANS) and not _halves_possible(raw):
+            return None, E_HALF
         vals = _half_to_f32(raw) if codec in (FP16, FP16_RANS) else raw.view("<f4")
     return np.asarray(vals).reshape(cols, rows).T, 0
 

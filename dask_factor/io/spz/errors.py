@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import MatrixFormatError
+from ..errors import MatrixFormatError, SizeLimitError, SourceChangedError
 
-__all__ = ["SpzFormatError"]
+__all__ = ["SpzFormatError", "SpzSizeLimitError", "SpzSourceChangedError"]
 
 
 class SpzFormatError(MatrixFormatError):
@@ -20,4 +20,26 @@ class SpzFormatError(MatrixFormatError):
     Traceback (most recent call last):
     ...
     dask_factor.io.spz.errors.SpzFormatError: x.spz: bad magic b'ABCD' (expected b'SPRZ')
+    """
+
+
+class SpzSizeLimitError(SpzFormatError, SizeLimitError):
+    """A ``.spz`` file declares more than a read may allocate (:mod:`dask_factor.io.limits`).
+
+    Both an :class:`SpzFormatError` and a :class:`~dask_factor.io.errors.SizeLimitError`.
+
+    Examples
+    --------
+    >>> issubclass(SpzSizeLimitError, SpzFormatError)
+    True
+    """
+
+
+class SpzSourceChangedError(SpzFormatError, SourceChangedError):
+    """An open ``.spz`` file changed under its reader (both error types).
+
+    Examples
+    --------
+    >>> issubclass(SpzSourceChangedError, SourceChangedError)
+    True
     """

@@ -191,7 +191,7 @@ def _load_v2(read: ReadFn, size: int, path: str, h: HeaderV2, footer: Footer) ->
             f"end at the footer ({footer_pos}); file truncated or corrupted"
         )
     index_end = h.chunk_index_offset + 48 * h.num_chunks
-    if h.chunk_index_offset < HEADER_SIZE or index_end > h.data_offset:
+    if h.chunk_index_offset != HEADER_SIZE or index_end != h.data_offset:
         raise SpzFormatError(
             f"{path}: chunk index [{h.chunk_index_offset}, {index_end}) overlaps the header or "
             f"the data section at {h.data_offset}"
@@ -287,7 +287,25 @@ def _v2_section(desc, total, rows, width, nnz, vwidth, base, end, what, path) ->
         bad = np.nonzero(mask)[0]
         if bad.size:
             raise SpzFormatError(f"{path}: {what} chunk {int(bad[0])}: {msg}")
+    _check_tiling(gap_off, sizes, end - base, what, "chunk", path)
     return Section(desc, bounds, starts, sizes, rows, width)
+
+
+def _check_tiling(offsets: np.ndarray, sizes: np.ndarray, span: int, what: str, unit: str,
+                  path: str) -> None:
+    """The writer stores a section's chunks back to back, in order, filling it exactly."""
+    expect = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if sizes.size else sizes
+    bad = np.nonzero(offsets != expect)[0]
+    if bad.size:
+        c = int(bad[0])
+        raise SpzFormatError(
+            f"{path}: {what} {unit} {c} starts at offset {int(offsets[c])} of its section, "
+            f"expected {int(expect[c])} (the {unit}s are stored back to back, in order)")
+    used = int(sizes.sum())
+    if used != span:
+        raise SpzFormatError(
+            f"{path}: {what} {unit}s fill {used} bytes of a {span}-byte section; the file has "
+            f"bytes no {unit} accounts for")
 
 
 def _load_v3(read: ReadFn, size: int, path: str, h: HeaderV3, footer: Footer) -> Layout:
@@ -316,8 +334,10 @@ def _load_v3(read: ReadFn, size: int, path: str, h: HeaderV3, footer: Footer) ->
     vwidth = 8 if h.value_type == 6 else 4
     fwd_end = h.transpose_index_offset if h.has_transpose else h.metadata_offset
     idx_end = h.chunk_index_offset + dt.itemsize * h.num_chunks
-    if h.chunk_index_offset < HEADER_SIZE or idx_end > h.data_offset or h.data_offset > fwd_end:
-        raise SpzFormatError(f"{path}: dense chunk index / data offsets are inconsistent")
+    if h.chunk_index_offset != HEADER_SIZE or idx_end != h.data_offset or \
+            h.data_offset > fwd_end:
+        raise SpzFormatError(f"{path}: dense chunk index / data offsets are inconsistent (the "
+                             f"index follows the header and the panels follow the index)")
     if fwd_end > footer_pos or h.metadata_offset > footer_pos:
         raise SpzFormatError(f"{path}: dense section offsets beyond the footer")
     desc = np.frombuffer(
@@ -334,7 +354,7 @@ def _load_v3(read: ReadFn, size: int, path: str, h: HeaderV3, footer: Footer) ->
                 f"{path}: num_transpose_chunks {t_count} != ceil({m} / {cc}) = {want}"
             )
         t_idx_end = h.transpose_index_offset + dt.itemsize * t_count
-        if t_idx_end > h.transpose_data_offset or h.transpose_data_offset > h.metadata_offset:
+        if t_idx_end != h.transpose_data_offset or h.transpose_data_offset > h.metadata_offset:
             raise SpzFormatError(f"{path}: dense transpose index / data offsets are inconsistent")
         tdesc = np.frombuffer(
             _read_exact(read, h.transpose_index_offset, dt.itemsize * t_count,
@@ -368,5 +388,6 @@ def _v3_section(desc, total, rows, width, h, vwidth, base, end, what, path) -> S
             )
         if h.codec != 0 and int(desc["uncompressed_size"][c]) != rows * k * 4:
             raise SpzFormatError(f"{path}: {what} panel {c} uncompressed_size != rows*cols*4")
+    _check_tiling(off.astype(np.int64), size.astype(np.int64), span, what, "panel", path)
     return Section(desc, bounds, base + off.astype(np.int64), size.astype(np.int64), rows,
                    width)

@@ -10,6 +10,8 @@ instead of reading out of bounds; the Python layer turns codes into :class:`SpzF
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -23,6 +25,8 @@ __all__ = [
     "write_varint",
     "read_freq_table",
     "rans_decode",
+    "rans_capacity_ok",
+    "check_table",
     "normalize_freqs",
     "write_freq_table",
     "rans_encode",
@@ -47,6 +51,13 @@ E_VALUE_RANGE = -11
 E_LANES = -12
 E_TABLE_LEN = -13
 E_TRAILING = -14
+E_CAPACITY = -15
+E_TABLE_UNUSED = -16
+E_NORMALISATION = -17
+E_ESCAPE_VALUE = -18
+E_HALF = -19
+E_QUANT = -20
+E_VARINT_FORM = -21
 
 #: error code -> human-readable description (used in SpzFormatError messages)
 ERRORS: dict[int, str] = {
@@ -64,6 +75,15 @@ ERRORS: dict[int, str] = {
     E_LANES: "byte-shuffle lane count does not match the value type",
     E_TABLE_LEN: "byte-shuffle lane table length is not 514",
     E_TRAILING: "stream has unused trailing bytes",
+    E_CAPACITY: "rANS stream too short for the number of symbols it declares",
+    E_TABLE_UNUSED: "rANS frequency table gives a frequency to a symbol the stream never holds",
+    E_NORMALISATION: "rANS frequencies are not the writer's normalisation of the decoded "
+                     "symbols' counts",
+    E_ESCAPE_VALUE: "escaped value below 255 (only values >= 255 are escaped)",
+    E_HALF: "float16 value is NaN or subnormal, which the writer's converter never produces",
+    E_QUANT: "quant8 scale/offset or codes the writer cannot produce (a non-finite or "
+             "negative scale or offset, the minimum's code 0 or the maximum's code 255 missing)",
+    E_VARINT_FORM: "varint is not in its shortest form",
 }
 
 
@@ -139,6 +159,89 @@ def read_freq_table(buf, pos, end, freq):
 
 
 @njit(nogil=True, cache=True)
+def rans_capacity_ok(freq, count, nbytes):
+    """Whether ``nbytes`` of rANS can hold ``count`` symbols coded with table ``freq``.
+
+    Each symbol s divides the state by about 16384 / freq[s] (at most a factor 1 + 2**-9 more,
+    as the state stays >= 2**23), each byte read multiplies it by at most 256.5, and the state
+    starts below 2**31 and must end at 2**23.  So ``count * (log2(16384 / fmax) - 0.0029) <=
+    8 + 8.003 * (nbytes - 4)``: a bound checked before anything is allocated for the symbols.
+    A one-symbol table (fmax = 16384) codes any count in 4 bytes; only the size limits bound it.
+    """
+    fmax = np.int64(0)
+    for s in range(freq.size):
+        if freq[s] > fmax:
+            fmax = freq[s]
+    if fmax <= 0 or fmax >= PROB_SCALE:
+        return True
+    bits = math.log2(PROB_SCALE / fmax) - 0.003
+    if bits <= 0.0:
+        return True
+    return count * bits <= 8.01 * max(nbytes - 4, 0) + 9.0
+
+
+@njit(nogil=True, cache=True)
+def check_table(freq, nsym, syms, count, want_nsym):
+    """The checks a table allows once its symbols are decoded (spec 4.1, the writer's rule).
+
+    Every symbol with a non-zero frequency occurs (the writer gives frequencies only to symbols
+    it saw); the table spans ``want_nsym`` symbols (256 for byte streams) or, when
+    ``want_nsym`` is 0, ends with a symbol that occurs; and the frequencies are the writer's
+    normalisation of the counts: ``1 + trunc(count / total * (16384 - nz))`` each, the
+    shortfall to 16384 spread one by one over the symbols in increasing order of frequency
+    (ties in any order: libstdc++ and libc++ break them differently), an excess taken back
+    from frequencies above 1.  Returns 0 or an error code.
+    """
+    if want_nsym and nsym != want_nsym:
+        return E_NSYM
+    if count == 0:
+        return 0
+    counts = np.zeros(256, np.int64)
+    for i in range(count):
+        counts[syms[i]] += 1
+    nz = 0
+    for s in range(256):
+        if freq[s] > 0 and counts[s] == 0:
+            return E_TABLE_UNUSED
+        if counts[s] > 0:
+            nz += 1
+    if not want_nsym and freq[nsym - 1] == 0:
+        return E_TABLE_UNUSED
+    rem = PROB_SCALE - nz
+    base = np.zeros(256, np.int64)
+    fsum = 0
+    for s in range(256):
+        if counts[s] > 0:
+            base[s] = 1 + np.int64((np.float64(counts[s]) / np.float64(count)) * rem)
+            fsum += base[s]
+    diff = fsum - PROB_SCALE
+    if diff < 0:
+        q = (-diff) // nz
+        r = (-diff) % nz
+        n_up = 0
+        hi_up = np.int64(-1)  # largest base among the symbols given q + 1
+        lo_q = np.int64(PROB_SCALE + 1)  # smallest base among those given q
+        for s in range(256):
+            if counts[s] > 0:
+                inc = freq[s] - base[s]
+                if inc == q + 1:
+                    n_up += 1
+                    hi_up = max(hi_up, base[s])
+                elif inc == q:
+                    lo_q = min(lo_q, base[s])
+                else:
+                    return E_NORMALISATION
+        if n_up != r or (r > 0 and hi_up > lo_q):
+            return E_NORMALISATION
+    else:
+        for s in range(256):
+            if counts[s] > 0 and (freq[s] > base[s] or freq[s] < 1
+                                  or (freq[s] < base[s] and base[s] == 1)):
+                return E_NORMALISATION
+    return 0
+
+
+@njit(nogil=True, cache=True)
 def rans_decode(buf, start, stop, freq, count, out):
     """Decode ``count`` symbols from ``buf[start:stop]`` into ``out[:count]``.
 
@@ -147,6 +250,8 @@ def rans_decode(buf, start, stop, freq, count, out):
     """
     if stop - start < 4 or start < 0:
         return E_TRUNCATED
+    if not rans_capacity_ok(freq, count, stop - start):
+        return E_CAPACITY
     cum = np.empty(257, np.int64)
     cum[0] = 0
     for s in range(256):

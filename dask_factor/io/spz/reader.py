@@ -13,12 +13,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..limits import Limits, get_limits
 from .codecs import decode_chunk, sort_within_columns
 from .dense import decode_panel
-from .errors import SpzFormatError
+from .errors import SpzFormatError, SpzSourceChangedError
 from .header import CODECS, FOOTER_SIZE, VALUE_TYPES
 from .layout import Section, load_layout
+from .preflight import preflight_chunk
 from .rans import ERRORS
+from .sizes import check_declared, check_read
 from .tables import parse_table
 
 __all__ = ["SpzFile", "read_spz"]
@@ -50,6 +53,10 @@ class SpzFile:
         The ``.spz`` file.
     verify_crc : bool, default True
         Check the footer CRC32 over the whole file when opening (one sequential read).
+    limits : Limits, optional
+        Size limits (:mod:`dask_factor.io.limits`; default: those in force when opening).
+        Opening checks the declared shape and every chunk's or panel's decoding size against
+        them, and every read checks its result's size, before allocating.
 
     Attributes
     ----------
@@ -90,13 +97,16 @@ class SpzFile:
     (50, 30) float32 (50, 7)
     """
 
-    def __init__(self, path: str | os.PathLike, *, verify_crc: bool = True) -> None:
-        self._setup(os.fspath(path), verify_crc, crc_known_ok=False, warn=True)
+    def __init__(self, path: str | os.PathLike, *, verify_crc: bool = True,
+                 limits: Limits | None = None) -> None:
+        self._setup(os.fspath(path), verify_crc, crc_known_ok=False, warn=True, limits=limits)
 
     # ------------------------------------------------------------------ opening / pickling
-    def _setup(self, path: str, verify_crc: bool, crc_known_ok: bool, warn: bool) -> None:
+    def _setup(self, path: str, verify_crc: bool, crc_known_ok: bool, warn: bool,
+               limits: Limits | None = None) -> None:
         self.path = path
         self.verify_crc = bool(verify_crc)
+        self.limits = limits if limits is not None else get_limits()
         self._lock = threading.Lock()
         self._obs: pd.DataFrame | None = None
         self._var: pd.DataFrame | None = None
@@ -149,6 +159,14 @@ class SpzFile:
         self.chunk_bounds = lay.fwd.bounds.copy()
         self.row_sorted = lay.true_row is not None
         self.has_transpose = lay.tsec is not None
+        self._check_declared()
+
+    # ------------------------------------------------------------------ size limits
+    def _check_declared(self) -> None:
+        check_declared(self)
+
+    def _check_read(self, sec: Section, start: int, stop: int, what: str, itemsize: int) -> None:
+        check_read(self, sec, start, stop, what, itemsize)
 
     def _check_crc(self, size: int) -> None:
         end = size - FOOTER_SIZE
@@ -169,17 +187,21 @@ class SpzFile:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "verify_crc": self.verify_crc, "crc_ok": self._crc_ok,
-                "stat": self._stat}
+                "stat": self._stat, "limits": self.limits}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # re-opened by path (on a Dask worker): it must still be the file that was opened
         path = state["path"]
         try:
             st = os.stat(path)
             same = (st.st_size, st.st_mtime_ns) == tuple(state["stat"])
         except OSError:
             same = False
-        self._setup(path, state["verify_crc"], crc_known_ok=state["crc_ok"] and same,
-                    warn=False)
+        if not same:
+            raise SpzSourceChangedError(
+                f"{path}: changed (or was removed) since it was opened and pickled; reopen it")
+        self._setup(path, state["verify_crc"], crc_known_ok=state["crc_ok"], warn=False,
+                    limits=state.get("limits"))
 
     def close(self) -> None:
         """Close the file descriptor (idempotent).
@@ -232,7 +254,16 @@ class SpzFile:
             os.lseek(fd, offset, os.SEEK_SET)
             return os.read(fd, size)
 
+    def _check_unchanged(self) -> None:
+        """The open file is still what was opened (a rewrite in place changes size or mtime)."""
+        st = os.fstat(self._fd) if self._fd is not None else None
+        if st is not None and (st.st_size, st.st_mtime_ns) != self._stat:
+            raise SpzSourceChangedError(
+                f"{self.path}: changed since it was opened (size {self._stat[0]} -> "
+                f"{st.st_size} bytes, or its modification time); reopen it")
+
     def _chunk_bytes(self, sec: Section, c: int, what: str) -> np.ndarray:
+        self._check_unchanged()
         start, size = int(sec.starts[c]), int(sec.sizes[c])
         raw = self._pread(start, size)
         if len(raw) != size:
@@ -252,6 +283,11 @@ class SpzFile:
         buf = self._chunk_bytes(sec, c, what)
         forward = sec is self._lay.fwd
         unsorted = forward and self.row_sorted
+        # everything checkable without decoding, before the per-entry arrays are allocated
+        err = preflight_chunk(buf, int(d["gap_size"]), int(d["value_size"]), k, nnz, sec.rows,
+                              int(self._lay.header.value_type), float(d["quant_scale"]))
+        if err:
+            raise SpzFormatError(f"{self.path}: {what} chunk {c}: {ERRORS.get(err, err)}")
         indptr = np.empty(k + 1, np.int64)
         rows = np.empty(nnz, np.int32 if sec.rows <= _I32_MAX else np.int64)
         vals = np.empty(nnz, dt)
@@ -270,6 +306,7 @@ class SpzFile:
 
     def _sparse_range(self, sec: Section, start: int, stop: int, what: str, dt: np.dtype,
                       nrows: int) -> sp.csc_matrix:
+        self._check_read(sec, start, stop, what, dt.itemsize)
         b = sec.bounds
         parts_r, parts_v, parts_c = [], [], []
         if stop > start:
@@ -297,6 +334,7 @@ class SpzFile:
 
     def _dense_range(self, sec: Section, start: int, stop: int, what: str, dt: np.dtype
                      ) -> np.ndarray:
+        self._check_read(sec, start, stop, what, dt.itemsize)
         out = np.empty((sec.rows, stop - start), dtype=dt, order="F")
         if stop > start:
             b = sec.bounds
@@ -483,6 +521,22 @@ class SpzFile:
         out = big[:, pos]
         out.sort_indices()
         return _as_csc(out, dt)
+
+    def verify(self) -> dict:
+        """Decode every chunk and check the stored transpose against the matrix.
+
+        A deep check beyond the CRC (which a forger can recompute): the two sections are
+        independent encodings of the same data.  See :func:`dask_factor.io.spz.verify.verify`.
+
+        Examples
+        --------
+        >>> SpzFile("x.spz").verify()  # doctest: +SKIP
+        {'chunks': 3, 'transpose': 'exact'}
+        """
+        from .verify import verify
+
+        self._check_open()
+        return verify(self)
 
     # ------------------------------------------------------------------ tables / info
     def _table(self, which: str) -> pd.DataFrame | None:
