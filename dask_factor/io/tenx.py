@@ -32,8 +32,10 @@ import pandas as pd
 
 from .blocks import PathLike, array_from_reader, file_token
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
-from .errors import MatrixFormatError
-from .validate import cast_values, check_pointer_slice, csc_from_arrays
+from .errors import MatrixFormatError, reading
+from .limits import check_budget, get_limits, source_size
+from .stamp import Stamp, check_stamp, stamp
+from .validate import cast_values, check_full_pointer, check_pointer_slice, csc_from_arrays
 
 __all__ = ["is_10x_dir", "is_10x_h5", "open_array", "read_metadata", "info", "TenxH5Reader"]
 
@@ -134,14 +136,25 @@ class TenxH5Reader:
     group: str
     n_features: int
     dtype: str | None = None
+    #: what one block may allocate, and the file as opened (issue 17: limits, changed sources)
+    max_bytes: int | None = None
+    stamp: Stamp | None = None
+    n_barcodes: int | None = None
 
     def __call__(self, start: int, stop: int):
+        check_stamp(self.stamp)
+        with reading(self.path, f"read barcodes {start}:{stop}"):
+            return self._read(start, stop)
+
+    def _read(self, start: int, stop: int):
         where = f"{self.path!r} ({self.group}), barcodes {start}:{stop}"
         with _open_h5(self.path) as f:
             g = f[self.group]
             ip = np.asarray(g["indptr"][start: stop + 1], dtype=np.int64)
             p0, p1 = check_pointer_slice(ip, start, stop, int(g["indices"].shape[0]),
-                                         where=where)
+                                         where=where, n_major=self.n_barcodes)
+            check_budget(32 * (p1 - p0) + 16 * (stop - start + 1), self.max_bytes, where=where,
+                         what=f"indptr gives the block {p1 - p0} entries")
             data = np.asarray(g["data"][p0:p1])
             indices = np.asarray(g["indices"][p0:p1])
         if self.dtype is not None:
@@ -182,18 +195,33 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None,
         if mtx is None:
             raise MatrixFormatError(f"path={str(path)!r}: no matrix.mtx[.gz] in the directory")
         return open_mtx(mtx, block_nnz=block_nnz, dtype=dtype)
+    budget = get_limits().budget(source_size(p))
+    st = stamp(p.resolve())
     with _open_h5(p) as f:
         group = _group_or_raise(f, path, genome)
         g = f[group]
-        m, n = (int(s) for s in np.asarray(g["shape"][:]))
+        shape = np.asarray(g["shape"][:]).reshape(-1)
+        if shape.size != 2 or shape.min() < 0:
+            raise MatrixFormatError(f"path={str(path)!r}: {group}/shape is {shape.tolist()}, "
+                                    f"expected [features, barcodes]")
+        m, n = (int(s) for s in shape)
+        check_budget(8 * (max(m, n) + 1), budget, where=f"path={str(path)!r}",
+                     what=f"declares shape {m} x {n} (8 bytes per row and per column)")
+        if g["indptr"].shape[0] != n + 1:
+            raise MatrixFormatError(f"path={str(path)!r}: indptr has {g['indptr'].shape[0]} "
+                                    f"entries, expected {n + 1} (shape {(m, n)})")
         indptr = np.asarray(g["indptr"][:], dtype=np.int64)
+        nnz = int(g["indices"].shape[0])
+        if g["data"].shape[0] != nnz:
+            raise MatrixFormatError(f"path={str(path)!r}: {nnz} indices but "
+                                    f"{g['data'].shape[0]} values")
         src_dtype = g["data"].dtype
-    if indptr.size != n + 1:
-        raise MatrixFormatError(f"path={str(path)!r}: indptr has {indptr.size} entries, "
-                                f"expected {n + 1} (shape {(m, n)})")
+    check_full_pointer(indptr, nnz, major="barcode",
+                       where=f"{str(p.resolve())!r} ({group}), barcodes 0:{n}")
     bounds = column_bounds_by_nnz(indptr, int(block_nnz or DEFAULT_BLOCK_NNZ))
     out_dtype = np.dtype(dtype or src_dtype)
-    reader = TenxH5Reader(str(p.resolve()), group, m, None if dtype is None else out_dtype.str)
+    reader = TenxH5Reader(str(p.resolve()), group, m, None if dtype is None else out_dtype.str,
+                          budget, st, n)
     return array_from_reader(reader, (m, n), bounds, out_dtype, True,
                              f"{file_token(p)}:{group}", "open-10x-h5")
 
