@@ -195,7 +195,8 @@ def detect_format(path: PathLike) -> str:
     if head[:8] == b"\x89HDF\r\n\x1a\n":
         from .tenx import is_10x_h5
 
-        return "10x-h5" if is_10x_h5(p) else "h5ad"
+        with reading(p, "read its HDF5 structure"):
+            return "10x-h5" if is_10x_h5(p) else "h5ad"
     if head.startswith(b"%%MatrixMarket") or (
         head[:2] == b"\x1f\x8b" and p.name.lower().endswith(".mtx.gz")
     ):
