@@ -159,6 +159,10 @@ def _inline_futures(dsk: dict) -> dict:
     return {k: sub(v) for k, v in dsk.items() if k not in futs}
 
 
+_BLAS = None  # one ThreadpoolController: finding the loaded BLAS libraries scans every
+# shared library of the process, which costs milliseconds per fit once scanpy & co are loaded
+
+
 def blas_single_thread():
     """Limit BLAS to one thread while a fit runs on local threads (restored afterwards).
 
@@ -166,9 +170,12 @@ def blas_single_thread():
     cores (on a busy 2-core machine a 13,714 × 10 QR went from 1 ms to 100 ms). Distributed
     workers start with one BLAS thread already.
     """
-    from threadpoolctl import threadpool_limits
+    global _BLAS
+    from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=1, user_api="blas")
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def local_blas_limit(ex: Executor):

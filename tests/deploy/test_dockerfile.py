@@ -94,7 +94,7 @@ def test_build_context_has_what_is_copied_and_nothing_else():
     steps = _instructions(DOCKERFILE.read_text())
     copies = [args.split()[:-1] for word, args in steps if word == "COPY"]
     sources = [s for srcs in copies for s in srcs]
-    assert set(sources) == {"pyproject.toml", "README.md", "dask_factor"}
+    assert set(sources) == {"pyproject.toml", "README.md", "LICENSE", "dask_factor"}
     for src in sources:
         assert (ROOT / src).exists(), src
         assert _dockerignore_keeps(src), f".dockerignore leaves out {src}"
