@@ -471,34 +471,40 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
     converged = False
     step = done
     workers = _workers(ex)
+
+    def recover(exc: BaseException) -> int:
+        """Restore the last snapshot after a lost worker; return the step to go on from."""
+        nonlocal stalled, recoveries, prog, workers
+        now = _workers(ex)
+        lost = sorted(workers - now) or ["(unknown: the scheduler had replaced them)"]
+        stalled += 1
+        if stalled > MAX_STALLED_RECOVERIES:
+            raise WorkerLostError(
+                f"{name}: lost workers {', '.join(lost)} and could not complete step "
+                f"{highest + 1} in {MAX_STALLED_RECOVERIES} attempts; the cluster keeps "
+                f"losing the data (last error: {exc!r})") from exc
+        recoveries += 1
+        wait_for_a_worker(ex, name, lost, exc)
+        b_step, b_state, b_best, b_stats = base
+        warnings.warn(
+            f"{name}: lost data on the cluster at step {highest + 1} (workers "
+            f"{', '.join(lost)}; {type(exc).__name__}); resuming exactly from the snapshot "
+            f"of step {b_step}", RuntimeWarning, stacklevel=user_stacklevel())
+        run._resetup()
+        run.restore(b_state, b_best)
+        prog = _Progress()
+        for i, st in enumerate(b_stats):
+            prog.add(st, kind.record(i + 1, st), tol)
+        workers = now
+        return b_step
+
     while step < total:
         try:
             stats, new, prev = run.step(step + 1)
         except Exception as exc:
             if not (ex.distributed and is_worker_loss(exc)):
                 raise
-            now = _workers(ex)
-            lost = sorted(workers - now) or ["(unknown: the scheduler had replaced them)"]
-            stalled += 1
-            if stalled > MAX_STALLED_RECOVERIES:
-                raise WorkerLostError(
-                    f"{name}: lost workers {', '.join(lost)} and could not complete step "
-                    f"{step + 1} in {MAX_STALLED_RECOVERIES} attempts; the cluster keeps "
-                    f"losing the data (last error: {exc!r})") from exc
-            recoveries += 1
-            wait_for_a_worker(ex, name, lost, exc)
-            b_step, b_state, b_best, b_stats = base
-            warnings.warn(
-                f"{name}: lost data on the cluster at step {step + 1} (workers "
-                f"{', '.join(lost)}; {type(exc).__name__}); resuming exactly from the snapshot "
-                f"of step {b_step}", RuntimeWarning, stacklevel=user_stacklevel())
-            run._resetup()
-            run.restore(b_state, b_best)
-            prog = _Progress()
-            for i, st in enumerate(b_stats):
-                prog.add(st, kind.record(i + 1, st), tol)
-            step = b_step
-            workers = now
+            step = recover(exc)
             continue
         step += 1
         if step > highest:
@@ -525,18 +531,24 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
         early = (report is not None and kind.select_best and kind.patience is not None
                  and prog.since_best >= kind.patience)
         finished = converged or early or stop or step >= total
-        if ex.distributed and (step % snapshot_every == 0) and not finished:
-            state_v, best_v = run.values([run.state, run.best or {}])
-            run.restore(state_v, best_v)  # plain data again: the scheduler forgets the history
-            base = (step, state_v, best_v, list(prog.stats))
-            workers = _workers(ex)
-        if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 \
-                and not finished:
-            state_v, best_v = run.values([run.state, run.best or {}])
-            ckpt.save(checkpoint, ckpt.Snapshot(step=step, state=state_v,
-                                                best=best_v if run.best else None,
-                                                stats=list(prog.stats)),
-                      kind.fingerprint())
+        try:  # gathering the state can meet a lost worker too: recover as for a step
+            if ex.distributed and (step % snapshot_every == 0) and not finished:
+                state_v, best_v = run.values([run.state, run.best or {}])
+                run.restore(state_v, best_v)  # plain data again: the scheduler forgets history
+                base = (step, state_v, best_v, list(prog.stats))
+                workers = _workers(ex)
+            if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 \
+                    and not finished:
+                state_v, best_v = run.values([run.state, run.best or {}])
+                ckpt.save(checkpoint, ckpt.Snapshot(step=step, state=state_v,
+                                                    best=best_v if run.best else None,
+                                                    stats=list(prog.stats)),
+                          kind.fingerprint())
+        except Exception as exc:
+            if not (ex.distributed and is_worker_loss(exc)):
+                raise
+            step = recover(exc)
+            continue
         if finished:
             break
     if not converged and tol > 0 and step >= total and prog.scores and not (
