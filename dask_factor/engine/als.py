@@ -112,7 +112,7 @@ class ALSState:
 # task functions (run on workers)
 
 
-def _h_task(block, wpack, hprev, target, cfg: ALSConfig):
+def h_block_task(block, wpack, hprev, target, cfg: ALSConfig):
     """H half-step on one block plus its W-update partials."""
     W = wpack.W
     m, k = W.shape
@@ -204,7 +204,7 @@ def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
 # the fit kind
 
 
-def _compute(obj, client):
+def compute_on(obj, client):
     if client is not None:
         return client.compute(obj).result()
     return dask.compute(obj)[0]
@@ -215,7 +215,7 @@ def compute_block_stats(bm: BlockedMatrix, client=None) -> np.ndarray:
     parts = [dask.delayed(block_stats, pure=True)(b, dask_key_name=f"stats-{bm.name}-{i}")
              for i, b in enumerate(bm.blocks)]
     total = dask.delayed(sum_stats, pure=True)(*parts, dask_key_name=f"stats-{bm.name}")
-    return np.asarray(_compute(total, client))
+    return np.asarray(compute_on(total, client))
 
 
 def _digest(a) -> str:
@@ -266,7 +266,7 @@ class ALSKind(FitKind):
         cfg, pack = self.cfg, st["pack"]
         parts, new_h = [], []
         for b in range(self.bm.n_blocks):
-            hk = g.task("block-solve", (b,), _h_task, self.bkeys[b], pack, st["h"][b],
+            hk = g.task("block-solve", (b,), h_block_task, self.bkeys[b], pack, st["h"][b],
                         self.tkeys[b], cfg)
             new_h.append(g.task("h", (b,), kept_value, hk))
             parts.append(hk)  # the reduction reads the partials straight from the block task

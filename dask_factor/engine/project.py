@@ -9,12 +9,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels.products import csc_residual_parts, csc_sq_sum
-from .als import ALSConfig, _compute, _h_task, make_wpack
+from .als import ALSConfig, compute_on, h_block_task, make_wpack
 from .blocks import BlockedMatrix
 
 
 def _ht_only(block, wpack, cfg):
-    return _h_task(block, wpack, None, None, cfg)[0]
+    return h_block_task(block, wpack, None, None, cfg)[0]
 
 
 def project_blocks(bm: BlockedMatrix, W: np.ndarray, cfg: ALSConfig, client=None) -> list:
@@ -57,5 +57,5 @@ def reconstruction_sse(bm: BlockedMatrix, Wd: np.ndarray, h_blocks: list, client
     parts = [dask.delayed(_block_sse, pure=True)(b, Wd, h, dask_key_name=f"sse-{tok}-{i}")
              for i, (b, h) in enumerate(zip(bm.blocks, h_blocks))]
     total = dask.delayed(_sum, pure=True)(*parts, dask_key_name=f"sse-{tok}")
-    out = _compute(total, client)
+    out = compute_on(total, client)
     return max(float(out[0]), 0.0), float(out[1])

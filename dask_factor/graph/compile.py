@@ -24,8 +24,8 @@ from .merge import (
     FactorAdd,
     FactorCondition,
     FactorShared,
-    _check_same_samples,
     check_add_ranks,
+    check_same_samples,
     orient_z,
 )
 from .nodes import FactorInput, LayerNode, Node
@@ -296,7 +296,7 @@ def factor_net(inputs, output: Node, config: FactorNetConfig | None = None) -> F
     shapes = {id(x): _resolve_shape(x, names[id(x)]) for x in inputs}
     for x in nodes:
         if isinstance(x, FactorShared):
-            _check_same_samples(f"factor_shared({', '.join(repr(names[id(i)]) for i in x.inputs)})",
+            check_same_samples(f"factor_shared({', '.join(repr(names[id(i)]) for i in x.inputs)})",
                                 x.inputs)
     ns = {names[id(x)]: shapes[id(x)][1] for x in inputs}
     if len(set(ns.values())) > 1:

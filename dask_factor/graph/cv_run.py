@@ -144,7 +144,7 @@ def run_cv(ins, layer_fn, params, config, *, reps, strategy, n_random, seed, ver
     import pandas as pd
 
     from .compile import factor_net
-    from .fit import _fit_nmf_path, fit
+    from .fit import fit, fit_nmf_path
 
     f = float(config.test_fraction) or 0.1
     init_seed = config.seed if config.seed is not None else seed
@@ -160,7 +160,7 @@ def run_cv(ins, layer_fn, params, config, *, reps, strategy, n_random, seed, ver
                 res = fit(factor_net(ins, layer_fn(dict(combos[ci])), cfg), client=client)
             else:
                 net = factor_net(ins, layer_fn(dict(combos[ci])), cfg)
-                res = _fit_nmf_path(net, int(init_seed), client, None, layer=net.layers[0])
+                res = fit_nmf_path(net, int(init_seed), client, None, layer=net.layers[0])
             return job, res, None
         except Exception as exc:  # a failed fit becomes a NaN row (RcppML does the same)
             return job, None, exc

@@ -43,7 +43,7 @@ def _progress(net: FactorNet, progress: bool | None) -> bool:
     return bool(net.config.verbose if progress is None else progress)
 
 
-def _fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
+def fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
                   ckpt=None, progress: bool = False) -> GraphResult:
     cfg = net.config
     lp = layer if layer is not None else net.layers[0]
@@ -177,7 +177,7 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
         lp.check(net.n)
     seed = cfg.seed if cfg.seed is not None else _draw_seed()
     if net.nmf_path or (cfg.test_fraction > 0 and _masked_layer(net)):
-        return _fit_nmf_path(net, seed, client, on_iteration, ckpt=ckpt,
+        return fit_nmf_path(net, seed, client, on_iteration, ckpt=ckpt,
                              progress=_progress(net, progress))
     return _fit_engine(net, seed, client, on_iteration, ckpt, progress=_progress(net, progress))
 

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..engine.plan import ConditionPart, SumPart
-from .nodes import FactorInput, Node, _check_name, _check_node, _is_layer
+from .nodes import FactorInput, Node, check_name, check_node, is_layer
 
 __all__ = [
     "FactorShared", "FactorConcat", "FactorAdd", "FactorCondition", "factor_shared",
@@ -94,7 +94,7 @@ def factor_shared(*inputs: FactorInput, name: str | None = None) -> FactorShared
     if len(inputs) < 2:
         raise ValueError(f"factor_shared: requires at least 2 inputs, got {len(inputs)}")
     for i, x in enumerate(inputs):
-        _check_node("factor_shared", f"inputs[{i}]", x)
+        check_node("factor_shared", f"inputs[{i}]", x)
         if not isinstance(x, FactorInput):
             raise TypeError(f"factor_shared: inputs[{i}] ({x.label!r}) is not a factor_input; "
                             f"factor_shared row-binds inputs (use factor_concat to combine "
@@ -102,11 +102,11 @@ def factor_shared(*inputs: FactorInput, name: str | None = None) -> FactorShared
     if len({id(x) for x in inputs}) != len(inputs):
         raise ValueError(f"factor_shared: the same input is given twice "
                          f"({_branch_labels(inputs)})")
-    _check_same_samples("factor_shared", inputs)
-    return FactorShared(inputs=tuple(inputs), name=_check_name("factor_shared", name))
+    check_same_samples("factor_shared", inputs)
+    return FactorShared(inputs=tuple(inputs), name=check_name("factor_shared", name))
 
 
-def _check_same_samples(where: str, inputs) -> None:
+def check_same_samples(where: str, inputs) -> None:
     known = [(x, x.shape[1]) for x in inputs if isinstance(x, FactorInput) and x.shape]
     if len({n for _, n in known}) > 1:
         desc = ", ".join(f"{x.label!r} has {n}" for x, n in known)
@@ -115,7 +115,7 @@ def _check_same_samples(where: str, inputs) -> None:
 
 def branch_rank(x: Node) -> int | None:
     """The number of rows a node contributes to a downstream layer's input (None if unknown)."""
-    if _is_layer(x):
+    if is_layer(x):
         return x.k
     if isinstance(x, FactorConcat):
         ranks = [branch_rank(b) for b in x.branches]
@@ -134,7 +134,7 @@ def _check_branches(where: str, branches) -> tuple[Node, ...]:
     if len(branches) < 2:
         raise ValueError(f"{where}: requires at least 2 branches, got {len(branches)}")
     for i, b in enumerate(branches):
-        _check_node(where, f"branches[{i}]", b)
+        check_node(where, f"branches[{i}]", b)
         if isinstance(b, (FactorInput, FactorShared)) or (
                 isinstance(b, FactorCondition) and branch_rank(b) is None):
             raise TypeError(f"{where}: branches[{i}] ({b.label!r}) is an input; {where} combines "
@@ -196,7 +196,7 @@ def factor_concat(*branches: Node, name: str | None = None) -> FactorConcat:
     13
     """
     branches = _check_branches("factor_concat", branches)
-    return FactorConcat(branches=branches, name=_check_name("factor_concat", name))
+    return FactorConcat(branches=branches, name=check_name("factor_concat", name))
 
 
 @dataclass(eq=False)
@@ -271,11 +271,11 @@ def factor_add(*branches: Node, name: str | None = None) -> FactorAdd:
     """
     branches = _check_branches("factor_add", branches)
     for i, b in enumerate(branches):
-        if not (_is_layer(b) or isinstance(b, FactorAdd)):
+        if not (is_layer(b) or isinstance(b, FactorAdd)):
             raise TypeError(f"factor_add: branches[{i}] ({b.label!r}) must be a layer or a "
                             f"factor_add of layers")
     check_add_ranks("factor_add", branches)
-    return FactorAdd(branches=branches, name=_check_name("factor_add", name))
+    return FactorAdd(branches=branches, name=check_name("factor_add", name))
 
 
 @dataclass(eq=False)
@@ -345,7 +345,7 @@ def factor_condition(input: Node, Z, *, name: str | None = None) -> FactorCondit
     >>> factor_condition(inp, np.zeros((2, 20)))
     factor_condition('x', Z=<2×20>)
     """
-    _check_node("factor_condition", "input", input)
+    check_node("factor_condition", "input", input)
     if sp.issparse(Z):
         Z = Z.toarray()
     if hasattr(Z, "to_numpy"):
@@ -365,7 +365,7 @@ def factor_condition(input: Node, Z, *, name: str | None = None) -> FactorCondit
     n = _samples_of(input)
     if n is not None:
         Z = orient_z("factor_condition", Z, n)
-    return FactorCondition(input=input, Z=Z, name=_check_name("factor_condition", name))
+    return FactorCondition(input=input, Z=Z, name=check_name("factor_condition", name))
 
 
 def orient_z(where: str, Z: np.ndarray, n: int) -> np.ndarray:

@@ -68,14 +68,14 @@ class Node:
         return False
 
 
-def _check_node(where: str, arg: str, x) -> Node:
+def check_node(where: str, arg: str, x) -> Node:
     if not isinstance(x, Node):
         raise TypeError(f"{where}: '{arg}' must be a graph node (factor_input, a layer, "
                         f"factor_shared, …), got {type(x).__name__}")
     return x
 
 
-def _check_name(where: str, name) -> str | None:
+def check_name(where: str, name) -> str | None:
     if name is None:
         return None
     if not isinstance(name, str) or not name or "/" in name:
@@ -160,7 +160,7 @@ def factor_input(data, name: str | None = None) -> FactorInput:
     >>> factor_input(A, name="methylation")
     factor_input(name='methylation', shape=(824, 135))
     """
-    name = _check_name("factor_input", name)
+    name = check_name("factor_input", name)
     if isinstance(data, (str, os.PathLike)):
         if not os.path.exists(data):
             raise ValueError(f"factor_input: path {str(data)!r} does not exist")
@@ -268,12 +268,12 @@ class NMFLayer(LayerNode):
 
 
 def _layer_common(where, input, k, name, W, H):
-    _check_node(where, "input", input)
+    check_node(where, "input", input)
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"{where}: k must be an integer rank, got {k!r}")
     if int(k) < 1:
         raise ValueError(f"{where}: k must be >= 1, got {k}")
-    return (int(k), _check_name(where, name), _check_side(where, "W", W, "W"),
+    return (int(k), check_name(where, name), _check_side(where, "W", W, "W"),
             _check_side(where, "H", H, "H"))
 
 
@@ -482,5 +482,5 @@ def svd_layer(
         nonneg=V.pair(f"{where}: nonneg", nonneg, kind=bool), W=W, H=H)
 
 
-def _is_layer(x) -> bool:
+def is_layer(x) -> bool:
     return isinstance(x, LayerNode)

@@ -260,9 +260,9 @@ def check_h5ad_keys(path, keys, *, overwrite: bool, what: str = "path") -> None:
     and ``overwrite`` is False; ``ValueError`` when ``path`` is not an ``.h5ad`` file."""
     import h5py
 
-    from ..io.anndata_io import _backend
+    from ..io.anndata_io import anndata_backend
 
-    if _backend(path) != "h5":
+    if anndata_backend(path) != "h5":
         raise ValueError(f"{what}={str(path)!r}: only .h5ad files can be updated in place")
     if overwrite:
         return
@@ -279,13 +279,13 @@ def _to_h5ad(result: GraphResult, path: Path, *, input, uns_key, overwrite) -> P
     import pandas as pd
     from anndata.io import write_elem
 
-    from ..io.anndata_io import _describe
+    from ..io.anndata_io import describe_element
 
     names = list(result.input_names)
     keys = anndata_keys(result, input, names, uns_key)
     check_h5ad_keys(path, keys, overwrite=overwrite)
     with h5py.File(path, "r") as f:
-        n_cells, n_genes = _describe(f, "X")[1]
+        n_cells, n_genes = describe_element(f, "X")[1]
     shell = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n_cells)]),
                        var=pd.DataFrame(index=[str(i) for i in range(n_genes)]))
     to_anndata(result, shell, input=input, uns_key=uns_key)

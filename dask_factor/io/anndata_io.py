@@ -93,7 +93,7 @@ class _Container:
             self._f.close()
 
 
-def _backend(path: PathLike) -> str:
+def anndata_backend(path: PathLike) -> str:
     fmt = detect_format(path)
     if fmt == "h5ad":
         return "h5"
@@ -102,7 +102,7 @@ def _backend(path: PathLike) -> str:
     raise ValueError(f"path={str(path)!r} is a {fmt!r} file, not an AnnData .h5ad or zarr store")
 
 
-def _describe(node, key: str, path: PathLike | None = None
+def describe_element(node, key: str, path: PathLike | None = None
               ) -> tuple[str, tuple[int, int], np.dtype, int | None]:
     """(encoding, (cells, genes), dtype, nnz) of the element ``key`` of an open container.
 
@@ -291,13 +291,13 @@ def open_array(
     >>> A = open_array("pbmc.h5ad", layer="counts")  # doctest: +SKIP
     >>> A.shape  # genes x cells  # doctest: +SKIP
     """
-    backend = _backend(path)
+    backend = anndata_backend(path)
     key = _element_key(layer, raw)
     target = int(block_nnz or DEFAULT_BLOCK_NNZ)
     budget = get_limits().budget(source_size(path))
     st = stamp(Path(path).resolve())
     with _Container(str(path), backend) as f:
-        enc, (n_cells, n_genes), src_dtype, nnz = _describe(f, key, path)
+        enc, (n_cells, n_genes), src_dtype, nnz = describe_element(f, key, path)
         check_budget(8 * (max(n_cells, n_genes) + 1), budget, where=f"path={str(path)!r}",
                      what=f"{key} declares {n_cells} cells x {n_genes} genes (8 bytes per cell "
                           f"and per gene)")
@@ -363,7 +363,7 @@ def read_metadata(path: PathLike, *, raw: bool = False):
     """
     from anndata.io import read_elem
 
-    with _Container(str(path), _backend(path)) as f:
+    with _Container(str(path), anndata_backend(path)) as f:
         var = read_elem(f["raw/var" if raw else "var"])
         obs = read_elem(f["obs"])
     return var, obs
@@ -384,9 +384,9 @@ def info(path: PathLike) -> dict:
     >>> info("pbmc.h5ad")["shape"]  # doctest: +SKIP
     (13714, 2638)
     """
-    backend = _backend(path)
+    backend = anndata_backend(path)
     with _Container(str(path), backend) as f:
-        enc, (n_cells, n_genes), dtype, nnz = _describe(f, "X", path)
+        enc, (n_cells, n_genes), dtype, nnz = describe_element(f, "X", path)
         layers = sorted(f["layers"].keys()) if "layers" in f else []
         root = {k: _decode(v) for k, v in f.attrs.items()}
         return {
@@ -581,10 +581,10 @@ def _write_nmf_h5ad(path: Path, W, H, uns, obsm_key, varm_key, uns_key, overwrit
     import h5py
     from anndata.io import write_elem
 
-    if _backend(path) != "h5":
+    if anndata_backend(path) != "h5":
         raise ValueError(f"path={str(path)!r}: only .h5ad files can be updated in place")
     with h5py.File(path, "r+") as f:
-        n_cells, n_genes = _describe(f, "X")[1] if "X" in f else (len(f["obs/_index"]),
+        n_cells, n_genes = describe_element(f, "X")[1] if "X" in f else (len(f["obs/_index"]),
                                                                    len(f["var/_index"]))
         if W.shape[0] != n_genes or H.shape[1] != n_cells:
             raise ValueError(f"{path} is {n_cells} cells x {n_genes} genes but W is {W.shape} "

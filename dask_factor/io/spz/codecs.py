@@ -55,14 +55,14 @@ __all__ = [
 
 #: largest value of the uint value types (codes 0, 1, 2)
 UINT_MAX = {0: 255, 1: 65535, 2: 4294967295}
-_WIDTH = (1, 2, 4, 4, 2, 1, 8)
+WIDTH = (1, 2, 4, 4, 2, 1, 8)
 _U32 = np.uint64(0xFFFFFFFF)
 # non-literal constants: passing Python literals to inner njit calls would compile extra
 # literal-specialised copies of the callees (slower cold start)
-_I0 = np.int64(0)
-_I256 = np.int64(256)
-_YES = np.bool_(True)
-_NO = np.bool_(False)
+I0 = np.int64(0)
+I256 = np.int64(256)
+YES = np.bool_(True)
+NO = np.bool_(False)
 _F32_TINY = np.float32(np.finfo(np.float32).tiny)
 
 
@@ -70,13 +70,13 @@ _F32_TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 @njit(nogil=True, cache=True)
-def _varint_minimal(buf, start, stop):
+def varint_minimal(buf, start, stop):
     """Whether the varint in ``buf[start:stop]`` is in its shortest form (no zero top group)."""
     return stop - start == 1 or buf[stop - 1] != 0
 
 
 @njit(nogil=True, cache=True)
-def _decode_escape(buf, pos, end, count, out, strict):
+def decode_escape(buf, pos, end, count, out, strict):
     """Escape-rANS block -> ``out[:count]`` (uint64).  Returns ``(new_pos, err)``.
 
     ``strict`` (v2) adds what the v2 writer guarantees: the table covers exactly the symbols
@@ -100,7 +100,7 @@ def _decode_escape(buf, pos, end, count, out, strict):
     if err:
         return pos, err
     if strict:
-        err = check_table(freq, nsym, syms, count, _I0)
+        err = check_table(freq, nsym, syms, count, I0)
         if err:
             return pos, err
     pos += enc_len
@@ -123,7 +123,7 @@ def _decode_escape(buf, pos, end, count, out, strict):
                 if strict:
                     if v < np.uint64(255):
                         return pos, E_ESCAPE_VALUE
-                    if not _varint_minimal(buf, start, pos):
+                    if not varint_minimal(buf, start, pos):
                         return pos, E_VARINT_FORM
                 out[i] = v
             else:
@@ -137,7 +137,7 @@ def _decode_escape(buf, pos, end, count, out, strict):
 
 
 @njit(nogil=True, cache=True)
-def _decode_shuffle(buf, pos, end, count, width, out_bytes, strict):
+def decode_shuffle(buf, pos, end, count, width, out_bytes, strict):
     """Byte-shuffle block -> ``out_bytes`` (count*width, value-major).  Returns (pos, err).
 
     ``strict``: every lane's table spans 256 symbols and is the writer's (:func:`check_table`).
@@ -168,7 +168,7 @@ def _decode_shuffle(buf, pos, end, count, width, out_bytes, strict):
         if err:
             return pos, err
         if strict:
-            err = check_table(freq, nsym, syms, count, _I256)
+            err = check_table(freq, nsym, syms, count, I256)
             if err:
                 return pos, err
         pos += enc_len
@@ -233,7 +233,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
     if vend > buf.size:
         return E_TRUNCATED
     # ---- structure
-    cc_len, pos, err = read_u32(buf, _I0, gend)
+    cc_len, pos, err = read_u32(buf, I0, gend)
     if err:
         return err
     cc_end = pos + cc_len
@@ -251,7 +251,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         c, pos, err = read_varint(buf, pos, cc_end)
         if err:
             return E_VARINT
-        if not _varint_minimal(buf, start, pos):
+        if not varint_minimal(buf, start, pos):
             return E_VARINT_FORM
         if c > np.uint64(nnz):
             return E_COLCOUNT
@@ -265,7 +265,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         return E_COLCOUNT
     if nnz > 0:
         gaps = np.empty(nnz, np.uint64)
-        pos, err = _decode_escape(buf, pos, gend, nnz, gaps, _YES)
+        pos, err = decode_escape(buf, pos, gend, nnz, gaps, YES)
         if err:
             return err
         for j in range(num_cols):
@@ -289,7 +289,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         return 0 if value_size == 0 else E_TRAILING
     if vtype <= 2:
         iv = np.empty(nnz, np.uint64)
-        pos, err = _decode_escape(buf, pos, vend, nnz, iv, _YES)
+        pos, err = decode_escape(buf, pos, vend, nnz, iv, YES)
         if err:
             return err
         vmax = np.uint64(255) if vtype == 0 else (
@@ -312,7 +312,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         err = rans_decode(buf, pos, pos + enc_len, freq, nnz, q)
         if err:
             return err
-        err = check_table(freq, nsym, q, nnz, _I256)
+        err = check_table(freq, nsym, q, nnz, I256)
         if err:
             return err
         pos += enc_len
@@ -323,9 +323,9 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
         for k in range(nnz):
             vals[k] = off + sc * np.float32(q[k])
     else:
-        w = _WIDTH[vtype]
+        w = WIDTH[vtype]
         raw = np.empty(nnz * w, np.uint8)
-        pos, err = _decode_shuffle(buf, pos, vend, nnz, w, raw, _YES)
+        pos, err = decode_shuffle(buf, pos, vend, nnz, w, raw, YES)
         if err:
             return err
         if vtype == 3:
@@ -429,7 +429,7 @@ def _encode_escape(vals, out, pos):
             syms[i] = 255
             escaped = True
     nsym = 256 if escaped else mx + 1
-    pos = encode_stream(syms, np.int64(nsym), out, pos, _NO)
+    pos = encode_stream(syms, np.int64(nsym), out, pos, NO)
     len_pos = pos
     pos += 4
     if escaped:
@@ -472,7 +472,7 @@ def _encode_gaps(indptr, rows):
 def _encode_uint_values(vals):
     n = vals.size
     out = np.empty(530 + 8 + 2 * n + 4 + 10 * n, np.uint8)
-    pos = _encode_escape(vals, out, _I0)
+    pos = _encode_escape(vals, out, I0)
     return out[:pos].copy()
 
 
@@ -487,14 +487,14 @@ def _encode_shuffle(raw, width):
     for s in range(width):
         for i in range(n):
             lane[i] = raw[i * width + s]
-        pos = encode_stream(lane, _I256, out, pos, _YES)
+        pos = encode_stream(lane, I256, out, pos, YES)
     return out[:pos].copy()
 
 
 @njit(nogil=True, cache=True)
 def _encode_q8(q):
     out = np.empty(514 + 4 + 2 * q.size + 4, np.uint8)
-    pos = encode_stream(q, _I256, out, _I0, _NO)
+    pos = encode_stream(q, I256, out, I0, NO)
     return out[:pos].copy()
 
 
@@ -625,5 +625,5 @@ def encode_chunk(
             raw = np.ascontiguousarray(values, dtype="<f8").view(np.uint8)
         else:
             raw = f32_to_half_bits(values).astype("<u2").view(np.uint8)
-        vs = _encode_shuffle(raw, _WIDTH[vtype])
+        vs = _encode_shuffle(raw, WIDTH[vtype])
     return gaps, vs, qs, qo

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit
 
-from .codecs import _decode_escape, _decode_shuffle
+from .codecs import decode_escape, decode_shuffle
 from .errors import SpzFormatError
 from .header import DESC_V2, Footer
 from .layout import Layout, ReadFn, Section
@@ -197,7 +197,7 @@ def _decode_v1(blob, path, flags, m, n, nnz, vt1, model_size, cc_size, sk_size, 
     vals = np.empty(nnz, dt)
     if nnz:
         syms = np.empty(nnz, np.uint64)
-        p, err = _decode_escape(buf, pos, s_end, nnz, syms, False)
+        p, err = decode_escape(buf, pos, s_end, nnz, syms, False)
         if err or p != s_end:
             raise _fail(path, "structure", err or E_TRAILING)
         err = _gaps_to_rows(syms, indptr, m, bool(flags & 1), dens, block_size, rows)
@@ -206,7 +206,7 @@ def _decode_v1(blob, path, flags, m, n, nnz, vt1, model_size, cc_size, sk_size, 
         v_end = s_end + values_size
         if vt1 == 3:
             raw = np.empty(nnz * 8, np.uint8)
-            p, err = _decode_shuffle(buf, s_end, v_end, nnz, 8, raw, False)
+            p, err = decode_shuffle(buf, s_end, v_end, nnz, 8, raw, False)
             if err or p != v_end:
                 raise _fail(path, "values", err or E_TRAILING)
             bits = raw.view("<u8").copy()
@@ -217,7 +217,7 @@ def _decode_v1(blob, path, flags, m, n, nnz, vt1, model_size, cc_size, sk_size, 
             vals[:] = bits.view("<f8")
         else:
             syms = np.empty(nnz, np.uint64)
-            p, err = _decode_escape(buf, s_end, v_end, nnz, syms, False)
+            p, err = decode_escape(buf, s_end, v_end, nnz, syms, False)
             if err or p != v_end:
                 raise _fail(path, "values", err or E_TRAILING)
             tmp = np.empty(nnz, np.int64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .codecs import _I0, _I256, _NO, _WIDTH, _YES, _varint_minimal
+from .codecs import I0, I256, NO, WIDTH, YES, varint_minimal
 from .rans import (
     E_CAPACITY,
     E_COLCOUNT,
@@ -62,7 +62,7 @@ def _skim_rans(buf, pos, end, count, freq, want_nsym, with_len):
 
 @njit(nogil=True, cache=True)
 def _skim_escape(buf, pos, end, count, freq):
-    pos, nsym, err = _skim_rans(buf, pos, end, count, freq, _I0, _NO)
+    pos, nsym, err = _skim_rans(buf, pos, end, count, freq, I0, NO)
     if err:
         return pos, err
     ov_len, pos, err = read_u32(buf, pos, end)
@@ -87,7 +87,7 @@ def preflight_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale):
     vend = gap_size + value_size
     if vend > buf.size:
         return E_TRUNCATED
-    cc_len, pos, err = read_u32(buf, _I0, gend)
+    cc_len, pos, err = read_u32(buf, I0, gend)
     if err:
         return err
     cc_end = pos + cc_len
@@ -101,7 +101,7 @@ def preflight_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale):
         c, pos, err = read_varint(buf, pos, cc_end)
         if err:
             return E_VARINT
-        if not _varint_minimal(buf, start, pos):
+        if not varint_minimal(buf, start, pos):
             return E_VARINT_FORM
         if c > np.uint64(nnz) or c > np.uint64(m):
             return E_COLCOUNT
@@ -129,18 +129,18 @@ def preflight_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale):
     elif vtype == 5:
         if not (np.isfinite(qscale) and qscale >= 0.0):
             return E_QUANT
-        pos, nsym, err = _skim_rans(buf, pos, vend, nnz, freq, _I256, _NO)
+        pos, nsym, err = _skim_rans(buf, pos, vend, nnz, freq, I256, NO)
         if err:
             return err
     else:
-        w = _WIDTH[vtype]
+        w = WIDTH[vtype]
         if pos + 1 > vend:
             return E_TRUNCATED
         if np.int64(buf[pos]) != w:
             return E_LANES
         pos += 1
         for _ in range(w):
-            pos, nsym, err = _skim_rans(buf, pos, vend, nnz, freq, _I256, _YES)
+            pos, nsym, err = _skim_rans(buf, pos, vend, nnz, freq, I256, YES)
             if err:
                 return err
     if pos != vend:
