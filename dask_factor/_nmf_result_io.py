@@ -21,9 +21,6 @@ import numpy as np
 FORMAT = "dask_factor.nmf_result"
 VERSION = 1
 
-_ANNDATA_HINT = 'anndata is needed here: pip install "dask_factor[anndata]"'
-
-
 def _json(x):
     def default(o):
         if isinstance(o, np.generic):
@@ -156,11 +153,11 @@ def params(result) -> dict[str, Any]:
 
 def to_anndata(result, adata=None, *, key: str = "nmf", overwrite: bool = True):
     """See :meth:`NMFResult.to_anndata`."""
-    try:
-        import anndata as ad
-    except ImportError as e:
-        raise ImportError(_ANNDATA_HINT) from e
     import pandas as pd
+
+    from ._optional import require
+
+    ad = require("anndata", "NMFResult.to_anndata")
 
     from .io.anndata_io import write_nmf_to_anndata
 

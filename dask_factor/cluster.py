@@ -34,6 +34,8 @@ from typing import Any
 
 from distributed import Client
 
+from ._optional import MissingExtra, require
+
 __all__ = ["connect", "local", "slurm", "kubernetes", "kubernetes_spec", "kubernetes_job_spec",
            "load_config", "MissingExtra", "SchedulerUnreachable", "CONNECT_TIMEOUT",
            "DEFAULT_IMAGE", "FIT_ENV"]
@@ -52,20 +54,6 @@ CONNECT_TIMEOUT = 10.0
 
 class SchedulerUnreachable(ConnectionError):
     """No Dask scheduler answered at the address within the timeout."""
-
-
-class MissingExtra(ImportError):
-    """An optional dependency of a cluster entry point is not installed; says what to install."""
-
-
-def _require(module: str, what: str, pip: str = "dask_factor[cluster]"):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingExtra(f"{what} needs {module.split('.')[0]!s} ({err}); install it with: "
-                           f'pip install "{pip}"') from err
 
 
 class _ClusterClient(Client):
@@ -293,7 +281,7 @@ def slurm(jobs: int = 2, *, config: str | os.PathLike | None = None, cores: int 
     ...                    cores=4, memory="16GiB") as client:  # doctest: +SKIP
     ...     model = nmf("cells.zarr", k=20, seed=1, client=client)
     """
-    jq = _require("dask_jobqueue", "dask_factor.cluster.slurm()")
+    jq = require("dask_jobqueue", "dask_factor.cluster.slurm()")
     opts = {"cores": cores, "memory": memory, "processes": processes, "walltime": walltime,
             "queue": queue, "account": account, "interface": interface,
             "log_directory": None if log_directory is None else str(log_directory)}
@@ -369,7 +357,7 @@ def kubernetes_spec(name: str = "dask-factor", *, image: str = DEFAULT_IMAGE,
     >>> spec["spec"]["worker"]["spec"]["containers"][0]["args"][:4]  # doctest: +SKIP
     ['dask', 'worker', '--nthreads', '2']
     """
-    op = _require("dask_kubernetes.operator", "dask_factor.cluster.kubernetes_spec()")
+    op = require("dask_kubernetes.operator", "dask_factor.cluster.kubernetes_spec()")
     if threads is None:
         try:
             threads = max(int(float(cpu)), 1)
@@ -489,7 +477,7 @@ def kubernetes(name: str = "dask-factor", *, namespace: str | None = None,
     >>> with cluster.kubernetes("fit-1", n_workers=4, memory="16Gi") as client:  # doctest: +SKIP
     ...     model = nmf("s3://bucket/cells.zarr", k=20, seed=1, client=client)
     """
-    op = _require("dask_kubernetes.operator", "dask_factor.cluster.kubernetes()")
+    op = require("dask_kubernetes.operator", "dask_factor.cluster.kubernetes()")
     spec = kubernetes_spec(name, image=image, n_workers=n_workers, cpu=cpu, memory=memory,
                            threads=threads, env=env, data_claim=data_claim,
                            data_mount=data_mount, idle_timeout=idle_timeout)

@@ -16,11 +16,9 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from ._optional import MissingExtra, install_hint
 from ._params import validate_params
 from .nmf import NMFResult, nmf
-
-_SKLEARN_HINT = ('scikit-learn is needed for dask_factor.estimator: '
-                 'pip install "dask_factor[sklearn]"')
 
 try:
     from sklearn.base import (
@@ -47,7 +45,7 @@ except ImportError:  # pragma: no cover - exercised in a subprocess test
         """Stands in for scikit-learn's bases: instantiating says what to install."""
 
         def __new__(cls, *args, **kwargs):
-            raise ImportError(_SKLEARN_HINT)
+            raise MissingExtra(install_hint("sklearn", "dask_factor.estimator"), name="sklearn")
 
     class ClassNamePrefixFeaturesOutMixin:  # noqa: D101
         pass

@@ -24,16 +24,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._optional import require
+
 __all__ = ["nmf", "pca", "svd"]
 
-_ANNDATA_HINT = 'dask_factor.tl needs anndata: pip install "dask_factor[anndata]"'
-
-
 def _check_adata(adata, layer: str | None, where: str) -> None:
-    try:
-        import anndata  # noqa: F401
-    except ImportError as e:  # pragma: no cover - anndata is in the test extra
-        raise ImportError(_ANNDATA_HINT) from e
+    require("anndata", f"dask_factor.tl.{where}")
     if type(adata).__name__ != "AnnData" or not hasattr(adata, "obsm"):
         raise TypeError(f"{where}: expected an anndata.AnnData (cells × genes), got "
                         f"{type(adata).__name__}; call dask_factor.{where}(A, k) on a matrix")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..engine.plan import InputPart, part_from_dict
 from ..io.blocks import atomic_path
 from .result import GraphResult, LayerResult
@@ -258,9 +259,9 @@ def anndata_keys(result_or_plan, input: str | None, input_names: list[str],
 def check_h5ad_keys(path, keys, *, overwrite: bool, what: str = "path") -> None:
     """Refuse (``FileExistsError``) when one of ``keys`` exists in the ``.h5ad`` at ``path``
     and ``overwrite`` is False; ``ValueError`` when ``path`` is not an ``.h5ad`` file."""
-    import h5py
-
     from ..io.anndata_io import anndata_backend
+
+    h5py = require("h5py", "writing into an .h5ad")
 
     if anndata_backend(path) != "h5":
         raise ValueError(f"{what}={str(path)!r}: only .h5ad files can be updated in place")
@@ -274,12 +275,13 @@ def check_h5ad_keys(path, keys, *, overwrite: bool, what: str = "path") -> None:
 
 
 def _to_h5ad(result: GraphResult, path: Path, *, input, uns_key, overwrite) -> Path:
-    import anndata as ad
-    import h5py
     import pandas as pd
-    from anndata.io import write_elem
 
     from ..io.anndata_io import describe_element
+
+    ad = require("anndata", "writing into an .h5ad")
+    h5py = require("h5py", "writing into an .h5ad")
+    write_elem = require("anndata.io", "writing into an .h5ad").write_elem
 
     names = list(result.input_names)
     keys = anndata_keys(result, input, names, uns_key)

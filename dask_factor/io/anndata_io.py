@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._optional import require
 from .blocks import (
     BlockStream,
     PathLike,
@@ -79,8 +80,7 @@ class _Container:
 
     def __enter__(self):
         if self.backend == "h5":
-            import h5py
-
+            h5py = require("h5py", f"reading {self.path!r}")
             self._f = h5py.File(self.path, self.mode)
             return self._f
         import zarr
@@ -361,8 +361,7 @@ def read_metadata(path: PathLike, *, raw: bool = False):
     --------
     >>> genes, cells = read_metadata("pbmc.h5ad")  # doctest: +SKIP
     """
-    from anndata.io import read_elem
-
+    read_elem = require("anndata.io", f"reading the metadata of {str(path)!r}").read_elem
     with _Container(str(path), anndata_backend(path)) as f:
         var = read_elem(f["raw/var" if raw else "var"])
         obs = read_elem(f["obs"])
@@ -434,9 +433,8 @@ def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
     >>> from dask_factor.io import write_matrix
     >>> write_matrix("counts.zarr", "counts.h5ad")  # doctest: +SKIP
     """
-    import anndata as ad
-    import h5py
-
+    ad = require("anndata", "writing an .h5ad")
+    h5py = require("h5py", "writing an .h5ad")
     m, n = stream.shape
     skeleton = ad.AnnData(obs=_str_index(stream.col_meta, n, "cell"),
                           var=_str_index(stream.row_meta, m, "gene"))
@@ -578,8 +576,8 @@ def write_nmf_to_anndata(
 
 
 def _write_nmf_h5ad(path: Path, W, H, uns, obsm_key, varm_key, uns_key, overwrite) -> Path:
-    import h5py
-    from anndata.io import write_elem
+    h5py = require("h5py", "writing into an .h5ad")
+    write_elem = require("anndata.io", "writing into an .h5ad").write_elem
 
     if anndata_backend(path) != "h5":
         raise ValueError(f"path={str(path)!r}: only .h5ad files can be updated in place")

@@ -102,7 +102,7 @@ def reading(path, what: str = "read it") -> Iterator[None]:
         yield
     except MatrixFormatError:
         raise
-    except MemoryError:
+    except (MemoryError, ImportError):  # not a damaged file (ImportError: a missing extra)
         raise
     except Exception as exc:
         if isinstance(exc, ValueError | TypeError | OSError) and _names(exc, spath):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._optional import require
 from .blocks import PathLike, array_from_reader, file_token
 from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
 from .errors import MatrixFormatError, reading
@@ -38,8 +39,6 @@ from .stamp import Stamp, check_stamp, stamp
 from .validate import cast_values, check_full_pointer, check_pointer_slice, csc_from_arrays
 
 __all__ = ["is_10x_dir", "is_10x_h5", "open_array", "read_metadata", "info", "TenxH5Reader"]
-
-_H5_HINT = 'reading a 10x .h5 file needs h5py: pip install "dask_factor[anndata]"'
 
 
 def _find(d: Path, names: tuple[str, ...]) -> Path | None:
@@ -86,14 +85,16 @@ def is_10x_h5(path: PathLike) -> bool:
     --------
     >>> is_10x_h5("/")
     False
+
+    Raises
+    ------
+    MissingExtra
+        ``path`` is a file and h5py (the ``[anndata]`` extra) is not installed.
     """
     p = Path(path)
     if not p.is_file():
         return False
-    try:
-        import h5py
-    except ImportError:
-        return False
+    h5py = require("h5py", f"reading the HDF5 file {str(path)!r}")
     try:
         with h5py.File(p, "r") as f:
             return "X" not in f and _h5_group(f) is not None
@@ -106,11 +107,7 @@ def _str(values) -> list[str]:
 
 
 def _open_h5(path: PathLike):
-    try:
-        import h5py
-    except ImportError as e:
-        raise ImportError(_H5_HINT) from e
-    return h5py.File(path, "r")
+    return require("h5py", "reading a 10x .h5 file").File(path, "r")
 
 
 def _group_or_raise(f, path, genome):

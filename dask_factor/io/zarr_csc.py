@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
+from .._optional import require
 from .blocks import (
     BlockStream,
     PathLike,
@@ -315,8 +316,7 @@ def read_metadata(path: PathLike):
     out = []
     for key in ("row_meta", "col_meta"):
         if key in node:
-            from anndata.io import read_elem
-
+            read_elem = require("anndata.io", "reading a zarr matrix's row/column names").read_elem
             out.append(read_elem(node[key]))
         else:
             out.append(None)
@@ -442,8 +442,7 @@ def _chunk_len(stream: BlockStream, block_nnz: int | None, chunk_nnz: int | None
 def _write_meta(g, stream: BlockStream) -> None:
     for key, df in (("row_meta", stream.row_meta), ("col_meta", stream.col_meta)):
         if df is not None:
-            from anndata.io import write_elem
-
+            write_elem = require("anndata.io", "writing row/column names to zarr").write_elem
             with warnings.catch_warnings():  # anndata's notice about its future default
                 warnings.filterwarnings("ignore", message=".*autosharding", category=UserWarning)
                 write_elem(g, key, df)
