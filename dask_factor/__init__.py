@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from . import datasets, tl
+from . import datasets, plot, tl
 from .estimator import NMF
 from .graph import (
     FactorNet,
@@ -39,7 +39,7 @@ from .svd import SVDResult, pca, svd
 __version__ = "0.1.0"
 
 __all__ = [
-    "nmf", "NMFResult", "NMF", "svd", "pca", "SVDResult", "datasets", "tl", "__version__",
+    "nmf", "NMFResult", "NMF", "svd", "pca", "SVDResult", "datasets", "plot", "tl", "__version__",
     "factor_input", "nmf_layer", "svd_layer", "factor_shared", "factor_concat", "factor_add",
     "factor_condition", "W", "H", "factor_config", "factor_net", "fit", "cross_validate_graph",
     "compute_target", "refine", "separability", "load_result", "FactorNet", "GraphResult",

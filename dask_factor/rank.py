@@ -20,7 +20,7 @@ import numpy as np
 from ._params import validate_params
 from .nmf_fit import fit_nmf
 
-__all__ = ["RankSearchResult", "rank_search", "plot_test_loss"]
+__all__ = ["RankSearchResult", "rank_search"]
 
 #: fits of a rank search run at most this many at a time (each is itself parallel over blocks)
 MAX_CONCURRENT_FITS = 4
@@ -62,31 +62,10 @@ class RankSearchResult:
         return self.models[(self.best_k, 0)]
 
     def plot(self, ax=None):
-        """Test MSE against rank with standard-error bars (matplotlib)."""
-        return plot_test_loss(self.summary, x="k", ax=ax)
+        """Test MSE against rank with standard-error bars (:func:`dask_factor.plot.cv_curve`)."""
+        from .plot import cv_curve
 
-
-def plot_test_loss(summary, x: str = "k", *, by: str | None = None, ax=None):
-    """Draw mean test loss against ``x`` with ±1 se error bars, one line per value of ``by``.
-
-    ``summary`` is a DataFrame with ``mean_test_loss`` and ``se_test_loss`` columns (from
-    :class:`RankSearchResult` or ``cross_validate_graph``). Needs matplotlib (imported here).
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
-    groups = [(None, summary)] if by is None else list(summary.groupby(by))
-    for key, df in groups:
-        df = df.sort_values(x)
-        se = df["se_test_loss"].fillna(0.0)
-        ax.errorbar(df[x], df["mean_test_loss"], yerr=se, marker="o", capsize=3,
-                    label=None if key is None else f"{by}={key}")
-    ax.set_xlabel(x)
-    ax.set_ylabel("test MSE")
-    if by is not None:
-        ax.legend()
-    return ax
+        return cv_curve(self.summary, x="k", ax=ax)
 
 
 def rank_search(A, k, *, test_fraction: float = 0.0, cv_seed=None,

@@ -96,13 +96,14 @@ class CVResult:
     fits: dict = field(default_factory=dict, repr=False)
 
     def plot(self, x: str = "k", by: str | None = None, ax=None):
-        """Mean test loss against ``x`` with ±1 se bars, one line per value of ``by``."""
-        from ..rank import plot_test_loss
+        """Mean test loss against ``x`` with ±1 se bars, one line per value of ``by``
+        (:func:`dask_factor.plot.cv_curve`; ``by`` defaults to the first other parameter)."""
+        from ..plot import cv_curve
 
         if by is None:
             others = [p for p in self.params if p != x]
             by = others[0] if others else None
-        return plot_test_loss(self.summary, x=x, by=by, ax=ax)
+        return cv_curve(self.summary, x=x, by=by, ax=ax)
 
 
 def _build(ins, layer_fn, combos, params, config):

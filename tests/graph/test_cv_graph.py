@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 import dask_factor.nmf_fit as nmf_fit
-import dask_factor.rank as rank
 from dask_factor import nmf
 from dask_factor.graph import cross_validate_graph, factor_config, factor_input, nmf_layer
 
@@ -103,8 +102,13 @@ def test_plot_helper(aml):
     summary = pd.DataFrame({"k": [2, 3, 2, 3], "L1": [0, 0, 0.1, 0.1],
                             "mean_test_loss": [1.0, 0.5, 1.2, 0.7],
                             "se_test_loss": [0.1, 0.1, np.nan, 0.2]})
-    ax = rank.plot_test_loss(summary, x="k", by="L1")
+    from dask_factor import plot
+
+    ax = plot.cv_curve(summary, x="k", by="L1")
     assert len(ax.lines) >= 2 and ax.get_ylabel() == "test MSE"
+    # one line per L1 value: x sorted, y the mean test loss of that group
+    assert ax.lines[0].get_xdata().tolist() == [2, 3]
+    assert ax.lines[0].get_ydata().tolist() == [1.0, 0.5]
 
 
 def test_grid_and_rank_table_on_a_cluster_equal_threads(aml):
