@@ -174,6 +174,36 @@ def _load(path: Path) -> GraphResult:
                        names=_load_names(root))
 
 
+def w_blocks(result: GraphResult, name: str) -> list[tuple]:
+    """Layer ``name``'s W cut at the row parts of its input, in order.
+
+    Returns ``[(part, block), ...]``: a :class:`~dask_factor.engine.plan.InputPart` (``source``
+    = the graph input's position) with that input's feature rows (m_i × k), a condition's Z rows,
+    an upstream layer's k_up rows; empty for a layer fed by layers (its W is per sample).
+
+    Examples
+    --------
+    >>> from dask_factor import datasets
+    >>> from dask_factor.graph import factor_input, nmf_layer, factor_net, factor_config, fit
+    >>> A = datasets.load("aml").matrix
+    >>> res = fit(factor_net(inp := factor_input(A, name="aml"), nmf_layer(inp, 3, name="l"),
+    ...                      factor_config(maxit=3)))
+    >>> [(type(p).__name__, p.name, block.shape) for p, block in w_blocks(res, "l")]
+    [('InputPart', 'aml', (824, 3))]
+    """
+    layer = next((entry for entry in result.plan if entry["name"] == name), None)
+    if layer is None:
+        raise KeyError(f"no layer named {name!r}; layers: {list(result.layers)}")
+    if layer["embedding"]:
+        return []
+    Wst = result.layers[name].W_stacked
+    out, o = [], 0
+    for p in map(part_from_dict, layer["parts"]):
+        out.append((p, Wst[o:o + p.rows]))
+        o += p.rows
+    return out
+
+
 def to_anndata(result: GraphResult, adata, *, input: str | None = None,
                uns_key: str = "factor_net", copy: bool = False, overwrite: bool = False):
     """See :meth:`GraphResult.to_anndata`."""
@@ -208,12 +238,8 @@ def to_anndata(result: GraphResult, adata, *, input: str | None = None,
             info["H"] = np.asarray(lr.H)
         else:
             adata.obsm[f"X_{name}"] = np.ascontiguousarray(np.asarray(lr.H).T)
-            Wst = lr.W_stacked
             others = {}
-            o = 0
-            for p in map(part_from_dict, layer["parts"]):
-                block = Wst[o:o + p.rows]
-                o += p.rows
+            for p, block in w_blocks(result, name):
                 if isinstance(p, InputPart) and p.source == src and p.rows == adata.n_vars:
                     adata.varm[f"{name}_W"] = np.asarray(block)
                 else:

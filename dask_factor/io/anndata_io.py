@@ -489,10 +489,16 @@ def _append_csr(f, stream: BlockStream, kw: dict) -> None:
         raise ValueError(f"the blocks covered {col} columns, expected n={n}")
 
 
-def _sanitize(obj):
-    """Make a params/loss mapping writable by anndata (drop None, stringify the unknown)."""
+def sanitize_uns(obj):
+    """Make a params/loss mapping writable by anndata (drop None, stringify the unknown).
+
+    Examples
+    --------
+    >>> sanitize_uns({"k": 3, "seed": None, "names": ["a", "b"], "f": len})
+    {'k': 3, 'names': array(['a', 'b'], dtype=object), 'f': '<built-in function len>'}
+    """
     if isinstance(obj, Mapping):
-        return {str(k): _sanitize(v) for k, v in obj.items() if v is not None}
+        return {str(k): sanitize_uns(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, list | tuple):
         vals = [v for v in obj if v is not None]
         if all(isinstance(v, str) for v in vals):
@@ -558,7 +564,7 @@ def write_nmf_to_anndata(
     k = W.shape[1]
     if H.shape[0] != k or d.shape[0] != k:
         raise ValueError(f"W has k={k} columns but d has shape {d.shape} and H {H.shape}")
-    uns = _sanitize({"d": d, "loss": None if loss is None else np.asarray(loss, dtype=float),
+    uns = sanitize_uns({"d": d, "loss": None if loss is None else np.asarray(loss, dtype=float),
                      "params": dict(params or {})})
     if isinstance(target, str | os.PathLike):
         return _write_nmf_h5ad(Path(target), W, H, uns, obsm_key, varm_key, uns_key, overwrite)
