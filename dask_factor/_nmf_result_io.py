@@ -7,12 +7,17 @@ Kept out of ``nmf_fit`` (the fit) so the result's methods stay thin. The zarr la
                         train_loss, best_iter, test_loss_history, train_loss_history
     /W (m, k)  /d (k,)  /H (k, n)
     /names/features (m,) strings, /names/samples (n,) strings — when the result has them
+
+The older ``.npz`` of ``dask-factor fit SRC OUT.npz`` (W, d, H, loss_history, settings as JSON;
+feature_names and sample_names when known) is still written for an ``OUT`` ending in ``.npz``
+(:func:`save_npz`) and read by :func:`load`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +54,6 @@ def _names(values, size: int, what: str) -> list[str] | None:
     return values
 
 
-def _is_nmf_store(path: Path) -> bool:
-    for meta in ("zarr.json", ".zattrs"):
-        f = path / meta
-        if f.is_file():
-            try:
-                doc = json.loads(f.read_text())
-            except (OSError, ValueError):
-                return False
-            attrs = doc.get("attributes", {}) if meta == "zarr.json" else doc
-            return isinstance(attrs, dict) and attrs.get("format") == FORMAT
-    return False
-
-
 def save(result, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``result`` to a zarr store, atomically; see :meth:`NMFResult.save`."""
     import zarr
@@ -69,13 +61,10 @@ def save(result, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     from .io.blocks import atomic_path
 
     path = Path(path)
-    if path.exists() and overwrite and path.is_dir() and not _is_nmf_store(path):
-        raise FileExistsError(f"path={str(path)!r}: refusing to replace it: it is not a saved "
-                              f"NMF result (format {FORMAT!r})")
     m, n = result.W.shape[0], result.H_dask.shape[1]
     features = _names(result.feature_names, m, "feature_names")
     samples = _names(result.sample_names, n, "sample_names")
-    with atomic_path(path, overwrite=overwrite, format=None) as tmp:
+    with atomic_path(path, overwrite=overwrite, format="nmf_result") as tmp:
         root = zarr.open_group(str(tmp), mode="w")
         root.attrs.update(_json({
             "format": FORMAT, "version": VERSION, "settings": result.settings,
@@ -107,6 +96,8 @@ def load(cls, path: str | os.PathLike):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path={str(path)!r} does not exist")
+    if path.is_file() and zipfile.is_zipfile(path):
+        return _load_npz(cls, path)
     root = zarr.open_group(str(path), mode="r")
     a = dict(root.attrs)
     if a.get("format") != FORMAT:
@@ -115,10 +106,7 @@ def load(cls, path: str | os.PathLike):
     if int(a.get("version", 0)) > VERSION:
         raise ValueError(f"path={str(path)!r}: format version {a['version']} is newer than this "
                          f"dask_factor reads ({VERSION})")
-    settings = dict(a["settings"])
-    for key in ("L1", "L2", "upper_bound", "nonneg"):  # JSON lists back to the fit's pairs
-        if isinstance(settings.get(key), list):
-            settings[key] = tuple(settings[key])
+    settings = _pairs(dict(a["settings"]))
     H = np.asarray(root["H"][...])
     names = root["names"] if "names" in root else None
 
@@ -136,6 +124,58 @@ def load(cls, path: str | os.PathLike):
                test_loss_history=list(a["test_loss_history"]),
                train_loss_history=list(a["train_loss_history"]), _H=H,
                feature_names=strings("features"), sample_names=strings("samples"))
+
+
+def _pairs(settings: dict) -> dict:
+    for key in ("L1", "L2", "upper_bound", "nonneg"):  # JSON lists back to the fit's pairs
+        if isinstance(settings.get(key), list):
+            settings[key] = tuple(settings[key])
+    return settings
+
+
+def save_npz(result, path: str | os.PathLike) -> Path:
+    """Write the older ``.npz`` of ``dask-factor fit SRC OUT.npz``, atomically (it replaces only
+    an earlier fit's ``.npz``): W, d, H, loss_history, settings (JSON) and the names if known."""
+    from .io.targets import replacing
+
+    path = Path(path)
+    m, n = result.W.shape[0], result.H_dask.shape[1]
+    arrays = dict(W=result.W, d=result.d, H=result.H,
+                  loss_history=np.asarray(result.loss_history),
+                  settings=json.dumps(result.settings, default=str))
+    for key, values, size in (("feature_names", result.feature_names, m),
+                              ("sample_names", result.sample_names, n)):
+        names = _names(values, size, key)
+        if names is not None:
+            arrays[key] = np.asarray(names, dtype=str)
+    with replacing(path, fmt="npz", overwrite=True, what="OUT") as tmp, \
+            open(tmp, "wb") as fh:  # a file handle: numpy adds no suffix
+        np.savez(fh, **arrays)
+    return path
+
+
+def _load_npz(cls, path: Path):
+    import dask.array as da
+
+    with np.load(path, allow_pickle=False) as z:
+        if "W" not in z.files or "H" not in z.files or "d" not in z.files:
+            raise ValueError(f"path={str(path)!r} is not a saved NMF result (an .npz without "
+                             f"W, d and H)")
+        W, d, H = np.asarray(z["W"]), np.asarray(z["d"]), np.asarray(z["H"])
+        loss = [float(v) for v in z["loss_history"]] if "loss_history" in z.files else []
+        settings = _pairs(json.loads(str(z["settings"]))) if "settings" in z.files else {}
+        features = [str(v) for v in z["feature_names"]] if "feature_names" in z.files else None
+        samples = [str(v) for v in z["sample_names"]] if "sample_names" in z.files else None
+    from .engine.driver import CONVERGENCE_PATIENCE as need
+
+    mse = loss[-1] if loss else float("nan")
+    tol = [abs(a - b) / (abs(a) + 1e-15) for a, b in zip(loss, loss[1:])]  # the driver's rule
+    # the .npz kept no convergence flag: the driver's test on the saved history
+    converged = len(tol) >= need and all(t < float(settings.get("tol", 0.0)) for t in tol[-need:])
+    return cls(W=W, d=d, H_dask=da.from_array(H, chunks=H.shape), iterations=len(loss),
+               converged=converged, sse=mse * W.shape[0] * H.shape[1], mse=mse,
+               loss_history=loss, tol_history=tol, settings=settings, _H=H,
+               feature_names=features, sample_names=samples)
 
 
 def params(result) -> dict[str, Any]:

@@ -199,22 +199,44 @@ def _add_demo_parser(subparsers) -> None:
     p.set_defaults(func=_run_demo)
 
 
-def _fit_output(path: str) -> Path:
-    """OUT of ``dask-factor fit``, checked before the fit starts (not after it).
+def _fit_output(path: str) -> tuple[Path, str]:
+    """OUT of ``dask-factor fit`` and its format, checked before the fit starts (not after it).
 
-    It may replace only the ``.npz`` of an earlier fit (a re-run of the same command), never
-    another file or a directory; its directory must exist and be writable.
+    OUT is the zarr store of :meth:`NMFResult.save` (``"nmf_result"``), or, for a name ending in
+    ``.npz``, the older ``.npz`` (``"npz"``). It may replace only an earlier fit's result of
+    that format (a re-run of the same command), never another file or a directory; its
+    directory must exist and be writable.
     """
-    from .io.targets import check_target
+    from .io.targets import REPLACEABLE, check_target
 
+    fmt = "npz" if str(path).lower().endswith(".npz") else "nmf_result"
     try:
-        out = check_target(path, fmt="npz", overwrite=True, what="OUT")
+        out = check_target(path, fmt=fmt, overwrite=True, what="OUT")
     except FileExistsError as err:  # OUT is replaced only when it holds an earlier fit
-        raise FileExistsError(str(err).replace("overwrite=True only replaces",
-                                               "fit only replaces")) from None
+        raise FileExistsError(str(err).replace(
+            f"overwrite=True only replaces a {REPLACEABLE[fmt]}",
+            "fit only replaces a .npz or a saved NMF result (zarr) of an earlier fit")) from None
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise PermissionError(f"OUT={path!r}: cannot write in the directory {str(out.parent)!r}")
-    return out
+    return out, fmt
+
+
+#: what ``--anndata`` writes into SRC (NMFResult.to_anndata's keys)
+ANNDATA_KEYS = [("obsm", "X_nmf"), ("varm", "NMF_W"), ("uns", "nmf")]
+
+
+def _fit_anndata(src: str, overwrite: bool) -> None:
+    """``--anndata``: SRC must be a writable ``.h5ad`` without the keys (unless ``--overwrite``);
+    checked before the fit, as a spec's ``output.anndata`` is."""
+    from .graph.store import check_h5ad_keys
+
+    try:
+        check_h5ad_keys(src, ANNDATA_KEYS, overwrite=overwrite, what="SRC")
+    except ValueError as err:
+        raise ValueError(f"--anndata: SRC={src!r} must be an .h5ad file to write into ({err})"
+                         ) from None
+    if not os.access(src, os.W_OK):
+        raise PermissionError(f"SRC={src!r}: --anndata cannot write it (no write permission)")
 
 
 #: ``dask-factor fit SRC OUT``'s options and their defaults (None: not given on the command line)
@@ -254,6 +276,8 @@ def _run_fit_spec(args) -> int:
     if args.out is not None:
         raise ValueError(f"OUT={args.out!r}: a SPEC.yaml names its output (output.path); "
                          f"give only the spec")
+    if args.anndata:
+        raise ValueError("--anndata: a spec writes into its AnnData input with output.anndata")
     for name in FIT_DEFAULTS:
         if getattr(args, name) is not None:
             flag = "--" + name.replace("_", "-")
@@ -283,11 +307,13 @@ def _run_fit_spec(args) -> int:
 
 def _run_fit(args) -> int:
     import time
+    import warnings
 
-    import numpy as np
-
-    from .io.targets import replacing
+    from ._nmf_result_io import save_npz
+    from ._optional import MissingExtra
+    from .io import matrix_info
     from .nmf import nmf
+    from .spec import matrix_names
 
     if is_spec(args.src):
         return _run_fit_spec(args)
@@ -296,12 +322,19 @@ def _run_fit(args) -> int:
                          "give a SPEC.yaml")
     if args.k is None:
         raise ValueError("--k: required with a matrix SRC (dask-factor fit SRC OUT --k K)")
-    if args.overwrite:
-        raise ValueError("--overwrite: applies to a SPEC.yaml's output; OUT is replaced only "
-                         "when it holds an earlier fit's .npz")
+    if args.overwrite and not args.anndata:
+        raise ValueError("--overwrite: applies to a SPEC.yaml's output, or with --anndata to "
+                         "SRC's keys; OUT is replaced only when it holds an earlier fit")
     opt = {name: default if getattr(args, name) is None else getattr(args, name)
            for name, default in FIT_DEFAULTS.items()}
-    out = _fit_output(args.out)
+    out, fmt = _fit_output(args.out)
+    if args.anndata:
+        _fit_anndata(args.src, args.overwrite)
+    features = samples = None
+    try:
+        features, samples = matrix_names(args.src, tuple(matrix_info(args.src)["shape"]))
+    except MissingExtra as err:  # the fit needs no extra; only reading these names does
+        warnings.warn(f"OUT will have no gene/cell names: {err}", stacklevel=1)
     client = _fit_client(args)
     try:
         t0 = time.perf_counter()
@@ -311,15 +344,22 @@ def _run_fit(args) -> int:
                     checkpoint=opt["checkpoint"], checkpoint_every=opt["checkpoint_every"],
                     resume=True if args.resume else None)
         seconds = time.perf_counter() - t0
-        with replacing(out, fmt="npz", overwrite=True, what="OUT") as tmp, \
-                open(tmp, "wb") as fh:  # a file handle: numpy adds no suffix
-            np.savez(fh, W=model.W, d=model.d, H=model.H,
-                     loss_history=np.asarray(model.loss_history),
-                     settings=json.dumps(model.settings, default=str))
+        model.feature_names, model.sample_names = features, samples
+        if fmt == "npz":
+            save_npz(model, out)
+        else:
+            model.save(out, overwrite=True)
+        written = [str(out)]
+        if args.anndata:
+            model.to_anndata(args.src, overwrite=args.overwrite)
+            written.append(str(args.src))
         summary = {"iterations": model.iterations, "converged": model.converged,
                    "mse": model.mse, "seconds": round(seconds, 3), "out": str(out)}
+        if args.anndata:
+            summary["anndata"] = str(args.src)
         print(json.dumps(summary) if args.json else
-              f"{model.iterations} iterations, MSE {model.mse:.6g}, {seconds:.2f} s -> {out}")
+              f"{model.iterations} iterations, MSE {model.mse:.6g}, {seconds:.2f} s -> "
+              f"{' and '.join(written)}")
     finally:
         if client is not None:
             client.close()
@@ -332,7 +372,10 @@ def _add_fit_parser(subparsers) -> None:
         usage="%(prog)s SRC OUT --k K [options]\n       %(prog)s SPEC.yaml [--scheduler ADDRESS "
               "| --cluster {local,slurm,kubernetes}] [--resume] [--overwrite] [--json] [-q]",
         description="With SRC OUT: fit nmf() to SRC (read block by block inside the Dask "
-                    "tasks) and save W, d, H and the loss history to OUT (.npz). With a "
+                    "tasks) and save the model to OUT: a zarr store (NMFResult.save: W, d, H, "
+                    "histories, settings, SRC's gene and cell names; NMFResult.load reads it) "
+                    "or, for OUT.npz, the older .npz; --anndata also writes it into an .h5ad "
+                    "SRC (obsm X_nmf, varm NMF_W, uns nmf). With a "
                     "SPEC.yaml: check the whole spec (inputs, layers, config, checkpoint, "
                     "output; docs/spec.md) before anything starts, fit its factorization graph "
                     "and write the result (zarr, with names; optionally into the AnnData "
@@ -341,8 +384,9 @@ def _add_fit_parser(subparsers) -> None:
                    help="matrix (.spz, zarr, .h5ad, AnnData zarr, .mtx[.gz]) or a spec "
                         "(.yaml/.yml)")
     p.add_argument("out", nargs="?", default=None, metavar="OUT",
-                   help="output .npz with W (m × k), d, H (k × n), loss_history (an existing OUT "
-                        "is replaced only if it is an earlier fit's .npz); not with a spec")
+                   help="output zarr store (NMFResult.save, with SRC's names), or OUT.npz (W, "
+                        "d, H, loss_history, settings, names); an existing OUT is replaced only "
+                        "if it is an earlier fit's; not with a spec")
     g = p.add_argument_group("SRC OUT fits (a spec sets these in its layers and config)")
     g.add_argument("--k", type=int, default=None, help="rank (required)")
     g.add_argument("--seed", type=int, default=None)
@@ -360,6 +404,9 @@ def _add_fit_parser(subparsers) -> None:
                    help="write the fit's state there every --checkpoint-every iterations")
     g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="iterations between checkpoints (default 10)")
+    g.add_argument("--anndata", action="store_true",
+                   help="also write the model into SRC, an .h5ad (obsm X_nmf, varm NMF_W, uns "
+                        "nmf; in place, without reading X); existing keys need --overwrite")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="address of a running dask scheduler (default: local threads, or "
@@ -374,7 +421,7 @@ def _add_fit_parser(subparsers) -> None:
                         "same command); needs --seed (a spec: config.seed)")
     p.add_argument("--overwrite", action="store_true",
                    help="a spec's output (output.overwrite: true): replace an earlier result "
-                        "and the AnnData keys")
+                        "and the AnnData keys; with --anndata: replace SRC's keys")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_fit)

@@ -276,13 +276,27 @@ class NMFResult:
     def load(cls, path: str | os.PathLike) -> NMFResult:
         """Read a model written by :meth:`save` (``evaluate``/``predict`` work on it).
 
+        Also reads the ``.npz`` that ``dask-factor fit SRC OUT.npz`` writes (and wrote before
+        results were zarr stores: W, d, H, loss history and settings; ``converged`` is then
+        recomputed from the history with the fit's rule).
+
         Parameters
         ----------
         path : path-like
+            A zarr store from :meth:`save` or ``dask-factor fit``, or such an ``.npz``.
 
         Returns
         -------
         NMFResult
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> from dask_factor import datasets, nmf, NMFResult
+        >>> model = nmf(datasets.load("aml").matrix, 3, seed=1, maxit=5)
+        >>> back = NMFResult.load(model.save(os.path.join(tempfile.mkdtemp(), "m.zarr")))
+        >>> bool((back.W == model.W).all()), back.iterations == model.iterations
+        (True, True)
         """
         from ._nmf_result_io import load
 

@@ -1149,20 +1149,41 @@ def _parse_cluster(value, scheduler, base: Path) -> ClusterSpec:
     return spec
 
 
-def _read_names(inputs: dict[str, InputSpec]) -> dict:
+def matrix_names(path, shape: tuple[int, int]) -> tuple[list[str] | None, list[str] | None]:
+    """``(features, samples)``: the row and column names of the matrix file at ``path``, each
+    None when the file has none (or not one per row/column of ``shape``).
+
+    What a fit from a file records (``dask-factor fit``, a spec's inputs). Reads the metadata
+    only (``dask_factor.io.read_metadata``); its errors propagate.
+
+    Examples
+    --------
+    >>> features, samples = matrix_names("cells.h5ad", (33538, 5000))  # doctest: +SKIP
+    """
     from .io import read_metadata
 
+    rows, cols = read_metadata(str(path))
+    features = ([str(x) for x in rows.index] if rows is not None and len(rows) == shape[0]
+                else None)
+    samples = ([str(x) for x in cols.index] if cols is not None and len(cols) == shape[1]
+               else None)
+    return features, samples
+
+
+def _read_names(inputs: dict[str, InputSpec]) -> dict:
     names: dict[str, Any] = {"features": {}}
     for inp in inputs.values():
         try:
-            rows, cols = read_metadata(str(inp.path))
+            features, samples = matrix_names(inp.path, inp.shape)
+        except ImportError:  # a missing extra says what to install
+            raise
         except Exception as exc:  # noqa: BLE001
             raise SpecError(inp.yaml_path, f"cannot read the row/column names of "
                                            f"{str(inp.path)!r}: {exc}") from None
-        if rows is not None and len(rows) == inp.shape[0]:
-            names["features"][inp.name] = [str(x) for x in rows.index]
-        if "samples" not in names and cols is not None and len(cols) == inp.shape[1]:
-            names["samples"] = [str(x) for x in cols.index]
+        if features is not None:
+            names["features"][inp.name] = features
+        if "samples" not in names and samples is not None:
+            names["samples"] = samples
     return names
 
 

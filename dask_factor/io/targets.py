@@ -43,6 +43,13 @@ from pathlib import Path
 
 PathLike = str | os.PathLike
 
+#: saved results (zarr stores): the ``fmt`` name → their root's ``format`` attribute, and how
+#: :func:`describe` calls them
+RESULT_FORMATS = {
+    "factor_net_result": ("dask_factor.factor_net_result", "a saved factor_net result"),
+    "nmf_result": ("dask_factor.nmf_result", "a saved NMF result"),
+}
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SPZ_MAGIC = b"SPRZ"
 
@@ -54,6 +61,7 @@ REPLACEABLE = {
     "npz": ".npz of a dask-factor fit (a zip holding W.npy)",
     "factor_net_result": "saved factor_net result (zarr store with format "
                          "'dask_factor.factor_net_result')",
+    "nmf_result": "saved NMF result (zarr store with format 'dask_factor.nmf_result')",
     None: "file, or a zarr store (a directory is never replaced unless it is a zarr store)",
 }
 
@@ -107,8 +115,9 @@ def describe(path: PathLike, *, follow: bool = False) -> str:
         attrs = _zarr_attrs(p)
         if attrs is None:
             return what + " (not a zarr store)"
-        if attrs.get("format") == "dask_factor.factor_net_result":
-            return what + " (a saved factor_net result)"
+        for fmt_attr, called in RESULT_FORMATS.values():
+            if attrs.get("format") == fmt_attr:
+                return what + f" ({called})"
         return what + (" (a dask_factor zarr store)" if "dask_factor_format" in attrs
                        else " (a zarr store not written by dask_factor)")
     if stat.S_ISREG(st.st_mode):
@@ -141,8 +150,8 @@ def is_replaceable(path: PathLike, fmt: str | None) -> bool:
         attrs = _zarr_attrs(p)
         if fmt == "zarr":
             return attrs is not None and "dask_factor_format" in attrs
-        if fmt == "factor_net_result":
-            return attrs is not None and attrs.get("format") == "dask_factor.factor_net_result"
+        if fmt in RESULT_FORMATS:
+            return attrs is not None and attrs.get("format") == RESULT_FORMATS[fmt][0]
         return fmt is None and attrs is not None
     if not stat.S_ISREG(st.st_mode):
         return False

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from dask_factor import datasets, nmf
+from dask_factor import NMFResult, datasets, nmf
 from dask_factor.cli import main
 from dask_factor.io import write_matrix
 
@@ -65,3 +66,70 @@ def test_fit_checkpoints_and_resumes(tmp_path, capsys):
                  "--checkpoint", str(ck)]) == 2
     err = capsys.readouterr().err
     assert "earlier fit" in err and "resume" in err
+
+
+def _birds_h5ad(tmp_path):
+    ad = pytest.importorskip("anndata")
+    A, rows, cols = datasets.load("hawaiibirds")
+    path = tmp_path / "birds.h5ad"
+    ad.AnnData(A.T.tocsr(), obs=cols, var=rows).write_h5ad(path)
+    return path, rows, cols
+
+
+def test_fit_writes_the_named_zarr_result_and_into_the_anndata(tmp_path, capsys):
+    """OUT is NMFResult.save's store with SRC's gene and cell names; --anndata writes the model
+    into SRC as NMFResult.to_anndata does (checked before the fit, like a spec's output)."""
+    ad = pytest.importorskip("anndata")
+    src, rows, cols = _birds_h5ad(tmp_path)
+    out = tmp_path / "model.zarr"
+    argv = ["fit", str(src), str(out), "--k", "3", "--seed", "2", "--maxit", "6", "-q"]
+    assert main(argv + ["--anndata", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["out"] == str(out) and summary["anndata"] == str(src)
+    ref = nmf(str(src), 3, seed=2, maxit=6)
+    back = NMFResult.load(out)
+    np.testing.assert_array_equal(back.W, ref.W)
+    np.testing.assert_array_equal(back.H, ref.H)
+    assert back.feature_names == [str(x) for x in rows.index]
+    assert back.sample_names == [str(x) for x in cols.index]
+    adata = ad.read_h5ad(src)
+    np.testing.assert_array_equal(adata.obsm["X_nmf"], ref.H.T)
+    np.testing.assert_array_equal(adata.varm["NMF_W"], ref.W)
+    np.testing.assert_array_equal(adata.uns["nmf"]["d"], ref.d)
+    # a second run: OUT (an earlier result) is replaced; SRC's keys only with --overwrite,
+    # refused before any fit
+    stamp = (src.stat().st_mtime_ns, sorted(p.name for p in out.iterdir()))
+    assert main(argv + ["--anndata"]) == 2
+    err = capsys.readouterr().err
+    assert "SRC=" in err and "obsm/X_nmf" in err and "--overwrite" in err
+    assert (src.stat().st_mtime_ns, sorted(p.name for p in out.iterdir())) == stamp
+    assert main(argv + ["--anndata", "--overwrite"]) == 0
+    assert main(argv) == 0  # without --anndata: SRC is not touched, OUT replaced
+    zarr_src = tmp_path / "birds.zarr"
+    write_matrix(datasets.load("hawaiibirds").matrix, str(zarr_src))
+    capsys.readouterr()
+    assert main(["fit", str(zarr_src), str(tmp_path / "m2.zarr"), "--k", "2", "--anndata",
+                 "-q"]) == 2
+    assert "--anndata: SRC=" in capsys.readouterr().err
+    assert not (tmp_path / "m2.zarr").exists()
+
+
+def test_fit_npz_keeps_working_and_loads_back(tmp_path):
+    """OUT.npz is still the older .npz (deploy recipes use it), now with the names, and
+    NMFResult.load reads it (and the ones written before, without names)."""
+    src, rows, cols = _birds_h5ad(tmp_path)
+    out = tmp_path / "model.npz"
+    assert main(["fit", str(src), str(out), "--k", "3", "--seed", "2", "--maxit", "40",
+                 "-q"]) == 0
+    ref = nmf(str(src), 3, seed=2, maxit=40)
+    back = NMFResult.load(out)
+    np.testing.assert_array_equal(back.W, ref.W)
+    np.testing.assert_array_equal(back.H, ref.H)
+    assert back.iterations == ref.iterations and back.converged == ref.converged
+    assert back.mse == ref.loss_history[-1] and back.settings["L1"] == ref.settings["L1"]
+    assert back.feature_names == [str(x) for x in rows.index]
+    z = dict(np.load(out))
+    old = tmp_path / "old.npz"
+    np.savez(old, **{k: v for k, v in z.items() if not k.endswith("_names")})
+    assert NMFResult.load(old).feature_names is None
+    np.testing.assert_array_equal(NMFResult.load(old).d, ref.d)

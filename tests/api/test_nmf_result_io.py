@@ -43,8 +43,10 @@ def test_save_refuses_and_replaces_atomically(model, tmp_path, monkeypatch):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("precious")
-    with pytest.raises(FileExistsError, match="not a saved NMF result"):
+    with pytest.raises(FileExistsError, match="only replaces a saved NMF result"):
         model.save(other, overwrite=True)
+    with pytest.raises(FileExistsError, match="only replaces a saved NMF result"):
+        model.save(other / "notes.txt", overwrite=True)  # nor a file (it used to)
     assert (other / "notes.txt").read_text() == "precious"
     # a failing write leaves the old store as it was and no temporary behind
     import zarr
