@@ -10,6 +10,16 @@
 from __future__ import annotations
 
 from . import datasets, plot, tl
+from .consensus import (
+    ConsensusPrograms,
+    ConsensusResult,
+    KSelectionResult,
+    coclustering,
+    consensus_nmf,
+    consensus_programs,
+    k_selection,
+)
+from .divisive import Bipartition, Cluster, DClustResult, bipartition, dclust, purity
 from .estimator import NMF
 from .graph import (
     FactorNet,
@@ -43,5 +53,7 @@ __all__ = [
     "factor_input", "nmf_layer", "svd_layer", "factor_shared", "factor_concat", "factor_add",
     "factor_condition", "W", "H", "factor_config", "factor_net", "fit", "cross_validate_graph",
     "compute_target", "refine", "separability", "load_result", "FactorNet", "GraphResult",
-    "LayerResult",
+    "LayerResult", "consensus_nmf", "consensus_programs", "k_selection", "coclustering",
+    "ConsensusResult", "ConsensusPrograms", "KSelectionResult", "bipartition", "dclust", "purity",
+    "Bipartition", "Cluster", "DClustResult",
 ]
