@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from ._optional import require
 from ._params import validate_params
 from .engine.als import ALSConfig
 from .engine.inputs import check_shape, open_lazy, prepare_input
@@ -44,12 +43,6 @@ from .rank import MAX_CONCURRENT_FITS
 __all__ = ["ConsensusResult", "ConsensusPrograms", "KSelectionResult", "consensus_nmf",
            "consensus_programs", "k_selection", "coclustering", "consensus_bytes"]
 
-
-
-def pyplot():
-    """matplotlib.pyplot, or :class:`~dask_factor._optional.MissingExtra` naming the pip
-    command."""
-    return require("matplotlib.pyplot", "plotting a consensus result")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,16 +192,7 @@ class ConsensusResult:
     seeds: list = field(repr=False)
 
     def plot(self, ax=None, *, cmap: str = "Reds"):
-        """Heat map of the consensus matrix, samples in dendrogram order, cluster borders drawn.
-
-        Parameters
-        ----------
-        ax : matplotlib Axes, optional
-        cmap : str, default "Reds"
-
-        Returns
-        -------
-        matplotlib.axes.Axes
+        """Heat map of the consensus matrix (:func:`dask_factor.plot.consensus_heatmap`).
 
         Examples
         --------
@@ -218,26 +202,9 @@ class ConsensusResult:
         >>> res.plot().get_title()
         'consensus (3 replicates, k=3), cophenetic 0.9...'
         """
-        from scipy.cluster.hierarchy import leaves_list
+        from .plot import consensus_heatmap
 
-        plt = pyplot()
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5, 4.5))
-        order = leaves_list(self.linkage)
-        C = self.consensus[np.ix_(order, order)]
-        im = ax.imshow(C, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
-        cl = self.clusters[order]
-        for b in np.flatnonzero(np.diff(cl)) + 0.5:
-            ax.axhline(b, color="black", lw=0.8)
-            ax.axvline(b, color="black", lw=0.8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel("sample")
-        ax.set_ylabel("sample")
-        ax.set_title(f"consensus ({self.reps} replicates, k={self.k}), "
-                     f"cophenetic {self.cophenetic:.3f}")
-        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        return ax
+        return consensus_heatmap(self, ax=ax, cmap=cmap)
 
 
 def coclustering(embeddings, k: int, *, method: str = "hard", knn: int = 10) -> ConsensusResult:
@@ -671,12 +638,7 @@ class KSelectionResult:
     best_k: int
 
     def plot(self, ax=None):
-        """Stability (left axis) and reconstruction MSE (right axis) against k.
-
-        Returns
-        -------
-        matplotlib.axes.Axes
-            The stability axes (the error's is ``ax.right_ax``).
+        """Stability and reconstruction error against k (:func:`dask_factor.plot.k_selection`).
 
         Examples
         --------
@@ -686,19 +648,9 @@ class KSelectionResult:
         >>> sel.plot().get_ylabel()
         'stability (silhouette)'
         """
-        plt = pyplot()
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.5))
-        t = self.table.sort_values("k")
-        ax.plot(t["k"], t["stability"], "o-", color="tab:blue")
-        ax.set_xlabel("k")
-        ax.set_ylabel("stability (silhouette)")
-        right = ax.twinx()
-        right.plot(t["k"], t["mse"], "s--", color="tab:red")
-        right.set_ylabel("reconstruction MSE")
-        ax.right_ax = right
-        ax.set_xticks(list(t["k"]))
-        return ax
+        from .plot import k_selection as k_selection_plot
+
+        return k_selection_plot(self, ax=ax)
 
 
 def k_selection(

@@ -336,19 +336,8 @@ class DClustResult:
         return np.array(rows, dtype=np.float64)
 
     def plot(self, labels=None, ax=None):
-        """Dendrogram of the splits; with ``labels``, each leaf's label composition below it.
-
-        Parameters
-        ----------
-        labels : sequence of length n, optional
-            A label per sample (e.g. cell types): adds stacked bars of each leaf's composition.
-        ax : matplotlib Axes, optional
-            The dendrogram's axes (the composition goes in an axes appended below).
-
-        Returns
-        -------
-        matplotlib.axes.Axes
-            The dendrogram's axes.
+        """Dendrogram of the splits, with ``labels`` each leaf's composition
+        (:func:`dask_factor.plot.dendrogram`).
 
         Examples
         --------
@@ -361,44 +350,9 @@ class DClustResult:
         >>> tree.plot().get_ylabel()
         'split depth'
         """
-        from scipy.cluster.hierarchy import dendrogram
+        from .plot import dendrogram
 
-        from .consensus import pyplot
-
-        plt = pyplot()
-        if ax is None:
-            _, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(self.clusters)), 4))
-        names = [f"{c.id or 'root'} (n={c.size})" for c in self.clusters]
-        if len(self.clusters) < 2:
-            ax.text(0.5, 0.5, names[0], ha="center", va="center", transform=ax.transAxes)
-            ax.set_ylabel("split depth")
-            return ax
-        dn = dendrogram(self.linkage(), ax=ax, labels=names, leaf_rotation=90,
-                        color_threshold=0, above_threshold_color="black",
-                        no_labels=labels is not None)
-        ax.set_ylabel("split depth")
-        if labels is not None:
-            labels = np.asarray(labels)
-            if labels.shape[0] != self.n:
-                raise ValueError(f"labels: expected {self.n} labels (one per sample), got "
-                                 f"{labels.shape[0]}")
-            from mpl_toolkits.axes_grid1 import make_axes_locatable
-
-            bar = make_axes_locatable(ax).append_axes("bottom", size="45%", pad=0.1)
-            levels = np.unique(labels)
-            colors = plt.get_cmap("tab20")(np.arange(levels.size) % 20)
-            xs = 5.0 + 10.0 * np.arange(len(dn["leaves"]))  # scipy's leaf positions
-            for x, leaf in zip(xs, dn["leaves"]):
-                lab = labels[self.clusters[leaf].samples]
-                frac = np.array([(lab == lv).mean() for lv in levels])
-                bar.bar(x, frac, bottom=np.cumsum(frac) - frac, width=8.0, color=colors)
-            bar.set_xlim(ax.get_xlim())
-            bar.set_xticks(xs)
-            bar.set_xticklabels([names[i] for i in dn["leaves"]], rotation=90, fontsize=7)
-            bar.set_ylabel("composition")
-            bar.legend([plt.Rectangle((0, 0), 1, 1, color=c) for c in colors], list(levels),
-                       bbox_to_anchor=(1.01, 1.0), loc="upper left", fontsize=7)
-        return ax
+        return dendrogram(self, labels=labels, ax=ax)
 
 
 def purity(result: DClustResult, labels) -> float:

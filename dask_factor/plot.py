@@ -10,7 +10,10 @@ is imported on the first call; without it the call raises an ``ImportError`` nam
 * :func:`cv_curve` — mean test loss ± se against the rank (or any parameter) of a rank search
   or ``cross_validate_graph`` (what ``RankSearchResult.plot`` and ``CVResult.plot`` draw);
 * :func:`factor_heatmap` — mean factor activation per group of samples (factors × groups);
-* :func:`top_features` — bars of the features of largest weight in a factor.
+* :func:`top_features` — bars of the features of largest weight in a factor;
+* :func:`consensus_heatmap` — a ``consensus_nmf`` consensus matrix in dendrogram order;
+* :func:`k_selection` — stability and reconstruction error of consensus programs against k;
+* :func:`dendrogram` — the splits of ``dclust``, optionally with each leaf's label composition.
 
 Examples
 --------
@@ -33,7 +36,8 @@ import numpy as np
 
 from ._optional import require
 
-__all__ = ["loss_history", "cv_curve", "factor_heatmap", "group_means", "top_features"]
+__all__ = ["loss_history", "cv_curve", "factor_heatmap", "group_means", "top_features",
+           "consensus_heatmap", "k_selection", "dendrogram"]
 
 
 def _pyplot(what: str):
@@ -349,3 +353,149 @@ def top_features(result, factor: int | Sequence[int] | None = 0, *, n: int = 10,
         a.set_title(names[f])
         a.set_xlabel("weight in W")
     return axes[0] if single else np.asarray(axes[:len(factors)], dtype=object)
+
+
+# --------------------------------------------------------------------------- consensus, dclust
+
+
+def consensus_heatmap(result, *, ax=None, cmap: str = "Reds"):
+    """Heat map of a consensus matrix, samples in dendrogram order, cluster borders drawn.
+
+    Parameters
+    ----------
+    result : dask_factor.ConsensusResult
+    ax : matplotlib Axes, optional
+    cmap : str, default "Reds"
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from dask_factor import coclustering, plot
+    >>> H = np.array([[1., 1., 0., 0.], [0., 0., 1., 1.]])
+    >>> ax = plot.consensus_heatmap(coclustering([H, H], 2))
+    >>> ax.images[0].get_array().shape
+    (4, 4)
+    """
+    from scipy.cluster.hierarchy import leaves_list
+
+    ax = _axes(ax, "consensus_heatmap", figsize=(5.0, 4.5))
+    order = leaves_list(result.linkage)
+    C = result.consensus[np.ix_(order, order)]
+    im = ax.imshow(C, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    for b in np.flatnonzero(np.diff(result.clusters[order])) + 0.5:
+        ax.axhline(b, color="black", lw=0.8)
+        ax.axvline(b, color="black", lw=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("sample")
+    ax.set_ylabel("sample")
+    ax.set_title(f"consensus ({result.reps} replicates, k={result.k}), "
+                 f"cophenetic {result.cophenetic:.3f}")
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def k_selection(result, *, ax=None):
+    """Stability (left axis) and reconstruction MSE (right axis, ``ax.right_ax``) against k.
+
+    Parameters
+    ----------
+    result : dask_factor.KSelectionResult
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The stability axes.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from dask_factor import datasets, k_selection, plot
+    >>> sel = k_selection(datasets.load("hawaiibirds").matrix, [2, 3], reps=3, maxit=10)
+    >>> plot.k_selection(sel).right_ax.get_ylabel()
+    'reconstruction MSE'
+    """
+    ax = _axes(ax, "k_selection")
+    t = result.table.sort_values("k")
+    ax.plot(t["k"], t["stability"], "o-", color="tab:blue")
+    ax.axvline(result.best_k, color="grey", ls=":", lw=1)
+    ax.set_xlabel("k")
+    ax.set_ylabel("stability (silhouette)")
+    right = ax.twinx()
+    right.plot(t["k"], t["mse"], "s--", color="tab:red")
+    right.set_ylabel("reconstruction MSE")
+    ax.right_ax = right
+    ax.set_xticks(list(t["k"]))
+    return ax
+
+
+def dendrogram(result, labels=None, *, ax=None):
+    """The splits of a divisive clustering; with ``labels``, each leaf's composition below it.
+
+    Parameters
+    ----------
+    result : dask_factor.DClustResult
+    labels : sequence of length n, optional
+        A label per sample (e.g. cell types): stacked bars of each leaf's composition.
+    ax : matplotlib Axes, optional
+        The dendrogram's axes (the composition goes in an inset axes below it).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The dendrogram's axes (RcppML's heights: a leaf 0, a split one more than its taller
+        half).
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from dask_factor import dclust, plot
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.poisson(1.0, (30, 80)) + np.kron(np.eye(2), np.ones((15, 40))) * 4
+    >>> tree = dclust(A, min_samples=10)
+    >>> plot.dendrogram(tree, labels=np.repeat(["a", "b"], 40)).get_ylabel()
+    'split depth'
+    """
+    from scipy.cluster.hierarchy import dendrogram as scipy_dendrogram
+
+    plt = _pyplot("dendrogram")
+    leaves = result.clusters
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(leaves)), 4.0))
+    names = [f"{c.id or 'root'} (n={c.size})" for c in leaves]
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape[0] != result.n:
+            raise ValueError(f"labels: expected {result.n} labels (one per sample), got "
+                             f"{labels.shape[0]}")
+    ax.set_ylabel("split depth")
+    if len(leaves) < 2:
+        ax.text(0.5, 0.5, names[0], ha="center", va="center", transform=ax.transAxes)
+        return ax
+    dn = scipy_dendrogram(result.linkage(), ax=ax, labels=names, leaf_rotation=90,
+                          color_threshold=0, above_threshold_color="black",
+                          no_labels=labels is not None)
+    if labels is None:
+        return ax
+    bar = ax.inset_axes([0.0, -0.75, 1.0, 0.6])  # below the tree, in its axes' fractions
+    levels = np.unique(labels)
+    colors = plt.get_cmap("tab20")(np.arange(levels.size) % 20)
+    xs = 5.0 + 10.0 * np.arange(len(dn["leaves"]))  # scipy's leaf positions
+    for x, leaf in zip(xs, dn["leaves"]):
+        lab = labels[leaves[leaf].samples]
+        frac = np.array([(lab == lv).mean() for lv in levels])
+        bar.bar(x, frac, bottom=np.cumsum(frac) - frac, width=8.0, color=colors)
+    bar.set_xlim(ax.get_xlim())
+    bar.set_xticks(xs)
+    bar.set_xticklabels([names[i] for i in dn["leaves"]], rotation=90, fontsize=7)
+    bar.set_ylabel("composition")
+    bar.legend([plt.Rectangle((0, 0), 1, 1, color=c) for c in colors], list(levels),
+               bbox_to_anchor=(1.01, 1.0), loc="upper left", fontsize=7)
+    return ax
