@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 
-def readme_block(heading: str) -> str:
-    """The first python block under the README heading ``## {heading}``."""
+def readme_block(heading: str, index: int = 0) -> str:
+    """The ``index``-th (default: first) python block under the README heading ``## {heading}``."""
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)[index]

@@ -135,3 +135,14 @@ def test_top_features_bars_are_the_weights(birds_model):
     assert list(out) == list(given) and out[0].get_title() == "nmf3"
     with pytest.raises(ValueError, match=r"factor: expected integers in \[0, 4\)"):
         plot.top_features(birds_model, 4)
+
+
+def test_readme_example():
+    from readme_blocks import readme_block
+
+    ns: dict = {}
+    exec(compile(readme_block("Plots"), "README.md", "exec"), ns)
+    model, axes = ns["model"], ns["axes"]
+    np.testing.assert_array_equal(axes[0].lines[0].get_ydata(), model.loss_history)
+    assert np.asarray(axes[1].images[0].get_array()).shape == (6, 6)
+    assert len(axes[2].patches) == 8

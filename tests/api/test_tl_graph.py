@@ -150,3 +150,14 @@ def test_bad_calls_fail_before_any_work(birds):
     with pytest.raises(TypeError, match=r"adata\['m'\]: expected an anndata.AnnData"):
         tl.factor_graph({"s": s, "m": s.X}, 2)
     assert not any("factor_net" in k for k in (*s.obsm, *s.varm, *s.uns))
+
+
+def test_readme_example():
+    from readme_blocks import readme_block
+
+    ns: dict = {}
+    exec(compile(readme_block("scanpy / AnnData tools", 1), "README.md", "exec"), ns)
+    species, where = ns["species"], ns["where"]
+    np.testing.assert_array_equal(species.obsm["X_factor_net"], where.obsm["X_factor_net"])
+    assert species.varm["FACTOR_NET_W"].shape == (183, 6)
+    assert where.varm["FACTOR_NET_W"].shape == (2, 6)
