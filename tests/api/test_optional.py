@@ -151,3 +151,19 @@ def test_without_the_cluster_extra(monkeypatch):
                  lambda: cluster.kubernetes("x")):
         with pytest.raises(MissingExtra, match=pip_line("cluster")):
             call()
+
+
+def test_without_h5py_a_spec_with_an_h5ad_input_names_the_extra(monkeypatch, small, tmp_path,
+                                                                 capsys):
+    ad = pytest.importorskip("anndata")
+    from dask_factor.cli import main
+
+    ad.AnnData(small.T.tocsr()).write_h5ad(tmp_path / "b.h5ad")
+    spec = tmp_path / "fit.yaml"
+    spec.write_text("inputs: {b: b.h5ad}\nlayers:\n  - {name: l, input: b, k: 2}\n"
+                    "config: {maxit: 3, seed: 1}\noutput: {path: out.zarr}\n")
+    hide(monkeypatch, "h5py")
+    assert main(["fit", str(spec), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "inputs.b" in err and 'pip install "dask_factor[anndata]"' in err
+    assert not (tmp_path / "out.zarr").exists()
