@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -285,16 +284,13 @@ def anndata_keys(result_or_plan, input: str | None, input_names: list[str],
 def check_h5ad_keys(path, keys, *, overwrite: bool, what: str = "path") -> None:
     """Refuse (``FileExistsError``) when one of ``keys`` exists in the ``.h5ad`` at ``path``
     and ``overwrite`` is False; ``ValueError`` when ``path`` is not an ``.h5ad`` file."""
-    from ..io.anndata_io import anndata_backend
-
-    h5py = require("h5py", "writing into an .h5ad")
+    from ..io.anndata_io import anndata_backend, h5ad_taken
 
     if anndata_backend(path) != "h5":
         raise ValueError(f"{what}={str(path)!r}: only .h5ad files can be updated in place")
     if overwrite:
         return
-    with h5py.File(path, "r") as f:
-        taken = [f"{g}/{k}" for g, k in keys if g in f and k in f[g]]
+    taken = h5ad_taken(path, keys)
     if taken:
         raise FileExistsError(f"{what}={str(path)!r} already has {', '.join(taken)}; pass "
                               f"overwrite=True to replace them")
@@ -303,31 +299,18 @@ def check_h5ad_keys(path, keys, *, overwrite: bool, what: str = "path") -> None:
 def _to_h5ad(result: GraphResult, path: Path, *, input, uns_key, overwrite) -> Path:
     import pandas as pd
 
-    from ..io.anndata_io import describe_element
+    from ..io.anndata_io import h5ad_shape, write_h5ad_elements
 
     ad = require("anndata", "writing into an .h5ad")
-    h5py = require("h5py", "writing into an .h5ad")
-    write_elem = require("anndata.io", "writing into an .h5ad").write_elem
-
     names = list(result.input_names)
     keys = anndata_keys(result, input, names, uns_key)
     check_h5ad_keys(path, keys, overwrite=overwrite)
-    with h5py.File(path, "r") as f:
-        n_cells, n_genes = describe_element(f, "X")[1]
+    n_cells, n_genes = h5ad_shape(path)
     shell = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n_cells)]),
                        var=pd.DataFrame(index=[str(i) for i in range(n_genes)]))
     to_anndata(result, shell, input=input, uns_key=uns_key)
     items = [("obsm", k, v) for k, v in shell.obsm.items()]
     items += [("varm", k, v) for k, v in shell.varm.items()]
     items.append(("uns", uns_key, shell.uns[uns_key]))
-    tag = uuid.uuid4().hex[:8]
-    with h5py.File(path, "r+") as f:
-        for group, key, value in items:
-            if group not in f:
-                write_elem(f, group, {})
-            write_elem(f[group], f".{key}.tmp-{tag}", value)
-        for group, key, _ in items:
-            if key in f[group]:
-                del f[group][key]
-            f[group].move(f".{key}.tmp-{tag}", key)
+    write_h5ad_elements(path, items, overwrite=True)  # the keys were checked above
     return path

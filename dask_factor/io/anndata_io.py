@@ -582,22 +582,64 @@ def write_nmf_to_anndata(
 
 
 def _write_nmf_h5ad(path: Path, W, H, uns, obsm_key, varm_key, uns_key, overwrite) -> Path:
-    h5py = require("h5py", "writing into an .h5ad")
-    write_elem = require("anndata.io", "writing into an .h5ad").write_elem
+    n_cells, n_genes = h5ad_shape(path)
+    if W.shape[0] != n_genes or H.shape[1] != n_cells:
+        raise ValueError(f"{path} is {n_cells} cells x {n_genes} genes but W is {W.shape} "
+                         f"(genes x k) and H is {H.shape} (k x cells)")
+    items = [("obsm", obsm_key, np.ascontiguousarray(H.T)), ("varm", varm_key, W),
+             ("uns", uns_key, uns)]
+    return write_h5ad_elements(path, items, overwrite=overwrite)
 
+
+def _h5ad_file(path: PathLike, mode: str):
+    h5py = require("h5py", "reading or writing an .h5ad in place")
     if anndata_backend(path) != "h5":
         raise ValueError(f"path={str(path)!r}: only .h5ad files can be updated in place")
-    with h5py.File(path, "r+") as f:
-        n_cells, n_genes = describe_element(f, "X")[1] if "X" in f else (len(f["obs/_index"]),
-                                                                   len(f["var/_index"]))
-        if W.shape[0] != n_genes or H.shape[1] != n_cells:
-            raise ValueError(f"{path} is {n_cells} cells x {n_genes} genes but W is {W.shape} "
-                             f"(genes x k) and H is {H.shape} (k x cells)")
-        items = (("obsm", obsm_key, np.ascontiguousarray(H.T)), ("varm", varm_key, W),
-                 ("uns", uns_key, uns))
-        for group, key, _ in items:
-            if group in f and key in f[group] and not overwrite:
-                raise FileExistsError(f"{path}: {group}/{key} exists; pass overwrite=True")
+    return h5py.File(path, mode)
+
+
+def h5ad_shape(path: PathLike) -> tuple[int, int]:
+    """``(n_cells, n_genes)`` of the ``.h5ad`` at ``path`` (from X's header, else obs/var).
+
+    Examples
+    --------
+    >>> h5ad_shape("cells.h5ad")  # doctest: +SKIP
+    (2638, 13714)
+    """
+    with _h5ad_file(path, "r") as f:
+        if "X" in f:
+            return describe_element(f, "X", path)[1]
+        return len(f["obs/_index"]), len(f["var/_index"])
+
+
+def h5ad_taken(path: PathLike, keys) -> list[str]:
+    """Which of the ``(group, key)`` elements already exist in the ``.h5ad`` at ``path``, as
+    ``"group/key"``."""
+    with _h5ad_file(path, "r") as f:
+        return [f"{g}/{k}" for g, k in keys if g in f and k in f[g]]
+
+
+def write_h5ad_elements(path: PathLike, items, *, overwrite: bool,
+                        what: str = "path") -> Path:
+    """Write ``(group, key, value)`` elements (``obsm``, ``varm``, ``uns``, ...) into the
+    ``.h5ad`` at ``path`` in place, without reading X.
+
+    Every value is written under a temporary key first and renamed over its key only when all
+    are written, so an interrupted call leaves the file as it was. Existing keys are refused
+    (``FileExistsError``, before anything is written) unless ``overwrite``.
+
+    Examples
+    --------
+    >>> write_h5ad_elements("cells.h5ad", [("obsm", "X_mine", E)], overwrite=False
+    ...                     )  # doctest: +SKIP
+    PosixPath('cells.h5ad')
+    """
+    write_elem = require("anndata.io", "writing into an .h5ad").write_elem
+    with _h5ad_file(path, "r+") as f:
+        taken = [f"{g}/{k}" for g, k, _ in items if g in f and k in f[g]]
+        if taken and not overwrite:
+            raise FileExistsError(f"{what}={str(path)!r} already has {', '.join(taken)}; pass "
+                                  f"overwrite=True to replace them")
         tag = uuid.uuid4().hex[:8]
         for group, key, value in items:
             if group not in f:
@@ -607,4 +649,4 @@ def _write_nmf_h5ad(path: Path, W, H, uns, obsm_key, varm_key, uns_key, overwrit
             if key in f[group]:
                 del f[group][key]
             f[group].move(f".{key}.tmp-{tag}", key)
-    return path
+    return Path(path)
