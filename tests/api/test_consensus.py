@@ -225,6 +225,7 @@ def test_k_selection_picks_the_planted_k(planted):
         sel = k_selection(X, [2, 3, 4, 5, 6], reps=6, seed=0)
     t = sel.table.set_index("k")
     assert sel.best_k == PLANTED_K
+    assert t["stability"].idxmax() == PLANTED_K  # here the planted k is the peak itself
     # stable up to the planted k, then a drop; the error keeps falling, ever more slowly
     assert t.loc[PLANTED_K, "stability"] > 0.98
     assert t.loc[[5, 6], "stability"].max() < t.loc[PLANTED_K, "stability"] - 0.05
