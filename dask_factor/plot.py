@@ -30,11 +30,14 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._optional import require
+
+if TYPE_CHECKING:  # annotations only: matplotlib is imported when a plot is drawn
+    from matplotlib.axes import Axes
 
 __all__ = ["loss_history", "cv_curve", "factor_heatmap", "group_means", "top_features",
            "consensus_heatmap", "k_selection", "dendrogram"]
@@ -73,7 +76,7 @@ def _histories(result) -> tuple[list[tuple[str, list[float]]], str, int | None]:
                     f"{type(result).__name__}")
 
 
-def loss_history(result, *, ax=None, log: bool = True):
+def loss_history(result: Any, *, ax: Axes | None = None, log: bool = True) -> Axes:
     """Draw the loss (MSE) after every iteration of a fit.
 
     Parameters
@@ -120,7 +123,8 @@ def loss_history(result, *, ax=None, log: bool = True):
 # --------------------------------------------------------------------------- CV curves
 
 
-def cv_curve(summary, x: str = "k", *, by: str | None = None, ax=None):
+def cv_curve(summary: Any, x: str = "k", *, by: str | None = None,
+             ax: Axes | None = None) -> Axes:
     """Draw mean test loss against ``x`` with ±1 se error bars, one line per value of ``by``.
 
     Parameters
@@ -193,7 +197,7 @@ def _embedding(factors, basis: str | None) -> tuple[np.ndarray, list[str], Any]:
     return E, [f"factor{j}" for j in range(E.shape[0])], None
 
 
-def group_means(factors, labels) -> tuple[np.ndarray, list]:
+def group_means(factors: Any, labels: Any) -> tuple[np.ndarray, list]:
     """Mean of each factor over the samples of each group: ``(k × n_groups, groups)``.
 
     Groups are in the order of a pandas Categorical's categories (unused ones dropped), else
@@ -225,8 +229,9 @@ def group_means(factors, labels) -> tuple[np.ndarray, list]:
     return M, groups
 
 
-def factor_heatmap(factors, labels, *, basis: str | None = None, scale: str | None = "row",
-                   ax=None, cmap: str = "viridis"):
+def factor_heatmap(factors: Any, labels: Any, *, basis: str | None = None,
+                   scale: str | None = "row", ax: Axes | None = None,
+                   cmap: str = "viridis") -> Axes:
     """Heatmap of the mean factor activation per group of samples (factors × groups).
 
     Parameters
@@ -287,7 +292,8 @@ def factor_heatmap(factors, labels, *, basis: str | None = None, scale: str | No
 # --------------------------------------------------------------------------- top features
 
 
-def top_features(result, factor: int | Sequence[int] | None = 0, *, n: int = 10, ax=None):
+def top_features(result: Any, factor: int | Sequence[int] | None = 0, *, n: int = 10,
+                 ax: Axes | Sequence[Axes] | None = None) -> Axes | np.ndarray:
     """Horizontal bars of the ``n`` features of largest weight (``W``) in a factor.
 
     Parameters

@@ -614,7 +614,13 @@ def h5ad_shape(path: PathLike) -> tuple[int, int]:
 
 def h5ad_taken(path: PathLike, keys) -> list[str]:
     """Which of the ``(group, key)`` elements already exist in the ``.h5ad`` at ``path``, as
-    ``"group/key"``."""
+    ``"group/key"``.
+
+    Examples
+    --------
+    >>> h5ad_taken("cells.h5ad", [("obsm", "X_nmf"), ("uns", "nmf")])  # doctest: +SKIP
+    ['obsm/X_nmf']
+    """
     with _h5ad_file(path, "r") as f:
         return [f"{g}/{k}" for g, k in keys if g in f and k in f[g]]
 
