@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._params import validate_params
 from .engine.als import ALSConfig
@@ -360,7 +361,10 @@ def consensus_nmf(
     # RcppML fits its input with the samples as rows (W side, initialised from the seed): the
     # same problem as A's, but ALS reaches RcppML's optima only from that side (aml: adjusted
     # Rand 1.0 against 0.85 when fitting A itself)
-    fits = run_fits(X.T, [(k, s) for s in seeds], client, nmf_kwargs)
+    # in-memory sparse: transposed to CSC once, not in every replicate; a dask array's
+    # transpose is lazy (each feature block then stacks the sample chunks inside its task)
+    Xt = sp.csc_matrix(X.T) if sp.issparse(X) else X.T
+    fits = run_fits(Xt, [(k, s) for s in seeds], client, nmf_kwargs)
     models = [fits[(k, s)] for s in seeds]
     res = coclustering([mod.W.T for mod in models], k, method=p["method"], knn=p["knn"])
     res.models, res.seeds = models, seeds

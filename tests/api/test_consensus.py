@@ -219,6 +219,15 @@ def test_lazy_input_streams(planted):
     assert a.mse == pytest.approx(b.mse, rel=1e-5)
 
 
+def test_consensus_nmf_lazy_input():
+    """A dask array (its transpose read lazily in the tasks) gives the in-memory consensus."""
+    A = simulate_counts(300, 120, k=3, seed=3, density=0.2, block_cols=256)
+    lazy = consensus_nmf(A, 3, reps=3, seed=1, maxit=15)
+    eager = consensus_nmf(A.compute(), 3, reps=3, seed=1, maxit=15)
+    np.testing.assert_array_equal(lazy.clusters, eager.clusters)
+    np.testing.assert_allclose(lazy.consensus, eager.consensus)
+
+
 def test_k_selection_picks_the_planted_k(planted):
     X = planted[0]
     with dask.config.set(scheduler="threads"):
