@@ -10,15 +10,7 @@
 from __future__ import annotations
 
 from . import datasets, plot, tl
-from .consensus import (
-    ConsensusPrograms,
-    ConsensusResult,
-    KSelectionResult,
-    coclustering,
-    consensus_nmf,
-    consensus_programs,
-    k_selection,
-)
+from .consensus import ConsensusResult, coclustering, consensus_nmf
 from .divisive import Bipartition, Cluster, DClustResult, bipartition, dclust, purity
 from .estimator import NMF
 from .graph import (
@@ -44,6 +36,7 @@ from .graph import (
 from .graph import H as H
 from .graph import W as W
 from .nmf import NMFResult, nmf
+from .programs import ConsensusPrograms, KSelectionResult, consensus_programs, k_selection
 from .svd import SVDResult, pca, svd
 
 __version__ = "0.1.0"
