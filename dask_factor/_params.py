@@ -424,8 +424,19 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "copy": [Boolean()],
     "layer": [InstanceOf(str, "a layer name"), NONE],
     "penalties": [HasMethods(("fingerprint",), "engine.masked.Penalties"), NONE],
+    # ---- the loss (nmf; factor_config refuses non-Gaussian ones, RULES) and its IRLS settings
+    "loss": [StrOptions(("mse", "kl", "gp", "nb", "gamma", "inverse_gaussian", "tweedie"))],
+    "dispersion": [StrOptions(("per_row", "global", "none"))],
+    "irls_max_iter": [_COUNT],
+    "irls_tol": [Interval(_REAL, 0.0, None)],
+    "tweedie_power": [Interval(_REAL, 1.0, None)],
+    "nb_size_init": [Interval(_REAL, 0.0, None, closed="neither")],
+    "nb_size_min": [Interval(_REAL, 0.0, None, closed="neither")],
+    "nb_size_max": [Interval(_REAL, 0.0, None, closed="neither")],
+    "theta_init": [Interval(_REAL, 0.0, None)],
+    "theta_min": [Interval(_REAL, 0.0, None)],
+    "theta_max": [Interval(_REAL, 0.0, None)],
     # ---- factor_config only
-    "loss": [StrOptions(("mse", "gp", "nb", "gamma", "inverse_gaussian", "tweedie"))],
     "warmup": [Interval(_INT, 0, None), NONE],
     # ---- per-factor options W(), H() (None: inherit the layer's value)
     "L21": [Interval(_REAL, 0.0, None), NONE],
@@ -579,11 +590,39 @@ def _block_size_krylov_only(v, name):
                          f"'irlba'); the randomized method uses k + oversampling columns")
 
 
-def _loss_implemented(v, name):
+def _graph_loss_is_mse(v, name):
     if v["loss"] != "mse":
         raise NotImplementedError(
-            f"loss={v['loss']!r}: only the Gaussian loss ('mse') is implemented; RcppML's IRLS "
-            f"losses are later work (SPEC-nmf.md, decision 6)")
+            f"loss={v['loss']!r}: factorization graphs fit the Gaussian loss ('mse') only; fit "
+            f"one matrix under a count-data loss with nmf(A, k, loss={v['loss']!r}) "
+            f"(docs/losses.md)")
+
+
+def _irls_settings(v, name):
+    """A non-Gaussian loss: what it combines with, and its dispersion bounds."""
+    for lo, init, hi in (("nb_size_min", "nb_size_init", "nb_size_max"),
+                         ("theta_min", "theta_init", "theta_max")):
+        if not v[lo] <= v[init] <= v[hi]:
+            raise ValueError(f"{name(init)}: expected {name(lo)} <= {name(init)} <= {name(hi)}, "
+                             f"got {v[lo]!r}, {v[init]!r}, {v[hi]!r}")
+    loss = v["loss"]
+    if loss == "mse":
+        return
+    if v["solver"] == "cholesky":
+        raise ValueError(f"{name('solver')}: loss={loss!r} is fitted by IRLS around coordinate "
+                         f"descent; expected 'auto' or 'cd', got 'cholesky'")
+    if not _is_single(v):
+        raise NotImplementedError(
+            f"{name('loss')}={loss!r}: a rank search cross-validates, and held-out fits under "
+            f"count-data losses are not implemented yet; fit one rank (an integer "
+            f"{name('k')}), or use loss='mse'")
+    if v["test_fraction"] > 0 or v["mask"] is not None:
+        raise NotImplementedError(
+            f"{name('loss')}={loss!r}: masked and cross-validated fits (test_fraction, mask) "
+            f"under count-data losses are not implemented yet; use loss='mse' for them")
+    if v["target_H"] is not None:
+        raise ValueError(f"{name('target_H')}: not supported with loss={loss!r} (RcppML drops "
+                         f"it silently under IRLS; we refuse it)")
 
 
 @dataclass(frozen=True)
@@ -608,7 +647,9 @@ RULES: list[Rule] = [
     Rule(("resume", "seed", "w_init"), _resume_needs_seed),
     Rule(("method", "maxit"), _power_iterations),
     Rule(("method", "block_size"), _block_size_krylov_only),
-    Rule(("loss",), _loss_implemented),
+    Rule(("loss",), _graph_loss_is_mse, entries=("factor_config",)),
+    Rule(("loss", "solver", "k", "test_fraction", "mask", "target_H", "nb_size_init",
+          "nb_size_min", "nb_size_max", "theta_init", "theta_min", "theta_max"), _irls_settings),
 ]
 
 

@@ -65,6 +65,17 @@ def nmf(
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
     layer: str | None = None,
+    loss: str = "mse",
+    dispersion: str = "per_row",
+    irls_max_iter: int = 5,
+    irls_tol: float = 1e-4,
+    tweedie_power: float = 1.5,
+    nb_size_init: float = 10.0,
+    nb_size_min: float = 0.01,
+    nb_size_max: float = 1e6,
+    theta_init: float = 0.1,
+    theta_min: float = 0.0,
+    theta_max: float = 5.0,
 ) -> NMFResult | RankSearchResult:
     """Non-negative matrix factorization ``A ≈ W diag(d) H`` by alternating NNLS on Dask.
 
@@ -167,6 +178,28 @@ def nmf(
     layer : str, optional
         AnnData input only: factorize ``A.layers[layer]`` (read as genes × cells, lazily)
         instead of ``A.X``. ``dask_factor.tl.nmf`` also stores the result in the AnnData.
+    loss : {"mse", "kl", "nb", "gp", "gamma", "inverse_gaussian", "tweedie"}, default "mse"
+        The objective (docs/losses.md). ``"mse"`` is least squares; the others are fitted by
+        IRLS around coordinate descent (RcppML's), per column for H and per row for W, with
+        every entry of A in the objective (zeros included; Gamma and inverse Gaussian, which
+        have no mass at 0, leave zeros out). ``"kl"`` is the Poisson deviance
+        (generalised KL), ``"nb"`` the negative binomial and ``"gp"`` the generalised Poisson
+        negative log-likelihood with a dispersion per row. Count-data losses need non-negative
+        A, ``solver`` "auto" or "cd", and one rank without ``test_fraction``/``mask``/
+        ``target_H``. The result then carries ``loss``, ``objective`` (its sum over the
+        entries), ``objective_history`` and ``dispersion``.
+    dispersion : {"per_row", "global", "none"}, default "per_row"
+        NB size r / GP θ: estimated per row after each W update (NB by the method of moments,
+        GP by RcppML's closed-form MM step), shared by all rows (median of the row estimates
+        for NB, mean for GP), or fixed at its initial value.
+    irls_max_iter, irls_tol : int, float, default 5, 1e-4
+        IRLS steps per column/row and their stop rule (largest relative change of the solve).
+    tweedie_power : float >= 1, default 1.5
+        Variance power q of ``loss="tweedie"`` (V(μ) = μ^q; zeros are observed when q < 2).
+    nb_size_init, nb_size_min, nb_size_max : float, default 10, 0.01, 1e6
+        NB size r: start and bounds (r → ∞ is Poisson).
+    theta_init, theta_min, theta_max : float, default 0.1, 0, 5
+        GP dispersion θ: start and bounds.
 
     Returns
     -------

@@ -30,6 +30,7 @@ from ._progress import iteration_progress
 from .engine.als import ALSConfig, ALSState, fit_als
 from .engine.blocks import as_blocked
 from .engine.inputs import check_shape, open_lazy, prepare_input
+from .engine.irls import LossSpec, evaluate_loss, fit_irls
 from .engine.masked import MaskSpec, Penalties, fit_masked
 from .engine.multi import SideSpec
 from .engine.project import project_blocks, reconstruction_sse
@@ -103,6 +104,14 @@ class NMFResult:
         ‖A − W diag(d) H‖²_F and the same divided by m·n.
     loss_history : list of float
         MSE after every iteration.
+    loss : str
+        The fit's loss (``"mse"`` or a count-data loss, docs/losses.md).
+    objective, objective_history : float, list of float
+        Count-data losses: the sum of the per-entry loss (Poisson/Gamma/inverse Gaussian/
+        Tweedie deviance, NB or GP negative log-likelihood) of the returned model, and after
+        every iteration (what ``tol`` watches). NaN/empty for ``"mse"`` (see ``sse``).
+    dispersion : ndarray of shape (m,) or None
+        ``loss="nb"``: the size r of each row; ``loss="gp"``: θ of each row.
     tol_history : list of float
         Relative loss change from the 2nd iteration on.
     settings : dict
@@ -142,6 +151,13 @@ class NMFResult:
     #: ``dask_factor.tl``, the estimators and :meth:`load`; saved and written to AnnData
     feature_names: list[str] | None = field(default=None, repr=False)
     sample_names: list[str] | None = field(default=None, repr=False)
+    #: the fit's loss (docs/losses.md); under a count-data loss its objective (the sum of the
+    #: per-entry loss over the entries it covers), per-iteration history, and the NB size /
+    #: GP θ per row (m,)
+    loss: str = "mse"
+    objective: float = float("nan")
+    objective_history: list[float] = field(default_factory=list, repr=False)
+    dispersion: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def k(self) -> int:
@@ -168,18 +184,31 @@ class NMFResult:
                          upper_bound=tuple(s["upper_bound"]), nonneg=tuple(s["nonneg"]),
                          solver="cd", cd_maxit=100, cd_tol=1e-8, dtype=np.dtype(s["dtype"]))
 
-    def evaluate(self, A, *, client=None) -> float:
-        """Mean squared error of the model against a matrix, exactly (float64).
+    def evaluate(self, A, *, loss: str | None = None, dispersion=None,
+                 tweedie_power: float | None = None, client=None) -> float:
+        """Mean squared error, or a count-data loss, of the model against a matrix, exactly.
+
+        One pass over A's column blocks (out of core for file inputs), float64 sums in a fixed
+        order; only the totals reach the client.
 
         Parameters
         ----------
         A : matrix-like of shape (m, n)
             Anything ``nmf`` accepts (numpy, scipy.sparse, dask array, path).
+        loss : str, optional
+            ``None`` or ``"mse"``: the mean squared error. A count-data loss (``"kl"``,
+            ``"nb"``, ``"gp"``, ``"gamma"``, ``"inverse_gaussian"``, ``"tweedie"``): the sum of
+            its per-entry loss, the unit of ``objective`` (docs/losses.md).
+        dispersion : float or array of shape (m,), optional
+            NB size r or GP θ per row; default: the model's own when it was fitted with that
+            loss (required otherwise for ``"nb"``/``"gp"``).
+        tweedie_power : float, optional
+            Default: the model's ``tweedie_power`` setting, else 1.5.
 
         Returns
         -------
         float
-            ``mean((A − W diag(d) H)²)`` over all m·n entries.
+            ``mean((A − W diag(d) H)²)`` over all m·n entries, or ``Σ ℓ(A_ij, μ_ij)``.
 
         Examples
         --------
@@ -188,8 +217,25 @@ class NMFResult:
         >>> model = nmf(A, 4, seed=1, maxit=5)
         >>> abs(model.evaluate(A) - model.mse) < 1e-6
         True
+        >>> kl = nmf(A, 4, seed=1, maxit=5, loss="kl")
+        >>> abs(kl.evaluate(A, loss="kl") - kl.objective) < 1e-6 * kl.objective
+        True
         """
         client = client or self._client
+        if loss is not None:
+            check_value("loss", loss, PARAMETERS["loss"])
+        disp = None
+        if loss in ("nb", "gp"):
+            disp = dispersion if dispersion is not None else (
+                self.dispersion if self.loss == loss else None)
+            if disp is None:
+                what = "size r" if loss == "nb" else "θ"
+                raise ValueError(f"dispersion: loss={loss!r} needs the {what} of each row (the "
+                                 f"model was fitted with loss={self.loss!r})")
+            disp = np.broadcast_to(np.asarray(disp, dtype=np.float64),
+                                   (self.W.shape[0],)).copy()
+        power = tweedie_power if tweedie_power is not None else float(
+            self.settings.get("tweedie_power", 1.5))
         prep = prepare_input(A, name="A", dtype=np.float64, client=client)
         m, n = prep.shape
         if (m, n) != (self.W.shape[0], self.H_dask.shape[1]):
@@ -199,6 +245,11 @@ class NMFResult:
         # slices of the distributed H: nothing is gathered on the client or embedded in graphs
         h_blocks = [self.H_dask[:, a:b].T
                     for a, b in zip(prep.bm.bounds[:-1], prep.bm.bounds[1:])]
+        if loss is not None and loss != "mse":
+            if prep.n_negative:
+                raise ValueError(f"A: loss={loss!r} needs non-negative data; found "
+                                 f"{prep.n_negative} negative entries")
+            return evaluate_loss(prep.bm, Wd, h_blocks, loss, disp, power, client)[0]
         sse, _ = reconstruction_sse(prep.bm, Wd, h_blocks, client)
         return sse / (m * n)
 
@@ -429,6 +480,48 @@ def fit_masked_model(prep, W0, cfg: ALSConfig, *, m, n, seed, cv_seed, test_frac
         train_loss_history=list(st.train_history), _client=client)
 
 
+def loss_spec(p: dict) -> LossSpec:
+    """The :class:`~.engine.irls.LossSpec` of validated ``nmf()`` arguments."""
+    loss = p["loss"]
+    init, lo, hi = ((p["nb_size_init"], p["nb_size_min"], p["nb_size_max"]) if loss == "nb"
+                    else (p["theta_init"], p["theta_min"], p["theta_max"]) if loss == "gp"
+                    else (0.0, 0.0, 0.0))
+    return LossSpec(loss=loss, dispersion=p["dispersion"], disp_init=float(init),
+                    disp_min=float(lo), disp_max=float(hi), power=float(p["tweedie_power"]),
+                    irls_max_iter=int(p["irls_max_iter"]), irls_tol=float(p["irls_tol"]))
+
+
+def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_iteration,
+                   ckpt, settings_extra) -> NMFResult:
+    """Run the IRLS fit kind (a count-data loss) and wrap its state as an NMFResult."""
+    spec = loss_spec(p)
+    cfg = replace(cfg, solver="cd")
+    st = fit_irls(prep.bm, W0, cfg, spec, client=client, on_iteration=on_iteration,
+                  **(ckpt or {}))
+    k = cfg.k
+    perm = np.argsort(-st.d, kind="stable") if p["sort_model"] else np.arange(k)
+    mn = float(m) * float(n)
+    settings = dict(k=k, tol=cfg.tol, maxit=cfg.maxit, L1=cfg.L1, L2=cfg.L2,
+                    upper_bound=cfg.upper_bound, nonneg=cfg.nonneg, seed=int(seed),
+                    norm=cfg.norm, solver_used="cd", cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
+                    sort_model=p["sort_model"], dtype=np.dtype(cfg.dtype).name,
+                    chunks=[int(x) for x in np.diff(prep.bm.bounds)],
+                    n_negative=prep.n_negative, target_lambda=0.0, loss=spec.loss,
+                    dispersion=spec.dispersion, irls_max_iter=spec.irls_max_iter,
+                    irls_tol=spec.irls_tol, tweedie_power=spec.power,
+                    dispersion_init=spec.disp_init, dispersion_bounds=(spec.disp_min,
+                                                                       spec.disp_max),
+                    **settings_extra)
+    return NMFResult(
+        W=np.ascontiguousarray(st.W[:, perm]), d=np.asarray(st.d)[perm].copy(),
+        H_dask=_h_dask(st, prep.bm.bounds, perm, cfg.dtype), iterations=st.iterations,
+        converged=st.converged, sse=st.sse, mse=st.sse / mn,
+        loss_history=[x / mn for x in st.sse_history], tol_history=list(st.tol_history),
+        settings=settings, runtime=st.seconds, graph_sizes=st.graph_sizes, _client=client,
+        loss=spec.loss, objective=st.objective, objective_history=list(st.objective_history),
+        dispersion=st.dispersion)
+
+
 def fit_nmf(
     A,
     k: int,
@@ -465,6 +558,17 @@ def fit_nmf(
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
     penalties: Penalties | None = None,
+    loss: str = "mse",
+    dispersion: str = "per_row",
+    irls_max_iter: int = 5,
+    irls_tol: float = 1e-4,
+    tweedie_power: float = 1.5,
+    nb_size_init: float = 10.0,
+    nb_size_min: float = 0.01,
+    nb_size_max: float = 1e6,
+    theta_init: float = 0.1,
+    theta_min: float = 0.0,
+    theta_max: float = 5.0,
 ) -> NMFResult:
     """One NMF fit of rank ``k``: ``nmf(A, k)`` for an integer ``k``.
 
@@ -562,8 +666,12 @@ def fit_nmf(
         target_blocks = [np.ascontiguousarray(T[:, b[i]:b[i + 1]].T) for i in range(b.size - 1)]
         gram_target = T @ T.T / n
 
+    if p["loss"] != "mse" and prep.n_negative:
+        raise ValueError(f"A: loss={p['loss']!r} needs non-negative data; found "
+                         f"{prep.n_negative} negative entries")
     # the score of a cross-validated fit is the held-out MSE
-    loss_name = "test_loss" if p["test_fraction"] > 0 else "loss"
+    loss_name = "test_loss" if p["test_fraction"] > 0 else (
+        "loss" if p["loss"] == "mse" else p["loss"])
     with iteration_progress(progress, maxit, f"nmf k={k}", on_iteration,
                             loss_name=loss_name) as callback:
         if masked:  # held-out / missing entries: the masked engine (on_iteration gets the score)
@@ -581,6 +689,11 @@ def fit_nmf(
                 on_iteration=callback, ckpt=ckpt, mask_blocks=mask_blocks, penalties=penalties,
                 settings_extra=dict(rng=rng, solver=solver, w_init=w_init is not None,
                                     cache=cache, target_lambda=float(target_lambda)))
+        if p["loss"] != "mse":  # count-data losses: the IRLS fit kind
+            return fit_irls_model(prep, W0, cfg, p, m=m, n=n, seed=int(seed), client=client,
+                                  on_iteration=callback, ckpt=ckpt,
+                                  settings_extra=dict(rng=rng, solver=solver, cache=cache,
+                                                      w_init=w_init is not None))
         state = fit_als(prep.bm, W0, cfg, sq_norm=prep.sq_norm, client=client,
                         target_blocks=target_blocks, gram_target=gram_target,
                         on_iteration=callback, **ckpt)

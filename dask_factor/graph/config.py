@@ -247,7 +247,9 @@ def factor_config(
         Stop when the relative loss change stays below ``tol`` for 5 consecutive iterations
         (multi-layer graphs: for every layer).
     loss : {"mse"}, default "mse"
-        Only the Gaussian loss is implemented; the others are RcppML's IRLS losses (later work).
+        Graphs fit the Gaussian loss only; a count-data loss (``"kl"``, ``"nb"``, ``"gp"``,
+        ``"gamma"``, ``"inverse_gaussian"``, ``"tweedie"``) is refused with NotImplementedError:
+        fit one matrix with ``nmf(A, k, loss=...)`` instead (docs/losses.md).
     verbose : bool, default False
         Show a progress bar.
     seed : int, optional

@@ -1,0 +1,367 @@
+"""NMF under a count-data loss (KL, NB, GP, Gamma, inverse Gaussian, Tweedie): IRLS on the driver.
+
+One more fit kind of :mod:`.driver`. Per iteration t (docs/losses.md):
+
+    per column block p, one task   H_p by per-column IRLS against W_{t−1}     (kernels.irls)
+                                   partials s_p = Σ|h|, s2_p = Σh² per factor
+    fixed-order tree               s, s2  →  d_h (the scale of H's rows)
+    per row block r, one task      W_r by per-row IRLS against the normalised H, reading the
+                                   rows of A from a transposed copy (Aᵀ's column blocks);
+                                   then each row's dispersion (NB size, GP θ) and the block's
+                                   objective and squared error (one pass over its rows)
+    fixed-order tree               Σ objective, Σ squared error
+    one small task                 d = column scale of W, W ← W/d, the next package
+
+**Why a transposed copy for the W half-step.** Each row's IRLS needs that row's own weighted
+Gram ``Σⱼ wᵢⱼ hⱼhⱼᵀ``, and the weights change at every IRLS step. Reducing per-row k×k partials
+over column blocks would move ``m·k(k+1)/2`` float64 per block per IRLS step (8.8 MB per block at
+m = 20,000, k = 10; about 10 GB per IRLS step for 1M cells in 1,200 blocks), against the
+transposed copy's one broadcast of H per worker (n·k·4 = 40 MB at 1M cells) and W's rows back
+(docs/decisions.md has the numbers). The copy is built once per fit, by one shuffle of the
+column blocks (each block split by row ranges, each row block stacked from its pieces), and held
+where the tasks run (worker memory on a cluster); it is rebuilt from the column blocks if a
+worker is lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..kernels.irls import LOSS_CODES, block_objective, irls_block, row_update
+from . import checkpoint
+from .als import EPS_GRAM, ALSConfig, compute_on, config_fingerprint, fit_fingerprint
+from .blocks import MIN_BLOCKS, BlockedMatrix
+from .driver import BlockOutput, Built, FitKind, Report, drive, kept_value, stats_of
+from .executor import Executor
+from .multi import column_scale, factor_scale
+
+__all__ = ["LossSpec", "IRLSState", "IRLSKind", "fit_irls", "evaluate_loss", "row_bounds"]
+
+#: median (NB size) or mean (GP θ) of the per-row estimates in ``dispersion="global"`` mode
+GLOBAL_REDUCER = {"nb": "median", "gp": "mean"}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The loss of an IRLS fit and its settings (validated by the caller).
+
+    Attributes
+    ----------
+    loss : str
+        ``"kl"``, ``"nb"``, ``"gp"``, ``"gamma"``, ``"inverse_gaussian"`` or ``"tweedie"``.
+    dispersion : {"per_row", "global", "none"}
+        NB size / GP θ estimated per row, shared (median of the row estimates for NB, mean for
+        GP), or fixed at ``disp_init``.
+    disp_init, disp_min, disp_max : float
+        NB: ``nb_size_init/min/max``; GP: ``theta_init/min/max``.
+    power : float
+        Tweedie variance power.
+    irls_max_iter, irls_tol : int, float
+        IRLS steps per column and their stopping rule (max relative change of x).
+    """
+
+    loss: str
+    dispersion: str = "per_row"
+    disp_init: float = 0.0
+    disp_min: float = 0.0
+    disp_max: float = 0.0
+    power: float = 1.5
+    irls_max_iter: int = 5
+    irls_tol: float = 1e-4
+
+    @property
+    def code(self) -> int:
+        return LOSS_CODES[self.loss]
+
+    @property
+    def has_dispersion(self) -> bool:
+        return self.loss in ("nb", "gp")
+
+
+@checkpoint.register
+@dataclass
+class IRLSPack:
+    """The small package every task receives: W (normalised), scales and the dispersion."""
+
+    W: np.ndarray
+    t: int
+    xscale: np.ndarray
+    disp: np.ndarray  # (m,) NB size r or GP θ per row (unused by the other losses)
+    d: np.ndarray | None = None
+    dh: np.ndarray | None = None
+    stats: dict | None = None
+
+
+@dataclass
+class IRLSState:
+    """A finished (or interrupted) IRLS fit: factors in the solver's layout and histories."""
+
+    W: np.ndarray  # m × k, normalised columns
+    d: np.ndarray
+    h_blocks: list  # raw Ht_p (n_p × k)
+    h_scale: np.ndarray  # divide raw H rows by this to normalise
+    dispersion: np.ndarray | None  # (m,) for nb/gp
+    iterations: int
+    converged: bool
+    objective: float
+    sse: float
+    objective_history: list[float] = field(default_factory=list)
+    sse_history: list[float] = field(default_factory=list)
+    tol_history: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    graph_sizes: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# task functions
+
+
+def csc_arrays(block):
+    """CSC ``indptr, indices, data`` of a block without explicit zeros (dense blocks too)."""
+    if sp.issparse(block):
+        X = sp.csc_matrix(block)
+        if X.nnz and not np.all(X.data != 0):
+            X = X.copy()
+            X.eliminate_zeros()
+    else:
+        X = sp.csc_matrix(np.asarray(block))
+    if not X.has_sorted_indices:
+        X = X.sorted_indices()
+    return X.indptr, X.indices, X.data
+
+
+def row_bounds(m: int, n_col_blocks: int) -> list[int]:
+    """Row ranges of the W half-step: ``max(MIN_BLOCKS, n_col_blocks)`` near-equal ranges (a
+    function of the shape and the column blocking only, so the fit does not depend on where it
+    runs)."""
+    parts = max(1, min(m, max(MIN_BLOCKS, n_col_blocks)))
+    return [int(x) for x in np.linspace(0, m, parts + 1).round().astype(np.int64)]
+
+
+def split_rows(block, bounds):
+    """One column block's pieces of Aᵀ: piece r is ``A[bounds[r]:bounds[r+1], cols]ᵀ`` (CSC)."""
+    X = sp.csr_matrix(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+    X.eliminate_zeros()
+    X.sort_indices()
+    return [X[a:b].T.tocsc() for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def stack_piece(r, *splits):
+    """Column block r of Aᵀ (n × rows) from every column block's piece r."""
+    out = sp.vstack([s[r] for s in splits], format="csc")
+    out.sort_indices()
+    return out
+
+
+def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec):
+    """H half-step of one column block by per-column IRLS, and the partials of H's scale."""
+    indptr, indices, data = csc_arrays(block)
+    k = pack.W.shape[1]
+    n_p = indptr.size - 1
+    Ht = np.empty((n_p, k), dtype=cfg.dtype)
+    warm = hprev is not None
+    Xprev = hprev if warm else np.zeros((1, k), dtype=cfg.dtype)
+    irls_block(indptr, indices, data, pack.W, pack.disp, False, spec.code, spec.power,
+               cfg.L1[1], cfg.L2[1] + EPS_GRAM, cfg.nonneg[1], cfg.upper_bound[1], Xprev,
+               pack.xscale, warm, cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol,
+               Ht)
+    H64 = Ht.astype(np.float64)
+    return BlockOutput((Ht, (np.abs(H64).sum(axis=0), (H64 * H64).sum(axis=0))))
+
+
+def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: LossSpec,
+           *h_blocks):
+    """W half-step of rows r0:r1 (a column block of Aᵀ) against the normalised H, then the
+    rows' dispersion and the block's objective and squared error."""
+    s, s2 = red
+    dh = factor_scale(s, s2, cfg.norm)
+    Hn = np.vstack([np.asarray(h, dtype=np.float64) for h in h_blocks]) / dh
+    indptr, indices, data = csc_arrays(tblock)
+    k = Hn.shape[1]
+    rows = r1 - r0
+    warm = pack.t > 0
+    Wt = np.empty((rows, k))
+    Xprev = pack.W[r0:r1] if warm else np.zeros((1, k))
+    disp_old = np.ascontiguousarray(pack.disp[r0:r1], dtype=np.float64)
+    irls_block(indptr, indices, data, Hn, disp_old, True, spec.code, spec.power, cfg.L1[0],
+               cfg.L2[0] + EPS_GRAM, cfg.nonneg[0], cfg.upper_bound[0], Xprev, dh, warm,
+               cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol, Wt)
+    new_disp = np.empty(rows)
+    st = np.zeros(2)
+    estimate = spec.has_dispersion and spec.dispersion != "none"
+    row_update(indptr, indices, data, Hn, disp_old, spec.code, spec.power, estimate,
+               spec.dispersion == "per_row", np.array([spec.disp_min, spec.disp_max]), Wt,
+               new_disp, st)
+    return BlockOutput(((Wt, new_disp), st))
+
+
+def finish_task(red_rows, red_cols, pack: IRLSPack, cfg: ALSConfig, spec: LossSpec, *rows):
+    """Assemble W, extract d, the next dispersion and package, and the step's statistics."""
+    s, s2 = red_cols
+    dh = factor_scale(s, s2, cfg.norm)
+    Wt = np.vstack([r[0][0] for r in rows])
+    disp = np.concatenate([r[0][1] for r in rows])
+    scored = pack.disp
+    if spec.has_dispersion and spec.dispersion == "global":
+        val = np.median(disp) if GLOBAL_REDUCER[spec.loss] == "median" else np.mean(disp)
+        disp = np.full_like(disp, val)
+    elif spec.dispersion == "per_row":
+        scored = disp
+    d = column_scale(Wt, cfg.norm)
+    Wn = (Wt / d).astype(cfg.dtype)
+    new = IRLSPack(W=Wn, t=pack.t + 1, xscale=d / dh, disp=disp, d=d, dh=dh)
+    new.stats = {"objective": float(red_rows[0]), "sse": max(float(red_rows[1]), 0.0),
+                 "disp": np.asarray(scored, dtype=np.float64)}
+    return new
+
+
+# --------------------------------------------------------------------------------------------
+# the fit kind
+
+
+class IRLSKind(FitKind):
+    """IRLS NMF: column blocks for H, a transposed copy's blocks for W (module docstring)."""
+
+    prefix = "nmf-irls"
+
+    def __init__(self, bm: BlockedMatrix, W0, cfg: ALSConfig, spec: LossSpec):
+        self.bm, self.W0, self.cfg, self.spec = bm, W0, cfg, spec
+        self.rb = row_bounds(bm.shape[0], bm.n_blocks)
+
+    def setup(self, ctx):
+        self.bkeys = ctx.blocks(self.bm)
+        # the transposed copy: one shuffle of the column blocks, held where the tasks run
+        tag = f"{ctx.prefix}-{{}}-{ctx.token}-{{}}"
+        dsk = dict(ctx.static)
+        splits = []
+        for c, bk in enumerate(self.bkeys):
+            key = tag.format("tsplit", c)
+            dsk[key] = (split_rows, bk, self.rb)
+            splits.append(key)
+        self.tkeys = []
+        for r in range(len(self.rb) - 1):
+            key = tag.format("tblock", r)
+            dsk[key] = (stack_piece, r, *splits)
+            self.tkeys.append(key)
+        kept, _ = ctx.ex.run(dsk, self.tkeys, [])
+        for key in self.tkeys:
+            ctx.static[key] = kept[key]
+
+    def initial_state(self):
+        W0 = np.ascontiguousarray(self.W0, dtype=self.cfg.dtype)
+        m, k = W0.shape
+        disp = np.full(m, float(self.spec.disp_init))
+        return {"pack": IRLSPack(W=W0, t=0, xscale=np.ones(k), disp=disp),
+                "h": [None] * self.bm.n_blocks}
+
+    def build(self, g, st, step):
+        cfg, spec, pack = self.cfg, self.spec, st["pack"]
+        parts, new_h = [], []
+        for b in range(self.bm.n_blocks):
+            hk = g.task("block-solve", (b,), h_task, self.bkeys[b], pack, st["h"][b], cfg, spec)
+            new_h.append(g.task("h", (b,), kept_value, hk))
+            parts.append(hk)
+        red = g.reduce(parts)
+        rb = self.rb
+        rows = [g.task("w-rows", (r,), w_task, self.tkeys[r], red, pack, rb[r], rb[r + 1], cfg,
+                       spec, *new_h) for r in range(len(rb) - 1)]
+        red_rows = g.reduce(rows, label="row-reduce")
+        new_pack = g.task("w-update", (), finish_task, red_rows, red, pack, cfg, spec, *rows)
+        return Built({"pack": new_pack, "h": new_h}, [g.task("stats", (), stats_of, new_pack)])
+
+    def record(self, step, stats):
+        return Report(float(stats[0]["objective"]))
+
+    def fingerprint(self):
+        return fit_fingerprint(self.bm, 0.0, self.W0, {
+            "kind": "irls", **config_fingerprint(self.cfg),
+            "loss": {k: (float(v) if isinstance(v, float) else v)
+                     for k, v in self.spec.__dict__.items()}})
+
+
+def fit_irls(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, spec: LossSpec, *,
+             client=None, on_iteration: Callable[[int, float, float], Any] | None = None,
+             checkpoint=None, checkpoint_every: int | None = None, resume=None) -> IRLSState:
+    """Run IRLS NMF iterations on the driver until convergence or ``cfg.maxit``.
+
+    Parameters
+    ----------
+    bm : BlockedMatrix
+        The data, (m, n), non-negative.
+    W0 : ndarray (m, k)
+        Initial W (used as is for the first H solve).
+    cfg : ALSConfig
+        L1/L2/bounds/nonneg pairs, ``norm``, the coordinate-descent budget (``solver`` must be
+        ``"cd"``), ``maxit``, ``tol``, ``dtype``.
+    spec : LossSpec
+    client, on_iteration, checkpoint, checkpoint_every, resume : optional
+        As for :func:`dask_factor.engine.als.fit_als`; ``on_iteration(t, objective, rel)``.
+
+    Returns
+    -------
+    IRLSState
+        The last iteration's model; ``objective`` is ``Σ ℓ(A_ij, (W diag(d) H)_ij)`` over the
+        entries the loss covers (docs/losses.md), ``sse`` the squared error over all entries.
+    """
+    if cfg.solver != "cd":
+        raise ValueError(f"solver: IRLS losses need coordinate descent ('cd' or 'auto'), got "
+                         f"{cfg.solver!r}")
+    kind = IRLSKind(bm, W0, cfg, spec)
+    res = drive(kind, maxit=cfg.maxit, tol=cfg.tol, client=client, on_iteration=on_iteration,
+                checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                name="nmf")
+    (final,) = Executor(client).gather([res.state["pack"]])
+    hist = [st[0] for st in res.stats]
+    k = cfg.k
+    last = hist[-1] if hist else {"objective": math.nan, "sse": math.nan, "disp": None}
+    return IRLSState(
+        W=np.asarray(final.W), d=np.asarray(final.d if final.d is not None else np.ones(k)),
+        h_blocks=list(res.state["h"]),
+        h_scale=np.asarray(final.dh if final.dh is not None else np.ones(k)),
+        dispersion=(np.asarray(last["disp"], dtype=np.float64) if spec.has_dispersion
+                    else None),
+        iterations=res.iterations, converged=res.converged, objective=float(last["objective"]),
+        sse=float(last["sse"]), objective_history=[float(x["objective"]) for x in hist],
+        sse_history=[float(x["sse"]) for x in hist], tol_history=list(res.rels),
+        seconds=res.seconds, graph_sizes=res.graph_sizes)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation of any model under a loss
+
+
+def _block_loss(block, Wd, Ht, code, disp, power):
+    indptr, indices, data = csc_arrays(block)
+    obj, sse = block_objective(indptr, indices, data, Wd, np.ascontiguousarray(Ht, np.float64),
+                               disp, False, code, power)
+    return np.array([obj, sse])
+
+
+def evaluate_loss(bm: BlockedMatrix, Wd: np.ndarray, h_blocks: list, loss: str,
+                  dispersion: np.ndarray | None = None, power: float = 1.5, client=None):
+    """``(Σ ℓ(A_ij, μ_ij), Σ (A_ij − μ_ij)²)`` of ``μ = Wd Hᵀ`` (``h_blocks[p]`` = H_pᵀ), exact,
+    in float64, one task per column block and a fixed-order sum; nothing gathered but the two
+    numbers. ``dispersion`` (m,) is the NB size or GP θ per row."""
+    import uuid
+
+    import dask
+
+    from .driver import sum_partials
+
+    tok = uuid.uuid4().hex[:8]
+    code = LOSS_CODES[loss]
+    disp = np.zeros(bm.shape[0]) if dispersion is None else np.asarray(dispersion, np.float64)
+    Wd = dask.delayed(np.ascontiguousarray(Wd, dtype=np.float64), name=f"lwd-{tok}")
+    dd = dask.delayed(disp, name=f"ldisp-{tok}")
+    parts = [dask.delayed(_block_loss, pure=True)(b, Wd, h, code, dd, float(power),
+                                                  dask_key_name=f"loss-{tok}-{i}")
+             for i, (b, h) in enumerate(zip(bm.blocks, h_blocks))]
+    total = dask.delayed(sum_partials, pure=True)(*parts, dask_key_name=f"loss-{tok}")
+    out = compute_on(total, client)
+    return float(out[0]), max(float(out[1]), 0.0)

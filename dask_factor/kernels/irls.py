@@ -1,0 +1,503 @@
+"""Per-column IRLS around coordinate-descent NNLS, for the count-data losses (docs/losses.md).
+
+Every problem solved here is one column ``y`` (length p) of a CSC matrix against a dense factor
+``F`` (p × k): the H half-step solves the columns of a block of A against W, the W half-step the
+columns of a block of Aᵀ (rows of A) against H. The model of the column is ``μ = F x`` and the
+objective ``Σᵢ ℓ(yᵢ, μᵢ)`` with ℓ the loss's unit negative log-likelihood or deviance:
+
+    ====================  ======================================  ============  ==============
+    loss (code)           ℓ(y, μ)                                 V(μ)          zeros
+    ====================  ======================================  ============  ==============
+    kl (1)                y log(y/μ) − y + μ                      μ             observed
+    nb (2), size r        −log NB(y; μ, r)                        μ + μ²/r      observed
+    gamma (3)             2(−log(y/μ) + (y − μ)/μ)                μ²            outside support
+    inverse_gaussian (4)  (y − μ)² / (μ² y)                       μ³            outside support
+    tweedie (5), power q  2(y^{2−q}/((1−q)(2−q)) − yμ^{1−q}/(1−q) μ^q           observed if q<2
+                          + μ^{2−q}/(2−q))
+    gp (6), θ             −log GP(y; λ = μ/(1+θ), ξ = θ/(1+θ))    μ(1+θ)²       observed
+    ====================  ======================================  ============  ==============
+
+One IRLS step fixes the weights ``wᵢ = 1/V(μᵢ)`` at the current ``x`` (μ floored, weights capped at
+``W_CAP``; the KL/GP weight is ``1/max(μ, 1e-4)``, RcppML's) and solves the weighted NNLS
+
+    minimise  ½ Σ_{yᵢ>0} wᵢ (yᵢ − Fᵢᵀx)²  +  Σ_{yᵢ=0} cᵢ Fᵢᵀx  (+ L1·Σx + ½ L2 ‖x‖²)
+
+where the zero entries enter through the derivative of their loss, ``cᵢ = ∂ℓ(0, μ)/∂μ`` in the
+same units (1 for KL, r/(r+μ) for NB, μ·w(μ) = μ^{1−q} for Tweedie, with the weight's floor and cap). The gradient of this subproblem at the
+current ``x`` is the gradient of the true objective, so a fixed point is a stationary point of the
+loss over *all* entries; the quadratic is only built over the stored entries (O(nnz·k²)), the zero
+term costs O(k) per column for KL/GP (``cᵢ`` ≡ 1: ``Σ_zeros Fᵢ = Σ_all Fᵢ − Σ_nz Fᵢ``) and O(p·k)
+for NB/Tweedie. ℓ(0, μ) is concave in μ for KL, NB and Tweedie (q < 2), so its tangent is an upper
+bound: replacing it by the linear term majorises the zero part. Gamma and inverse Gaussian have
+no mass at 0: a zero entry is outside their support and is not part of the fit or the objective.
+
+The columns are solved serially (Dask runs blocks in parallel); sums are float64 in a fixed order.
+GP follows RcppML: the factor updates use the KL weights, θ is fitted separately
+(:func:`row_statistics`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .nnls import cd_solve, residual, sweep_budget
+
+MSE, KL, NB, GAMMA, INVERSE_GAUSSIAN, TWEEDIE, GP = 0, 1, 2, 3, 4, 5, 6
+#: loss name → kernel code
+LOSS_CODES = {"mse": MSE, "kl": KL, "nb": NB, "gamma": GAMMA, "inverse_gaussian": INVERSE_GAUSSIAN,
+              "tweedie": TWEEDIE, "gp": GP}
+MU_FLOOR = 1e-10
+KL_FLOOR = 1e-4
+W_CAP = 1e6
+#: halvings of an IRLS step before it is abandoned (the start is kept)
+MAX_BACKTRACK = 10
+
+
+@njit(nogil=True, cache=True)
+def zeros_observed(code, power):
+    """Whether a zero entry is part of the fit and the objective for this loss."""
+    if code == GAMMA or code == INVERSE_GAUSSIAN:
+        return False
+    if code == TWEEDIE:
+        return power < 2.0
+    return True
+
+
+@njit(nogil=True, cache=True)
+def irls_weight(code, mu, disp, power):
+    """The IRLS weight ``1/V(μ)`` (floored μ, capped at :data:`W_CAP`)."""
+    if code == MSE:
+        return 1.0
+    if code == KL or code == GP:
+        return 1.0 / max(mu, KL_FLOOR)
+    m = max(mu, MU_FLOOR)
+    if code == NB:
+        r = max(disp, 1e-10)
+        w = r / (m * (r + m))
+    elif code == GAMMA:
+        w = 1.0 / (m * m)
+    elif code == INVERSE_GAUSSIAN:
+        w = 1.0 / (m * m * m)
+    else:
+        w = m ** (-power)
+    return min(w, W_CAP)
+
+
+@njit(nogil=True, cache=True)
+def zero_slope(code, mu, disp, power):
+    """``∂ℓ(0, μ)/∂μ`` in the IRLS subproblem's units (the pull of a zero entry)."""
+    if code == KL or code == GP:
+        return 1.0
+    if code == NB:
+        r = max(disp, 1e-10)
+        return r / (r + max(mu, 0.0))
+    if code == TWEEDIE:
+        m = max(mu, MU_FLOOR)
+        return m * irls_weight(code, m, disp, power)
+    return 0.0
+
+
+@njit(nogil=True, cache=True)
+def unit_loss(code, y, mu, disp, power):
+    """ℓ(y, μ) of one entry (NB and GP: the full negative log-likelihood, log y! included)."""
+    if code == MSE:
+        return (y - mu) * (y - mu)
+    m = max(mu, MU_FLOOR)
+    if code == KL:
+        if y > 0.0:
+            return y * math.log(y / m) - y + m
+        return m
+    if code == NB:
+        r = max(disp, 1e-10)
+        if y == 0.0:
+            return r * math.log1p(m / r)
+        return (-math.lgamma(y + r) + math.lgamma(r) + math.lgamma(y + 1.0)
+                - r * math.log(r / (r + m)) - y * math.log(m / (r + m)))
+    if code == GAMMA:
+        return 2.0 * (-math.log(y / m) + (y - m) / m)
+    if code == INVERSE_GAUSSIAN:
+        return (y - m) * (y - m) / (m * m * y)
+    if code == TWEEDIE:
+        if power == 1.0:
+            if y > 0.0:
+                return 2.0 * (y * math.log(y / m) - (y - m))
+            return 2.0 * m
+        if power == 2.0:
+            return 2.0 * (-math.log(y / m) + (y - m) / m)
+        omp = 1.0 - power
+        tmp = 2.0 - power
+        if y == 0.0:
+            return 2.0 * m ** tmp / tmp
+        return 2.0 * (y ** tmp / (omp * tmp) - y * m ** omp / omp + m ** tmp / tmp)
+    # GP: λ = μ/(1+θ), ξ = θ/(1+θ), P(y) = λ(λ+ξy)^{y−1} e^{−λ−ξy} / y!
+    th = max(disp, 0.0)
+    lam = m / (1.0 + th)
+    xy = th * y / (1.0 + th)
+    out = lam + xy
+    if y > 0.0:
+        out += -math.log(lam) + math.lgamma(y + 1.0)
+        if y >= 1.0:
+            out -= (y - 1.0) * math.log(max(lam + xy, MU_FLOOR))
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _dot(F, i, x):
+    acc = 0.0
+    for f in range(x.size):
+        acc += F[i, f] * x[f]
+    return acc
+
+
+@njit(nogil=True, cache=True)
+def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search, power,
+                 l1, l2, cz):
+    """One pass over column ``j`` at ``x``: returns the penalised objective under ``search``
+    (the loss, or KL for GP) and, for the losses whose zero slope depends on μ (NB, Tweedie),
+    fills ``cz`` (k,) with ``Σ_{yᵢ=0} ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` (else ``cz`` is left alone)."""
+    k = x.size
+    start, end = indptr[j], indptr[j + 1]
+    out = 0.0
+    for f in range(k):
+        out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
+    for q in range(start, end):
+        i = indices[q]
+        d = disp[j] if disp_by_col else disp[i]
+        out += unit_loss(search, np.float64(data[q]), _dot(F, i, x), d, power)
+    if not zeros_observed(code, power):
+        return out
+    if code == KL or code == GP:  # ℓ(0, μ) = μ for KL: Σ_zeros μ from Σ_all − Σ_stored
+        tot = 0.0
+        for f in range(k):
+            tot += Fsum[f] * x[f]
+        for q in range(start, end):
+            tot -= _dot(F, indices[q], x)
+        return out + max(tot, 0.0)
+    for f in range(k):
+        cz[f] = 0.0
+    q = start
+    for i in range(F.shape[0]):
+        if q < end and indices[q] == i:
+            q += 1
+            continue
+        d = disp[j] if disp_by_col else disp[i]
+        mu = _dot(F, i, x)
+        out += unit_loss(code, 0.0, mu, d, power)
+        c = zero_slope(code, mu, d, power)
+        for f in range(k):
+            cz[f] += c * F[i, f]
+    return out
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power, l1, l2,
+                nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm,
+                G, b, r, xold, czero):
+    """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
+
+    ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
+    column (True: ``disp[j]``). ``G`` (k, k), ``b``, ``r``, ``xold``, ``czero`` (k,) are scratch.
+    Returns the coordinate-descent sweeps made. The column must store no explicit zeros.
+    """
+    k = x.size
+    start, end = indptr[j], indptr[j + 1]
+    zeros = zeros_observed(code, power)
+    const_zero = code == KL or code == GP
+    if zeros and const_zero:  # Σ over zero rows of Fᵢ = Σ over all − Σ over stored
+        for f in range(k):
+            czero[f] = Fsum[f]
+        for q in range(start, end):
+            i = indices[q]
+            for f in range(k):
+                czero[f] -= F[i, f]
+    sweeps = 0
+    search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
+    f_old = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search,
+                         power, l1, l2, czero)
+    for it in range(irls_maxit):
+        for f in range(k):
+            b[f] = 0.0
+            for g in range(k):
+                G[f, g] = 0.0
+        for q in range(start, end):
+            i = indices[q]
+            y = np.float64(data[q])
+            mu = _dot(F, i, x)
+            d = disp[j] if disp_by_col else disp[i]
+            w = irls_weight(code, mu, d, power)
+            for f in range(k):
+                wf = w * F[i, f]
+                b[f] += wf * y
+                for g in range(f + 1):
+                    G[f, g] += wf * F[i, g]
+        for f in range(k):
+            for g in range(f):
+                G[g, f] = G[f, g]
+            G[f, f] += l2
+            if zeros:  # the zero entries' pull at the current x
+                b[f] -= czero[f]
+            b[f] -= l1
+            xold[f] = x[f]
+        residual(G, b, x, r)
+        sweeps += cd_solve(G, x, r, nonneg, ub, sweep_budget(warm or it > 0, cd_maxit), cd_tol)
+        # the step x − xold is a descent direction of the true objective (the subproblem has
+        # its gradient at xold and a convex quadratic): halve it until the objective does not
+        # rise, so every column's objective falls monotonically
+        f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
+                             search, power, l1, l2, czero)
+        tries = 0
+        while not f_new <= f_old and tries < MAX_BACKTRACK:
+            for f in range(k):
+                x[f] = xold[f] + 0.5 * (x[f] - xold[f])
+            f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
+                                 search, power, l1, l2, czero)
+            tries += 1
+        if not f_new <= f_old:  # no decrease found: keep the start
+            for f in range(k):
+                x[f] = xold[f]
+            break
+        f_old = f_new
+        change = 0.0
+        for f in range(k):
+            rel = abs(x[f] - xold[f]) / (abs(xold[f]) + 1e-12)
+            if rel > change:
+                change = rel
+        if change < irls_tol:
+            break
+    return sweeps
+
+
+@njit(nogil=True, cache=True)
+def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2, nonneg, ub,
+               Xprev, xscale, warm, cd_maxit, cd_tol, irls_maxit, irls_tol, Xt):
+    """IRLS-NNLS for every column of a CSC matrix (p × n) against ``F`` (p × k).
+
+    ``Xprev`` (n × k) times ``xscale`` (k,) is the warm start when ``warm``; ``Xt`` (n × k)
+    receives the solutions (it may be ``Xprev``). Returns the total coordinate-descent sweeps.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> F = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> A = sp.csc_matrix(np.array([[2.0], [1.0], [3.0]]))
+    >>> X = np.zeros((1, 2))
+    >>> _ = irls_block(A.indptr, A.indices, A.data, F, np.ones(3), False, KL, 1.5, 0.0, 0.0,
+    ...                True, 0.0, X, np.ones(2), False, 100, 1e-10, 50, 1e-10, X)
+    >>> np.round(X, 6)
+    array([[2., 1.]])
+    """
+    n = indptr.size - 1
+    k = F.shape[1]
+    Fsum = np.zeros(k)
+    for i in range(F.shape[0]):
+        for f in range(k):
+            Fsum[f] += F[i, f]
+    G = np.empty((k, k))
+    b = np.empty(k)
+    r = np.empty(k)
+    xold = np.empty(k)
+    czero = np.empty(k)
+    x = np.empty(k)
+    total = 0
+    for j in range(n):
+        for f in range(k):
+            x[f] = Xprev[j, f] * xscale[f] if warm else 0.0
+        total += irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power,
+                             l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol,
+                             warm, G, b, r, xold, czero)
+        for f in range(k):
+            Xt[j, f] = x[f]
+    return total
+
+
+@njit(nogil=True, cache=True)
+def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power):
+    """``Σᵢ ℓ(y_ij, μᵢ)`` of column ``j`` with ``μ = F x``, zero entries included when the loss
+    has mass at 0 (O(nnz·k), plus O(p·k) for NB and Tweedie). No explicit zeros stored."""
+    start, end = indptr[j], indptr[j + 1]
+    out = 0.0
+    for q in range(start, end):
+        i = indices[q]
+        d = disp[j] if disp_by_col else disp[i]
+        out += unit_loss(code, np.float64(data[q]), _dot(F, i, x), d, power)
+    if not zeros_observed(code, power):
+        return out
+    if code == KL or code == GP:  # ℓ(0, μ) is linear in μ: Σ_zeros from Σ_all − Σ_stored
+        if code == KL or disp_by_col:
+            tot = 0.0
+            for f in range(x.size):
+                tot += Fsum[f] * x[f]
+            for q in range(start, end):
+                tot -= _dot(F, indices[q], x)
+            scale = 1.0 / (1.0 + max(disp[j], 0.0)) if code == GP else 1.0
+            return out + max(tot, 0.0) * scale
+    q = start
+    for i in range(F.shape[0]):
+        if q < end and indices[q] == i:
+            q += 1
+            continue
+        d = disp[j] if disp_by_col else disp[i]
+        out += unit_loss(code, 0.0, _dot(F, i, x), d, power)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def penalized_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
+                        l1, l2):
+    """:func:`column_objective` plus the penalties ``l1·Σx + ½·l2·‖x‖²`` of the solve."""
+    out = column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power)
+    for f in range(x.size):
+        out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
+    return out
+
+
+@njit(nogil=True, cache=True)
+def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power):
+    """``(Σ ℓ, Σ (y − μ)²)`` over a CSC block (p × n) with ``μ = F Xtᵀ``, all entries, float64.
+
+    The exact objective and squared error of ``evaluate(A, loss=...)``: one serial pass per
+    column (O(p·k) per column for the zeros, O(nnz·k) for the stored entries).
+    """
+    n = indptr.size - 1
+    k = F.shape[1]
+    p = F.shape[0]
+    Fsum = np.zeros(k)
+    Q = np.zeros((k, k))
+    for i in range(p):
+        for f in range(k):
+            Fsum[f] += F[i, f]
+            for g in range(k):
+                Q[f, g] += F[i, f] * F[i, g]
+    x = np.empty(k)
+    obj = 0.0
+    sse = 0.0
+    for j in range(n):
+        for f in range(k):
+            x[f] = Xt[j, f]
+        if code != MSE:
+            obj += column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col,
+                                    code, power)
+        sq = 0.0
+        for f in range(k):
+            for g in range(k):
+                sq += x[f] * Q[f, g] * x[g]
+        for q in range(indptr[j], indptr[j + 1]):
+            mu = _dot(F, indices[q], x)
+            y = np.float64(data[q])
+            sse += (y - mu) * (y - mu) - mu * mu
+        sse += sq
+    if code == MSE:
+        obj = sse
+    return obj, sse
+
+
+@njit(nogil=True, cache=True)
+def nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q):
+    """NB size by the method of moments for column ``j`` with ``μ = F x``:
+    ``(Σ μ², Σ [(y − μ)² − μ])`` over all entries (the ratio is r). O(nnz·k + k²)."""
+    k = x.size
+    s_all = 0.0
+    sq_all = 0.0
+    for f in range(k):
+        s_all += Fsum[f] * x[f]
+        for g in range(k):
+            sq_all += x[f] * Q[f, g] * x[g]
+    excess = sq_all - s_all
+    for q in range(indptr[j], indptr[j + 1]):
+        mu = max(_dot(F, indices[q], x), MU_FLOOR)
+        y = np.float64(data[q])
+        excess += (y - mu) * (y - mu) - mu * mu
+    return sq_all, excess
+
+
+@njit(nogil=True, cache=True)
+def gp_theta_mm(indptr, indices, data, j, F, x, Fsum, theta, theta_min, theta_max, inner):
+    """GP dispersion θ of column ``j`` by RcppML's closed-form MM update (``inner`` passes from
+    ``theta``): per pass ``α θ² + β θ − γ = 0`` with η = s/(s + θy) over entries y ≥ 1."""
+    start, end = indptr[j], indptr[j + 1]
+    sum_s = 0.0
+    for f in range(x.size):
+        sum_s += Fsum[f] * x[f]
+    sum_y = 0.0
+    n1 = 0
+    for q in range(start, end):
+        y = np.float64(data[q])
+        sum_y += y
+        if y >= 1.0:
+            n1 += 1
+    th = theta
+    for _ in range(inner):
+        alpha = 0.0
+        gamma = 0.0
+        for q in range(start, end):
+            y = np.float64(data[q])
+            if y >= 1.0:
+                s = max(_dot(F, indices[q], x), MU_FLOOR)
+                eta = s / max(s + th * y, MU_FLOOR)
+                alpha += (y - 1.0) * eta
+                gamma += (y - 1.0) * (1.0 - eta)
+        alpha += n1
+        beta = (sum_y - sum_s) - gamma + alpha
+        if alpha > 1e-15:
+            disc = beta * beta + 4.0 * alpha * gamma
+            if disc > 0.0 and math.isfinite(disc):
+                new = (-beta + math.sqrt(disc)) / (2.0 * alpha)
+                if math.isfinite(new) and new >= 0.0:
+                    th = min(max(new, theta_min), theta_max)
+    return th
+
+
+@njit(nogil=True, cache=True)
+def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_new,
+               disp_bounds, Xt, out_disp, out_stats):
+    """After the W solve of a block of rows (columns of Aᵀ against ``F`` = normalised H): the
+    dispersion of each row (with ``estimate``: NB size by moments, GP θ by MM from
+    ``disp_old``; else ``disp_old`` is kept) and the block's ``[objective, squared error]``,
+    scored with the new dispersion (``score_new``) or the old one.
+
+    ``disp_bounds`` = (min, max). ``out_disp`` (n_rows,) and ``out_stats`` (2,) are outputs.
+    """
+    n = indptr.size - 1
+    k = F.shape[1]
+    p = F.shape[0]
+    Fsum = np.zeros(k)
+    Q = np.zeros((k, k))
+    for i in range(p):
+        for f in range(k):
+            Fsum[f] += F[i, f]
+            for g in range(k):
+                Q[f, g] += F[i, f] * F[i, g]
+    x = np.empty(k)
+    obj = 0.0
+    sse = 0.0
+    for j in range(n):
+        for f in range(k):
+            x[f] = Xt[j, f]
+        d = disp_old[j]
+        if estimate and code == NB:
+            num, den = nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q)
+            if den > 1e-10 and num > 1e-10:
+                d = min(max(num / den, disp_bounds[0]), disp_bounds[1])
+            else:
+                d = disp_bounds[1]
+        elif estimate and code == GP:
+            d = gp_theta_mm(indptr, indices, data, j, F, x, Fsum, d, disp_bounds[0],
+                            disp_bounds[1], 5)
+        out_disp[j] = d
+        obj += column_objective(indptr, indices, data, j, F, x, Fsum,
+                                out_disp if score_new else disp_old, True, code, power)
+        sq = 0.0
+        for f in range(k):
+            for g in range(k):
+                sq += x[f] * Q[f, g] * x[g]
+        for q in range(indptr[j], indptr[j + 1]):
+            mu = _dot(F, indices[q], x)
+            y = np.float64(data[q])
+            sse += (y - mu) * (y - mu) - mu * mu
+        sse += sq
+    out_stats[0] = obj
+    out_stats[1] = sse
+
