@@ -1,0 +1,25 @@
+# Fits RcppML 1.0's nmf() under each loss on a CSC matrix dumped as raw vectors
+# (benchmarks/bench_losses.py writes them: dims.bin int32 [m, n, nnz], p.bin, i.bin int32,
+# x.bin float64) and saves each model for dask_factor to score.
+# Usage: Rscript rcppml_losses.R DIR K MAXIT TOL THREADS LOSS [LOSS ...]
+# Per loss, writes DIR/rcppml_<loss>_{w,d,h,theta}.bin (float64; theta only when RcppML returns
+# it) and prints "loss seconds iterations rcppml_loss".
+suppressMessages({library(RcppML); library(Matrix)})
+a <- commandArgs(TRUE); d <- a[1]; k <- as.integer(a[2]); maxit <- as.integer(a[3])
+tol <- as.numeric(a[4]); thr <- as.integer(a[5]); losses <- a[6:length(a)]
+dims <- readBin(file.path(d, "dims.bin"), "integer", 3)
+p <- readBin(file.path(d, "p.bin"), "integer", dims[2] + 1)
+i <- readBin(file.path(d, "i.bin"), "integer", dims[3])
+x <- readBin(file.path(d, "x.bin"), "double", dims[3])
+A <- new("dgCMatrix", i = i, p = p, x = x, Dim = dims[1:2])
+for (loss in losses) {
+  args <- list(A, k, maxit = maxit, tol = tol, threads = thr, seed = 1)
+  if (loss == "kl") { args$loss <- "gp"; args$dispersion <- "none" } else args$loss <- loss
+  t <- system.time(m <- do.call(nmf, args))[["elapsed"]]
+  f <- function(s) file.path(d, sprintf("rcppml_%s_%s.bin", loss, s))
+  writeBin(as.double(m@w), f("w")); writeBin(as.double(m@d), f("d"))
+  writeBin(as.double(m@h), f("h"))
+  th <- m@misc$theta
+  if (!is.null(th)) writeBin(as.double(th), f("theta"))
+  cat(sprintf("%s %.4f %d %.10g\n", loss, t, as.integer(m@misc$iter), as.double(m@misc$loss)))
+}

@@ -1,0 +1,196 @@
+"""kernels.irls: per-column IRLS against scipy.optimize on the true objective, the per-entry
+losses against scipy/scikit-learn, and the dispersion estimates against closed forms on data with
+known parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import minimize, minimize_scalar
+from scipy.special import gammaln
+from scipy.stats import nbinom
+
+from dask_factor.kernels import irls as K
+
+LOSSES = ["kl", "nb", "gamma", "inverse_gaussian", "tweedie"]
+
+
+def column_loss_np(loss, y, mu, r=5.0, q=1.5):
+    """The objective of one column, written with numpy only (independent of the kernel)."""
+    mu = np.maximum(mu, 1e-10)
+    pos = y > 0
+    if loss == "kl":
+        return np.sum(y[pos] * np.log(y[pos] / mu[pos])) - y.sum() + mu.sum()
+    if loss == "nb":
+        return -nbinom.logpmf(y, r, r / (r + mu)).sum()
+    yp, mp = y[pos], mu[pos]  # Gamma / inverse Gaussian: zeros are outside the support
+    if loss == "gamma":
+        return np.sum(2 * (-np.log(yp / mp) + (yp - mp) / mp))
+    if loss == "inverse_gaussian":
+        return np.sum((yp - mp) ** 2 / (mp ** 2 * yp))
+    # Tweedie, 1 < q < 2: zeros observed
+    t1 = np.where(pos, np.maximum(y, 1e-300) ** (2 - q) / ((1 - q) * (2 - q)), 0.0)
+    return np.sum(2 * (t1 - y * mu ** (1 - q) / (1 - q) + mu ** (2 - q) / (2 - q)))
+
+
+def draw(loss, mu, rng, r=5.0):
+    if loss == "nb":
+        return rng.negative_binomial(r, r / (r + mu)).astype(float)
+    if loss in ("gamma", "inverse_gaussian"):
+        y = rng.gamma(2.0, mu / 2.0)
+        y[rng.random(y.size) < 0.3] = 0.0  # zeros: outside the support, left out
+        return y
+    return rng.poisson(mu).astype(float)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_column_irls_reaches_the_scipy_optimum(loss):
+    rng = np.random.default_rng(3)
+    m, k = 80, 3
+    F = rng.gamma(1.0, 1.0, (m, k))
+    mu = F @ np.array([2.0, 0.3, 1.0])
+    y = draw(loss, mu, rng)
+    A = sp.csc_matrix(y[:, None])
+    X = np.zeros((1, k))
+    K.irls_block(A.indptr, A.indices, A.data, F, np.full(m, 5.0), False, K.LOSS_CODES[loss],
+                 1.5, 0.0, 0.0, True, 0.0, X, np.ones(k), False, 200, 1e-14, 300, 1e-13, X)
+    ref = minimize(lambda x: column_loss_np(loss, y, F @ x), np.ones(k), method="L-BFGS-B",
+                   bounds=[(0, None)] * k,
+                   options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxfun=100000))
+    ours = column_loss_np(loss, y, F @ X[0])
+    assert ours <= ref.fun + 1e-9 * abs(ref.fun)
+    np.testing.assert_allclose(X[0], ref.x, rtol=2e-4, atol=2e-5)
+
+
+def test_column_irls_with_penalties_and_bound():
+    """L1/L2 and an upper bound act on the objective being minimised (KL here)."""
+    rng = np.random.default_rng(5)
+    m, k = 60, 3
+    F = rng.gamma(1.0, 1.0, (m, k))
+    y = rng.poisson(F @ np.array([3.0, 0.5, 1.5])).astype(float)
+    A = sp.csc_matrix(y[:, None])
+    l1, l2, ub = 0.7, 2.0, 2.0
+    X = np.zeros((1, k))
+    K.irls_block(A.indptr, A.indices, A.data, F, np.zeros(m), False, K.KL, 1.5, l1, l2, True,
+                 ub, X, np.ones(k), False, 200, 1e-14, 300, 1e-13, X)
+
+    def obj(x):
+        return column_loss_np("kl", y, F @ x) + l1 * x.sum() + 0.5 * l2 * (x ** 2).sum()
+
+    ref = minimize(obj, np.ones(k), method="L-BFGS-B", bounds=[(0, ub)] * k,
+                   options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000))
+    np.testing.assert_allclose(X[0], ref.x, rtol=2e-4, atol=2e-5)
+    assert X[0].max() <= ub
+
+
+def test_unit_losses_against_scipy_and_sklearn():
+    from sklearn.metrics import mean_tweedie_deviance
+
+    rng = np.random.default_rng(0)
+    mu = rng.gamma(2.0, 2.0, 500)
+    y = rng.poisson(mu).astype(float)
+    ypos = y.copy()
+    ypos[ypos == 0] = 0.5
+
+    def total(code, yy, disp=0.0, q=1.5):
+        return sum(K.unit_loss(code, a, b, disp, q) for a, b in zip(yy, mu))
+
+    # Poisson deviance = 2 × generalised KL; Tweedie / Gamma / inverse Gaussian unit deviances
+    assert total(K.KL, y) == pytest.approx(mean_tweedie_deviance(y, mu, power=1) * y.size / 2,
+                                           rel=1e-10)
+    assert total(K.TWEEDIE, y) == pytest.approx(
+        mean_tweedie_deviance(y, mu, power=1.5) * y.size, rel=1e-10)
+    assert total(K.GAMMA, ypos) == pytest.approx(
+        mean_tweedie_deviance(ypos, mu, power=2) * y.size, rel=1e-10)
+    assert total(K.INVERSE_GAUSSIAN, ypos) == pytest.approx(
+        mean_tweedie_deviance(ypos, mu, power=3) * y.size, rel=1e-10)
+    # NB: the full negative log-likelihood
+    assert total(K.NB, y, 2.5) == pytest.approx(-nbinom.logpmf(y, 2.5, 2.5 / (2.5 + mu)).sum(),
+                                                rel=1e-10)
+    # GP (λ = μ/(1+θ), ξ = θ/(1+θ)): the log-pmf written out, including y = 0
+    th = 0.4
+    lam, xi = mu / (1 + th), th / (1 + th)
+    logp = np.log(lam) + (y - 1) * np.log(lam + xi * y) - lam - xi * y - gammaln(y + 1)
+    assert total(K.GP, y, th) == pytest.approx(-logp.sum(), rel=1e-10)
+
+
+def test_gp_pmf_is_normalised():
+    """The GP likelihood the kernel uses is a distribution (sums to 1, mean μ)."""
+    mu, th = 3.0, 0.3
+    ys = np.arange(0, 400, dtype=float)
+    p = np.exp([-K.unit_loss(K.GP, yy, mu, th, 1.5) for yy in ys])
+    assert p.sum() == pytest.approx(1.0, rel=1e-9)
+    assert (ys * p).sum() == pytest.approx(mu, rel=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["kl", "nb", "gamma", "tweedie", "gp"])
+def test_block_objective_is_the_dense_sum(loss):
+    rng = np.random.default_rng(1)
+    m, n, k = 40, 30, 3
+    W = rng.gamma(1.0, 1.0, (m, k))
+    H = rng.gamma(1.0, 1.0, (k, n))
+    mu = W @ H
+    Y = rng.poisson(mu).astype(float)
+    disp = rng.uniform(0.5, 4.0, m)
+    A = sp.csc_matrix(Y)
+    obj, sse = K.block_objective(A.indptr, A.indices, A.data, W, np.ascontiguousarray(H.T),
+                                 disp, False, K.LOSS_CODES[loss], 1.5)
+    code = K.LOSS_CODES[loss]
+    ref = sum(K.unit_loss(code, Y[i, j], mu[i, j], disp[i], 1.5)
+              for i in range(m) for j in range(n)
+              if Y[i, j] > 0 or K.zeros_observed(code, 1.5))
+    assert obj == pytest.approx(ref, rel=1e-10)
+    assert sse == pytest.approx(((Y - mu) ** 2).sum(), rel=1e-10)
+
+
+def test_nb_size_by_moments_matches_the_closed_form_and_the_truth():
+    """Rows of NB counts with known means and sizes: the kernel's moments estimate equals
+    Σμ² / Σ[(y−μ)² − μ] and is close to the true size."""
+    rng = np.random.default_rng(7)
+    n, k = 20000, 2
+    H = rng.gamma(2.0, 1.0, (n, k))  # F (the samples) × k
+    Wrows = np.array([[1.0, 2.0], [0.5, 0.5], [3.0, 1.0]])
+    r_true = np.array([2.0, 5.0, 0.8])
+    mu = Wrows @ H.T
+    Y = rng.negative_binomial(r_true[:, None], r_true[:, None] / (r_true[:, None] + mu))
+    At = sp.csc_matrix(Y.T.astype(float))  # columns of Aᵀ are the rows
+    out_disp, st = np.empty(3), np.zeros(2)
+    K.row_update(At.indptr, At.indices, At.data, H, np.full(3, 10.0), K.NB, 1.5, True, True,
+                 np.array([0.01, 1e6]), Wrows, out_disp, st)
+    closed = (mu ** 2).sum(1) / (((Y - mu) ** 2) - mu).sum(1)
+    np.testing.assert_allclose(out_disp, closed, rtol=1e-9)
+    np.testing.assert_allclose(out_disp, r_true, rtol=0.1)
+    # the block's objective is scored with the new sizes
+    ref = -nbinom.logpmf(Y, out_disp[:, None], out_disp[:, None] / (out_disp[:, None] + mu)).sum()
+    assert st[0] == pytest.approx(ref, rel=1e-9)
+
+
+def gp_sample(mu, th, rng, size):
+    lam, xi = mu / (1 + th), th / (1 + th)
+    ys = np.arange(0, 2000, dtype=float)
+    logp = np.log(lam) + (ys - 1) * np.log(lam + xi * ys) - lam - xi * ys - gammaln(ys + 1)
+    cdf = np.cumsum(np.exp(logp))
+    return np.searchsorted(cdf, rng.random(size) * cdf[-1]).astype(float)
+
+
+def test_gp_theta_mm_reaches_the_likelihood_maximum():
+    """GP counts with known mean and θ: iterating RcppML's MM step converges to the θ that
+    maximises the likelihood (found by scipy), which is close to the true θ."""
+    rng = np.random.default_rng(11)
+    n = 20000
+    F = np.ones((n, 1))
+    th_true, mu = 0.5, 4.0
+    y = gp_sample(mu, th_true, rng, n)
+    At = sp.csc_matrix(y[:, None])
+    x = np.array([mu])
+
+    def nll(th):
+        lam, xi = mu / (1 + th), th / (1 + th)
+        return -(np.log(lam) + (y - 1) * np.log(lam + xi * y) - lam - xi * y).sum()
+
+    best = minimize_scalar(nll, bounds=(0.0, 5.0), method="bounded",
+                           options=dict(xatol=1e-10)).x
+    th = K.gp_theta_mm(At.indptr, At.indices, At.data, 0, F, x, F.sum(0), 0.1, 0.0, 5.0, 500)
+    assert th == pytest.approx(best, rel=1e-4)
+    assert th == pytest.approx(th_true, rel=0.05)
