@@ -23,17 +23,18 @@ One IRLS step fixes the weights ``wᵢ = 1/V(μᵢ)`` at the current ``x`` (μ f
     minimise  ½ Σ_{yᵢ>0} wᵢ (yᵢ − Fᵢᵀx)²  +  Σ_{yᵢ=0} cᵢ Fᵢᵀx  (+ L1·Σx + ½ L2 ‖x‖²)
 
 where the zero entries enter through the derivative of their loss, ``cᵢ = ∂ℓ(0, μ)/∂μ`` in the
-same units (1 for KL, r/(r+μ) for NB, μ·w(μ) = μ^{1−q} for Tweedie, with the weight's floor and cap). The gradient of this subproblem at the
-current ``x`` is the gradient of the true objective, so a fixed point is a stationary point of the
-loss over *all* entries; the quadratic is only built over the stored entries (O(nnz·k²)), the zero
-term costs O(k) per column for KL/GP (``cᵢ`` ≡ 1: ``Σ_zeros Fᵢ = Σ_all Fᵢ − Σ_nz Fᵢ``) and O(p·k)
-for NB/Tweedie. ℓ(0, μ) is concave in μ for KL, NB and Tweedie (q < 2), so its tangent is an upper
-bound: replacing it by the linear term majorises the zero part. Gamma and inverse Gaussian have
-no mass at 0: a zero entry is outside their support and is not part of the fit or the objective.
+same units (1 for KL and GP, r/(r+μ) for NB, μ·w(μ) = μ^{1−q} for Tweedie). The gradient of this
+subproblem at the current ``x`` is the gradient of the true objective, so its solution is a
+descent direction: the step is halved until the column's objective does not rise (monotone
+fits), and a fixed point is a stationary point of the loss over *all* entries. The quadratic is
+built over the stored entries only (O(nnz·k²)); the zero entries cost O(k) per column for KL/GP
+(``cᵢ`` ≡ 1: ``Σ_zeros Fᵢ = Σ_all Fᵢ − Σ_stored Fᵢ``) and O(p·k) for NB/Tweedie. Gamma and
+inverse Gaussian have no mass at 0: a zero entry is outside their support and is not part of the
+fit or the objective.
 
 The columns are solved serially (Dask runs blocks in parallel); sums are float64 in a fixed order.
 GP follows RcppML: the factor updates use the KL weights, θ is fitted separately
-(:func:`row_statistics`).
+(:func:`row_update`).
 """
 
 from __future__ import annotations

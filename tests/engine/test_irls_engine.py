@@ -13,7 +13,6 @@ from scipy.special import gammaln
 from dask_factor import nmf
 from dask_factor.datasets import simulate_counts
 
-
 # --------------------------------------------------------------------------------------------
 # a dense NumPy replica of the alternating IRLS (docs/losses.md), written without the kernels
 

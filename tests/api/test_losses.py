@@ -1,0 +1,115 @@
+"""nmf(loss=...): argument checks before any work, evaluate(A, loss=...), and the point of a
+count-data loss: NB recovers the simulator's planted programs better than least squares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.stats import nbinom
+
+from dask_factor import factor_config, nmf
+from dask_factor.datasets import simulate_counts
+
+
+@pytest.fixture(scope="module")
+def counts():
+    return simulate_counts(300, 60, k=3, density=0.2, seed=4).compute()
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    ({"loss": "poisson"}, ValueError, "loss: expected one of"),
+    ({"loss": "nb", "solver": "cholesky"}, ValueError, "solver: loss='nb' is fitted by IRLS"),
+    ({"loss": "kl", "test_fraction": 0.1}, NotImplementedError, "loss='kl': masked"),
+    ({"loss": "kl", "mask": "zeros"}, NotImplementedError, "loss='kl': masked"),
+    ({"loss": "nb", "dispersion": "per_col"}, ValueError, "dispersion: expected one of"),
+    ({"loss": "tweedie", "tweedie_power": 0.5}, ValueError, "tweedie_power: expected"),
+    ({"loss": "nb", "nb_size_init": 0.001}, ValueError, "nb_size_init: expected nb_size_min"),
+    ({"loss": "gp", "theta_max": 0.05}, ValueError, "theta_init: expected theta_min"),
+    ({"loss": "nb", "irls_max_iter": 0}, ValueError, "irls_max_iter: expected an integer"),
+    ({"loss": "nb", "irls_tol": -1.0}, ValueError, "irls_tol: expected"),
+])
+def test_bad_arguments_fail_before_work(counts, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        nmf(counts, 3, seed=1, **kwargs)
+
+
+def test_rank_search_and_targets_and_negative_data_are_refused(counts):
+    with pytest.raises(NotImplementedError, match="loss='nb': a rank search"):
+        nmf(counts, [2, 3], loss="nb")
+    with pytest.raises(ValueError, match="target_H: not supported with loss='kl'"):
+        nmf(counts, 3, loss="kl", target_H=np.ones((3, 300)), target_lambda=0.1)
+    neg = counts.copy()
+    neg.data[0] = -1.0
+    with pytest.raises(ValueError, match="A: loss='kl' needs non-negative data"):
+        nmf(neg, 3, loss="kl", seed=1)
+
+
+def test_graphs_refuse_count_data_losses():
+    with pytest.raises(NotImplementedError, match=r"nmf\(A, k, loss='nb'\)"):
+        factor_config(loss="nb")
+
+
+def test_result_fields_and_evaluate(counts):
+    model = nmf(counts, 3, seed=2, maxit=6, tol=0, loss="nb")
+    assert model.loss == "nb" and model.settings["loss"] == "nb"
+    assert len(model.objective_history) == model.iterations == 6
+    assert model.dispersion.shape == (60,) and np.all(model.dispersion >= 0.01)
+    # the objective is the NB negative log-likelihood of the returned model over every entry
+    mu = (model.W * model.d) @ model.H
+    Y = counts.toarray()
+    r = model.dispersion[:, None]
+    ref = -nbinom.logpmf(Y, r, r / (r + np.maximum(mu, 1e-10))).sum()
+    assert model.objective == pytest.approx(ref, rel=1e-6)
+    assert model.evaluate(counts, loss="nb") == pytest.approx(ref, rel=1e-6)
+    # histories in MSE as for every fit; mse is the model's
+    assert model.mse == pytest.approx(((Y - mu) ** 2).mean(), rel=1e-5)
+    assert model.loss_history[-1] == pytest.approx(model.mse, rel=1e-9)
+    # the same model under another loss; NB needs a size when the model has none of its own
+    kl = nmf(counts, 3, seed=2, maxit=6, tol=0, loss="kl")
+    with pytest.raises(ValueError, match="dispersion: loss='nb' needs the size r"):
+        kl.evaluate(counts, loss="nb")
+    mu_kl = (kl.W * kl.d) @ kl.H
+    ref_nb = -nbinom.logpmf(Y, 3.0, 3.0 / (3.0 + np.maximum(mu_kl, 1e-10))).sum()
+    assert kl.evaluate(counts, loss="nb", dispersion=3.0) == pytest.approx(ref_nb, rel=1e-6)
+    assert kl.evaluate(sp.csr_matrix(counts)) == pytest.approx(kl.mse, rel=1e-5)
+
+
+def _mean_best_r(fit, true):
+    k = true.shape[1]
+    C = np.corrcoef(np.hstack([true, fit]).T)[:k, k:]
+    return float(np.abs(C).max(axis=1).mean())
+
+
+def test_nb_recovers_planted_programs_better_than_mse():
+    A, W, H = simulate_counts(1000, 300, k=5, density=0.1, seed=1, return_factors=True)
+    A = A.compute()
+    Ht = H.compute().T
+    scores = {}
+    for loss in ("mse", "nb"):
+        model = nmf(A, 5, seed=1, loss=loss, maxit=40)
+        scores[loss] = (_mean_best_r(model.W, W), _mean_best_r(model.H.T, Ht))
+    print(f"\nmean best |r| to the planted programs (W, H): {scores}")
+    assert scores["nb"][0] > scores["mse"][0] + 0.003
+    assert scores["nb"][1] > scores["mse"][1] + 0.04
+
+
+def test_readme_example_runs():
+    from readme_blocks import readme_block
+
+    scope: dict = {}
+    exec(readme_block("Count-data losses"), scope)
+    model, A = scope["model"], scope["A"]
+    assert model.loss == "nb" and model.dispersion.shape == (A.shape[0],)
+    assert model.evaluate(A, loss="nb") == pytest.approx(model.objective, rel=1e-6)
+
+
+def test_docs_losses_example_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "losses.md").read_text("utf-8")
+    scope: dict = {}
+    exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), scope)
+    assert scope["model"].objective == pytest.approx(
+        scope["model"].evaluate(scope["A"], loss="nb"), rel=1e-6)
