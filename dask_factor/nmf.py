@@ -110,9 +110,10 @@ def nmf(
         How the scale of each factor is extracted into ``d``.
     solver : {"auto", "cd", "cholesky"}, default "auto"
         ``"cholesky"`` is RcppML's solve-then-clip and reproduces its runs; ``"cd"`` is RcppML's
-        coordinate descent (100 sweeps, tol 1e-8, warm started); ``"auto"`` is warm-started
-        coordinate descent with ``AUTO_CD_MAXIT`` sweeps and tol ``AUTO_CD_TOL``, chosen by
-        measured time to a given loss (see ``resolve_solver``).
+        coordinate descent (100 sweeps, tol 1e-8, warm started); ``"auto"`` solves every NNLS
+        problem exactly from its warm start (the free set solved by Cholesky and checked, with
+        at most ``AUTO_CD_MAXIT`` coordinate-descent sweeps while the free set changes), chosen
+        by measured time to a given loss (see ``resolve_solver``).
     cd_maxit, cd_tol : optional
         Override the coordinate descent budget.
     sort_model : bool, default True

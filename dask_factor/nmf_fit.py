@@ -39,32 +39,46 @@ from .kernels.rng import r_runif
 __all__ = ["fit_nmf", "NMFResult", "resolve_solver", "initial_w", "AUTO_CD_MAXIT", "AUTO_CD_TOL"]
 
 #: the ``solver="auto"`` rule, chosen by measured time to a given loss (benchmarks/bench_nmf.py):
-#: coordinate descent with warm starts and a small sweep budget reaches RcppML's 50-iteration
-#: Cholesky loss on pbmc3k in a fraction of the iterations (true NNLS solves each half-step,
-#: where Cholesky-then-clip is only a projected least-squares step)
+#: exact NNLS solves (``"active"``: a warm start's free set solved by Cholesky and checked for
+#: optimality, coordinate-descent sweeps only until the free set settles) reach RcppML's
+#: 50-iteration Cholesky loss on pbmc3k in a fraction of the iterations, where Cholesky-then-clip
+#: is only a projected least-squares step; the sweep budget and tolerance bound the sweeps of a
+#: solve whose free set has not settled
 AUTO_CD_MAXIT = 10
 AUTO_CD_TOL = 1e-4
 
 
 def resolve_solver(
-    solver: str, cd_maxit: int | None, cd_tol: float | None
+    solver: str, cd_maxit: int | None, cd_tol: float | None, *, push_away: bool = False
 ) -> tuple[str, int, float]:
     """Map ``solver="auto"|"cd"|"cholesky"`` to (solver, cd_maxit, cd_tol).
 
-    ``"auto"`` → coordinate descent with warm starts, at most ``AUTO_CD_MAXIT`` sweeps per solve
-    and a relative tolerance of ``AUTO_CD_TOL`` (unless given); ``"cd"`` → RcppML's coordinate
+    ``"auto"`` → ``"active"``: exact NNLS solves with warm starts. Each solve first tries the
+    previous solution's free set (the coordinates above zero), solved by Cholesky and accepted
+    when the optimality conditions hold; otherwise coordinate-descent sweeps (at most
+    ``AUTO_CD_MAXIT`` for a warm start, tolerance ``AUTO_CD_TOL``, unless given) run until the
+    free set settles and the solve is finished the same way. ``"cd"`` → RcppML's coordinate
     descent (100 sweeps, tol 1e-8); ``"cholesky"`` → RcppML's solve-then-clip, which reproduces
     RcppML's runs exactly.
+
+    ``push_away`` (a target with ``target_lambda < 0``): ``"auto"`` keeps the sweep-limited
+    coordinate descent (``"cd"`` with the auto budget). The pushed-away Gram is clipped to be
+    barely positive definite, and exact solves follow its near-null directions: on hawaiibirds
+    (k = 8, λ = −0.3) exact solves lost the lower separability that the push exists for.
 
     Examples
     --------
     >>> resolve_solver("auto", None, None)
+    ('active', 10, 0.0001)
+    >>> resolve_solver("cd", None, None)
+    ('cd', 100, 1e-08)
+    >>> resolve_solver("auto", None, None, push_away=True)
     ('cd', 10, 0.0001)
     """
     check_value("solver", solver, PARAMETERS["solver"])
     if solver == "auto":
-        return "cd", int(cd_maxit or AUTO_CD_MAXIT), float(cd_tol if cd_tol is not None
-                                                            else AUTO_CD_TOL)
+        tol = float(cd_tol if cd_tol is not None else AUTO_CD_TOL)
+        return "cd" if push_away else "active", int(cd_maxit or AUTO_CD_MAXIT), tol
     return solver, int(cd_maxit or 100), float(cd_tol if cd_tol is not None else 1e-8)
 
 
@@ -461,7 +475,7 @@ def fit_masked_model(prep, W0, cfg: ALSConfig, *, m, n, seed, cv_seed, test_frac
     tols = [abs(a - b) / (abs(a) + 1e-15) for a, b in zip(score[:-1], score[1:])]
     settings = dict(k=k, tol=cfg.tol, maxit=cfg.maxit, L1=cfg.L1, L2=cfg.L2,
                     upper_bound=cfg.upper_bound, nonneg=cfg.nonneg, seed=int(seed),
-                    norm=cfg.norm, solver_used="cd", cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
+                    norm=cfg.norm, solver_used=cfg.solver, cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,
                     sort_model=sort_model, dtype=np.dtype(cfg.dtype).name,
                     chunks=[int(x) for x in np.diff(prep.bm.bounds)],
                     n_negative=prep.n_negative, test_fraction=float(test_fraction),
@@ -614,7 +628,8 @@ def fit_nmf(
     p = validate_params(args, entry="fit_nmf")
     k, maxit, tol, dt, seed = p["k"], p["maxit"], p["tol"], p["dtype"], p["seed"]
     W0, T = p["w_init"], p["target_H"]
-    solver_r, cdm, cdt = resolve_solver(solver, p["cd_maxit"], p["cd_tol"])
+    solver_r, cdm, cdt = resolve_solver(solver, p["cd_maxit"], p["cd_tol"],
+                                        push_away=T is not None and p["target_lambda"] < 0)
     ckpt = {name: p[name] for name in ("checkpoint", "checkpoint_every", "resume")}
     if T is not None and p["target_lambda"] < 0 and solver_r == "cholesky":
         warnings.warn("target_lambda < 0 with solver='cholesky': the pushed-away Gram is nearly "

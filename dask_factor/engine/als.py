@@ -118,7 +118,8 @@ def h_block_task(block, wpack, hprev, target, cfg: ALSConfig):
     m, k = W.shape
     n_p = block.shape[1]
     Ht = np.empty((n_p, k), dtype=cfg.dtype)
-    warm = hprev is not None and cfg.solver == "cd"
+    warm = hprev is not None and cfg.solver != "cholesky"
+    exact = cfg.solver == "active"
     Xprev = hprev if warm else np.zeros((1, k), dtype=cfg.dtype)
     xscale = wpack.xscale
     use_chol = cfg.solver == "cholesky"
@@ -133,12 +134,12 @@ def h_block_task(block, wpack, hprev, target, cfg: ALSConfig):
         s2 = np.zeros(k, dtype=np.float64)
         sweeps = h_step_sparse(
             block.indptr, block.indices, block.data, W, wpack.G, L, l1, Tt, tlam, use_chol,
-            nonneg, ub, Xprev, xscale, warm, cfg.cd_maxit, cfg.cd_tol, Ht, P, Q, s, s2,
+            nonneg, ub, Xprev, xscale, warm, cfg.cd_maxit, cfg.cd_tol, exact, Ht, P, Q, s, s2,
         )
     else:
         P, Q, s, s2, sweeps = h_step_dense(
             block, W, wpack.G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm,
-            cfg.cd_maxit, cfg.cd_tol, Ht,
+            cfg.cd_maxit, cfg.cd_tol, exact, Ht,
         )
     return BlockOutput((Ht, (P.astype(np.float64, copy=False), Q, s, s2, float(sweeps))))
 
@@ -156,7 +157,7 @@ def _w_rows_task(red, wpack, r0, r1, cfg: ALSConfig):
     warm = wpack.t > 0 and not use_chol
     Xwarm = (np.asarray(wpack.W[r0:r1], dtype=np.float64) * dh) if warm else None
     return w_solve(G, Bt, L, use_chol, cfg.nonneg[0], cfg.upper_bound[0], Xwarm, warm,
-                   cfg.cd_maxit, cfg.cd_tol, np.float64)
+                   cfg.cd_maxit, cfg.cd_tol, cfg.solver == "active", np.float64)
 
 
 def make_wpack(W, t, cfg: ALSConfig, *, dh=None, d=None, gram_target=None):

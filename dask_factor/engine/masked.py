@@ -229,7 +229,8 @@ def _h_task(block, wpack, hprev, j0, cfg: ALSConfig, ms: MaskSpec, mblock=None, 
     sweeps = masked_h_step(
         indptr, indices, data, int(j0), m, W, wpack.G, cfg.L1[1], cfg.nonneg[1],
         cfg.upper_bound[1], Xprev, wpack.xscale, warm, cfg.cd_maxit, cfg.cd_tol,
-        ms.seed, ms.thr, all_rows, ms.mask_zeros, ms.observed_only, cfg.L2[1] + EPS_GRAM,
+        cfg.solver == "active", ms.seed, ms.thr, all_rows, ms.mask_zeros, ms.observed_only,
+        cfg.L2[1] + EPS_GRAM,
         Ht, P, Q, C, s, s2, stats, mptr, midx, gx,
         bx if bx is not None else np.zeros((0, k)), fixed,
     )
@@ -269,8 +270,8 @@ def _w_rows_task(red, wpack, r0, r1, cfg: ALSConfig, ms: MaskSpec, pen: Penaltie
         if has_t and side.target_lambda > 0:
             bx = np.ascontiguousarray(side.target_lambda * wtarget[r0:r1], dtype=np.float64)
     masked_w_rows(Qn, C[r0:r1], dh, Pn, cfg.L1[0], cfg.L2[0] + EPS_GRAM, ms.observed_only,
-                  cfg.nonneg[0], cfg.upper_bound[0], Xwarm, warm, cfg.cd_maxit, cfg.cd_tol, Xt,
-                  gx, bx)
+                  cfg.nonneg[0], cfg.upper_bound[0], Xwarm, warm, cfg.cd_maxit, cfg.cd_tol,
+                  cfg.solver == "active", Xt, gx, bx)
     return Xt
 
 
@@ -442,7 +443,7 @@ def fit_masked(
     ``mask`` (blocked like ``bm``, True/non-zero = missing) adds the user's missing entries;
     ``penalties`` the per-factor options of :class:`Penalties`.
     """
-    if cfg.solver != "cd":
+    if cfg.solver == "cholesky":
         cfg = ALSConfig(**{**cfg.__dict__, "solver": "cd"})
     kind = MaskedKind(bm, W0, cfg, ms, patience=patience, w_rows_per_task=w_rows_per_task,
                       mask=mask, penalties=penalties)

@@ -249,7 +249,7 @@ def v_solve(parts, pack: LayerPack, vprev, vtarget, spec: LayerSpec):
         if warm:
             X[...] = np.asarray(vprev, dtype=np.float64) * pack.xscale
         nnls_cd_batch(pack.G, B, X, warm, side.nonneg, side.upper_bound,
-                      sweep_budget(warm, spec.cd_maxit), spec.cd_tol)
+                      sweep_budget(warm, spec.cd_maxit), spec.cd_tol, spec.solver == "active")
     return X.astype(spec.dtype), Bc
 
 
@@ -337,7 +337,7 @@ def u_rows_task(red, pack: LayerPack, part: int, r0: int, r1: int, spec: LayerSp
         if warm:
             X[...] = np.asarray(pack.U[o + r0:o + r1], dtype=np.float64) * dV
         nnls_cd_batch(G, B, X, warm, spec.U.nonneg, spec.U.upper_bound,
-                      sweep_budget(warm, spec.cd_maxit), spec.cd_tol)
+                      sweep_budget(warm, spec.cd_maxit), spec.cd_tol, spec.solver == "active")
     return X
 
 

@@ -434,6 +434,11 @@ class LayerSpec:
         return dataclasses.replace(self, W=W, H=H)
 
     @property
+    def pushes_away(self) -> bool:
+        """Whether a side has a target with ``target_lambda < 0`` (see ``resolve_solver``)."""
+        return any(s.target is not None and s.target_lambda < 0 for s in (self.W, self.H))
+
+    @property
     def nmf_compatible(self) -> bool:
         """Whether ``nmf()`` itself can fit this layer (one NMF layer on one input)."""
         return False

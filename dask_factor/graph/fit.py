@@ -187,7 +187,6 @@ def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None,
     cfg = net.config
     t0 = time.perf_counter()
     dt = np.dtype(cfg.dtype)
-    solver, cdm, cdt = resolve_solver(cfg.solver, cfg.cd_maxit, cfg.cd_tol)
     names = net.input_names
     preps, datas = [], []
     for name, inp in zip(names, net.inputs):
@@ -201,8 +200,12 @@ def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None,
                                  block_nnz=cfg.block_nnz)
     n = net.n
     input_sq = [p.sq_norm for p in preps]
-    specs = [lp.tuned(norm=cfg.norm, solver=solver, cd_maxit=cdm, cd_tol=cdt, dtype=dt,
-                      seed=seed + lp.index) for lp in net.layers]
+    specs = []
+    for lp in net.layers:  # the solver rule per layer: a push-away target keeps CD
+        solver, cdm, cdt = resolve_solver(cfg.solver, cfg.cd_maxit, cfg.cd_tol,
+                                          push_away=lp.pushes_away)
+        specs.append(lp.tuned(norm=cfg.norm, solver=solver, cd_maxit=cdm, cd_tol=cdt, dtype=dt,
+                              seed=seed + lp.index))
     arrays = [lp.engine_arrays(n) for lp in specs]
     inits = [initial_w(lp.init_rows(n), lp.k, seed + lp.index, cfg.rng) if lp.needs_init
              else None for lp in specs]
@@ -232,7 +235,8 @@ def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None,
             loss_history=list(state.layer_history[lp.index]), input=lp.input_label,
             embedding=lp.embedding)
     settings: dict[str, Any] = dict(
-        path="graph", seed=seed, solver_used=solver, cd_maxit=cdm, cd_tol=cdt,
+        path="graph", seed=seed, solver_used={lp.name: lp.solver for lp in specs},
+        cd_maxit=cdm, cd_tol=cdt,
         chunks=[int(x) for x in np.diff(bounds)],
         n_negative={nm: p.n_negative for nm, p in zip(names, preps)},
         graph_sizes=list(state.graph_sizes[len(state.graph_sizes) - state.sweeps:]))

@@ -33,7 +33,7 @@ from .nnls import (
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "reassoc", "nsz"})
 def h_step_sparse(
     indptr, indices, data, W, G, L, l1, Tt, tlam, use_chol, nonneg, ub,
-    Xprev, xscale, warm, cd_maxit, cd_tol, Ht, P, Q, s, s2,
+    Xprev, xscale, warm, cd_maxit, cd_tol, exact, Ht, P, Q, s, s2,
 ):
     """One fused H half-step plus W-update partials over a CSC block.
 
@@ -49,6 +49,8 @@ def h_step_sparse(
         ``Xprev`` must not be ``Ht`` itself (Ht is overwritten with the right-hand sides first).
     cd_maxit, cd_tol : coordinate-descent budget of a warm start; a cold solve (``warm`` False)
         gets at least ``COLD_CD_MAXIT`` sweeps (:func:`~.nnls.sweep_budget`).
+    exact : bool, finish every coordinate-descent solve exactly on its free set
+        (:func:`~.nnls.cd_solve`; the ``solver="auto"`` path).
     Ht : (n_p, k) output, the new H block (samples × k), storage dtype.
     P : (m, k) output, zeroed by the caller; receives ``A_p H_pᵀ`` accumulated in P's dtype
         (the storage dtype: float32 by default; the engine reduces blocks in float64).
@@ -65,6 +67,7 @@ def h_step_sparse(
     b = np.empty(k, dtype=np.float64)
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
+    ws = np.empty((k + 2, k), dtype=np.float64)
     has_target = tlam != 0.0
     sweeps = 0
     # flat views with unsigned offsets: no negative-index wraparound checks in the hot loops
@@ -93,7 +96,7 @@ def h_step_sparse(
             clip_bounds(x, nonneg, ub)
         else:
             sweeps += cd_from(G, b, x, r, Xprev[j if warm else 0], xscale, warm, nonneg, ub,
-                              cd_maxit, cd_tol)
+                              cd_maxit, cd_tol, exact, ws)
         for f in range(k):
             Ht[j, f] = x[f]
             x[f] = Ht[j, f]  # the stored (possibly float32) value feeds the partials
@@ -118,7 +121,7 @@ def h_step_sparse(
 
 
 def h_step_dense(A, W, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm,
-                 cd_maxit, cd_tol, Ht):
+                 cd_maxit, cd_tol, exact, Ht):
     """The dense-block twin of :func:`h_step_sparse` (BLAS products, numba solves).
 
     Returns ``(P, Q, s, s2, sweeps)`` with the same meaning; ``Ht`` is filled in place.
@@ -135,14 +138,14 @@ def h_step_dense(A, W, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, 
         if warm:
             Ht[...] = np.asarray(Xprev, dtype=np.float64) * xscale
         sweeps = nnls_cd_batch(G, Bt, Ht, warm, nonneg, ub, sweep_budget(warm, cd_maxit),
-                               cd_tol)
+                               cd_tol, exact)
     X = np.asarray(Ht, dtype=np.float64)
     P = A64 @ X
     Q = X.T @ X
     return P, Q, np.abs(X).sum(axis=0), (X * X).sum(axis=0), sweeps
 
 
-def w_solve(G, Bt, L, use_chol, nonneg, ub, Xwarm, warm, cd_maxit, cd_tol, out_dtype):
+def w_solve(G, Bt, L, use_chol, nonneg, ub, Xwarm, warm, cd_maxit, cd_tol, exact, out_dtype):
     """Solve the W half-step for a set of rows: ``Wᵀ`` rows from ``G`` (k × k) and ``Bt`` (r × k).
 
     Returns the (r × k) solution in ``out_dtype``.
@@ -153,5 +156,5 @@ def w_solve(G, Bt, L, use_chol, nonneg, ub, Xwarm, warm, cd_maxit, cd_tol, out_d
     else:
         if warm:
             Xt[...] = Xwarm
-        nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, sweep_budget(warm, cd_maxit), cd_tol)
+        nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, sweep_budget(warm, cd_maxit), cd_tol, exact)
     return Xt.astype(out_dtype, copy=False)

@@ -188,7 +188,7 @@ def _add_penalties(G, b, Gx, Bx, row):
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "reassoc", "nsz"})
 def masked_h_step(
     indptr, indices, data, j0, m, W, G, l1, nonneg, ub, Xprev, xscale, warm, cd_maxit, cd_tol,
-    seed, thr, all_rows, mask_zeros, observed_only, l2_eps,
+    exact, seed, thr, all_rows, mask_zeros, observed_only, l2_eps,
     Ht, P, Q, C, s, s2, stats, mptr, midx, Gx, Bx, fixed=False,
 ):
     """The masked H half-step on one CSC block (columns ``j0 …`` of A) and its partials.
@@ -201,6 +201,7 @@ def masked_h_step(
     l1, nonneg, ub, cd_maxit, cd_tol : H-side options; coordinate descent is the solver
         (``cd_maxit`` bounds a warm start; a cold solve gets at least ``COLD_CD_MAXIT`` sweeps,
         see :func:`dask_factor.kernels.nnls.sweep_budget`).
+    exact : finish each solve exactly on its free set (:func:`dask_factor.kernels.nnls.cd_solve`).
     Xprev, xscale, warm : warm start ``x₀ = Xprev[j]·xscale``.
     seed, thr : uint64 hash seed and threshold (thr 0: no test entries).
     all_rows : hash every row of a column (zeros can be test entries) rather than the stored ones.
@@ -232,6 +233,7 @@ def masked_h_step(
     wi = np.empty(k, dtype=np.float64)
     xx = np.empty(kk, dtype=np.float64)  # packed x xᵀ of the current column
     Gj = np.empty((k, k), dtype=np.float64)
+    ws = np.empty((k + 2, k), dtype=np.float64)
     cap = m if all_rows else 1
     for jl in range(n_p):
         c = indptr[jl + 1] - indptr[jl]
@@ -311,7 +313,7 @@ def masked_h_step(
                 x[f] = Xprev[jl, f]
         else:
             sweeps += cd_from(Gj, b, x, r, Xprev[jl if warm else 0], xscale, warm, nonneg, ub,
-                              cd_maxit, cd_tol)
+                              cd_maxit, cd_tol, exact, ws)
         for f in range(k):
             Ht[jl, f] = x[f]
             x[f] = Ht[jl, f]
@@ -400,7 +402,7 @@ def masked_h_step(
 
 @njit(nogil=True, cache=True)
 def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, warm,
-                  cd_maxit, cd_tol, Xt, Gx, Bx):
+                  cd_maxit, cd_tol, exact, Xt, Gx, Bx):
     """Solve rows of W, each against its own Gram.
 
     ``G_i = Qn − C_i/(dh dhᵀ)`` (subtract mode) or ``C_i/(dh dhᵀ)`` (observed mode), plus
@@ -416,6 +418,7 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
     unit = np.ones(k, dtype=np.float64)  # the warm start is used as given
+    ws = np.empty((k + 2, k), dtype=np.float64)
     for i in range(r_):
         q = 0
         for f in range(k):
@@ -428,6 +431,7 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
             Gi[f, f] += l2_eps
             b[f] = Pn[i, f] - l1
         _add_penalties(Gi, b, Gx, Bx, i)
-        cd_from(Gi, b, x, r, Xwarm[i if warm else 0], unit, warm, nonneg, ub, cd_maxit, cd_tol)
+        cd_from(Gi, b, x, r, Xwarm[i if warm else 0], unit, warm, nonneg, ub, cd_maxit, cd_tol,
+                exact, ws)
         for f in range(k):
             Xt[i, f] = x[f]

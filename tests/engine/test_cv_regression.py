@@ -95,7 +95,7 @@ def _cold_masked_h(A, W, cd_maxit, cd_tol):
     P, Q, C = np.zeros((m, k)), np.zeros((k, k)), np.zeros((m, k * (k + 1) // 2))
     s, s2, stats = np.zeros(k), np.zeros(k), np.zeros(4)
     masked_h_step(indptr, indices, data, 0, m, W, G, 0.0, True, 0.0, np.zeros((1, k)),
-                  np.ones(k), False, cd_maxit, cd_tol, np.uint64(cv_hash_seed(CV_SEED)),
+                  np.ones(k), False, cd_maxit, cd_tol, True, np.uint64(cv_hash_seed(CV_SEED)),
                   np.uint64(holdout_threshold(FRACTION)), False, False, False, EPS,
                   Ht, P, Q, C, s, s2, stats, NO_MASK, NO_MASK, NO_GRAM, np.zeros((0, k)))
     return Ht, P, Q, C, s, stats
@@ -120,7 +120,7 @@ def test_cold_masked_solves_under_the_auto_budget_match_nnls(problem):
     Hn = Ht.T / dh[:, None]
     Xt = np.empty((A.shape[0], K))
     masked_w_rows(Q / np.outer(dh, dh), C, dh, P / dh, 0.0, EPS, False, True, 0.0,
-                  np.zeros((1, 1)), False, AUTO_CD_MAXIT, AUTO_CD_TOL, Xt, NO_GRAM,
+                  np.zeros((1, 1)), False, AUTO_CD_MAXIT, AUTO_CD_TOL, True, Xt, NO_GRAM,
                   np.zeros((0, K)))
     Wref = _exact_w(A, train, Hn)
     assert np.all(Xt >= 0)
@@ -136,7 +136,7 @@ def test_cold_plain_h_step_under_the_auto_budget_matches_nnls(problem):
     Ht = np.empty((A.shape[1], K))
     G = W0.T @ W0 + EPS * np.eye(K)
     h_step_dense(A, W0, G, G, 0.0, np.zeros((1, K)), 0.0, False, True, 0.0, np.zeros((1, K)),
-                 np.ones(K), False, AUTO_CD_MAXIT, AUTO_CD_TOL, Ht)
+                 np.ones(K), False, AUTO_CD_MAXIT, AUTO_CD_TOL, True, Ht)
     assert np.abs(Ht - ref).max() <= 2e-2 * ref.max()
     assert Ht.sum(axis=0).min() >= 0.5 * ref.sum(axis=0).min()
 

@@ -172,9 +172,10 @@ def test_graph_laplacian_smooths_h(aml, plain):
 
     # RcppML's graph term adds λ·Hn Lg Hnᵀ (k × k) to the Gram: a shrinkage weighted by the
     # current roughness, not an exact Laplacian solve, so its effect is not monotone in λ on
-    # this non-convex problem (measured roughness: plain 0.55; λ = 1: 0.53, 3: 0.85, 10: 0.27)
+    # this non-convex problem (measured roughness with exact solves: plain 0.60, λ = 10: 0.41;
+    # with 10-sweep coordinate descent it was plain 0.55; λ = 1: 0.53, 3: 0.85, 10: 0.27)
     smooth = _layer(aml, H=H(graph=chain, graph_lambda=10.0)).l
-    assert roughness(smooth.H) < 0.6 * roughness(plain.H)
+    assert roughness(smooth.H) < 0.75 * roughness(plain.H)
     assert smooth.mse < 1.3 * plain.mse
 
 

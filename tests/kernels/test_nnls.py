@@ -17,8 +17,10 @@ from scipy.optimize import lsq_linear, nnls
 from dask_factor.kernels.nnls import (
     cd_solve,
     cholesky_clip_batch,
+    free_set_finish,
     gram_cholesky,
     nnls_cd_batch,
+    nnls_workspace,
 )
 
 CONVERGE = dict(maxit=20000, tol=1e-15)
@@ -39,9 +41,10 @@ def ls_problem(seed, k, n, *, scale=1.0, zero_col=None):
     return M, Y, G, Bt
 
 
-def cd(G, Bt, *, nonneg=True, ub=0.0, warm=None, maxit=20000, tol=1e-15, out_dtype=np.float64):
+def cd(G, Bt, *, nonneg=True, ub=0.0, warm=None, maxit=20000, tol=1e-15, out_dtype=np.float64,
+       exact=False):
     Xt = np.zeros(Bt.shape, dtype=out_dtype) if warm is None else warm.astype(out_dtype)
-    sweeps = nnls_cd_batch(G, Bt, Xt, warm is not None, nonneg, ub, maxit, tol)
+    sweeps = nnls_cd_batch(G, Bt, Xt, warm is not None, nonneg, ub, maxit, tol, exact)
     return Xt, sweeps
 
 
@@ -225,7 +228,7 @@ def test_cd_solve_keeps_the_residual_true():
     b = Bt[0].copy()
     x = np.zeros(5)
     r = b.copy()
-    sweeps = cd_solve(G, x, r, True, 0.0, 1000, 1e-14)
+    sweeps = cd_solve(G, x, r, True, 0.0, 1000, 1e-14, False, nnls_workspace(5))
     assert 1 <= sweeps <= 1000
     np.testing.assert_allclose(r, b - G @ x, atol=1e-10 * np.abs(b).max())
     np.testing.assert_allclose(x, nnls_gram(G, b), rtol=1e-8, atol=1e-10)
@@ -257,3 +260,64 @@ def test_gram_cholesky_of_a_singular_gram_is_a_small_lift():
     assert np.all(np.isfinite(L))
     np.testing.assert_allclose(L @ L.T, G, atol=1e-6)
     assert np.all(np.isfinite(gram_cholesky(np.zeros((2, 2)))))
+
+
+# ---- exact solves (solver="auto"): coordinate descent finished on the free set -----------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(problems, st.sampled_from([1e-3, 1.0, 1e3]), st.booleans(), st.sampled_from([0.0, 0.4]))
+def test_exact_solve_equals_scipy_with_few_sweeps(problem, scale, nonneg, ub):
+    """``exact=True`` reaches the reference optimum (scipy's nnls / lsq_linear) to rounding, from
+    zero and with tol = 0 (sweeps never stop on their own), in a handful of sweeps."""
+    seed, k, n = problem
+    M, Y, G, Bt = ls_problem(seed, k, n, scale=scale)
+    Xt, sweeps = cd(G, Bt, nonneg=nonneg, ub=ub * scale, maxit=500, tol=0.0, exact=True)
+    lb = 0.0 if nonneg else -np.inf
+    hb = ub * scale if ub > 0 else np.inf
+    for j in range(n):
+        ref = lsq_linear(M, Y[:, j], bounds=(lb, hb), tol=1e-14, method="bvls").x
+        np.testing.assert_allclose(Xt[j], ref, rtol=1e-7, atol=1e-8 * scale)
+    assert sweeps < 500 * n  # finished exactly, not stopped by the budget
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems)
+def test_exact_solve_from_the_solution_needs_no_sweep(problem):
+    """A warm start at the optimum (the case of a settled ALS iteration) is accepted by the
+    free-set check alone: zero sweeps, same point."""
+    seed, k, n = problem
+    _, _, G, Bt = ls_problem(seed, k, n)
+    X, _ = cd(G, Bt)
+    X2, sweeps = cd(G, Bt, warm=X, maxit=10, tol=1e-4, exact=True)
+    assert sweeps == 0
+    np.testing.assert_allclose(X2, X, rtol=1e-9, atol=1e-10 * (1 + np.abs(X).max()))
+
+
+def test_free_set_finish_refuses_a_wrong_free_set():
+    """Starting with x₂ > 0 when its optimum is at 0: the free-set solution is infeasible, so x
+    and r are left as they were."""
+    G = np.array([[2.0, 1.0], [1.0, 2.0]])
+    b = np.array([1.0, -1.0])
+    x = np.array([0.5, 0.2])
+    r = b - G @ x
+    x0, r0 = x.copy(), r.copy()
+    assert not free_set_finish(G, x, r, True, 0.0, nnls_workspace(2))
+    assert np.array_equal(x, x0) and np.array_equal(r, r0)
+    # held at 0 while it should rise (r₁ > 0): the KKT check refuses too
+    x = np.array([0.0, 0.0])
+    r = b - G @ x
+    assert not free_set_finish(G, x, r, True, 0.0, nnls_workspace(2))
+    assert np.array_equal(x, [0.0, 0.0])
+
+
+def test_free_set_finish_singular_free_set_falls_back_to_sweeps():
+    """Two identical columns: G_FF is singular, the finish refuses and CD still converges."""
+    M = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    G = M.T @ M
+    b = M.T @ np.array([1.0, 2.0, 0.0])
+    x = np.array([0.3, 0.3])
+    r = b - G @ x
+    assert not free_set_finish(G, x, r, True, 0.0, nnls_workspace(2))
+    Xt, _ = cd(G, b[None, :], maxit=2000, tol=1e-15, exact=True)
+    np.testing.assert_allclose(G @ Xt[0], b, atol=1e-9)
