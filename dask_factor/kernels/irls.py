@@ -243,7 +243,9 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
             b[f] -= l1
             xold[f] = x[f]
         residual(G, b, x, r)
-        sweeps += cd_solve(G, x, r, nonneg, ub, sweep_budget(warm or it > 0, cd_maxit), cd_tol)
+        # plain sweeps (exact=False: the free-set workspace is never touched, G stands in)
+        sweeps += cd_solve(G, x, r, nonneg, ub, sweep_budget(warm or it > 0, cd_maxit), cd_tol,
+                           False, G)
         # the step x − xold is a descent direction of the true objective (the subproblem has
         # its gradient at xold and a convex quadratic): halve it until the objective does not
         # rise, so every column's objective falls monotonically
