@@ -4,8 +4,9 @@ Kept out of ``nmf_fit`` (the fit) so the result's methods stay thin. The zarr la
 
     /            attrs: format "dask_factor.nmf_result", version, settings, iterations,
                         converged, sse, mse, loss_history, tol_history, runtime, test_loss,
-                        train_loss, best_iter, test_loss_history, train_loss_history
-    /W (m, k)  /d (k,)  /H (k, n)
+                        train_loss, best_iter, test_loss_history, train_loss_history,
+                        loss, objective, objective_history
+    /W (m, k)  /d (k,)  /H (k, n)  /dispersion (m,) — NB/GP fits
     /names/features (m,) strings, /names/samples (n,) strings — when the result has them
 
 The older ``.npz`` of ``dask-factor fit SRC OUT.npz`` (W, d, H, loss_history, settings as JSON;
@@ -16,6 +17,7 @@ feature_names and sample_names when known) is still written for an ``OUT`` endin
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -75,7 +77,11 @@ def save(result, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
             "runtime": float(result.runtime), "test_loss": float(result.test_loss),
             "train_loss": float(result.train_loss), "best_iter": int(result.best_iter),
             "test_loss_history": [float(v) for v in result.test_loss_history],
-            "train_loss_history": [float(v) for v in result.train_loss_history]}))
+            "train_loss_history": [float(v) for v in result.train_loss_history],
+            "loss": result.loss, "objective": float(result.objective),
+            "objective_history": [float(v) for v in result.objective_history]}))
+        if result.dispersion is not None:
+            root.create_array("dispersion", data=np.asarray(result.dispersion, np.float64))
         root.create_array("W", data=np.ascontiguousarray(result.W))
         root.create_array("d", data=np.asarray(result.d, dtype=np.float64))
         root.create_array("H", data=np.ascontiguousarray(result.H))
@@ -123,7 +129,11 @@ def load(cls, path: str | os.PathLike):
                train_loss=float(a["train_loss"]), best_iter=int(a["best_iter"]),
                test_loss_history=list(a["test_loss_history"]),
                train_loss_history=list(a["train_loss_history"]), _H=H,
-               feature_names=strings("features"), sample_names=strings("samples"))
+               feature_names=strings("features"), sample_names=strings("samples"),
+               loss=a.get("loss", "mse"), objective=float(a.get("objective", math.nan)),
+               objective_history=list(a.get("objective_history", [])),
+               dispersion=(np.asarray(root["dispersion"][...]) if "dispersion" in root
+                           else None))
 
 
 def _pairs(settings: dict) -> dict:

@@ -242,13 +242,15 @@ def _fit_anndata(src: str, overwrite: bool) -> None:
 #: ``dask-factor fit SRC OUT``'s options and their defaults (None: not given on the command line)
 FIT_DEFAULTS = {"k": None, "seed": None, "maxit": 100, "tol": 1e-4, "L1": 0.0, "L2": 0.0,
                 "solver": "auto", "dtype": "float32", "cache": "auto", "checkpoint": None,
-                "checkpoint_every": None}
+                "checkpoint_every": None, "loss": "mse", "dispersion": "per_row",
+                "tweedie_power": 1.5}
 
 #: where each of those options lives in a SPEC.yaml
 _SPEC_HOME = {"k": "layers[i].k", "seed": "config.seed", "maxit": "config.maxit",
               "tol": "config.tol", "L1": "layers[i].L1", "L2": "layers[i].L2",
               "solver": "config.solver", "dtype": "config.dtype", "cache": None,
-              "checkpoint": "checkpoint.path", "checkpoint_every": "checkpoint.every"}
+              "checkpoint": "checkpoint.path", "checkpoint_every": "checkpoint.every",
+              "loss": "config.loss", "dispersion": None, "tweedie_power": None}
 
 
 def is_spec(path: str) -> bool:
@@ -342,7 +344,8 @@ def _run_fit(args) -> int:
                     L1=opt["L1"], L2=opt["L2"], solver=opt["solver"], dtype=opt["dtype"],
                     cache=opt["cache"], client=client, progress=not args.quiet,
                     checkpoint=opt["checkpoint"], checkpoint_every=opt["checkpoint_every"],
-                    resume=True if args.resume else None)
+                    resume=True if args.resume else None, loss=opt["loss"],
+                    dispersion=opt["dispersion"], tweedie_power=opt["tweedie_power"])
         seconds = time.perf_counter() - t0
         model.feature_names, model.sample_names = features, samples
         if fmt == "npz":
@@ -355,11 +358,15 @@ def _run_fit(args) -> int:
             written.append(str(args.src))
         summary = {"iterations": model.iterations, "converged": model.converged,
                    "mse": model.mse, "seconds": round(seconds, 3), "out": str(out)}
+        objective = ""
+        if model.loss != "mse":
+            summary.update(loss=model.loss, objective=model.objective)
+            objective = f", {model.loss} objective {model.objective:.8g}"
         if args.anndata:
             summary["anndata"] = str(args.src)
         print(json.dumps(summary) if args.json else
-              f"{model.iterations} iterations, MSE {model.mse:.6g}, {seconds:.2f} s -> "
-              f"{' and '.join(written)}")
+              f"{model.iterations} iterations, MSE {model.mse:.6g}{objective}, {seconds:.2f} s "
+              f"-> {' and '.join(written)}")
     finally:
         if client is not None:
             client.close()
@@ -404,6 +411,13 @@ def _add_fit_parser(subparsers) -> None:
                    help="write the fit's state there every --checkpoint-every iterations")
     g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="iterations between checkpoints (default 10)")
+    g.add_argument("--loss", choices=["mse", "kl", "nb", "gp", "gamma", "inverse_gaussian",
+                                       "tweedie"], default=None,
+                   help="objective (default mse; the others by IRLS, docs/losses.md)")
+    g.add_argument("--dispersion", choices=["per_row", "global", "none"], default=None,
+                   help="NB size / GP theta: per row (default), shared, or fixed")
+    g.add_argument("--tweedie-power", type=float, default=None, metavar="Q",
+                   help="variance power of --loss tweedie (default 1.5)")
     g.add_argument("--anndata", action="store_true",
                    help="also write the model into SRC, an .h5ad (obsm X_nmf, varm NMF_W, uns "
                         "nmf; in place, without reading X); existing keys need --overwrite")

@@ -113,3 +113,31 @@ def test_docs_losses_example_runs():
     exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), scope)
     assert scope["model"].objective == pytest.approx(
         scope["model"].evaluate(scope["A"], loss="nb"), rel=1e-6)
+
+
+def test_cli_fit_with_a_loss_saves_the_same_model(tmp_path, capsys):
+    import json
+
+    from dask_factor import datasets
+    from dask_factor.cli import main
+    from dask_factor.io import write_matrix
+    from dask_factor.nmf_fit import NMFResult
+
+    A = datasets.load("hawaiibirds").matrix
+    src = tmp_path / "birds.zarr"
+    write_matrix(A, str(src))
+    out = tmp_path / "model.zarr"
+    assert main(["fit", str(src), str(out), "--k", "3", "--seed", "2", "--maxit", "5",
+                 "--loss", "nb", "--dispersion", "global", "--json", "-q"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ref = nmf(src.as_posix(), 3, seed=2, maxit=5, loss="nb", dispersion="global")
+    assert summary["loss"] == "nb" and summary["objective"] == ref.objective
+    back = NMFResult.load(out)
+    np.testing.assert_array_equal(back.W, ref.W)
+    assert back.loss == "nb" and back.objective == ref.objective
+    assert back.objective_history == ref.objective_history
+    np.testing.assert_array_equal(back.dispersion, ref.dispersion)
+    assert np.unique(back.dispersion).size == 1  # global: one size for every row
+    # a spec sets the loss in its config, where graphs refuse count-data losses
+    assert main(["fit", str(tmp_path / "x.yaml"), "--tweedie-power", "1.2"]) != 0
+    assert "--tweedie-power: applies to SRC OUT fits only" in capsys.readouterr().err

@@ -1,0 +1,149 @@
+"""Count-data losses: time per iteration against least squares and RcppML 1.0, in the same run,
+and each loss's objective against RcppML's model at the same settings (pbmc3k, k = 10).
+
+    python benchmarks/bench_losses.py [--maxit 3] [--losses kl nb ...] [--no-rcppml]
+                                      [--write tests/data/rcppml_losses_pbmc3k.json]
+
+For every loss it runs ``nmf(A, 10, seed=1, rng="rcppml", maxit=M, tol=0, loss=...)`` (the same
+initial W as R's ``set.seed(1); runif``) after a warm-up fit (numba compilation), and RcppML's
+``nmf(A, 10, seed=1, maxit=M, tol=0, loss=..., threads=1)`` through ``benchmarks/rcppml_losses.R``
+(``kl`` is RcppML's ``loss="gp", dispersion="none"``). It prints seconds per iteration, the ratio
+to our least-squares iteration and to RcppML's, and both models' objectives scored the same way
+(``NMFResult.evaluate(A, loss=...)``: every entry the loss covers, NB with each model's own size
+per row — RcppML's from its moments estimate on its final model when it does not return one).
+
+``--write`` stores RcppML's scored objectives with the command that produced them; the slow test
+``tests/api/test_losses_rcppml.py`` fits ours at the same settings and compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+HERE = Path(__file__).resolve().parent
+LOSSES = ["kl", "nb", "gp", "gamma", "inverse_gaussian", "tweedie"]
+
+
+def dump_csc(A, d: Path) -> None:
+    A = sp.csc_matrix(A, dtype=np.float64)
+    A.sort_indices()
+    np.array([A.shape[0], A.shape[1], A.nnz], dtype=np.int32).tofile(d / "dims.bin")
+    A.indptr.astype(np.int32).tofile(d / "p.bin")
+    A.indices.astype(np.int32).tofile(d / "i.bin")
+    A.data.astype(np.float64).tofile(d / "x.bin")
+
+
+def run_rcppml(d: Path, k: int, maxit: int, losses: list[str]) -> dict:
+    cmd = ["Rscript", str(HERE / "rcppml_losses.R"), str(d), str(k), str(maxit), "0", "1",
+           *losses]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    res = {}
+    for line in out.strip().splitlines():
+        loss, secs, iters, own = line.split()
+        res[loss] = dict(seconds=float(secs), iterations=int(iters), rcppml_loss=float(own))
+    return res
+
+
+def rcppml_model(d: Path, loss: str, m: int, n: int, k: int):
+    from dask_factor.nmf_fit import NMFResult
+
+    def rd(s):
+        return np.fromfile(d / f"rcppml_{loss}_{s}.bin", dtype=np.float64)
+
+    W, dd, H = rd("w").reshape(k, m).T, rd("d"), rd("h").reshape(n, k).T
+    import dask.array as da
+
+    return NMFResult(W=W, d=dd, H_dask=da.from_array(H), iterations=0, converged=False,
+                     sse=np.nan, mse=np.nan, loss_history=[], tol_history=[],
+                     settings={"tweedie_power": 1.5})
+
+
+def nb_moments(A, W, d, H, lo=0.01, hi=1e6):
+    """Each row's NB size by moments on a model: Σμ² / Σ[(y − μ)² − μ] (dense; pbmc3k fits)."""
+    mu = (W * d) @ H
+    Y = A.toarray()
+    num = (mu ** 2).sum(1)
+    den = ((Y - mu) ** 2 - mu).sum(1)
+    return np.where((den > 1e-10) & (num > 1e-10), np.clip(num / den, lo, hi), hi)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--maxit", type=int, default=3)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--losses", nargs="+", default=LOSSES)
+    ap.add_argument("--no-rcppml", action="store_true")
+    ap.add_argument("--write", default=None)
+    args = ap.parse_args(argv)
+
+    from dask_factor import datasets, nmf
+
+    A = datasets.load("pbmc3k").matrix
+    m, n = A.shape
+    k, M = args.k, args.maxit
+    common = dict(seed=1, rng="rcppml", maxit=M, tol=0)
+    nmf(A, k, seed=1, maxit=1, tol=0)  # warm-up: numba caches
+    for loss in args.losses:
+        nmf(A[:, :200], k, seed=1, maxit=1, tol=0, loss=loss)
+    t0 = time.perf_counter()
+    nmf(A, k, **common)
+    mse_it = (time.perf_counter() - t0) / M
+    print(f"pbmc3k {m}×{n}, k={k}, {M} iterations, tol=0, threads={os.cpu_count()}")
+    print(f"mse: {mse_it * 1e3:.0f} ms/iteration (ours)")
+    rc = {}
+    tmp = tempfile.TemporaryDirectory()
+    d = Path(tmp.name)
+    if not args.no_rcppml:
+        dump_csc(A, d)
+        rc = run_rcppml(d, k, M, args.losses)
+    rows = {}
+    print(f"{'loss':18s} {'ours s/it':>10s} {'/mse':>7s} {'RcppML s/it':>12s} {'ours/RcppML':>12s}"
+          f" {'our objective':>15s} {'RcppML objective':>17s} {'ratio':>8s}")
+    for loss in args.losses:
+        t0 = time.perf_counter()
+        model = nmf(A, k, loss=loss, **common)
+        ours_it = (time.perf_counter() - t0) / M
+        row = dict(ours_s_per_it=ours_it, objective=model.objective)
+        line = f"{loss:18s} {ours_it:10.2f} {ours_it / mse_it:7.1f}"
+        if loss in rc:
+            r_it = rc[loss]["seconds"] / rc[loss]["iterations"]
+            theirs = rcppml_model(d, loss, m, n, k)
+            disp = None
+            if loss == "nb":
+                disp = nb_moments(A, theirs.W, theirs.d, theirs.H)
+            elif loss == "gp":
+                th = d / f"rcppml_{loss}_theta.bin"
+                disp = np.fromfile(th, dtype=np.float64) if th.exists() else np.zeros(m)
+            r_obj = theirs.evaluate(A, loss=loss, dispersion=disp)
+            row.update(rcppml_s_per_it=r_it, rcppml_objective=r_obj,
+                       rcppml_own_loss=rc[loss]["rcppml_loss"])
+            line += (f" {r_it:12.2f} {ours_it / r_it:12.2f} {model.objective:15.6g}"
+                     f" {r_obj:17.6g} {model.objective / r_obj:8.4f}")
+        else:
+            line += f" {'':12s} {'':12s} {model.objective:15.6g}"
+        rows[loss] = row
+        print(line, flush=True)
+    if args.write:
+        cmd = "python benchmarks/bench_losses.py " + " ".join(argv if argv else sys.argv[1:])
+        out = {"command": cmd, "rcppml": "RcppML 1.0.0 (zdebruine/RcppML df69ddd), threads=1",
+               "dataset": "pbmc3k", "k": k, "maxit": M, "tol": 0, "seed": 1, "rng": "rcppml",
+               "note": "objectives of RcppML's models scored by NMFResult.evaluate(A, loss=...)",
+               "losses": {loss: {kk: float(v) for kk, v in r.items()}
+                          for loss, r in rows.items()}}
+        Path(args.write).write_text(json.dumps(out, indent=1) + "\n")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
