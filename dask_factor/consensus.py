@@ -19,6 +19,7 @@ stability. It is refused, before any fit, when the n × n matrices would not fit
 
 from __future__ import annotations
 
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -63,13 +64,51 @@ def run_fits(A, jobs: list[tuple[int, int]], client, nmf_kwargs: dict) -> dict:
         return dict(pool.map(one, jobs))
 
 
-def check_nmf_kwargs(k, nmf_kwargs: dict) -> None:
-    """Check the options passed on to every replicate fit (before any fit)."""
+def check_nmf_kwargs(k, nmf_kwargs: dict, seed: int | None = None) -> None:
+    """Check the options passed on to every replicate fit (before any fit).
+
+    Parameters
+    ----------
+    k : int
+        The replicates' rank.
+    nmf_kwargs : dict
+        Options of :func:`dask_factor.nmf` given to every replicate. Those a replicate sets
+        itself (``seed``, ``client``, ``k``), cross-validation and checkpoints, and ``w_init``
+        (every replicate would start from it, so the seeds would not matter) are refused.
+    seed : int, optional
+        The replicates' base seed, checked against ``rng`` (a negative seed needs
+        ``rng="rcppml"``) with the caller's value in the message.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``name: ...`` for the first bad option.
+
+    Examples
+    --------
+    >>> check_nmf_kwargs(3, {"maxit": 20, "L1": 0.1})
+    >>> check_nmf_kwargs(3, {"w_init": None})
+    Traceback (most recent call last):
+        ...
+    TypeError: w_init: not an option of the replicate fits here (every replicate would start ...
+    >>> check_nmf_kwargs(3, {}, seed=-5)
+    Traceback (most recent call last):
+        ...
+    ValueError: seed: expected a non-negative integer with rng='numpy' (R-style negative ...
+    """
     for bad in ("seed", "client", "k", "test_fraction", "cv_seed", "resume", "checkpoint"):
         if bad in nmf_kwargs:
             raise TypeError(f"{bad}: not an option of the replicate fits here (each replicate "
                             f"has its own seed; pass seed= and client= to this function)")
+    if "w_init" in nmf_kwargs:
+        raise TypeError("w_init: not an option of the replicate fits here (every replicate "
+                        "would start from it; they differ only by their seed)")
     validate_params({"k": k, **nmf_kwargs}, entry="fit_nmf")
+    if seed is not None:  # the rule of nmf()'s seed and rng, on the caller's value
+        from .nmf_fit import fit_nmf
+
+        rng = nmf_kwargs.get("rng", inspect.signature(fit_nmf).parameters["rng"].default)
+        validate_params({"seed": seed, "rng": rng}, entry="fit_nmf")
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,12 +275,17 @@ def coclustering(embeddings, k: int, *, method: str = "hard", knn: int = 10) -> 
     embs = [np.asarray(H, dtype=np.float64) for H in embeddings]
     if not embs:
         raise ValueError("embeddings: expected at least one (k, n) matrix, got none")
-    n = embs[0].shape[1]
+    n = embs[0].shape[1] if embs[0].ndim == 2 else None
     for i, H in enumerate(embs):
-        if H.ndim != 2 or H.shape[1] != n:
-            raise ValueError(f"embeddings[{i}]: expected a 2-D matrix with {n} columns (the "
-                             f"samples), got shape {H.shape}")
-    if n < 2 or p["k"] > n:
+        if H.ndim != 2 or H.shape[1] != n or H.shape[0] == 0:
+            cols = "the same number of" if n is None else n
+            raise ValueError(f"embeddings[{i}]: expected a 2-D (k, n) matrix with {cols} "
+                             f"columns (the samples), got shape {H.shape}")
+        if not np.isfinite(H).all():
+            raise ValueError(f"embeddings[{i}]: expected finite values, got NaN or infinity")
+    if n < 2:
+        raise ValueError(f"embeddings: expected at least 2 samples (columns) to cluster, got {n}")
+    if p["k"] > n:
         raise ValueError(f"k: expected an integer in [1, {n}] (the number of samples), got {k}")
     conn = np.zeros((n, n))
     for H in embs:
@@ -303,6 +347,8 @@ def consensus_nmf(
     **nmf_kwargs
         Passed to every replicate (``tol``, ``maxit``, ``L1``, ``solver``, ``dtype``, …).
         ``rng="rcppml", solver="cholesky", dtype="float64"`` reproduce RcppML's replicates.
+        A ``mask`` matrix is given like A (m × n; transposed for the replicates); ``w_init``
+        and ``target_H`` are refused.
 
     Returns
     -------
@@ -331,11 +377,22 @@ def consensus_nmf(
     p = validate_params({"k": k, "reps": reps, "knn": knn, "seed": seed, "client": client,
                          "max_memory": max_memory}, entry="consensus_nmf")
     p.update(validate_params({"method": method}, entry="consensus_nmf"))
-    check_nmf_kwargs(k, nmf_kwargs)
+    check_nmf_kwargs(k, nmf_kwargs, seed)
+    if "target_H" in nmf_kwargs:  # a replicate's H is k × m here (it fits A.T)
+        raise TypeError("target_H: not an option of consensus_nmf (its replicates fit A.T, "
+                        "whose H is the features' side)")
     X = open_lazy(A, "A")
     m, n = check_shape("A", X)
+    if n < 2:
+        raise ValueError(f"A: expected at least 2 samples (columns) to cluster, got {n}")
     if k > min(m, n):
         raise ValueError(f"k: expected an integer in [1, {min(m, n)}] (min(m, n) of A), got {k}")
+    mask = nmf_kwargs.get("mask")
+    if mask is not None and not isinstance(mask, str):  # given like A, (m, n): fit with A.T
+        if tuple(mask.shape) != (m, n):
+            raise ValueError(f"mask: expected a matrix of A's shape ({m}, {n}), got "
+                             f"{tuple(mask.shape)}")
+        nmf_kwargs = {**nmf_kwargs, "mask": mask.T}
     need = consensus_bytes(n)
     budget = int(max_memory) if max_memory is not None else _available_bytes() // 2
     if need > budget:

@@ -172,6 +172,13 @@ def _open(A):
     return X, m, n
 
 
+def _check_splittable(m: int, n: int) -> None:
+    """A rank-2 fit needs 2 features (else nmf would blame a k the caller never gave)."""
+    if m < 2:
+        raise ValueError(f"A: a rank-2 split needs at least 2 features (rows), got shape "
+                         f"({m}, {n})")
+
+
 def bipartition(
     A,
     *,
@@ -226,8 +233,11 @@ def bipartition(
                          "seed": seed, "calc_dist": calc_dist, "client": client,
                          "dtype": dtype}, entry="bipartition")
     X, m, n = _open(A)
+    _check_splittable(m, n)
     if samples is None:
         idx = np.arange(n, dtype=np.int64)
+        if n < 2:
+            raise ValueError(f"A: expected at least 2 samples (columns) to split, got {n}")
     else:
         idx = np.asarray(p["samples"], dtype=np.int64)
         if idx.max() >= n:
@@ -434,6 +444,8 @@ def dclust(
                          "dtype": dtype, "verbose": verbose}, entry="dclust")
     X, m, n = _open(A)
     ms = p["min_samples"]
+    if n >= 2 * ms:  # the root is split
+        _check_splittable(m, n)
     calc_dist = p["min_dist"] > 0
     opts = dict(tol=p["tol"], maxit=p["maxit"], nonneg=p["nonneg"], seed=p["seed"],
                 calc_dist=calc_dist, client=client, dtype=p["dtype"])

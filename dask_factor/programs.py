@@ -161,6 +161,12 @@ def _programs_from_fits(models, k, seed, density_threshold, n_neighbors):
             f"density <= {density_threshold} (fewer than k={k}); the densities range over "
             f"[{dens.min():.3g}, {dens.max():.3g}], raise the threshold")
     labels_kept, _, _ = kmeans(P[kept], k, seed)
+    sizes = np.bincount(labels_kept, minlength=k)
+    if (sizes == 0).any():  # k-means left a cluster empty: its median would be NaN
+        raise ValueError(
+            f"k: the {int(kept.sum())} kept programs form only {int((sizes > 0).sum())} "
+            f"distinct clusters, fewer than k={k} (replicates that found the same or all-zero "
+            f"programs); choose a smaller k")
     Wc = np.column_stack([np.median(P[kept][labels_kept == c], axis=0) for c in range(k)])
     Wc = np.maximum(Wc, 0.0)
     Wc = Wc / np.where(Wc.sum(0) > 0, Wc.sum(0), 1.0)

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -391,12 +392,13 @@ def factor_graph(adata, graph: int | Callable[..., Any], *,
     elif not isinstance(config, FactorNetConfig):
         raise TypeError(f"config: expected a factor_config(), got {type(config).__name__}")
     nodes = [factor_input(_source(a, lay), name=name) for name, (a, lay) in inputs.items()]
-    if isinstance(graph, bool) or not (isinstance(graph, int) or callable(graph)):
+    rank = isinstance(graph, numbers.Integral) and not isinstance(graph, (bool, np.bool_))
+    if not (rank or callable(graph)):
         raise TypeError(f"graph: expected a rank (int) or a function of the inputs returning "
                         f"the output layer, got {type(graph).__name__}")
-    if isinstance(graph, int):
+    if rank:  # numpy integers too, as tl.nmf's n_components
         src = nodes[0] if len(nodes) == 1 else factor_shared(*nodes)
-        output = nmf_layer(src, graph, name=key_added)
+        output = nmf_layer(src, int(graph), name=key_added)
     else:
         output = graph(*nodes)
         if not isinstance(output, LayerNode):

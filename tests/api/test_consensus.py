@@ -20,6 +20,7 @@ from scipy.cluster.hierarchy import cophenet, linkage
 from scipy.spatial.distance import squareform
 from sklearn.metrics import adjusted_rand_score
 
+import dask_factor
 from dask_factor import coclustering, consensus_nmf, consensus_programs, k_selection
 from dask_factor.consensus import consensus_bytes
 from dask_factor.datasets import simulate_counts
@@ -146,6 +147,49 @@ def test_too_large_consensus_is_refused_before_any_fit(monkeypatch):
 def test_bad_arguments_fail_before_work(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         consensus_nmf(_exploding((30, 40)), 3, **kwargs)
+
+
+def test_replicate_options_given_like_a():
+    """consensus_nmf fits A.T: options shaped like A are turned, or refused, before any fit."""
+    rng = np.random.default_rng(0)
+    A = rng.poisson(3.0, (30, 20)).astype(np.float64)
+    # a negative seed with rng='numpy' names the caller's seed, not a replicate's seed + r
+    with pytest.raises(ValueError, match=r"seed: expected a non-negative .* got -10$"):
+        consensus_nmf(_exploding((30, 40)), 3, reps=3, seed=-10)
+    res = consensus_nmf(A, 2, reps=2, seed=-10, maxit=2, rng="rcppml")  # R-style seeds
+    assert res.seeds == [-9, -8]
+    # w_init: every replicate would be the same fit
+    with pytest.raises(TypeError, match="w_init: not an option"):
+        consensus_nmf(_exploding((30, 40)), 3, w_init=np.ones((30, 3)))
+    with pytest.raises(TypeError, match="w_init: not an option"):
+        consensus_programs(_exploding((30, 40)), 3, w_init=np.ones((30, 3)))
+    with pytest.raises(TypeError, match="target_H: not an option of consensus_nmf"):
+        consensus_nmf(_exploding((30, 40)), 3, target_H=np.ones((3, 40)), target_lambda=1.0)
+    with pytest.raises(ValueError, match=r"mask: expected a matrix of A's shape \(30, 40\)"):
+        consensus_nmf(_exploding((30, 40)), 3, mask=np.zeros((40, 30), dtype=bool))
+    # a mask like A (m × n): replicate r is nmf(A.T, mask=mask.T)
+    mask = np.zeros((30, 20), dtype=bool)
+    mask[:, :4] = rng.random((30, 4)) < 0.5
+    res = consensus_nmf(A, 2, reps=2, seed=1, maxit=5, mask=mask)
+    ref = dask_factor.nmf(A.T, 2, seed=2, maxit=5, mask=mask.T)
+    np.testing.assert_array_equal(res.models[0].W, ref.W)  # seeds 2, 3
+
+
+def test_one_sample_or_one_dimensional_embedding_named():
+    with pytest.raises(ValueError, match="A: expected at least 2 samples"):
+        consensus_nmf(_exploding((30, 1)), 1, reps=2)
+    with pytest.raises(ValueError, match="embeddings: expected at least 2 samples"):
+        coclustering([np.ones((2, 1))], 1)
+    with pytest.raises(ValueError, match=r"embeddings\[0\]: expected a 2-D \(k, n\) matrix"):
+        coclustering([np.ones(4)], 2)
+    with pytest.raises(ValueError, match=r"embeddings\[1\]: expected finite values"):
+        coclustering([np.ones((2, 4)), np.full((2, 4), np.nan)], 2)
+
+
+def test_programs_never_nan_when_kmeans_leaves_a_cluster_empty():
+    """All-zero replicate programs fall in one cluster: refused, not NaN programs."""
+    with pytest.raises(ValueError, match="k: the 4 kept programs form only 1 distinct"):
+        consensus_programs(np.zeros((10, 8)), 2, reps=2, maxit=3, density_threshold=2.0)
 
 
 def test_bad_programs_arguments(planted):

@@ -80,6 +80,18 @@ def test_bipartition_subset_and_arguments(aml):
         dclust(X, 0)
 
 
+def test_too_few_features_or_samples_name_a():
+    """A rank-2 split of a 1-row matrix (or of one sample) blames A, not a k never given."""
+    row = np.ones((1, 12))
+    with pytest.raises(ValueError, match=r"A: a rank-2 split needs at least 2 features"):
+        bipartition(row)
+    with pytest.raises(ValueError, match=r"A: a rank-2 split needs at least 2 features"):
+        dclust(row, 2)
+    assert dclust(row, 7).ids == [""]  # no split tried: one leaf, as before
+    with pytest.raises(ValueError, match=r"A: expected at least 2 samples"):
+        bipartition(np.ones((5, 1)))
+
+
 def _check_tree(res, X, min_samples):
     n = X.shape[1]
     allsamp = np.sort(np.concatenate([c.samples for c in res]))
@@ -123,14 +135,33 @@ def test_dclust_min_dist_and_cluster_identity():
     X = A.compute()
     res = dclust(X, min_samples=40, min_dist=0.0)
     _check_tree(res, X, 40)
-    strict = dclust(X, min_samples=40, min_dist=0.01)
-    assert len(strict) <= len(res)
+    # every split of the unrestricted tree, measured by bipartition of its node's samples
+    nodes = {c.id[:i] for c in res for i in range(len(c.id))}
+    tried = nodes | {c.id for c in res if c.size >= 2 * 40}  # leaves refused for size
+    members = {p: np.sort(np.concatenate([c.samples for c in res if c.id.startswith(p)]))
+               for p in nodes | set(res.ids)}
+    dist = {p: bipartition(X, samples=members[p]).dist for p in tried}
+    # a threshold between the split distances: the root split is kept, some split refused
+    min_dist = float(np.median([dist[p] for p in nodes]))
+    assert dist[""] >= min_dist and any(d < min_dist for d in dist.values())
+    # the expected tree: the unrestricted one, cut at the first split below min_dist
+    expected, stack = {}, [""]
+    while stack:
+        p = stack.pop()
+        if p in nodes and dist[p] >= min_dist:
+            stack += [p + "0", p + "1"]
+        else:
+            expected[p] = dist.get(p, 0.0)  # a refused split keeps its distance, else 0
+    strict = dclust(X, min_samples=40, min_dist=min_dist)
+    assert sorted(strict.ids) == sorted(expected) and len(strict) < len(res)
     for c in strict:
-        if 0 < c.dist:  # a split tried and refused for its distance
-            assert c.dist < 0.01
+        np.testing.assert_array_equal(np.sort(c.samples), members[c.id])
+        assert c.dist == pytest.approx(expected[c.id], rel=1e-12, abs=0)
+        if c.id in nodes:  # refused for its distance
+            assert c.dist < min_dist
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        again = dclust(X, min_samples=40, min_dist=0.01, client=client)
+        again = dclust(X, min_samples=40, min_dist=min_dist, client=client)
     assert again.ids == strict.ids
     for a, b in zip(again, strict):
         np.testing.assert_array_equal(a.samples, b.samples)

@@ -58,6 +58,9 @@ def test_one_anndata_equals_the_direct_graph_fit(birds):
     assert uns["iterations"] == direct.iterations and uns["mse"] == direct.mse
     assert uns["params"]["seed"] == 3 and uns["params"]["maxit"] == 15
     assert uns["params"]["factor_layer"] == "factor_net"
+    # a numpy integer rank is a rank (as tl.nmf's n_components), not refused
+    again = tl.factor_graph(species, np.int64(5), seed=3, maxit=15, copy=True)
+    np.testing.assert_array_equal(again.obsm["X_factor_net"], adata.obsm["X_factor_net"])
 
 
 def test_two_modalities_share_the_factors(birds):
@@ -143,6 +146,8 @@ def test_bad_calls_fail_before_any_work(birds):
         tl.factor_graph(s, 2, factor_layer="nope")
     with pytest.raises(TypeError, match="graph: expected a rank"):
         tl.factor_graph(s, "two")
+    with pytest.raises(TypeError, match="graph: expected a rank"):
+        tl.factor_graph(s, True)
     with pytest.raises(TypeError, match="graph: the function must return the output layer"):
         tl.factor_graph(s, lambda x: x)
     with pytest.raises(TypeError, match="config: pass either"):
