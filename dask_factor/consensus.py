@@ -40,7 +40,13 @@ __all__ = ["ConsensusResult", "consensus_nmf", "coclustering", "consensus_bytes"
 
 
 def replicate_seeds(seed: int, reps: int) -> list[int]:
-    """RcppML's replicate seeds: ``seed + 1, …, seed + reps``."""
+    """RcppML's replicate seeds: ``seed + 1, …, seed + reps``.
+
+    Examples
+    --------
+    >>> replicate_seeds(10, 3)
+    [11, 12, 13]
+    """
     return [int(seed) + i for i in range(1, reps + 1)]
 
 
@@ -49,7 +55,30 @@ def run_fits(A, jobs: list[tuple[int, int]], client, nmf_kwargs: dict) -> dict:
 
     On a cluster every fit is submitted at once (each is a sequence of small Dask graphs, so
     their tasks interleave on the workers); with dask's threads at most ``MAX_CONCURRENT_FITS``
-    run at a time. Returns ``{(k, s): NMFResult}``; the results do not depend on the order.
+    run at a time. The results do not depend on the order.
+
+    Parameters
+    ----------
+    A : array-like of shape (m, n)
+        Anything :func:`dask_factor.nmf` accepts (opened by every fit).
+    jobs : list of (int, int)
+        ``(k, seed)`` of every fit.
+    client : distributed.Client or None
+    nmf_kwargs : dict
+        The other options of every fit (checked by :func:`check_nmf_kwargs`).
+
+    Returns
+    -------
+    dict
+        ``{(k, seed): NMFResult}`` (W of shape (m, k), H of shape (k, n)).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.random.default_rng(0).random((20, 15))
+    >>> fits = run_fits(A, [(2, 1), (3, 1)], None, {"maxit": 50, "tol": 1e-3})
+    >>> sorted(fits), fits[(3, 1)].W.shape
+    ([(2, 1), (3, 1)], (20, 3))
     """
     from .nmf import nmf
 
@@ -117,7 +146,13 @@ def check_nmf_kwargs(k, nmf_kwargs: dict, seed: int | None = None) -> None:
 
 def consensus_bytes(n: int) -> int:
     """Bytes the n × n consensus needs at its peak: the running sum, the consensus and the
-    condensed distances, float64 each (``3 · 8 · n²``)."""
+    condensed distances, float64 each (``3 · 8 · n²``).
+
+    Examples
+    --------
+    >>> consensus_bytes(1000)
+    24000000
+    """
     return 24 * int(n) * int(n)
 
 

@@ -306,11 +306,26 @@ class DClustResult:
 
     @property
     def ids(self) -> list[str]:
+        """The leaves' binary path ids, in order.
+
+        Examples
+        --------
+        >>> DClustResult([Cluster("0", np.array([0]), np.zeros(1), 1),
+        ...               Cluster("1", np.array([1]), np.zeros(1), 1)], 2).ids
+        ['0', '1']
+        """
         return [c.id for c in self.clusters]
 
     @property
     def labels(self) -> np.ndarray:
-        """(n,) index of each sample's cluster in ``clusters``."""
+        """(n,) index of each sample's cluster in ``clusters``.
+
+        Examples
+        --------
+        >>> DClustResult([Cluster("0", np.array([0, 2]), np.zeros(1), 2),
+        ...               Cluster("1", np.array([1]), np.zeros(1), 1)], 3).labels.tolist()
+        [0, 1, 0]
+        """
         out = np.full(self.n, -1, dtype=np.int64)
         for i, c in enumerate(self.clusters):
             out[c.samples] = i
@@ -321,6 +336,17 @@ class DClustResult:
 
         Leaf i is ``clusters[i]``; RcppML's dendrogram heights (a leaf 0, a split one more than
         its taller half). Needs at least two leaves.
+
+        Returns
+        -------
+        ndarray of shape (n_leaves − 1, 4)
+
+        Examples
+        --------
+        >>> leaf = lambda path, j: Cluster(path, np.array([j]), np.zeros(1), 1)
+        >>> tree = DClustResult([leaf("1", 0), leaf("01", 1), leaf("00", 2)], 3)
+        >>> tree.linkage().tolist()
+        [[2.0, 1.0, 1.0, 2.0], [3.0, 0.0, 2.0, 3.0]]
         """
         if len(self.clusters) < 2:
             raise ValueError("linkage: a single cluster has no tree")

@@ -42,7 +42,24 @@ def _sq_dists(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 
 
 def local_density(X: np.ndarray, n_neighbors: int) -> np.ndarray:
-    """Mean Euclidean distance of each row of X to its ``n_neighbors`` nearest other rows."""
+    """Mean Euclidean distance of each row of X to its ``n_neighbors`` nearest other rows.
+
+    Parameters
+    ----------
+    X : ndarray of shape (p, m)
+    n_neighbors : int
+        At most ``p − 1`` are used.
+
+    Returns
+    -------
+    ndarray of shape (p,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> local_density(np.array([[0.0], [1.0], [3.0]]), 1).tolist()
+    [1.0, 1.0, 2.0]
+    """
     D = np.sqrt(_sq_dists(X, X))
     np.fill_diagonal(D, np.inf)
     nn = min(int(n_neighbors), X.shape[0] - 1)
@@ -53,7 +70,29 @@ def kmeans(X: np.ndarray, k: int, seed: int, *, n_init: int = 10, max_iter: int 
     """Lloyd's k-means with k-means++ starts, ``n_init`` restarts, the lowest inertia kept.
 
     Deterministic for a seed (numpy's ``default_rng(seed)``; distance ties go to the lower
-    centre). Returns ``(labels, centres, inertia)``.
+    centre).
+
+    Parameters
+    ----------
+    X : ndarray of shape (p, m)
+    k : int
+    seed : int
+    n_init, max_iter : int
+
+    Returns
+    -------
+    labels : ndarray of shape (p,)
+    centres : ndarray of shape (k, m)
+    inertia : float
+        Sum of squared distances to the assigned centres.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    >>> labels, centres, inertia = kmeans(X, 2, seed=0)
+    >>> bool(labels[0] == labels[1] != labels[2] == labels[3]), round(inertia, 6)
+    (True, 0.01)
     """
     rng = np.random.default_rng(seed)
     n = X.shape[0]
@@ -84,7 +123,23 @@ def kmeans(X: np.ndarray, k: int, seed: int, *, n_init: int = 10, max_iter: int 
 
 
 def silhouette(X: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette width (Euclidean) of the rows of X; 0 when there is one cluster."""
+    """Mean silhouette width (Euclidean) of the rows of X; 0 when there is one cluster.
+
+    Parameters
+    ----------
+    X : ndarray of shape (p, m)
+    labels : ndarray of shape (p,)
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(silhouette(np.array([[0.0], [1.0], [10.0], [11.0]]), np.array([0, 0, 1, 1])), 4)
+    0.8997
+    """
     labs = np.unique(labels)
     if labs.size < 2:
         return 0.0
