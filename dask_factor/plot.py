@@ -225,6 +225,9 @@ def group_means(factors: Any, labels: Any) -> tuple[np.ndarray, list]:
         groups = [g for g in lab.cat.categories if (lab == g).any()]
     else:
         groups = sorted(lab.dropna().unique().tolist(), key=str)
+    if not groups:
+        raise ValueError("labels: expected at least one sample with a label, got none (all "
+                         "missing)")
     M = np.column_stack([E[:, (lab == g).to_numpy(dtype=bool)].mean(axis=1) for g in groups])
     return M, groups
 
@@ -331,6 +334,9 @@ def top_features(result: Any, factor: int | Sequence[int] | None = 0, *, n: int 
     single = isinstance(factor, (int, np.integer)) and not isinstance(factor, bool)
     factors = [factor] if single else (list(range(len(names))) if factor is None
                                        else list(factor))
+    if not factors:
+        raise ValueError(f"factor: expected an integer in [0, {len(names)}), a non-empty "
+                         f"sequence of them or None, got {factor!r}")
     for f in factors:
         if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not \
                 0 <= f < len(names):
@@ -364,6 +370,11 @@ def top_features(result: Any, factor: int | Sequence[int] | None = 0, *, n: int 
 # --------------------------------------------------------------------------- consensus, dclust
 
 
+def _expect(result, kind: str, attributes: tuple[str, ...]) -> None:
+    if not all(hasattr(result, a) for a in attributes):
+        raise TypeError(f"result: expected a {kind}, got {type(result).__name__}")
+
+
 def consensus_heatmap(result, *, ax=None, cmap: str = "Reds"):
     """Heat map of a consensus matrix, samples in dendrogram order, cluster borders drawn.
 
@@ -389,6 +400,7 @@ def consensus_heatmap(result, *, ax=None, cmap: str = "Reds"):
     """
     from scipy.cluster.hierarchy import leaves_list
 
+    _expect(result, "ConsensusResult", ("consensus", "clusters", "linkage"))
     ax = _axes(ax, "consensus_heatmap", figsize=(5.0, 4.5))
     order = leaves_list(result.linkage)
     C = result.consensus[np.ix_(order, order)]
@@ -427,6 +439,7 @@ def k_selection(result, *, ax=None):
     >>> plot.k_selection(sel).right_ax.get_ylabel()
     'reconstruction MSE'
     """
+    _expect(result, "KSelectionResult", ("table", "best_k"))
     ax = _axes(ax, "k_selection")
     t = result.table.sort_values("k")
     ax.plot(t["k"], t["stability"], "o-", color="tab:blue")
@@ -471,6 +484,7 @@ def dendrogram(result, labels=None, *, ax=None):
     """
     from scipy.cluster.hierarchy import dendrogram as scipy_dendrogram
 
+    _expect(result, "DClustResult", ("clusters", "linkage", "n"))
     plt = _pyplot("dendrogram")
     leaves = result.clusters
     if ax is None:

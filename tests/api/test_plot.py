@@ -137,6 +137,17 @@ def test_top_features_bars_are_the_weights(birds_model):
         plot.top_features(birds_model, 4)
 
 
+def test_bad_calls_name_the_argument(birds_model):
+    with pytest.raises(ValueError, match="factor: expected an integer in \\[0, 4\\), a non-empty"):
+        plot.top_features(birds_model, [])
+    with pytest.raises(ValueError, match="labels: expected at least one sample with a label"):
+        plot.factor_heatmap(np.ones((2, 3)), [None, np.nan, None])
+    for f, kind in ((plot.consensus_heatmap, "ConsensusResult"),
+                    (plot.k_selection, "KSelectionResult"), (plot.dendrogram, "DClustResult")):
+        with pytest.raises(TypeError, match=f"result: expected a {kind}, got NMFResult"):
+            f(birds_model)
+
+
 def test_readme_example():
     from readme_blocks import readme_block
 
