@@ -176,12 +176,12 @@ def _load_npz(cls, path: Path):
         settings = _pairs(json.loads(str(z["settings"]))) if "settings" in z.files else {}
         features = [str(v) for v in z["feature_names"]] if "feature_names" in z.files else None
         samples = [str(v) for v in z["sample_names"]] if "sample_names" in z.files else None
-    from .engine.driver import CONVERGENCE_PATIENCE as need
+    from .engine.driver import converged_history, relative_change
 
     mse = loss[-1] if loss else float("nan")
-    tol = [abs(a - b) / (abs(a) + 1e-15) for a, b in zip(loss, loss[1:])]  # the driver's rule
+    tol = [relative_change(a, b) for a, b in zip(loss, loss[1:])]
     # the .npz kept no convergence flag: the driver's test on the saved history
-    converged = len(tol) >= need and all(t < float(settings.get("tol", 0.0)) for t in tol[-need:])
+    converged = converged_history(loss, float(settings.get("tol", 0.0)))
     return cls(W=W, d=d, H_dask=da.from_array(H, chunks=H.shape), iterations=len(loss),
                converged=converged, sse=mse * W.shape[0] * H.shape[1], mse=mse,
                loss_history=loss, tol_history=tol, settings=settings, _H=H,

@@ -20,7 +20,6 @@ stability. It is refused, before any fit, when the n × n matrices would not fit
 from __future__ import annotations
 
 import inspect
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +27,7 @@ import scipy.sparse as sp
 
 from ._params import validate_params
 from .engine.inputs import check_shape, open_lazy
-from .rank import MAX_CONCURRENT_FITS
+from .rank import side_by_side
 
 __all__ = ["ConsensusResult", "consensus_nmf", "coclustering", "consensus_bytes",
            "replicate_seeds", "run_fits", "check_nmf_kwargs"]
@@ -86,11 +85,7 @@ def run_fits(A, jobs: list[tuple[int, int]], client, nmf_kwargs: dict) -> dict:
         k, s = job
         return job, nmf(A, k, seed=s, client=client, **nmf_kwargs)
 
-    if len(jobs) == 1:
-        return dict([one(jobs[0])])
-    workers = len(jobs) if client is not None else min(MAX_CONCURRENT_FITS, len(jobs))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(pool.map(one, jobs))
+    return dict(side_by_side(one, jobs, client))
 
 
 def check_nmf_kwargs(k, nmf_kwargs: dict, seed: int | None = None) -> None:

@@ -22,7 +22,6 @@ W; factors are computed in float64 by default, like RcppML's clustering code.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dask
@@ -34,7 +33,7 @@ from .engine.als import compute_on
 from .engine.blocks import as_blocked
 from .engine.inputs import check_shape, open_lazy
 from .kernels.rng import splitmix64_uniform
-from .rank import MAX_CONCURRENT_FITS
+from .rank import side_by_side
 
 __all__ = ["Bipartition", "Cluster", "DClustResult", "bipartition", "dclust", "purity",
            "rcppml_w0"]
@@ -487,12 +486,7 @@ def dclust(
         def split(item):
             return _bipartition(X, item[1], **opts)
 
-        if len(todo) > 1:
-            workers = len(todo) if client is not None else min(MAX_CONCURRENT_FITS, len(todo))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                models = list(pool.map(split, todo))
-        else:
-            models = [split(t) for t in todo]
+        models = side_by_side(split, todo, client)
         nxt = []
         for (path, idx), mod in zip(todo, models):
             ok = mod.size1 >= ms and mod.size2 >= ms

@@ -29,6 +29,7 @@ from ._params import PARAMETERS, check_value, validate_params
 from ._progress import iteration_progress
 from .engine.als import ALSConfig, ALSState, fit_als
 from .engine.blocks import as_blocked
+from .engine.driver import relative_change
 from .engine.inputs import check_shape, open_lazy, prepare_input
 from .engine.irls import LossSpec, evaluate_loss, fit_irls
 from .engine.masked import MaskSpec, Penalties, fit_masked
@@ -472,7 +473,7 @@ def fit_masked_model(prep, W0, cfg: ALSConfig, *, m, n, seed, cv_seed, test_frac
     k = cfg.k
     perm = np.argsort(-st.d, kind="stable") if sort_model else np.arange(k)
     score = st.test_history if test_fraction > 0 else st.train_history
-    tols = [abs(a - b) / (abs(a) + 1e-15) for a, b in zip(score[:-1], score[1:])]
+    tols = [relative_change(a, b) for a, b in zip(score[:-1], score[1:])]
     settings = dict(k=k, tol=cfg.tol, maxit=cfg.maxit, L1=cfg.L1, L2=cfg.L2,
                     upper_bound=cfg.upper_bound, nonneg=cfg.nonneg, seed=int(seed),
                     norm=cfg.norm, solver_used=cfg.solver, cd_maxit=cfg.cd_maxit, cd_tol=cfg.cd_tol,

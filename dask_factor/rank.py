@@ -20,10 +20,43 @@ import numpy as np
 from ._params import validate_params
 from .nmf_fit import fit_nmf
 
-__all__ = ["RankSearchResult", "rank_search"]
+__all__ = ["RankSearchResult", "rank_search", "side_by_side"]
 
 #: fits of a rank search run at most this many at a time (each is itself parallel over blocks)
 MAX_CONCURRENT_FITS = 4
+
+
+def side_by_side(fn, items, client=None) -> list:
+    """``[fn(item) for item in items]``, the calls run side by side (each an independent fit).
+
+    On a cluster (``client`` given) every call is submitted at once, so the tasks of the fits
+    interleave on the workers; on dask's threads at most :data:`MAX_CONCURRENT_FITS` run at a
+    time. The results are in the order of ``items`` and do not depend on the schedule. The one
+    runner of the rank search, the consensus replicates and the splits of a ``dclust`` level.
+
+    Parameters
+    ----------
+    fn : callable
+        Called with one item.
+    items : iterable
+    client : distributed.Client, optional
+
+    Returns
+    -------
+    list
+        ``fn(item)`` for every item, in order.
+
+    Examples
+    --------
+    >>> side_by_side(lambda x: x * x, [1, 2, 3])
+    [1, 4, 9]
+    """
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    workers = len(items) if client is not None else min(MAX_CONCURRENT_FITS, len(items))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
 
 
 @dataclass
@@ -130,17 +163,7 @@ def rank_search(A, k, *, test_fraction: float = 0.0, cv_seed=None,
 
     def run(pairs):
         pairs = [p for p in pairs if p not in models]
-        if not pairs:
-            return
-        if client is None and len(pairs) > 1:
-            with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_FITS, len(pairs))) as pool:
-                done = list(pool.map(one, pairs))
-        elif len(pairs) > 1:  # a cluster: submit the fits side by side
-            with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
-                done = list(pool.map(one, pairs))
-        else:
-            done = [one(pairs[0])]
-        models.update(done)
+        models.update(side_by_side(one, pairs, client))
 
     def mean_test(kk):
         run([(kk, r) for r in range(len(seeds))])

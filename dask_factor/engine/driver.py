@@ -56,6 +56,34 @@ SNAPSHOT_EVERY = 8
 MAX_STALLED_RECOVERIES = 4
 
 
+def relative_change(previous: float, current: float) -> float:
+    """The driver's convergence measure between two successive scores:
+    ``|previous − current| / (|previous| + 1e-15)``.
+
+    Examples
+    --------
+    >>> round(relative_change(2.0, 1.5), 12)
+    0.25
+    """
+    return abs(previous - current) / (abs(previous) + 1e-15)
+
+
+def converged_history(history, tol: float) -> bool:
+    """Whether a score history meets the driver's rule: the relative change stayed below
+    ``tol`` for the last :data:`CONVERGENCE_PATIENCE` steps (for results saved without the flag).
+
+    Examples
+    --------
+    >>> converged_history([10.0, 5.0, 4.9, 4.9, 4.9, 4.9, 4.9, 4.9], 1e-3)
+    True
+    >>> converged_history([10.0, 5.0, 4.9], 1e-3)
+    False
+    """
+    rels = [relative_change(a, b) for a, b in zip(history, history[1:])]
+    return len(rels) >= CONVERGENCE_PATIENCE and all(
+        r < tol for r in rels[-CONVERGENCE_PATIENCE:])
+
+
 class _ConvergenceWarning(UserWarning):
     """A fit stopped at ``maxit`` before its tolerance was met (without scikit-learn)."""
 
@@ -291,7 +319,7 @@ class _Progress:
         parts = tuple(report.parts) or (report.score,)
         if self.parts:
             prev = self.parts[-1]
-            rel = max(abs(a - b) / (abs(a) + 1e-15) for a, b in zip(prev, parts))
+            rel = max(relative_change(a, b) for a, b in zip(prev, parts))
             self.rels.append(rel)
             self.below = self.below + 1 if rel < tol else 0
         self.parts.append(parts)

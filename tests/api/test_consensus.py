@@ -149,6 +149,33 @@ def test_bad_arguments_fail_before_work(kwargs, exc, match):
         consensus_nmf(_exploding((30, 40)), 3, **kwargs)
 
 
+def test_side_by_side_keeps_order_and_caps_threads():
+    """The one runner of replicates, rank-search fits and dclust splits: results in input
+    order, at most MAX_CONCURRENT_FITS at a time without a cluster, all at once with one."""
+    import threading
+    import time
+
+    from dask_factor.rank import MAX_CONCURRENT_FITS, side_by_side
+
+    lock, state = threading.Lock(), {"now": 0, "peak": 0}
+
+    def slow(x):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return -x
+
+    assert side_by_side(slow, range(10)) == [-x for x in range(10)]
+    assert state["peak"] == MAX_CONCURRENT_FITS
+    state["peak"] = 0
+    assert side_by_side(slow, range(7), client=object()) == [-x for x in range(7)]
+    assert state["peak"] == 7
+    assert side_by_side(slow, []) == []
+
+
 def test_replicate_options_given_like_a():
     """consensus_nmf fits A.T: options shaped like A are turned, or refused, before any fit."""
     rng = np.random.default_rng(0)
