@@ -103,6 +103,8 @@ def _run_convert(args) -> int:
         opts["value_type"] = args.value_type
     if args.no_transpose:
         opts["include_transpose"] = False
+    if args.layout is not None:
+        opts["layout"] = args.layout
     read_opts = {}
     if args.layer is not None:
         read_opts["layer"] = args.layer
@@ -126,6 +128,9 @@ def _add_convert_parser(subparsers) -> None:
     p.add_argument("--value-type", default=None,
                    help=".spz value type (auto, uint8, uint16, uint32, float32, float16, "
                         "quant8, float64)")
+    p.add_argument("--layout", choices=["csc", "scan"], default=None,
+                   help="zarr layout: csc (AnnData's encoding, the default) or scan (read fast at "
+                        "every iteration of a fit; docs/io.md)")
     p.add_argument("--no-transpose", action="store_true",
                    help=".spz: do not store the transpose section")
     p.add_argument("--block-nnz", type=int, default=None,
@@ -148,6 +153,8 @@ def _run_simulate(args) -> int:
     opts = {}
     if args.value_type is not None:
         opts["value_type"] = args.value_type
+    if args.layout is not None:
+        opts["layout"] = args.layout
     simulate_counts(args.samples, args.features, args.k, density=args.density, seed=args.seed,
                     path=args.out, format=args.format, block_cols=args.block_cols,
                     overwrite=args.overwrite, progress=not args.quiet, **opts)
@@ -170,6 +177,9 @@ def _add_simulate_parser(subparsers) -> None:
     p.add_argument("--block-cols", type=int, default=None, help="columns per written block")
     p.add_argument("--format", choices=["zarr", "spz", "h5ad"], default=None)
     p.add_argument("--value-type", default=None, help=".spz value type (default auto)")
+    p.add_argument("--layout", choices=["csc", "scan"], default=None,
+                   help="zarr layout: csc (AnnData's encoding, the default) or scan (read fast at "
+                        "every iteration of a fit; docs/io.md)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_simulate)
@@ -475,11 +485,11 @@ OPTION_NAMES: dict[str, dict[str, str]] = {
     "demo": {"k": "--k", "seed": "--seed", "maxit": "--maxit", "dataset": "--dataset"},
     "convert": {"value_type": "--value-type", "block_nnz": "--block-nnz", "dtype": "--dtype",
                 "overwrite": "--overwrite", "format": "--format", "layer": "--layer",
-                "raw": "--raw", "path": "DST"},
+                "raw": "--raw", "path": "DST", "layout": "--layout"},
     "simulate": {"n_samples": "--samples", "n_features": "--features", "k": "--k",
                  "density": "--density", "seed": "--seed", "block_cols": "--block-cols",
                  "value_type": "--value-type", "overwrite": "--overwrite", "format": "--format",
-                 "path": "OUT"},
+                 "path": "OUT", "layout": "--layout"},
 }
 
 #: options that are switches (``overwrite=True`` is ``--overwrite``)

@@ -465,7 +465,8 @@ def write_matrix(
     read_opts : dict, optional
         Options for opening ``source`` (e.g. ``{"layer": "counts"}``).
     **opts
-        Format options: zarr ``chunk_nnz``; spz ``value_type``, ``chunk_cols``,
+        Format options: zarr ``chunk_nnz``, ``layout`` (``"csc"`` or ``"scan"``, see
+        :func:`dask_factor.io.zarr_csc.write`); spz ``value_type``, ``chunk_cols``,
         ``include_transpose``; h5ad ``compression``.
 
     Returns

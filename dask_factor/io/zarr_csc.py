@@ -18,6 +18,20 @@ typical block, so one block read touches about five chunks.  Metadata subgroups 
 ``row_meta``/``col_meta`` rather than obs/var because those two words mean opposite sides in
 ``.spz`` (obs = rows) and AnnData (obs = cells = columns).
 
+The *scan* layout (``layout="scan"``, ``dask_factor_format`` 2, encoding-type
+``dask_factor_csc``) is the same group tuned for being read at every iteration of a fit:
+
+    indptr   int64 (n + 1,)
+    indices  row differences within each column (the first one as is): uint16 when
+             m <= 2**16, else int32 (int64 when m >= 2**31); attribute ``index_coding`` "delta"
+    data     the narrowest of uint8, uint16 or the value dtype that holds every value exactly
+             (attribute ``dtype`` keeps the value dtype the reader returns)
+
+compressed with blosc (lz4, byte shuffle) and a CRC32C per chunk.  It is not AnnData's
+encoding (the indices are differences), hence its own encoding-type: anndata refuses it instead
+of misreading it.  Both layouts are read by :func:`open_array`; ``docs/io.md`` has the measured
+reasons.
+
 A dense matrix is stored as a group with ``encoding-type: "dense_matrix"`` and an array ``X``
 of shape (m, n) chunked (m, block columns); a bare 2-D zarr array is also read as dense.
 """
@@ -25,6 +39,7 @@ of shape (m, n) chunked (m, block columns); a bare 2-D zarr array is also read a
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +49,7 @@ import scipy.sparse as sp
 import zarr
 
 from .._optional import require
+from ..kernels.delta import delta_decode, delta_encode
 from .blocks import (
     BlockStream,
     PathLike,
@@ -53,12 +69,26 @@ BYTES_PER_ENTRY = 32
 
 ENCODING_VERSION = "0.1.0"
 FORMAT_VERSION = 1
+#: the scan layout: its encoding-type, version and format number
+SCAN_ENCODING = "dask_factor_csc"
+SCAN_ENCODING_VERSION = "0.2.0"
+SCAN_FORMAT_VERSION = 2
+LAYOUTS = ("csc", "scan")
 #: how our arrays are stored: zstd frames with their xxhash64 checksum, so a damaged chunk
 #: fails to decompress instead of reading as other numbers; every chunk is written, even one
 #: equal to the fill value, so a chunk lost in a copy is noticed (attribute
 #: ``all_chunks_written``) instead of reading as zeros
 _ARRAY_OPTS = {"compressors": zarr.codecs.ZstdCodec(level=0, checksum=True),
                "config": {"write_empty_chunks": True}}
+def _scan_opts(itemsize: int) -> dict:
+    """Codecs of the scan layout: blosc lz4 with byte shuffle (fast to decode, measured in
+    docs/io.md), then a CRC32C so that a damaged chunk fails instead of reading as numbers."""
+    return {"compressors": [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle",
+                                                   typesize=int(itemsize)),
+                            zarr.codecs.Crc32cCodec()],
+            "config": {"write_empty_chunks": True}}
+
+
 _MIN_CHUNK = 4096
 _MAX_CHUNK = 1 << 21
 
@@ -79,7 +109,7 @@ def _kind(node) -> str:
             raise ValueError(f"zarr array at {node.store_path} must be 2-D, has shape {node.shape}")
         return "array"
     enc = node.attrs.get("encoding-type")
-    if enc == "csc_matrix":
+    if enc in ("csc_matrix", SCAN_ENCODING):
         return "csc"
     if enc == "dense_matrix":
         return "dense"
@@ -113,6 +143,8 @@ class ZarrCSCReader:
     n: int | None = None
     #: the store as opened (:mod:`dask_factor.io.stamp`): every read checks it is unchanged
     stamp: Stamp | None = None
+    #: how ``indices`` is stored: "raw" row numbers, or "delta" (the scan layout)
+    index_coding: str = "raw"
 
     def __call__(self, start: int, stop: int) -> sp.csc_matrix:
         check_stamp(self.stamp)
@@ -121,6 +153,8 @@ class ZarrCSCReader:
 
     def _read(self, start: int, stop: int) -> sp.csc_matrix:
         g = zarr.open_group(self.path, mode="r")
+        if self.index_coding == "delta":
+            return self._read_scan(g, start, stop)
         where = f"zarr store {self.path!r}, columns {start}:{stop}"
         ip = np.asarray(g["indptr"][start : stop + 1], dtype=np.int64)
         p0, p1 = check_pointer_slice(ip, start, stop, int(g["indices"].shape[0]), where=where,
@@ -132,6 +166,28 @@ class ZarrCSCReader:
         if self.dtype is not None:
             data = cast_values(data, self.dtype, where=where)
         return csc_from_arrays(data, indices, ip - p0, (self.m, stop - start), where=where,
+                               offset=start)
+
+    def _read_scan(self, g, start: int, stop: int) -> sp.csc_matrix:
+        """The scan layout: the whole pointer slice is checked (monotone, inside the stored
+        entries) before the differences are summed along it, then the usual check."""
+        where = f"zarr store {self.path!r}, columns {start}:{stop}"
+        ip = np.asarray(g["indptr"][start : stop + 1], dtype=np.int64)
+        p0, p1 = check_pointer_slice(ip, start, stop, int(g["indices"].shape[0]), where=where,
+                                     n_major=self.n)
+        check_budget(BYTES_PER_ENTRY * (p1 - p0) + 16 * (stop - start + 1), self.max_bytes,
+                     what=f"indptr gives the block {p1 - p0} entries", where=where)
+        local = ip - p0
+        check_full_pointer(local, p1 - p0, where=where)
+        deltas = np.asarray(g["indices"][p0:p1])
+        if deltas.dtype.kind not in "iu" or deltas.size != p1 - p0:
+            raise MatrixFormatError(f"{where}: indices hold {deltas.dtype} x {deltas.size}, "
+                                    f"expected {p1 - p0} integers")
+        indices = np.empty(p1 - p0, dtype=np.int32)
+        delta_decode(local, deltas, indices)
+        data = cast_values(np.asarray(g["data"][p0:p1]), self.dtype or g.attrs["dtype"],
+                           where=where)
+        return csc_from_arrays(data, indices, local, (self.m, stop - start), where=where,
                                offset=start)
 
 
@@ -181,6 +237,23 @@ def _check_chunks(node, kind: str, path, where: str) -> None:
                 f"{where}: array {key!r} has {have} chunk files for its {want} chunks; the "
                 f"store was written whole, so chunks were lost (an incomplete copy?) or its "
                 f"shape was changed")
+
+
+def _index_coding(node, where: str) -> str:
+    """``"raw"`` for the csc layout, ``"delta"`` for the scan layout (checked)."""
+    if node.attrs.get("encoding-type") != SCAN_ENCODING:
+        return "raw"
+    coding = node.attrs.get("index_coding")
+    dtype = node.attrs.get("dtype")
+    try:
+        ok = np.dtype(dtype).kind in "iuf" and isinstance(dtype, str)
+    except TypeError:
+        ok = False
+    if coding != "delta" or not ok:
+        raise MatrixFormatError(f"{where}: scan layout with index_coding={coding!r} and "
+                                f"dtype={dtype!r}; expected 'delta' and a numeric dtype (a "
+                                f"damaged store)")
+    return coding
 
 
 def _check_dims(m: int, n: int, budget: int, where: str) -> None:
@@ -284,8 +357,10 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
         m, n = _csc_shape(node, path)
         _check_dims(m, n, budget, where)
         bounds = _sparse_bounds(node, block_nnz)
-        out_dtype = np.dtype(dtype or node["data"].dtype)
-        reader = ZarrCSCReader(str(Path(path).resolve()), m, sdtype, budget, n, st)
+        coding = _index_coding(node, where)
+        out_dtype = np.dtype(dtype or (node.attrs["dtype"] if coding == "delta"
+                                       else node["data"].dtype))
+        reader = ZarrCSCReader(str(Path(path).resolve()), m, sdtype, budget, n, st, coding)
         return array_from_reader(reader, (m, n), bounds, out_dtype, True, token, "open-zarr")
     arr = node if kind == "array" else node["X"]
     m, n = (int(s) for s in arr.shape)
@@ -349,10 +424,13 @@ def info(path: PathLike) -> dict:
         if nnz is None:
             nnz = int(node["indptr"][n]) if n else 0
         out.update(
-            shape=(m, n), nnz=int(nnz), dense=False, value_type=str(node["data"].dtype),
+            shape=(m, n), nnz=int(nnz), dense=False,
+            value_type=str(node.attrs.get("dtype") if _index_coding(node, str(path)) == "delta"
+                           else node["data"].dtype),
+            stored_value_type=str(node["data"].dtype),
             index_dtype=str(node["indices"].dtype), n_blocks=None if bounds is None else
             len(bounds) - 1, chunk_nnz=int(node["data"].chunks[0]),
-            encoding=f"csc_matrix {node.attrs.get('encoding-version')}",
+            encoding=f"{node.attrs.get('encoding-type')} {node.attrs.get('encoding-version')}",
         )
         out["chunking"] = (
             f"{out['n_blocks']} column blocks by nnz, data chunks of {out['chunk_nnz']} entries"
@@ -372,7 +450,7 @@ def info(path: PathLike) -> dict:
 # --------------------------------------------------------------------------- writing
 
 
-def check_write_options(*, chunk_nnz: int | None = None) -> None:
+def check_write_options(*, chunk_nnz: int | None = None, layout: str = "csc") -> None:
     """Validate zarr writer options before anything is created.
 
     Examples
@@ -381,9 +459,80 @@ def check_write_options(*, chunk_nnz: int | None = None) -> None:
     Traceback (most recent call last):
     ...
     ValueError: chunk_nnz must be a positive integer, got 0
+    >>> check_write_options(layout="fast")
+    Traceback (most recent call last):
+    ...
+    ValueError: layout must be one of ('csc', 'scan'), got 'fast'
     """
     if chunk_nnz is not None and (not isinstance(chunk_nnz, int | np.integer) or chunk_nnz < 1):
         raise ValueError(f"chunk_nnz must be a positive integer, got {chunk_nnz!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+#: the stored value types the scan layout tries, narrowest first (then the value dtype)
+_NARROW = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def narrowest_values(values: np.ndarray, dtype) -> np.dtype:
+    """The narrowest of uint8, uint16 and ``dtype`` that holds every value exactly.
+
+    Examples
+    --------
+    >>> narrowest_values(np.array([0.0, 3.0, 300.0]), np.float32)
+    dtype('uint16')
+    >>> narrowest_values(np.array([1.5]), np.float32)
+    dtype('float32')
+    """
+    dtype = np.dtype(dtype)
+    v = np.asarray(values)
+    if v.size == 0:
+        return _NARROW[0]
+    lo, hi = v.min(), v.max()
+    if not (lo >= 0 and hi <= np.iinfo(np.uint16).max) or not np.array_equal(v, np.floor(v)):
+        return dtype  # negative, too large, NaN or fractional
+    return _NARROW[0] if hi <= np.iinfo(np.uint8).max else _NARROW[1]
+
+
+class _NarrowValues:
+    """Appends the values of the scan layout in the narrowest type seen so far; a block that
+    needs a wider one rewrites what was written (at most twice: uint8 -> uint16 -> dtype)."""
+
+    def __init__(self, g, root: Path, dtype, chunk: int):
+        self.g, self.root, self.dtype, self.chunk = g, root, np.dtype(dtype), int(chunk)
+        self.kind = _NARROW[0]
+        self.out = self._create("data", self.kind)
+
+    def _create(self, name: str, kind):
+        arr = self.g.create_array(name, shape=(0,), dtype=kind, chunks=(self.chunk,),
+                                  **_scan_opts(np.dtype(kind).itemsize))
+        return _ChunkAlignedAppender(arr, self.chunk)
+
+    def append(self, values: np.ndarray) -> None:
+        kind = narrowest_values(values, self.dtype)
+        order = [*_NARROW, self.dtype]
+        if order.index(kind) > order.index(self.kind):
+            self._widen(kind)
+        self.out.append(values)
+
+    def _widen(self, kind) -> None:
+        old = self.out
+        new = self._create("data_wide", kind)
+        for a in range(0, old.written, self.chunk):
+            new.append(np.asarray(old.arr[a : min(a + self.chunk, old.written)]))
+        for t in old.tail:
+            new.append(t)
+        new.close()
+        new.tail, new.tail_len = [], 0
+        shutil.rmtree(self.root / "data")
+        os.replace(self.root / "data_wide", self.root / "data")
+        arr = zarr.open_array(str(self.root / "data"), mode="r+")
+        self.out = _ChunkAlignedAppender(arr, self.chunk)
+        self.out.written = new.written
+        self.kind = np.dtype(kind)
+
+    def close(self) -> int:
+        return self.out.close()
 
 
 class _ChunkAlignedAppender:
@@ -502,8 +651,46 @@ def _write_dense(stream: BlockStream, g) -> dict:
     return {"encoding-type": "dense_matrix"}
 
 
+def _write_scan(stream: BlockStream, g, root: Path, chunk: int) -> dict:
+    """The scan layout's arrays (see the module docstring)."""
+    m, n = stream.shape
+    if m >= 2**31:
+        raise ValueError(f"layout='scan' needs fewer than 2**31 rows, the matrix has {m}")
+    index_dtype = np.dtype(np.uint16 if m <= 2**16 else np.int32)
+    ip_arr = g.create_array("indptr", shape=(0,), dtype=np.int64, chunks=(min(n + 1, 1 << 20),),
+                            **_scan_opts(8))
+    indices = _ChunkAlignedAppender(
+        g.create_array("indices", shape=(0,), dtype=index_dtype, chunks=(chunk,),
+                       **_scan_opts(index_dtype.itemsize)), chunk)
+    data = _NarrowValues(g, root, stream.dtype, chunk)
+    indptr = _ChunkAlignedAppender(ip_arr, ip_arr.chunks[0])
+    indptr.append(np.zeros(1, dtype=np.int64))
+    offsets, nnz, col = [0], 0, 0
+    for start, blk in stream:
+        blk = to_block(blk, stream.dtype, True)
+        if start != col or blk.shape[0] != m:
+            raise ValueError(f"block at column {start} has shape {blk.shape}; expected "
+                             f"columns from {col} and {m} rows")
+        deltas = np.empty(blk.nnz, dtype=index_dtype)
+        if delta_encode(blk.indptr.astype(np.int64), blk.indices, deltas) < 0:
+            raise ValueError(f"block at column {start}: row indices are not sorted")
+        indices.append(deltas)
+        data.append(blk.data)
+        indptr.append(blk.indptr[1:].astype(np.int64) + nnz)
+        nnz += int(blk.nnz)
+        col += blk.shape[1]
+        offsets.append(nnz)
+    if col != n:
+        raise ValueError(f"the blocks covered {col} columns, expected n={n}")
+    data.close()
+    indices.close()
+    indptr.close()
+    return {"encoding-type": SCAN_ENCODING, "nnz": nnz, "block_indptr": offsets,
+            "index_coding": "delta"}
+
+
 def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
-          chunk_nnz: int | None = None) -> None:
+          chunk_nnz: int | None = None, layout: str = "csc") -> None:
     """Write a :class:`BlockStream` as a zarr matrix at ``path`` (no temp/rename here: the
     caller, :func:`~dask_factor.io.registry.write_matrix`, does that).
 
@@ -518,6 +705,10 @@ def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
     chunk_nnz : int, optional
         Entries per ``data``/``indices`` chunk (default: a quarter of a typical block, within
         [4096, 2**21]).
+    layout : {"csc", "scan"}
+        ``"csc"``: AnnData's csc_matrix encoding (zstd, float values, int32 row numbers).
+        ``"scan"``: the layout for fits that read the matrix at every iteration (delta-coded
+        uint16 rows, values in uint8/uint16 when they are small counts, lz4; module docstring).
 
     Examples
     --------
@@ -526,17 +717,21 @@ def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
     """
     m, n = stream.shape
     g = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    if stream.sparse:
+    check_write_options(chunk_nnz=chunk_nnz, layout=layout)
+    scan = stream.sparse and layout == "scan"
+    if scan:
+        attrs = _write_scan(stream, g, Path(path), _chunk_len(stream, block_nnz, chunk_nnz))
+    elif stream.sparse:
         attrs = _write_sparse(stream, g, _chunk_len(stream, block_nnz, chunk_nnz))
     else:
         attrs = _write_dense(stream, g)
     _write_meta(g, stream)
     attrs.update({
-        "encoding-version": ENCODING_VERSION,
+        "encoding-version": SCAN_ENCODING_VERSION if scan else ENCODING_VERSION,
         "shape": [int(m), int(n)],
         "dtype": str(np.dtype(stream.dtype)),
         "block_bounds": [int(b) for b in stream.bounds],
-        "dask_factor_format": FORMAT_VERSION,
+        "dask_factor_format": SCAN_FORMAT_VERSION if scan else FORMAT_VERSION,
         "all_chunks_written": True,
     })
     # attributes last: a store without them is recognisably incomplete

@@ -1,6 +1,7 @@
 """Out-of-core NMF: a matrix on disk, fitted on a LocalCluster whose workers cannot hold it.
 
-The matrix is simulated straight to zarr and to ``.spz`` (block by block), then fitted with
+The matrix is simulated straight to zarr and to ``.spz`` (block by block), and converted to the
+zarr scan layout, then fitted with
 ``nmf(open_matrix(path), k)`` on 2 worker processes.  Checks:
 
 * the factors equal an in-memory fit with the same seed and the same column blocks;
@@ -93,6 +94,7 @@ def matrix(tmp_path_factory):
     simulate_counts(n, m, 8, density=density, seed=3, path=d / "A.zarr", block_cols=block_cols)
     # same uniform blocking in the .spz: chunk width == zarr block width
     write_matrix(d / "A.zarr", d / "A.spz", chunk_cols=block_cols, include_transpose=False)
+    write_matrix(d / "A.zarr", d / "A.scan.zarr", layout="scan")  # same stored blocks
     info = matrix_info(d / "A.zarr")
     decoded = info["nnz"] * (4 + 4) + (n + 1) * 8  # float32 data, int32 indices, indptr
     return d, info["nnz"], decoded
@@ -118,13 +120,13 @@ def cluster(matrix):
         warm = open_matrix(simulate_counts(2_000, 300, 3, seed=1).compute(), block_nnz=5_000)
         nmf(warm, 3, seed=1, maxit=2, client=client)
         d = matrix[0]
-        for fmt in ("zarr", "spz"):
+        for fmt in ("zarr", "spz", "scan.zarr"):
             A = open_matrix(d / f"A.{fmt}")
             client.gather(client.compute([A.blocks[0, b] for b in range(4)]))
         yield client, limit, budget
 
 
-@pytest.mark.parametrize("fmt", ["zarr", "spz"])
+@pytest.mark.parametrize("fmt", ["zarr", "spz", "scan.zarr"])
 def test_out_of_core_fit_equals_in_memory_fit_in_bounded_memory(matrix, reference, cluster, fmt):
     d, nnz, decoded = matrix
     client, limit, budget = cluster
