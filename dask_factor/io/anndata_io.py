@@ -647,10 +647,22 @@ def write_h5ad_elements(path: PathLike, items, *, overwrite: bool,
             raise FileExistsError(f"{what}={str(path)!r} already has {', '.join(taken)}; pass "
                                   f"overwrite=True to replace them")
         tag = uuid.uuid4().hex[:8]
-        for group, key, value in items:
-            if group not in f:
-                write_elem(f, group, {})
-            write_elem(f[group], f".{key}.tmp-{tag}", value)
+        created, written = [], []
+        try:
+            for group, key, value in items:
+                if group not in f:
+                    write_elem(f, group, {})
+                    created.append(group)
+                written.append((group, f".{key}.tmp-{tag}"))
+                write_elem(f[group], f".{key}.tmp-{tag}", value)
+        except BaseException:  # nothing of this call stays in the file (anndata would read it)
+            for group, tmp in written:
+                if group in f and tmp in f[group]:
+                    del f[group][tmp]
+            for group in created:
+                if group in f and not len(f[group]):
+                    del f[group]
+            raise
         for group, key, _ in items:
             if key in f[group]:
                 del f[group][key]

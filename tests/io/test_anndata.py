@@ -189,3 +189,24 @@ def test_write_nmf_to_h5ad_file_in_place(tmp_path, adata):
         write_nmf_to_anndata(path, W, d, H)
     with h5py.File(path) as f:
         assert not [key for key in f["obsm"] if ".tmp-" in key]
+
+
+def test_in_place_write_that_fails_leaves_the_file_as_it_was(tmp_path):
+    """write_h5ad_elements: an element that cannot be written (here, an object anndata cannot
+    store) fails the call, and the elements written before it are not left behind under their
+    temporary keys (anndata would read them as obsm/uns entries)."""
+    from dask_factor.io.anndata_io import write_h5ad_elements
+
+    path = tmp_path / "cells.h5ad"
+    ad.AnnData(np.ones((5, 3), dtype=np.float32)).write_h5ad(path)
+    with h5py.File(path, "r") as f:
+        before = {g: sorted(f[g]) for g in f if isinstance(f[g], h5py.Group)}
+    with pytest.raises(Exception, match="No method registered"):
+        write_h5ad_elements(path, [("obsm", "X_a", np.ones((5, 2))),
+                                   ("layers2", "x", np.ones((5, 3))),
+                                   ("uns", "bad", object())], overwrite=False)
+    with h5py.File(path, "r") as f:
+        after = {g: sorted(f[g]) for g in f if isinstance(f[g], h5py.Group)}
+    assert after == before
+    back = ad.read_h5ad(path)
+    assert list(back.obsm) == [] and list(back.uns) == []
