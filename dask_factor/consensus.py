@@ -140,8 +140,11 @@ def check_nmf_kwargs(k, nmf_kwargs: dict, seed: int | None = None) -> None:
 
 
 def consensus_bytes(n: int) -> int:
-    """Bytes the n × n consensus needs at its peak: the running sum, the consensus and the
-    condensed distances, float64 each (``3 · 8 · n²``).
+    """Bytes the n × n consensus needs at its peak (``3 · 8 · n²``, an upper bound).
+
+    The consensus itself (float64, ``8 n²``), its condensed distances (``4 n²``) and the
+    condensed copy scipy's ``linkage``/``cophenet`` make (``4 n²``); the connectivities are
+    added row block by row block (:data:`ROW_BLOCK_BYTES` each), never as n × n temporaries.
 
     Examples
     --------
@@ -149,6 +152,15 @@ def consensus_bytes(n: int) -> int:
     24000000
     """
     return 24 * int(n) * int(n)
+
+
+#: the consensus is accumulated in row blocks of about this many bytes (b × n float64)
+ROW_BLOCK_BYTES = 2**25
+
+
+def _row_blocks(n: int):
+    b = max(1, min(n, ROW_BLOCK_BYTES // (8 * n)))
+    return [(r, min(r + b, n)) for r in range(0, n, b)]
 
 
 def _available_bytes() -> int:
@@ -166,40 +178,82 @@ def _fmt_bytes(b: float) -> str:
 
 
 def hard_labels(H: np.ndarray) -> np.ndarray:
-    """The factor of largest weight for every sample (column of H); ties go to the first."""
+    """The factor of largest weight for every sample (column of H); ties go to the first.
+
+    Examples
+    --------
+    >>> hard_labels(np.array([[1., 0., 2.], [0., 3., 2.]])).tolist()
+    [0, 1, 0]
+    """
     return np.argmax(np.asarray(H), axis=0)
 
 
 def knn_sets(H: np.ndarray, knn: int) -> np.ndarray:
     """(n, min(knn, n−1)) indices of each sample's nearest other samples by cosine similarity
-    of the columns of H (ties broken by the lower index), RcppML's neighbourhoods."""
+    of the columns of H (ties broken by the lower index), RcppML's neighbourhoods.
+
+    Computed row block by row block (no n × n similarity matrix).
+
+    Examples
+    --------
+    >>> knn_sets(np.array([[1., 1., 0., 0.1], [0., 0.1, 1., 1.]]), 1).ravel().tolist()
+    [1, 0, 3, 2]
+    """
     X = np.asarray(H, dtype=np.float64).T
     norms = np.sqrt((X * X).sum(axis=1))
     X = X / np.where(norms > 0, norms, 1.0)[:, None]
-    S = X @ X.T
-    n = S.shape[0]
+    n = X.shape[0]
     kk = min(int(knn), n - 1)
-    np.fill_diagonal(S, -np.inf)
-    # stable sort on -S: equal similarities keep index order
-    return np.argsort(-S, axis=1, kind="stable")[:, :kk]
+    out = np.empty((n, kk), dtype=np.int64)
+    for r0, r1 in _row_blocks(n):
+        S = X[r0:r1] @ X.T
+        S[np.arange(r1 - r0), np.arange(r0, r1)] = -np.inf
+        # stable sort on -S: equal similarities keep index order
+        out[r0:r1] = np.argsort(-S, axis=1, kind="stable")[:, :kk]
+    return out
 
 
-def _connectivity(H: np.ndarray, method: str, knn: int) -> np.ndarray:
+def _add_connectivity(conn: np.ndarray, H: np.ndarray, method: str, knn: int) -> None:
+    """``conn += `` one replicate's connectivity (n × n), in place, a row block at a time."""
     n = H.shape[1]
     if method == "hard":
         lab = hard_labels(H)
-        P = np.zeros((n, int(lab.max()) + 1))
-        P[np.arange(n), lab] = 1.0
-        return P @ P.T
+        for r0, r1 in _row_blocks(n):
+            conn[r0:r1] += lab[r0:r1, None] == lab[None, :]
+        return
     nb = knn_sets(H, knn)
     kk = nb.shape[1]
-    M = np.zeros((n, n))
-    M[np.repeat(np.arange(n), kk), nb.ravel()] = 1.0
-    inter = M @ M.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        J = np.where(2 * kk - inter > 0, inter / (2 * kk - inter), 0.0)
-    np.fill_diagonal(J, 1.0)
-    return J
+    M = sp.csr_matrix((np.ones(n * kk), nb.ravel(), np.arange(0, n * kk + 1, kk)),
+                      shape=(n, n))
+    Mt = M.T.tocsc()
+    for r0, r1 in _row_blocks(n):
+        inter = (M[r0:r1] @ Mt).toarray()  # |N_i ∩ N_j|, exact small integers
+        J = inter / (2 * kk - inter)  # |N_i ∪ N_j| = 2kk − |N_i ∩ N_j| >= kk >= 1
+        J[np.arange(r1 - r0), np.arange(r0, r1)] = 1.0
+        conn[r0:r1] += J
+
+
+def _condensed_distances(C: np.ndarray) -> np.ndarray:
+    """``squareform(clip(1 − C, 0))`` (the upper triangle, row by row) without an n × n copy."""
+    n = C.shape[0]
+    dist = np.empty(n * (n - 1) // 2)
+    at = 0
+    for i in range(n - 1):
+        np.subtract(1.0, C[i, i + 1:], out=dist[at:at + n - i - 1])
+        at += n - i - 1
+    return np.maximum(dist, 0.0, out=dist)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray, chunk: int = 2**20) -> float:
+    """Pearson correlation of two long vectors, in chunks (two passes, float64)."""
+    mx, my = float(np.mean(x)), float(np.mean(y))
+    sxy = sxx = syy = 0.0
+    for a in range(0, x.size, chunk):
+        dx, dy = x[a:a + chunk] - mx, y[a:a + chunk] - my
+        sxy += float(dx @ dy)
+        sxx += float(dx @ dx)
+        syy += float(dy @ dy)
+    return float(sxy / np.sqrt(sxx * syy))
 
 
 def _first_appearance(labels: np.ndarray) -> np.ndarray:
@@ -298,7 +352,6 @@ def coclustering(embeddings, k: int, *, method: str = "hard", knn: int = 10) -> 
     ([1.0, 1.0, 0.0, 0.0], [0, 0, 1, 1])
     """
     from scipy.cluster.hierarchy import cophenet, cut_tree, linkage
-    from scipy.spatial.distance import squareform
 
     p = validate_params({"k": k, "knn": knn}, entry="consensus_nmf")
     p.update(validate_params({"method": method}, entry="consensus_nmf"))
@@ -317,15 +370,15 @@ def coclustering(embeddings, k: int, *, method: str = "hard", knn: int = 10) -> 
         raise ValueError(f"embeddings: expected at least 2 samples (columns) to cluster, got {n}")
     if p["k"] > n:
         raise ValueError(f"k: expected an integer in [1, {n}] (the number of samples), got {k}")
-    conn = np.zeros((n, n))
+    # peak memory: C (8 n²), its condensed distances and scipy's condensed copy (4 n² each);
+    # consensus_bytes() states it and consensus_nmf refuses what would not fit
+    C = np.zeros((n, n))
     for H in embs:
-        conn += _connectivity(H, p["method"], p["knn"])
-    C = conn / len(embs)
-    D = np.clip(1.0 - C, 0.0, None)
-    np.fill_diagonal(D, 0.0)
-    dist = squareform(D, checks=False)
+        _add_connectivity(C, H, p["method"], p["knn"])
+    C /= len(embs)
+    dist = _condensed_distances(C)
     Z = linkage(dist, method="average")
-    coph = float(cophenet(Z, dist)[0]) if np.ptp(dist) > 0 else float("nan")
+    coph = _pearson(dist, cophenet(Z)) if dist.max() > dist.min() else float("nan")
     labels = _first_appearance(cut_tree(Z, n_clusters=p["k"]).ravel())
     return ConsensusResult(C, labels, coph, Z, [], p["k"], len(embs), p["method"],
                            p["knn"] if p["method"] == "knn_jaccard" else None, [])
@@ -428,7 +481,7 @@ def consensus_nmf(
     if need > budget:
         raise MemoryError(
             f"A: the {n} × {n} consensus matrix would need about {_fmt_bytes(need)} "
-            f"(3 float64 n × n arrays), more than max_memory={_fmt_bytes(budget)}; use "
+            f"(consensus_bytes: 3 · 8 · n²), more than max_memory={_fmt_bytes(budget)}; use "
             f"dask_factor.consensus_programs(A, k, reps=...) (cNMF: consensus programs from "
             f"k × reps × m, memory independent of n) instead, or raise max_memory")
     if seed is None:

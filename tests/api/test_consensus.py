@@ -136,6 +136,29 @@ def test_too_large_consensus_is_refused_before_any_fit(monkeypatch):
         consensus_nmf(_exploding((50, 1000)), 3, reps=5, seed=1)
 
 
+@pytest.mark.parametrize("method", ["hard", "knn_jaccard"])
+def test_consensus_memory_stays_within_consensus_bytes(monkeypatch, method):
+    """The bytes consensus_nmf budgets before any fit bound what the consensus step allocates
+    (it used to hold about 6.5 n × n float64 arrays at once against the 3 it budgets)."""
+    import tracemalloc
+
+    import dask_factor.consensus as mod
+
+    # row blocks small beside n², as at scale
+    monkeypatch.setattr(mod, "ROW_BLOCK_BYTES", 2**20, raising=False)
+    n = 2500
+    rng = np.random.default_rng(0)
+    embs = [rng.random((4, n)) for _ in range(2)]
+    tracemalloc.start()
+    try:
+        res = coclustering(embs, 4, method=method, knn=8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= consensus_bytes(n)
+    assert res.consensus.shape == (n, n)
+
+
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(method="soft"), ValueError, "method: expected one of"),
     (dict(reps=0), ValueError, "reps: expected an integer >= 1"),
