@@ -362,11 +362,17 @@ class BlockStream:
                 self.progress(1)
 
 
-def iter_column_blocks(x: da.Array, *, prefetch: int = 1) -> Iterator[Any]:
-    """Compute the column blocks of ``x`` one after another (never the whole matrix).
+#: blocks a stream computes ahead, side by side (:func:`stream_from_array`); memory holds at
+#: most this many blocks plus the one being written
+STREAM_PREFETCH = max(1, min(os.cpu_count() or 1, 8))
 
-    ``prefetch`` blocks are computed ahead in a background thread while the caller consumes the
-    current one, so at most ``prefetch + 1`` blocks are in memory.
+
+def iter_column_blocks(x: da.Array, *, prefetch: int = 1) -> Iterator[Any]:
+    """Compute the column blocks of ``x`` in order (never the whole matrix).
+
+    ``prefetch`` blocks are computed ahead, side by side in as many background threads, while
+    the caller consumes the current one, so at most ``prefetch + 1`` blocks are in memory.
+    Blocks are yielded in column order whatever order they finish in.
 
     Examples
     --------
@@ -381,7 +387,7 @@ def iter_column_blocks(x: da.Array, *, prefetch: int = 1) -> Iterator[Any]:
         for c in range(n_blocks):
             yield x.blocks[0, c].compute()
         return
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=prefetch) as pool:
         pending = [pool.submit(x.blocks[0, c].compute) for c in range(min(prefetch, n_blocks))]
         for c in range(n_blocks):
             blk = pending.pop(0).result()
@@ -405,7 +411,8 @@ def stream_from_array(x: da.Array, *, row_meta=None, col_meta=None, nnz=None) ->
         bounds = np.array([0], dtype=np.int64)
     return BlockStream(
         shape=(int(x.shape[0]), int(x.shape[1])), dtype=np.dtype(x.dtype), sparse=sparse,
-        bounds=bounds, blocks=lambda: (to_block(b, x.dtype, sparse) for b in iter_column_blocks(x)),
+        bounds=bounds, blocks=lambda: (to_block(b, x.dtype, sparse)
+                                       for b in iter_column_blocks(x, prefetch=STREAM_PREFETCH)),
         nnz=nnz, row_meta=row_meta, col_meta=col_meta,
     )
 

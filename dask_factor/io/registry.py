@@ -443,8 +443,9 @@ def write_matrix(
     Parameters
     ----------
     source : anything :func:`open_matrix` accepts, or a :class:`BlockStream`
-        Features × samples.  One column block is computed at a time (plus one prefetched), so
-        memory stays O(block) whatever the matrix size.
+        Features × samples.  Column blocks are computed a few at a time, side by side
+        (``io.blocks.STREAM_PREFETCH``: the cores, at most 8) and written in order, so memory
+        stays O(block × cores) whatever the matrix size.
     path : path-like
         Destination; written to a temporary sibling and renamed at the end.
     format : {"zarr", "spz", "h5ad"}, optional

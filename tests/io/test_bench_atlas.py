@@ -1,0 +1,52 @@
+"""benchmarks/bench_atlas.py at a tiny size: it runs end to end, and what it prints is right
+(the final loss recomputed with numpy from the returned factors and the matrix read back; the
+threaded, LocalCluster and in-memory fits of the same store agree)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("psutil")
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_atlas.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_atlas", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_atlas_tiny(tmp_path, capsys):
+    from dask_factor.io import open_matrix
+
+    bench = _bench()
+    args = bench.parse(["--cells", "3000", "--genes", "400", "--k", "4", "--maxit", "3",
+                        "--tol", "0", "--workdir", str(tmp_path), "--memory-limit", "1GB"])
+    res = bench.run(args)
+    out = capsys.readouterr().out
+    for what in ("simulated in", "I/O alone", "streamed, threaded", "LocalCluster",
+                 "peak RSS (cluster)", "in-memory / streamed", "M nnz/s/core"):
+        assert what in out, what
+    A = open_matrix(tmp_path / "atlas-3000x400.zarr").compute().toarray().astype(np.float64)
+    assert res["nnz"] == np.count_nonzero(A) == res["read"]["nnz"]
+    model = res["threaded"]["model"]
+    approx = (model.W.astype(np.float64) * model.d) @ model.H.astype(np.float64)
+    mse = float(np.mean((A - approx) ** 2))
+    assert res["threaded"]["loss"] == pytest.approx(mse, rel=1e-4)
+    assert res["threaded"]["passes"] == 4 and res["cluster"]["iterations"] == 3
+    # same store, same blocks: the cluster fit is the threaded fit
+    assert res["cluster"]["model"].loss_history == model.loss_history
+    assert res["memory"]["loss"] == pytest.approx(res["threaded"]["loss"], rel=1e-5)
+    rss = res["cluster_rss"]
+    assert sum(1 for k in rss if k.startswith("worker")) == 2
+    assert rss["all processes together"] >= max(v for k, v in rss.items()
+                                                if k != "all processes together")
