@@ -36,7 +36,7 @@ from .kernels.rng import splitmix64_uniform
 from .rank import side_by_side
 
 __all__ = ["Bipartition", "Cluster", "DClustResult", "bipartition", "dclust", "purity",
-           "rcppml_w0"]
+           "label_codes", "rcppml_w0"]
 
 
 def rcppml_w0(m: int, seed: int) -> np.ndarray:
@@ -390,8 +390,41 @@ class DClustResult:
         return dendrogram(self, labels=labels, ax=ax)
 
 
+def label_codes(labels, n: int) -> tuple[np.ndarray, list]:
+    """``(codes, levels)`` of one label per sample: ``levels[codes[j]]`` is sample j's label,
+    −1 where it is missing (None/NaN). Levels in a pandas Categorical's order, else sorted.
+
+    Examples
+    --------
+    >>> codes, levels = label_codes(["b", None, "a", "b"], 4)
+    >>> codes.tolist(), levels
+    ([1, -1, 0, 1], ['a', 'b'])
+    """
+    import pandas as pd
+
+    lab = labels.reset_index(drop=True) if isinstance(labels, pd.Series) else (
+        pd.Series(labels) if isinstance(labels, pd.Categorical) else
+        pd.Series(np.asarray(labels, dtype=object)))
+    if len(lab) != n:
+        raise ValueError(f"labels: expected {n} labels (one per sample), got {len(lab)}")
+    if isinstance(lab.dtype, pd.CategoricalDtype):
+        codes = lab.cat.codes.to_numpy(dtype=np.int64)
+        return codes, list(lab.cat.categories)
+    codes, levels = pd.factorize(lab, sort=False)
+    try:
+        order = sorted(range(len(levels)), key=lambda i: levels[i])
+    except TypeError:  # labels of mixed types
+        order = sorted(range(len(levels)), key=lambda i: str(levels[i]))
+    remap = np.empty(len(levels) + 1, dtype=np.int64)
+    remap[np.asarray(order, dtype=np.int64)] = np.arange(len(levels))
+    remap[-1] = -1  # factorize's missing code
+    return remap[codes], [levels[i] for i in order]
+
+
 def purity(result: DClustResult, labels) -> float:
-    """Fraction of samples carrying their leaf's most common label.
+    """Fraction of the labelled samples carrying their leaf's most common label.
+
+    Samples whose label is missing (None/NaN) are left out.
 
     Examples
     --------
@@ -400,16 +433,19 @@ def purity(result: DClustResult, labels) -> float:
     ...                     Cluster("1", np.array([2, 3]), np.zeros(1), 2)], 4)
     >>> purity(res, ["a", "a", "a", "b"])
     0.75
+    >>> purity(res, ["a", "a", None, "b"])
+    1.0
     """
-    labels = np.asarray(labels)
-    if labels.shape[0] != result.n:
-        raise ValueError(f"labels: expected {result.n} labels (one per sample), got "
-                         f"{labels.shape[0]}")
+    codes, levels = label_codes(labels, result.n)
+    labelled = int((codes >= 0).sum())
+    if not labelled:
+        raise ValueError("labels: expected at least one sample with a label, got none")
     hit = 0
     for c in result.clusters:
-        _, counts = np.unique(labels[c.samples], return_counts=True)
-        hit += int(counts.max()) if counts.size else 0
-    return hit / result.n
+        own = codes[c.samples]
+        own = own[own >= 0]
+        hit += int(np.bincount(own).max()) if own.size else 0
+    return hit / labelled
 
 
 def dclust(

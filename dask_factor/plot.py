@@ -490,11 +490,10 @@ def dendrogram(result, labels=None, *, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(leaves)), 4.0))
     names = [f"{c.id or 'root'} (n={c.size})" for c in leaves]
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape[0] != result.n:
-            raise ValueError(f"labels: expected {result.n} labels (one per sample), got "
-                             f"{labels.shape[0]}")
+    if labels is not None:  # missing labels (None/NaN) are left out of the composition
+        from .divisive import label_codes
+
+        codes, levels = label_codes(labels, result.n)
     ax.set_ylabel("split depth")
     if len(leaves) < 2:
         ax.text(0.5, 0.5, names[0], ha="center", va="center", transform=ax.transAxes)
@@ -505,12 +504,12 @@ def dendrogram(result, labels=None, *, ax=None):
     if labels is None:
         return ax
     bar = ax.inset_axes([0.0, -0.75, 1.0, 0.6])  # below the tree, in its axes' fractions
-    levels = np.unique(labels)
-    colors = plt.get_cmap("tab20")(np.arange(levels.size) % 20)
+    colors = plt.get_cmap("tab20")(np.arange(len(levels)) % 20)
     xs = 5.0 + 10.0 * np.arange(len(dn["leaves"]))  # scipy's leaf positions
     for x, leaf in zip(xs, dn["leaves"]):
-        lab = labels[leaves[leaf].samples]
-        frac = np.array([(lab == lv).mean() for lv in levels])
+        own = codes[leaves[leaf].samples]
+        own = own[own >= 0]
+        frac = np.bincount(own, minlength=len(levels)) / max(own.size, 1)
         bar.bar(x, frac, bottom=np.cumsum(frac) - frac, width=8.0, color=colors)
     bar.set_xlim(ax.get_xlim())
     bar.set_xticks(xs)

@@ -183,6 +183,32 @@ def test_dclust_streams_a_lazy_input():
     assert isinstance(A, da.Array)
 
 
+def test_missing_labels_are_left_out():
+    """Unannotated cells (None/NaN labels, common in cell-type columns) used to crash purity
+    and the dendrogram's composition ('<' between float and str); they are left out."""
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    from dask_factor import DClustResult
+    from dask_factor.divisive import Cluster
+
+    leaves = [Cluster("0", np.array([0, 1, 2]), np.zeros(1), 3),
+              Cluster("1", np.array([3, 4, 5]), np.zeros(1), 3)]
+    res = DClustResult(leaves, 6)
+    lab = pd.Series(pd.Categorical(["a", "a", None, "b", "a", None]))
+    # labelled samples: leaf 0 has a, a (2 hits); leaf 1 has b, a (1 hit) -> 3 of 4
+    assert purity(res, lab) == 0.75
+    assert purity(res, ["a", "a", np.nan, "b", "a", None]) == 0.75
+    assert purity(res, [1, 1, 2, 2, 2, 2]) == 5 / 6
+    with pytest.raises(ValueError, match="labels: expected at least one sample with a label"):
+        purity(res, [None] * 6)
+    ax = res.plot(labels=lab)
+    bars = [p for p in ax.child_axes[0].patches]
+    heights = sorted(round(p.get_height(), 6) for p in bars if p.get_height() > 0)
+    assert heights == [0.5, 0.5, 1.0]  # leaf 0: all a; leaf 1: half a, half b
+
+
 def test_dendrogram_plot(aml):
     import matplotlib
 
