@@ -247,8 +247,9 @@ def _solve_h(A, W: np.ndarray, dtype, client):
     return Hd, sse / (m * n)
 
 
-def _finish(A, Wc, diag, models, k, seeds, dtype, client) -> ConsensusPrograms:
-    Hd, mse = _solve_h(A, Wc, dtype, client)
+def _finish(A, Wc, diag, models, k, seeds, client) -> ConsensusPrograms:
+    # the replicates' dtype, as NMFResult.predict solves against a model
+    Hd, mse = _solve_h(A, Wc, models[0].settings["dtype"], client)
     d = Hd.sum(axis=1)
     order = np.argsort(-d, kind="stable")
     P, labels, dens, kept, stab = diag
@@ -330,7 +331,7 @@ def consensus_programs(
     models = [fits[(k, s)] for s in seeds]
     Wc, *diag = _programs_from_fits(models, k, p["seed"], p["density_threshold"],
                                     p["n_neighbors"])
-    return _finish(A, Wc, diag, models, k, seeds, nmf_kwargs.get("dtype", "float32"), client)
+    return _finish(A, Wc, diag, models, k, seeds, client)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,8 +432,7 @@ def k_selection(
         models = [fits[(kk, s)] for s in seeds]
         Wc, *diag = _programs_from_fits(models, kk, p["seed"], p["density_threshold"],
                                         p["n_neighbors"])
-        res = _finish(A, Wc, diag, models, kk, seeds, nmf_kwargs.get("dtype", "float32"),
-                      client)
+        res = _finish(A, Wc, diag, models, kk, seeds, client)
         results[kk] = res
         rows.append(dict(k=kk, stability=res.stability, mse=res.mse,
                          replicate_mse=res.replicate_mse, n_kept=int(res.kept.sum())))
