@@ -5,7 +5,7 @@ A result that does not depend on a seed, from ``reps`` replicate fits of the pub
 (:func:`run_fits`: up to :data:`~dask_factor.rank.MAX_CONCURRENT_FITS` at a time on dask's
 threads, all at once on a cluster), each streaming A like any fit.
 
-:func:`consensus_nmf` (SPEC-nmf.md §6) is for data where an n × n matrix fits. Like RcppML, which
+:func:`consensus_nmf` (RcppML 1.0's) is for data where an n × n matrix fits. Like RcppML, which
 clusters the rows of its input, every replicate fits ``A.T`` (samples × features), so the
 samples are W's rows. In each replicate a sample gets a label (``"hard"``: its factor of largest
 weight) or a neighbourhood (``"knn_jaccard"``: its ``knn`` nearest samples by cosine similarity);
