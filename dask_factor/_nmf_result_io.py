@@ -104,7 +104,13 @@ def load(cls, path: str | os.PathLike):
         raise FileNotFoundError(f"path={str(path)!r} does not exist")
     if path.is_file() and zipfile.is_zipfile(path):
         return _load_npz(cls, path)
-    root = zarr.open_group(str(path), mode="r")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except (ValueError, OSError) as err:  # zarr's GroupNotFoundError: another file or directory
+        from .io.targets import describe
+
+        raise ValueError(f"path={str(path)!r} is not a saved NMF result (a zarr store written "
+                         f"by NMFResult.save, or an .npz): it is {describe(path)}") from err
     a = dict(root.attrs)
     if a.get("format") != FORMAT:
         raise ValueError(f"path={str(path)!r} is not a saved NMF result (format "

@@ -78,6 +78,15 @@ def test_load_refuses_other_stores(tmp_path):
         NMFResult.load(tmp_path / "x.zarr")
     with pytest.raises(FileNotFoundError):
         NMFResult.load(tmp_path / "missing.zarr")
+    # a file or a directory of something else: named, not zarr's "No group found in store"
+    (tmp_path / "notes.txt").write_text("precious")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.csv").write_text("1,2")
+    for other, what in (("notes.txt", "a regular file"), ("mine", "a directory with 1 entry")):
+        with pytest.raises(ValueError, match=rf"path='.*{other}' is not a saved NMF result "
+                                             rf"\(.*\): it is {what}"):
+            NMFResult.load(tmp_path / other)
+    assert (tmp_path / "notes.txt").read_text() == "precious"
 
 
 def test_to_anndata(model, hawaiibirds, tmp_path):
