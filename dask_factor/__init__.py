@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import datasets, plot, tl
 from .consensus import ConsensusResult, coclustering, consensus_nmf
+from .distribution import DistributionChoice, auto_distribution
 from .divisive import Bipartition, Cluster, DClustResult, bipartition, dclust, purity
 from .estimator import NMF
 from .graph import (
@@ -48,5 +49,5 @@ __all__ = [
     "compute_target", "refine", "separability", "load_result", "FactorNet", "GraphResult",
     "LayerResult", "consensus_nmf", "consensus_programs", "k_selection", "coclustering",
     "ConsensusResult", "ConsensusPrograms", "KSelectionResult", "bipartition", "dclust", "purity",
-    "Bipartition", "Cluster", "DClustResult",
+    "Bipartition", "Cluster", "DClustResult", "auto_distribution", "DistributionChoice",
 ]

@@ -141,3 +141,40 @@ def test_cli_fit_with_a_loss_saves_the_same_model(tmp_path, capsys):
     # a spec sets the loss in its config, where graphs refuse count-data losses
     assert main(["fit", str(tmp_path / "x.yaml"), "--tweedie-power", "1.2"]) != 0
     assert "--tweedie-power: applies to SRC OUT fits only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family,expected", [("gauss", "mse"), ("poisson", "kl"),
+                                             ("nb", "nb"), ("gamma", "gamma"),
+                                             ("ig", "inverse_gaussian")])
+def test_auto_distribution_names_the_generating_family(family, expected):
+    """Data drawn around known means: the score test with the true model names the family."""
+    from dask_factor import auto_distribution
+
+    rng = np.random.default_rng(2)
+    W, H = rng.gamma(2.0, 1.0, (50, 3)), rng.gamma(2.0, 1.0, (3, 400))
+    mu = W @ H
+    if family == "gauss":
+        A = np.maximum(mu + rng.standard_normal(mu.shape), 0.0)
+    elif family == "poisson":
+        A = rng.poisson(mu).astype(float)
+    elif family == "nb":
+        A = rng.negative_binomial(2.0, 2.0 / (2.0 + mu)).astype(float)
+    elif family == "gamma":
+        A = rng.gamma(1.0, mu)  # shape 1: Var = μ²
+    else:
+        A = rng.wald(mu, 1.0)  # Var = μ³
+    choice = auto_distribution(sp.csc_matrix(A), (W, np.ones(3), H))
+    # the statistics, recomputed densely with numpy
+    r2 = (A - np.maximum(mu, 1e-6)) ** 2
+    T = [np.mean(r2 / np.maximum(mu, 1e-6) ** p - 1) for p in range(4)]
+    np.testing.assert_allclose(choice.table["T"], T, rtol=1e-9)
+    assert choice.loss == expected
+
+
+def test_auto_distribution_fits_a_model_when_none_is_given(counts):
+    from dask_factor import auto_distribution
+
+    choice = auto_distribution(counts, k=3, seed=1, maxit=20)
+    assert choice.model.k == 3
+    assert choice.loss == "nb"  # the simulator's counts are overdispersed
+    assert choice.T_nb > 0.1
