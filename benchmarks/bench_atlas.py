@@ -84,21 +84,50 @@ def _load() -> str:
         f" on {os.cpu_count()} cores"
 
 
-def _fit(source, args, client=None):
+def _fit(source, args, client=None, w_init=None):
     from dask_factor import nmf
 
     stamps: list[float] = []
+    losses: list[float] = []
+
+    def seen(it, mse, rel):
+        stamps.append(time.perf_counter() - t0)
+        losses.append(mse)
+
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     model = nmf(source, args.k, seed=args.seed, tol=args.tol, maxit=args.maxit,
                 cache="none" if isinstance(source, str) else "auto", client=client,
-                on_iteration=lambda it, mse, rel: stamps.append(time.perf_counter() - t0))
+                w_init=w_init, on_iteration=seen)
     total = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     per = float(np.median(np.diff(stamps))) if len(stamps) > 1 else total
     return {"model": model, "total": total, "per_pass": per, "iterations": model.iterations,
+            "losses": losses,
             "passes": model.iterations + 1, "loss": float(model.loss_history[-1]),
             "cpu_per_pass": cpu / max(model.iterations + 1, 1)}
+
+
+def _sample_init(path: str, args, default: dict) -> dict:
+    """The fit started from sample_w_init: passes to reach the default fit's final loss."""
+    from dask_factor.sample_init import sample_w_init
+
+    t0 = time.perf_counter()
+    W0 = sample_w_init(path, args.k, seed=args.seed, fraction=args.sample_fraction)
+    t_sample = time.perf_counter() - t0
+    fit = _fit(path, args, w_init=W0)
+    target = default["loss"]
+    hit = next((i + 1 for i, v in enumerate(fit["losses"]) if v <= target), None)
+    hit_default = len(default["losses"])
+    equiv = t_sample / default["per_pass"]
+    print(f"sample init ({args.sample_fraction:.0%} of the columns): sample fit {t_sample:.1f} s "
+          f"(= {equiv:.1f} passes of the default fit); then {fit['iterations']} iterations to "
+          f"convergence, final loss {fit['loss']:.6g} ({fit['loss'] / target - 1:+.2e} vs "
+          f"default); default's final loss reached after "
+          f"{hit if hit is not None else 'never'} iterations (default: {hit_default}); total "
+          f"{t_sample + fit['total']:.1f} s vs {default['total']:.1f} s")
+    fit.update(sample_s=t_sample, passes_to_target=hit, sample_pass_equivalents=equiv)
+    return fit
 
 
 def _read_passes(path: str) -> dict:
@@ -173,6 +202,9 @@ def run(args) -> dict:
           f"{th['loss']:.6g}, CPU {th['cpu_per_pass']:.2f} s/pass")
     res["threaded_rss"] = _print_rss(rss, "threaded")
 
+    if args.sample_init:
+        res["sample"] = _sample_init(str(path), args, th)
+
     if not args.no_cluster:
         from distributed import Client, LocalCluster
 
@@ -235,6 +267,9 @@ def parse(argv=None):
     p.add_argument("--in-memory-max-gb", type=float, default=8.0,
                    help="fit in memory only when twice the decoded matrix fits in this")
     p.add_argument("--no-cluster", action="store_true", help="skip the LocalCluster fit")
+    p.add_argument("--sample-init", action="store_true",
+                   help="also fit from sample_w_init and count the passes to the same loss")
+    p.add_argument("--sample-fraction", type=float, default=0.05)
     p.add_argument("--workdir", default=None)
     p.add_argument("--reuse", action="store_true", help="reuse the store in --workdir")
     return p.parse_args(argv)

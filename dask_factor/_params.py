@@ -394,6 +394,11 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "rng": [StrOptions(("numpy", "rcppml"))],
     "target_H": [Matrix("a 2-D (k, n) matrix"), NONE],
     "target_lambda": [Interval(_REAL)],
+    # ---- sample_w_init: the share of columns its sample fit sees
+    "sample_w_init.fraction": [Interval(_REAL, 0.0, 1.0, closed="right",
+                                        desc="a number in (0, 1]")],
+    "sample_w_init.min_columns": [_COUNT],
+    "sample_w_init.k": [_RANK],
     # ---- cross-validation and missing values
     "test_fraction": [Interval(_REAL, 0.0, 1.0, closed="left",
                                desc="a number in (0, 1), or 0 for no hold-out")],
