@@ -30,11 +30,13 @@ def test_bench_atlas_tiny(tmp_path, capsys):
 
     bench = _bench()
     args = bench.parse(["--cells", "3000", "--genes", "400", "--k", "4", "--maxit", "3",
-                        "--tol", "0", "--workdir", str(tmp_path), "--memory-limit", "1GB"])
+                        "--tol", "0", "--workdir", str(tmp_path), "--memory-limit", "1GB", "--sample-init",
+                        "--sample-fraction", "0.3"])
     res = bench.run(args)
     out = capsys.readouterr().out
     for what in ("simulated in", "I/O alone", "streamed, threaded", "LocalCluster",
-                 "peak RSS (cluster)", "in-memory / streamed", "M nnz/s/core"):
+                 "peak RSS (cluster)", "in-memory / streamed", "M nnz/s/core", "sample init",
+                 "to the default fit's final loss"):
         assert what in out, what
     A = open_matrix(tmp_path / "atlas-3000x400.zarr").compute().toarray().astype(np.float64)
     assert res["nnz"] == np.count_nonzero(A) == res["read"]["nnz"]
@@ -46,6 +48,10 @@ def test_bench_atlas_tiny(tmp_path, capsys):
     # same store, same blocks: the cluster fit is the threaded fit
     assert res["cluster"]["model"].loss_history == model.loss_history
     assert res["memory"]["loss"] == pytest.approx(res["threaded"]["loss"], rel=1e-5)
+    sample = res["sample"]  # stops at the first iteration at or below the default's loss
+    hit = sample["passes_to_target"]
+    assert hit is None or sample["losses"][hit - 1] <= res["threaded"]["loss"]
+    assert len(sample["losses"]) == (hit or 3)
     rss = res["cluster_rss"]
     assert sum(1 for k in rss if k.startswith("worker")) == 2
     assert rss["all processes together"] >= max(v for k, v in rss.items()
