@@ -30,8 +30,8 @@ def test_bench_atlas_tiny(tmp_path, capsys):
 
     bench = _bench()
     args = bench.parse(["--cells", "3000", "--genes", "400", "--k", "4", "--maxit", "3",
-                        "--tol", "0", "--workdir", str(tmp_path), "--memory-limit", "1GB", "--sample-init",
-                        "--sample-fraction", "0.3"])
+                        "--tol", "0", "--workdir", str(tmp_path), "--memory-limit", "1GB",
+                        "--sample-init", "--sample-fraction", "0.3"])
     res = bench.run(args)
     out = capsys.readouterr().out
     for what in ("simulated in", "I/O alone", "streamed, threaded", "LocalCluster",
