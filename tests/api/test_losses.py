@@ -82,16 +82,17 @@ def _mean_best_r(fit, true):
 
 
 def test_nb_recovers_planted_programs_better_than_mse():
-    A, W, H = simulate_counts(1000, 300, k=5, density=0.1, seed=1, return_factors=True)
+    A, W, H = simulate_counts(600, 200, k=4, density=0.1, seed=1, return_factors=True)
     A = A.compute()
     Ht = H.compute().T
     scores = {}
     for loss in ("mse", "nb"):
-        model = nmf(A, 5, seed=1, loss=loss, maxit=40)
+        model = nmf(A, 4, seed=1, loss=loss, maxit=30)
         scores[loss] = (_mean_best_r(model.W, W), _mean_best_r(model.H.T, Ht))
     print(f"\nmean best |r| to the planted programs (W, H): {scores}")
-    assert scores["nb"][0] > scores["mse"][0] + 0.003
-    assert scores["nb"][1] > scores["mse"][1] + 0.04
+    # measured: W 0.9697 (mse) → 0.9967 (nb), H 0.7928 → 0.9548
+    assert scores["nb"][0] > scores["mse"][0] + 0.01
+    assert scores["nb"][1] > scores["mse"][1] + 0.1
 
 
 def test_readme_example_runs():
