@@ -180,6 +180,18 @@ def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, 
     for f in range(k):
         cz[f] = 0.0
     q = start
+    if code == NB:  # the hot loop of NB fits, written out: ℓ(0, μ) = r log(1 + μ/r)
+        for i in range(F.shape[0]):
+            if q < end and indices[q] == i:
+                q += 1
+                continue
+            r = max(disp[j] if disp_by_col else disp[i], 1e-10)
+            mu = _dot(F, i, x)
+            out += r * math.log1p(max(mu, MU_FLOOR) / r)
+            c = r / (r + max(mu, 0.0))
+            for f in range(k):
+                cz[f] += c * F[i, f]
+        return out
     for i in range(F.shape[0]):
         if q < end and indices[q] == i:
             q += 1
