@@ -26,6 +26,7 @@ from .nnls import (
     cholesky_solve,
     clip_bounds,
     nnls_cd_batch,
+    nnls_workspace,
     sweep_budget,
 )
 
@@ -67,7 +68,7 @@ def h_step_sparse(
     b = np.empty(k, dtype=np.float64)
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
-    ws = np.empty((k + 2, k), dtype=np.float64)
+    ws = nnls_workspace(k)
     has_target = tlam != 0.0
     sweeps = 0
     # flat views with unsigned offsets: no negative-index wraparound checks in the hot loops

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .nnls import cd_from
+from .nnls import cd_from, nnls_workspace
 from .rng import splitmix64_mix
 
 GOLDEN_ROW = 0x9E3779B97F4A7C15
@@ -233,7 +233,7 @@ def masked_h_step(
     wi = np.empty(k, dtype=np.float64)
     xx = np.empty(kk, dtype=np.float64)  # packed x xᵀ of the current column
     Gj = np.empty((k, k), dtype=np.float64)
-    ws = np.empty((k + 2, k), dtype=np.float64)
+    ws = nnls_workspace(k)
     cap = m if all_rows else 1
     for jl in range(n_p):
         c = indptr[jl + 1] - indptr[jl]
@@ -418,7 +418,7 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
     unit = np.ones(k, dtype=np.float64)  # the warm start is used as given
-    ws = np.empty((k + 2, k), dtype=np.float64)
+    ws = nnls_workspace(k)
     for i in range(r_):
         q = 0
         for f in range(k):

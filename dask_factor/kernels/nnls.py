@@ -36,13 +36,132 @@ from numba import njit
 COLD_CD_MAXIT = 100
 
 
-def nnls_workspace(k: int) -> np.ndarray:
-    """Scratch space of one exact (``exact=True``) solve: a (k + 2) × k float64 array.
+#: rows of an exact solve's workspace beyond the k × k Cholesky factor
+WS_EXTRA = 6
+
+
+@njit(nogil=True, cache=True)
+def nnls_workspace(k):
+    """Scratch space of one exact (``exact=True``) solve: a (k + 6) × k float64 array.
 
     >>> nnls_workspace(3).shape
-    (5, 3)
+    (9, 3)
     """
-    return np.empty((k + 2, k), dtype=np.float64)
+    return np.empty((k + WS_EXTRA, k), dtype=np.float64)
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def _free_cholesky_solve(G, pos, nf, rhs, S, z):
+    """``z[:nf] = G_FF⁻¹ rhs_F`` with ``F = pos[:nf]``, by Cholesky into ``S``; False when
+    ``G_FF`` is (numerically) singular."""
+    for a in range(nf):
+        ia = int(pos[a])
+        for c in range(a + 1):
+            ic = int(pos[c])
+            v = G[ia, ic]
+            for t in range(c):
+                v -= S[a, t] * S[c, t]
+            if a == c:
+                if not v > 1e-12 * G[ia, ia]:
+                    return False
+                S[a, a] = np.sqrt(v)
+            else:
+                S[a, c] = v / S[c, c]
+    for a in range(nf):
+        v = rhs[int(pos[a])]
+        for t in range(a):
+            v -= S[a, t] * z[t]
+        z[a] = v / S[a, a]
+    for a in range(nf - 1, -1, -1):
+        v = z[a]
+        for t in range(a + 1, nf):
+            v -= S[t, a] * z[t]
+        z[a] = v / S[a, a]
+    return True
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def bpp_solve(G, b, x, ws, max_iter):
+    """Exact NNLS (``x ≥ 0``, no upper bound) by block principal pivoting from ``x``'s free set.
+
+    Kim & Park's block principal pivoting for one right-hand side: the free set ``F`` (initially
+    the coordinates of ``x`` above zero) is solved by Cholesky with the others held at zero;
+    every coordinate that breaks optimality (a negative free value, or a held one whose gradient
+    ``(G x − b)_i`` is negative) is exchanged between the sets at once while the number of such
+    coordinates falls, with the backup rule (exchange only the last one) after three steps
+    without progress, which guarantees termination. On success ``x`` is the exact minimiser and
+    True is returned; False (``x`` unchanged) on a (numerically) singular free set, a coordinate
+    with ``G_ii ≤ 0``, or after ``max_iter`` steps. ``ws`` is a :func:`nnls_workspace` of size k.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> G = np.array([[2.0, 1.0], [1.0, 2.0]]); b = np.array([1.0, -1.0])
+    >>> x = np.zeros(2)
+    >>> bool(bpp_solve(G, b, x, nnls_workspace(2), 10)), np.round(x, 12).tolist()
+    (True, [0.5, 0.0])
+    """
+    k = x.size
+    S = ws[:k]
+    z = ws[k]
+    pos = ws[k + 1]
+    inF = ws[k + 3]
+    xn = ws[k + 4]
+    bad = ws[k + 5]
+    for i in range(k):
+        if not G[i, i] > 0.0:
+            return False
+    for i in range(k):
+        inF[i] = 1.0 if x[i] > 0.0 else 0.0
+    ninf = k + 1
+    p = 3
+    for _ in range(max_iter):
+        nf = 0
+        for i in range(k):
+            if inF[i] > 0.0:
+                pos[nf] = i
+                nf += 1
+        if not _free_cholesky_solve(G, pos, nf, b, S, z):
+            return False
+        xmax = 0.0
+        for i in range(k):
+            xn[i] = 0.0
+        for a in range(nf):
+            xn[int(pos[a])] = z[a]
+            xmax = max(xmax, abs(z[a]))
+        nv = 0
+        last = -1
+        for i in range(k):
+            bad[i] = 0.0
+            if inF[i] > 0.0:
+                if xn[i] < -1e-12 * xmax:
+                    bad[i] = 1.0
+            else:
+                y = -b[i]
+                for a in range(nf):
+                    y += G[i, int(pos[a])] * z[a]
+                if y < -1e-10 * G[i, i] * xmax:
+                    bad[i] = 1.0
+            if bad[i] > 0.0:
+                nv += 1
+                last = i
+        if nv == 0:
+            for i in range(k):
+                x[i] = max(xn[i], 0.0)
+            return True
+        if nv < ninf:
+            ninf = nv
+            p = 3
+        elif p > 0:
+            p -= 1
+        else:  # backup rule: exchange only the last offending coordinate
+            for i in range(k):
+                bad[i] = 0.0
+            bad[last] = 1.0
+        for i in range(k):
+            if bad[i] > 0.0:
+                inF[i] = 1.0 - inF[i]
+    return False
 
 
 @njit(nogil=True, cache=True)
@@ -89,30 +208,9 @@ def free_set_finish(G, x, r, nonneg, ub, ws):
             nf += 1
         elif G[i, i] > 0.0 and ((nonneg and x[i] < 0.0) or (ub > 0.0 and x[i] > ub)):
             return False  # a start outside the bounds (a rescaled warm start): sweep first
-    # Cholesky of G_FF (lower, in S), then δ = G_FF⁻¹ r_F into z
-    for a in range(nf):
-        ia = int(pos[a])
-        for c in range(a + 1):
-            ic = int(pos[c])
-            v = G[ia, ic]
-            for t in range(c):
-                v -= S[a, t] * S[c, t]
-            if a == c:
-                if not v > 1e-12 * G[ia, ia]:
-                    return False  # (numerically) singular on the free set: keep sweeping
-                S[a, a] = np.sqrt(v)
-            else:
-                S[a, c] = v / S[c, c]
-    for a in range(nf):
-        v = r[int(pos[a])]
-        for t in range(a):
-            v -= S[a, t] * z[t]
-        z[a] = v / S[a, a]
-    for a in range(nf - 1, -1, -1):
-        v = z[a]
-        for t in range(a + 1, nf):
-            v -= S[t, a] * z[t]
-        z[a] = v / S[a, a]
+    # δ = G_FF⁻¹ r_F into z (Cholesky in S)
+    if not _free_cholesky_solve(G, pos, nf, r, S, z):
+        return False  # (numerically) singular on the free set: keep sweeping
     xmax = 0.0
     for a in range(nf):
         ia = int(pos[a])
@@ -153,11 +251,10 @@ def cd_solve(G, x, r, nonneg, ub, maxit, tol, exact, ws):
     skipped. The loop stops when the mean relative step ``Σ|Δᵢ|/(|xᵢ|+1e-15) / k`` falls below
     ``tol`` or after ``maxit`` sweeps.
 
-    With ``exact`` (the ``solver="auto"`` path) the solve is finished by
-    :func:`free_set_finish` (``ws`` is its workspace): first from the start's own free set (a warm
-    start whose set of zero coordinates is still right needs no sweep at all), then after every
-    sweep in which no coordinate reached or left a bound. The result is then the exact NNLS
-    minimiser, reached in far fewer operations than converged sweeps.
+    With ``exact`` (the ``solver="auto"`` path; ``ws`` is a :func:`nnls_workspace`) the solve
+    is finished by :func:`free_set_finish`: first from the start's own free set, then after
+    every sweep in which no coordinate reached or left a bound. (:func:`exact_solve`, the entry
+    of the exact path, tries block principal pivoting before any sweep.)
     """
     k = x.size
     if exact and free_set_finish(G, x, r, nonneg, ub, ws):
@@ -190,6 +287,19 @@ def cd_solve(G, x, r, nonneg, ub, maxit, tol, exact, ws):
         if change / k < tol:
             break
     return sweeps
+
+
+@njit(nogil=True, cache=True)
+def exact_solve(G, b, x, r, nonneg, ub, maxit, tol, ws):
+    """One exact solve from the start in ``x`` (``r`` is scratch): block principal pivoting for
+    plain non-negativity (:func:`bpp_solve`, no sweep), otherwise or if that fails coordinate
+    descent finished on its free set (:func:`cd_solve` with ``exact``). Returns the sweeps made.
+    """
+    k = x.size
+    if nonneg and ub <= 0.0 and bpp_solve(G, b, x, ws, 5 * k + 10):
+        return 0
+    residual(G, b, x, r)
+    return cd_solve(G, x, r, nonneg, ub, maxit, tol, True, ws)
 
 
 @njit(nogil=True, cache=True)
@@ -226,15 +336,16 @@ def cd_from(G, b, x, r, xprev, xscale, warm, nonneg, ub, maxit, tol, exact, ws):
     as in :func:`cd_solve`.
     """
     k = x.size
+    for f in range(k):
+        x[f] = xprev[f] * xscale[f] if warm else 0.0
+    if exact:
+        return exact_solve(G, b, x, r, nonneg, ub, sweep_budget(warm, maxit), tol, ws)
     if warm:
-        for f in range(k):
-            x[f] = xprev[f] * xscale[f]
         residual(G, b, x, r)
     else:
         for f in range(k):
-            x[f] = 0.0
             r[f] = b[f]
-    return cd_solve(G, x, r, nonneg, ub, sweep_budget(warm, maxit), tol, exact, ws)
+    return cd_solve(G, x, r, nonneg, ub, sweep_budget(warm, maxit), tol, False, ws)
 
 
 @njit(nogil=True, cache=True)
@@ -249,17 +360,20 @@ def nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, maxit, tol, exact):
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
     b = np.empty(k, dtype=np.float64)
-    ws = np.empty((k + 2, k), dtype=np.float64)
+    ws = nnls_workspace(k)
     total = 0
     for j in range(n):
         for f in range(k):
             b[f] = Bt[j, f]
             x[f] = Xt[j, f] if warm else 0.0
-        if warm:
-            residual(G, b, x, r)
+        if exact:
+            total += exact_solve(G, b, x, r, nonneg, ub, maxit, tol, ws)
         else:
-            r[:] = b
-        total += cd_solve(G, x, r, nonneg, ub, maxit, tol, exact, ws)
+            if warm:
+                residual(G, b, x, r)
+            else:
+                r[:] = b
+            total += cd_solve(G, x, r, nonneg, ub, maxit, tol, False, ws)
         for f in range(k):
             Xt[j, f] = x[f]
     return total

@@ -290,12 +290,12 @@ def test_docs_example_6(aml):
     inp = factor_input(A, name="methylation")
     pc = svd_layer(nmf_layer(inp, 10, name="fine"), 3, center=True, name="pc")
     res = fit(factor_net(inp, pc, factor_config(maxit=100, seed=42)))
-    np.testing.assert_allclose(res.pc.d, [0.3305, 0.2055, 0.1679], atol=6e-5)
+    np.testing.assert_allclose(res.pc.d, [0.3202, 0.2003, 0.1693], atol=6e-5)
     Hc = res.fine.H - res.fine.H.mean(axis=1, keepdims=True)
     share = res.pc.d ** 2 / (Hc ** 2).sum()
-    np.testing.assert_allclose(share, [0.423, 0.163, 0.109], atol=6e-4)
-    assert round(float(share.sum()), 3) == 0.695
-    assert round(float(res.pc.H[0, 3]), 2) == 1.0 and round(float(res.pc.H[1, 4]), 2) == 0.94
+    np.testing.assert_allclose(share, [0.412, 0.161, 0.115], atol=6e-4)
+    assert round(float(share.sum()), 3) == 0.688
+    assert round(float(res.pc.H[0, 7]), 2) == 1.0 and round(float(res.pc.H[1, 4]), 2) == 0.93
 
     inp = factor_input(A, name="methylation")
     top = nmf_layer(svd_layer(inp, 10, center=True, name="pca"), 3, name="top")

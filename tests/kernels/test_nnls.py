@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from scipy.optimize import lsq_linear, nnls
 
 from dask_factor.kernels.nnls import (
+    bpp_solve,
     cd_solve,
     cholesky_clip_batch,
     free_set_finish,
@@ -321,3 +322,26 @@ def test_free_set_finish_singular_free_set_falls_back_to_sweeps():
     assert not free_set_finish(G, x, r, True, 0.0, nnls_workspace(2))
     Xt, _ = cd(G, b[None, :], maxit=2000, tol=1e-15, exact=True)
     np.testing.assert_allclose(G @ Xt[0], b, atol=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(problems, st.integers(0, 2**32 - 1))
+def test_bpp_from_any_start_equals_scipy_nnls(problem, start_seed):
+    """Block principal pivoting from an arbitrary free set (random start, some coordinates at
+    zero) reaches scipy's NNLS optimum without a sweep."""
+    seed, k, n = problem
+    M, Y, G, Bt = ls_problem(seed, k, n)
+    rng = np.random.default_rng(start_seed)
+    for j in range(n):
+        x = rng.random(k) * (rng.random(k) < 0.5)
+        assert bpp_solve(G, Bt[j], x, nnls_workspace(k), 5 * k + 10)
+        ref = nnls(M, Y[:, j], maxiter=50 * k)[0]
+        np.testing.assert_allclose(x, ref, rtol=1e-7, atol=1e-9 * (1 + np.abs(ref).max()))
+
+
+def test_bpp_refuses_a_dead_coordinate():
+    """``G_ii = 0`` (a dead factor): not BPP's problem; x and r untouched."""
+    G = np.diag([1.0, 0.0])
+    x = np.array([0.5, 0.0])
+    assert not bpp_solve(G, np.array([0.6, 0.0]), x, nnls_workspace(2), 10)
+    assert x.tolist() == [0.5, 0.0]
