@@ -74,7 +74,8 @@ def nb_moments(A, W, d, H, lo=0.01, hi=1e6):
     Y = A.toarray()
     num = (mu ** 2).sum(1)
     den = ((Y - mu) ** 2 - mu).sum(1)
-    return np.where((den > 1e-10) & (num > 1e-10), np.clip(num / den, lo, hi), hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((den > 1e-10) & (num > 1e-10), np.clip(num / den, lo, hi), hi)
 
 
 def main(argv=None) -> int:
