@@ -37,6 +37,7 @@ TypeError: n_components: expected an integer >= 1, got 2.5
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from collections.abc import Callable, Mapping
@@ -104,7 +105,7 @@ class Interval(Constraint):
 
     def check(self, name, value):
         v = int(value) if self.type is numbers.Integral else float(value)
-        if not np.isfinite(v) or not self._inside(v):
+        if (isinstance(v, float) and not math.isfinite(v)) or not self._inside(v):
             raise ValueError(f"{name}: expected {self}, got {v!r}")
         return v
 
@@ -367,8 +368,11 @@ NONE = _NoneConstraint()
 
 _RANK = Interval(_INT, 1, None)
 _COUNT = Interval(_INT, 1, None)  # iterations, blocks, entries, …: an integer >= 1
-_SEED_ANY = Interval(_INT, None, None)  # R-style seeds may be negative (RULES: rng="rcppml")
-_SEED = Interval(_INT, 0, None)
+# seeds fit in a signed 64-bit integer (they are hashed and offset in int64/uint64 arithmetic);
+# R-style seeds may be negative (RULES: rng="rcppml")
+_SEED_ANY = Interval(_INT, -(2**63), 2**63 - 1, closed="both",
+                     desc="an integer in [-2**63, 2**63)")
+_SEED = Interval(_INT, 0, 2**63 - 1, closed="both", desc="an integer in [0, 2**63)")
 _RANKS = ListOf(_RANK, "a non-empty list of integers >= 1")
 _SEEDS = ListOf(_SEED, "a non-empty list of integers >= 0")
 _CLIENT = HasMethods(("persist",), "a distributed.Client")

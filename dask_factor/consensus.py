@@ -164,7 +164,7 @@ def _row_blocks(n: int):
 
 
 def _available_bytes() -> int:
-    import psutil  # a dependency of distributed
+    import psutil
 
     return int(psutil.virtual_memory().available)
 

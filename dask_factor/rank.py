@@ -24,15 +24,18 @@ __all__ = ["RankSearchResult", "rank_search", "side_by_side"]
 
 #: fits of a rank search run at most this many at a time (each is itself parallel over blocks)
 MAX_CONCURRENT_FITS = 4
+#: fits submitted at once to a cluster (each holds a client thread while it drives its steps)
+MAX_CLUSTER_FITS = 32
 
 
 def side_by_side(fn, items, client=None) -> list:
     """``[fn(item) for item in items]``, the calls run side by side (each an independent fit).
 
-    On a cluster (``client`` given) every call is submitted at once, so the tasks of the fits
-    interleave on the workers; on dask's threads at most :data:`MAX_CONCURRENT_FITS` run at a
-    time. The results are in the order of ``items`` and do not depend on the schedule. The one
-    runner of the rank search, the consensus replicates and the splits of a ``dclust`` level.
+    On a cluster (``client`` given) up to :data:`MAX_CLUSTER_FITS` calls are submitted at once,
+    so the tasks of the fits interleave on the workers; on dask's threads at most
+    :data:`MAX_CONCURRENT_FITS` run at a time. The results are in the order of ``items`` and do
+    not depend on the schedule. The one runner of the rank search, the consensus replicates,
+    the splits of a ``dclust`` level and the fits of ``cross_validate_graph``.
 
     Parameters
     ----------
@@ -54,7 +57,8 @@ def side_by_side(fn, items, client=None) -> list:
     items = list(items)
     if len(items) <= 1:
         return [fn(item) for item in items]
-    workers = len(items) if client is not None else min(MAX_CONCURRENT_FITS, len(items))
+    cap = MAX_CLUSTER_FITS if client is not None else MAX_CONCURRENT_FITS
+    workers = min(cap, len(items))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(fn, items))
 

@@ -23,16 +23,13 @@ import dataclasses
 import itertools
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..rank import side_by_side
 from .config import FactorNetConfig
-
-#: fits run at most this many at a time on dask's local schedulers
-MAX_CONCURRENT_FITS = 4
 
 
 class _ReadTracker(dict):
@@ -167,9 +164,7 @@ def run_cv(ins, layer_fn, params, config, *, reps, strategy, n_random, seed, ver
             return job, None, exc
 
     jobs = [(ci, r) for r in range(reps) for ci in range(len(combos))]
-    workers = min(len(jobs), MAX_CONCURRENT_FITS if client is None else 32)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        done = list(pool.map(one, jobs))
+    done = side_by_side(one, jobs, client)
     rows, fits = [], {}
     for (ci, rep), res, exc in done:
         row = {k: _plain_value(v) for k, v in combos[ci].items()}

@@ -174,11 +174,12 @@ def test_bad_arguments_fail_before_work(kwargs, exc, match):
 
 def test_side_by_side_keeps_order_and_caps_threads():
     """The one runner of replicates, rank-search fits and dclust splits: results in input
-    order, at most MAX_CONCURRENT_FITS at a time without a cluster, all at once with one."""
+    order, at most MAX_CONCURRENT_FITS at a time without a cluster, up to MAX_CLUSTER_FITS
+    with one."""
     import threading
     import time
 
-    from dask_factor.rank import MAX_CONCURRENT_FITS, side_by_side
+    from dask_factor.rank import MAX_CLUSTER_FITS, MAX_CONCURRENT_FITS, side_by_side
 
     lock, state = threading.Lock(), {"now": 0, "peak": 0}
 
@@ -196,6 +197,9 @@ def test_side_by_side_keeps_order_and_caps_threads():
     state["peak"] = 0
     assert side_by_side(slow, range(7), client=object()) == [-x for x in range(7)]
     assert state["peak"] == 7
+    state["peak"] = 0
+    assert side_by_side(slow, range(40), client=object()) == [-x for x in range(40)]
+    assert state["peak"] == MAX_CLUSTER_FITS
     assert side_by_side(slow, []) == []
 
 

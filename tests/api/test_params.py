@@ -77,7 +77,7 @@ def test_one_table_for_every_entry_point(no_work):
     for call in (lambda: nmf(A, 2, seed=-1), lambda: factor_config(seed=-1)):
         with pytest.raises(ValueError, match=r"^seed: expected a non-negative integer with "):
             call()
-    with pytest.raises(ValueError, match=r"^seed: expected an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"^seed: expected an integer in \[0, 2\*\*63\), got -1"):
         svd(A, 2, seed=-1)  # numpy's generator: no R-style seeds in the SVD
 
 
@@ -112,3 +112,11 @@ def test_no_import_cycle_between_nmf_and_rank():
                      if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
                      for alias in node.names}
         assert not imported & above, (module, imported & above)
+
+
+def test_seed_beyond_64_bits_is_refused_by_name():
+    """A seed is hashed and offset in 64-bit arithmetic: 2**64 is refused up front, naming it."""
+    A = sp.random(20, 10, density=0.5, format="csc", random_state=0)
+    with pytest.raises(ValueError, match=r"^seed: expected an integer in \[-2\*\*63, 2\*\*63\)"):
+        nmf(A, 2, seed=2**64)
+    assert nmf(A, 2, seed=2**63 - 1, maxit=2).settings["seed"] == 2**63 - 1

@@ -126,7 +126,8 @@ def test_factor_config_checks():
                                          r"rng='numpy'.*got -1"):
         factor_config(seed=-1)
     assert factor_config(seed=-1, rng="rcppml").seed == -1  # R-style seeds, as nmf() allows
-    with pytest.raises(ValueError, match=r"^cv_seed: expected an integer >= 0, got -1"):
+    with pytest.raises(ValueError,
+                       match=r"^cv_seed: expected an integer in \[0, 2\*\*63\), got -1"):
         factor_config(cv_seed=-1)
     with pytest.raises(TypeError, match=r"^verbose: expected a bool, got 1"):
         factor_config(verbose=1)
