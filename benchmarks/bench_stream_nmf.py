@@ -2,7 +2,8 @@
 
     python benchmarks/bench_stream_nmf.py [--samples 200000] [--features 2000] [--k 10]
 
-The matrix is simulated once (negative-binomial counts, ~6 % dense) and written to zarr and .spz;
+The matrix is simulated once (negative-binomial counts, ~6 % dense) and written to zarr (the
+default csc layout and the scan layout, ``layout="scan"``) and .spz;
 each source is then fitted with ``nmf(..., cache="none", tol=0)`` on dask's threaded scheduler, so
 the streamed fits decode every block in every iteration. Prints the median seconds per iteration
 (after the first, which compiles/warms caches) and the ratio in-memory / streamed (the issue's
@@ -45,11 +46,13 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         simulate_counts(a.samples, a.features, a.k, seed=7, path=zarr_path)
         write_matrix(str(zarr_path), str(Path(tmp) / "A.spz"))
+        write_matrix(str(zarr_path), str(Path(tmp) / "A.scan.zarr"), layout="scan")
         info = matrix_info(str(zarr_path))
         print(f"{a.features} × {a.samples}, nnz {info['nnz']:,} "
               f"(simulated and written in {time.perf_counter() - t:.1f} s)")
         A = open_matrix(str(zarr_path)).compute()  # the same blocks, held in memory
-        rows = [("memory", A), ("zarr", str(zarr_path)), (".spz", str(Path(tmp) / "A.spz"))]
+        rows = [("memory", A), ("zarr", str(zarr_path)),
+                ("scan", str(Path(tmp) / "A.scan.zarr")), (".spz", str(Path(tmp) / "A.spz"))]
         base = None
         print(f"{'source':<8}{'s/iteration':>13}{'memory/this':>13}")
         for name, src in rows:
