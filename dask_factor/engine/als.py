@@ -28,7 +28,7 @@ from ..kernels.als import h_step_dense, h_step_sparse, w_solve
 from ..kernels.nnls import gram_cholesky
 from ..kernels.products import gram
 from . import checkpoint
-from .blocks import BlockedMatrix, block_stats, sum_stats
+from .blocks import W_ROWS_PER_TASK, BlockedMatrix, block_stats, row_ranges, sum_stats
 from .driver import (
     CONVERGENCE_PATIENCE,
     BlockOutput,
@@ -44,8 +44,6 @@ from .multi import column_scale, factor_scale
 
 EPS_GRAM = 1e-15
 EPS_D = 1e-15
-#: rows of W solved per task in the W half-step
-W_ROWS_PER_TASK = 4096
 __all__ = ["ALSConfig", "ALSState", "WPack", "fit_als", "compute_block_stats",
            "CONVERGENCE_PATIENCE"]
 
@@ -160,12 +158,14 @@ def _w_rows_task(red, wpack, r0, r1, cfg: ALSConfig):
                    cfg.cd_maxit, cfg.cd_tol, cfg.solver == "active", np.float64)
 
 
-def make_wpack(W, t, cfg: ALSConfig, *, dh=None, d=None, gram_target=None):
-    """The small package broadcast to every block task: W, its Gram (and Cholesky factor)."""
+def make_wpack(W, t, cfg: ALSConfig, *, dh=None, d=None, gram_target=None, wtw=None):
+    """The small package broadcast to every block task: W, its Gram (and Cholesky factor).
+
+    ``wtw`` is ``gram(W)`` of the stored W when the caller has it already.
+    """
     W = np.ascontiguousarray(W, dtype=cfg.dtype)
     k = W.shape[1]
-    W64 = W.astype(np.float64)
-    WtW = gram(W64)
+    WtW = gram(W.astype(np.float64)) if wtw is None else wtw
     G = WtW + (cfg.L2[1] + EPS_GRAM) * np.eye(k)
     if cfg.target_lambda > 0:
         G += cfg.target_lambda * np.eye(k)
@@ -193,10 +193,12 @@ def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
     W64 = Wn_store.astype(np.float64)
     Pn = P / dh
     Qn = Q / np.outer(dh, dh)
+    WtW = gram(W64)
     cross = float(np.sum(d * np.einsum("ik,ik->k", W64, Pn)))
-    quad = float(np.sum(np.outer(d, d) * gram(W64) * Qn))
+    quad = float(np.sum(np.outer(d, d) * WtW * Qn))
     sse = sq_norm - 2.0 * cross + quad
-    pack = make_wpack(Wn_store, wpack_prev.t + 1, cfg, dh=dh, d=d, gram_target=gram_target)
+    pack = make_wpack(Wn_store, wpack_prev.t + 1, cfg, dh=dh, d=d, gram_target=gram_target,
+                      wtw=WtW)
     pack.stats = {"sse": max(sse, 0.0), "sweeps": sweeps}
     return pack
 
@@ -252,7 +254,7 @@ class ALSKind(FitKind):
         self.bm, self.W0, self.cfg, self.sq_norm = bm, W0, cfg, sq_norm
         self.target_blocks, self.gram_target = target_blocks, gram_target
         m = bm.shape[0]
-        self.row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
+        self.row_bounds = row_ranges(m, w_rows_per_task)
 
     def setup(self, ctx):
         self.bkeys = ctx.blocks(self.bm)

@@ -113,6 +113,29 @@ def _is_sparse_meta(meta) -> bool:
     return meta is not None and sp.issparse(meta)
 
 
+#: rows of a factor solved per task in a W half-step (at most)
+W_ROWS_PER_TASK = 4096
+
+
+def row_ranges(m: int, rows_per_task: int | None = None) -> list[int]:
+    """The bounds of the row-range tasks of a W half-step: the fewest ranges of at most
+    ``rows_per_task`` (default :data:`W_ROWS_PER_TASK`) rows, of equal sizes (±1 row), so that
+    the tasks of a step take equal time on however many threads or workers.
+
+    Each row is solved on its own, so the split never changes the result.
+
+    Examples
+    --------
+    >>> row_ranges(13714)
+    [0, 3428, 6857, 10285, 13714]
+    >>> row_ranges(5, 10), row_ranges(0)
+    ([0, 5], [0, 0])
+    """
+    per = max(1, int(rows_per_task or W_ROWS_PER_TASK))
+    n = max(1, -(-int(m) // per))
+    return [(i * int(m)) // n for i in range(n)] + [int(m)]
+
+
 def default_bounds(A=None, block_nnz: int | None = None, *, indptr=None) -> np.ndarray:
     """The engine's one column-blocking rule for data it holds in memory.
 

@@ -34,13 +34,12 @@ from ..kernels.masked import cv_hash_seed, holdout_threshold, masked_h_step, mas
 from ..kernels.products import gram
 from .als import (
     EPS_GRAM,
-    W_ROWS_PER_TASK,
     ALSConfig,
     config_fingerprint,
     fit_fingerprint,
     make_wpack,
 )
-from .blocks import BlockedMatrix
+from .blocks import W_ROWS_PER_TASK, BlockedMatrix, row_ranges
 from .driver import BlockOutput, Built, FitKind, Report, drive, kept_value, stats_of
 from .executor import Executor
 from .multi import (
@@ -334,7 +333,7 @@ class MaskedKind(FitKind):
         self.select_best = self.cv
         self.patience = patience if self.cv else None
         m = bm.shape[0]
-        self.row_bounds = list(range(0, m, max(1, int(w_rows_per_task)))) + [m]
+        self.row_bounds = row_ranges(m, w_rows_per_task)
 
     def setup(self, ctx):
         self.bkeys = ctx.blocks(self.bm)

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .als import W_ROWS_PER_TASK
+from .blocks import row_ranges
 from .driver import kept_value, stats_of
 from .multi import (
     angular_tm,
@@ -120,8 +120,8 @@ class NMFSpec(LayerSpec):
         L = self.index
         rows = []
         for i, part in enumerate(spec.parts):
-            for r0 in range(0, part.rows, W_ROWS_PER_TASK):
-                r1 = min(part.rows, r0 + W_ROWS_PER_TASK)
+            rb = row_ranges(part.rows)
+            for r0, r1 in zip(rb[:-1], rb[1:]):
                 rows.append(g.task(f"L{L}-u-rows", (i, r0), u_rows_task, red, pack_key, i, r0,
                                    r1, spec, a["utarget"], a["ugram_target"]))
         return rows

@@ -67,16 +67,10 @@ def _free_cholesky_solve(G, pos, nf, rhs, S, z):
                 S[a, a] = np.sqrt(v)
             else:
                 S[a, c] = v / S[c, c]
+    zf = z[:nf]
     for a in range(nf):
-        v = rhs[int(pos[a])]
-        for t in range(a):
-            v -= S[a, t] * z[t]
-        z[a] = v / S[a, a]
-    for a in range(nf - 1, -1, -1):
-        v = z[a]
-        for t in range(a + 1, nf):
-            v -= S[t, a] * z[t]
-        z[a] = v / S[a, a]
+        zf[a] = rhs[int(pos[a])]
+    cholesky_solve(S[:nf, :nf], zf, zf)  # in place: each entry is read before it is written
     return True
 
 
