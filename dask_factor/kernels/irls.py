@@ -370,6 +370,20 @@ def penalized_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col,
 
 
 @njit(nogil=True, cache=True)
+def _sums_and_gram(F):
+    """Column sums ``Σᵢ Fᵢ`` (k,) and Gram ``FᵀF`` (k × k) of F (p × k), float64, in row order."""
+    p, k = F.shape
+    Fsum = np.zeros(k)
+    Q = np.zeros((k, k))
+    for i in range(p):
+        for f in range(k):
+            Fsum[f] += F[i, f]
+            for g in range(k):
+                Q[f, g] += F[i, f] * F[i, g]
+    return Fsum, Q
+
+
+@njit(nogil=True, cache=True)
 def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power):
     """``(Σ ℓ, Σ (y − μ)²)`` over a CSC block (p × n) with ``μ = F Xtᵀ``, all entries, float64.
 
@@ -378,14 +392,7 @@ def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power
     """
     n = indptr.size - 1
     k = F.shape[1]
-    p = F.shape[0]
-    Fsum = np.zeros(k)
-    Q = np.zeros((k, k))
-    for i in range(p):
-        for f in range(k):
-            Fsum[f] += F[i, f]
-            for g in range(k):
-                Q[f, g] += F[i, f] * F[i, g]
+    Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
     obj = 0.0
     sse = 0.0
@@ -477,14 +484,7 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
     """
     n = indptr.size - 1
     k = F.shape[1]
-    p = F.shape[0]
-    Fsum = np.zeros(k)
-    Q = np.zeros((k, k))
-    for i in range(p):
-        for f in range(k):
-            Fsum[f] += F[i, f]
-            for g in range(k):
-                Q[f, g] += F[i, f] * F[i, g]
+    Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
     obj = 0.0
     sse = 0.0
