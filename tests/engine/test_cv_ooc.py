@@ -30,7 +30,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 FULL = os.environ.get("DASK_FACTOR_SCALE", "").lower() == "full"
 SIZE = (200_000, 2_000, 0.05, 4_096) if FULL else (60_000, 2_000, 0.05, 2_048)
-BASELINE = 350 * 2**20
+# a warmed-up worker (imports and compiled kernels): 342–423 MiB measured on this version,
+# the top when the kernels are compiled in the worker itself (a fresh numba cache)
+BASELINE = 430 * 2**20
 K, MAXIT = 6, 3
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
