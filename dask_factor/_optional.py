@@ -27,7 +27,7 @@ EXTRAS: dict[str, str] = {
 }
 
 #: the distribution name to show when it differs from the import name
-_DISTRIBUTIONS = {"sklearn": "scikit-learn", "dask_jobqueue": "dask-jobqueue",
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "dask_jobqueue": "dask-jobqueue",
                   "dask_kubernetes": "dask-kubernetes"}
 
 
@@ -45,7 +45,7 @@ def install_hint(module: str, what: str | None = None) -> str:
     """
     top = module.split(".")[0]
     extra = EXTRAS[top]
-    dist = _DISTRIBUTIONS.get(top, top)
+    dist = DISTRIBUTIONS.get(top, top)
     return f'{what or "this"} needs {dist}: pip install "dask_factor[{extra}]"'
 
 

@@ -420,7 +420,7 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "progress": [Boolean()],
     "verbose": [Boolean()],
     "on_iteration": [CallableValue(), NONE],
-    # ---- checkpoints (RULES apply _validate.checkpoint_args' semantics)
+    # ---- checkpoints (RULES apply checks.checkpoint_args' semantics)
     "checkpoint": [Path(), NONE],
     "checkpoint_every": [_COUNT, NONE],
     "resume": [Path(), Boolean(), NONE],

@@ -25,7 +25,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import _validate as V
+from . import checks as V
 from ._params import validate_params
 from .engine.blocks import as_blocked
 from .engine.inputs import open_lazy, prepare_input

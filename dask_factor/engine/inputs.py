@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import check_matrix_dtype, is_path
+from ..checks import check_matrix_dtype, is_path
 from ..kernels.products import csc_sq_sum
 from .als import compute_block_stats
 from .blocks import BlockedMatrix, as_blocked

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping
 
-from .. import _validate as V
+from .. import checks as V
 from .config import FactorNetConfig, factor_config
 from .cv_run import CVResult, run_cv
 from .nodes import FactorInput, Node

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _validate as V
+from .. import checks as V
 from .._progress import iteration_progress
 from ..engine.deep import fit_graph
 from ..engine.inputs import prepare_input
@@ -179,11 +179,42 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
     if net.nmf_path or (cfg.test_fraction > 0 and _masked_layer(net)):
         return fit_nmf_path(net, seed, client, on_iteration, ckpt=ckpt,
                              progress=_progress(net, progress))
-    return _fit_engine(net, seed, client, on_iteration, ckpt, progress=_progress(net, progress))
+    return fit_engine(net, seed, client, on_iteration, ckpt, progress=_progress(net, progress))
 
 
-def _fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None,
-                progress: bool = False) -> GraphResult:
+def fit_engine(net: FactorNet, seed: int, client, on_iteration, ckpt=None,
+               progress: bool = False) -> GraphResult:
+    """Fit ``net`` on the graph engine, even where ``fit`` would take the ``nmf()`` path.
+
+    ``fit`` routes a one-layer NMF graph through ``nmf()``; this runs the same graph through
+    the graph schedule, so that the two paths can be compared.
+
+    Parameters
+    ----------
+    net : FactorNet
+    seed : int
+        The graph's seed (layer ``i`` uses ``seed + i``).
+    client : distributed.Client or None
+    on_iteration : callable or None
+        As for ``fit``.
+    ckpt : dict, optional
+        ``checkpoint``/``checkpoint_every``/``resume`` as for ``fit``.
+    progress : bool
+
+    Returns
+    -------
+    GraphResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_factor.graph import factor_input, nmf_layer, factor_net, factor_config
+    >>> A = np.random.default_rng(0).random((30, 20))
+    >>> inp = factor_input(A, name="A")
+    >>> net = factor_net(inp, nmf_layer(inp, 2, name="l"), factor_config(maxit=3, seed=1))
+    >>> fit_engine(net, 1, None, None).l.W.shape
+    (30, 2)
+    """
     cfg = net.config
     t0 = time.perf_counter()
     dt = np.dtype(cfg.dtype)

@@ -27,7 +27,7 @@ import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
-from .. import _validate as V
+from .. import checks as V
 from ..engine.nmf_layer import NMFSpec
 from ..engine.plan import InputPart, LayerPart, LayerSpec, SideSpec
 from ..engine.svd_layer import SVDSpec

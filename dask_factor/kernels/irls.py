@@ -384,6 +384,22 @@ def _sums_and_gram(F):
 
 
 @njit(nogil=True, cache=True)
+def _column_sse(indptr, indices, data, j, F, x, Q, sse):
+    """``sse`` plus column j's squared error ``Σᵢ (yᵢ − μᵢ)²`` with ``μ = F x``, all entries:
+    ``xᵀQx`` (Q = FᵀF) corrected at the stored entries."""
+    k = x.size
+    sq = 0.0
+    for f in range(k):
+        for g in range(k):
+            sq += x[f] * Q[f, g] * x[g]
+    for q in range(indptr[j], indptr[j + 1]):
+        mu = _dot(F, indices[q], x)
+        y = np.float64(data[q])
+        sse += (y - mu) * (y - mu) - mu * mu
+    return sse + sq
+
+
+@njit(nogil=True, cache=True)
 def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power):
     """``(Σ ℓ, Σ (y − μ)²)`` over a CSC block (p × n) with ``μ = F Xtᵀ``, all entries, float64.
 
@@ -402,15 +418,7 @@ def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power
         if code != MSE:
             obj += column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col,
                                     code, power)
-        sq = 0.0
-        for f in range(k):
-            for g in range(k):
-                sq += x[f] * Q[f, g] * x[g]
-        for q in range(indptr[j], indptr[j + 1]):
-            mu = _dot(F, indices[q], x)
-            y = np.float64(data[q])
-            sse += (y - mu) * (y - mu) - mu * mu
-        sse += sq
+        sse = _column_sse(indptr, indices, data, j, F, x, Q, sse)
     if code == MSE:
         obj = sse
     return obj, sse
@@ -504,15 +512,7 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         out_disp[j] = d
         obj += column_objective(indptr, indices, data, j, F, x, Fsum,
                                 out_disp if score_new else disp_old, True, code, power)
-        sq = 0.0
-        for f in range(k):
-            for g in range(k):
-                sq += x[f] * Q[f, g] * x[g]
-        for q in range(indptr[j], indptr[j + 1]):
-            mu = _dot(F, indices[q], x)
-            y = np.float64(data[q])
-            sse += (y - mu) * (y - mu) - mu * mu
-        sse += sq
+        sse = _column_sse(indptr, indices, data, j, F, x, Q, sse)
     out_stats[0] = obj
     out_stats[1] = sse
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dask_factor import _optional, datasets, nmf
-from dask_factor._optional import EXTRAS, MissingExtra
+from dask_factor import datasets, nmf
+from dask_factor._optional import DISTRIBUTIONS, EXTRAS, MissingExtra, require
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_extras_table_matches_pyproject():
         "optional-dependencies"]
     for module, extra in EXTRAS.items():
         assert extra in extras, f"{module}: extra {extra!r} is not in pyproject.toml"
-        dist = _optional._DISTRIBUTIONS.get(module, module)
+        dist = DISTRIBUTIONS.get(module, module)
         names = [re.split(r"[<>=\[ ;]", req, maxsplit=1)[0] for req in extras[extra]]
         assert dist in names, f"pyproject's [{extra}] does not install {dist} ({names})"
 
@@ -72,11 +72,11 @@ def test_no_bare_import_of_an_optional_package():
 def test_require_names_the_extra(monkeypatch):
     hide(monkeypatch, "matplotlib")
     with pytest.raises(MissingExtra, match=pip_line("plot")) as err:
-        _optional.require("matplotlib.pyplot", "a plot")
+        require("matplotlib.pyplot", "a plot")
     assert isinstance(err.value, ModuleNotFoundError) and "a plot needs matplotlib" in str(
         err.value)
     with pytest.raises(ValueError, match="not an optional dependency"):
-        _optional.require("numpy")
+        require("numpy")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from dask_factor.graph import (
     nmf_layer,
     separability,
 )
-from dask_factor.graph.fit import _fit_engine
+from dask_factor.graph.fit import fit_engine
 
 
 def _mse(X, layer):
@@ -53,7 +53,7 @@ def test_engine_equals_nmf_path_for_one_layer(hawaiibirds, options):
     net = factor_net(inp, nmf_layer(inp, 8, name="l", **options),
                      factor_config(maxit=25, seed=42, dtype="float64"))
     via_nmf = fit(net).l
-    via_engine = _fit_engine(net, 42, None, None).l
+    via_engine = fit_engine(net, 42, None, None).l
     assert via_engine.iterations == via_nmf.iterations
     # the same algorithm, products summed in a different order: agreement to float64 rounding
     # (in float32 the rounding differences grow through the iterations, to ~6e-5 with bounds)
@@ -150,7 +150,7 @@ def _layer(aml, **kw):
 def plain(aml):
     inp = factor_input(aml.matrix, name="aml")
     net = factor_net(inp, nmf_layer(inp, 6, name="l"), factor_config(maxit=30, seed=3))
-    return _fit_engine(net, 3, None, None).l
+    return fit_engine(net, 3, None, None).l
 
 
 def test_angular_decorrelates_factors(aml, plain):
