@@ -398,6 +398,8 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "rng": [StrOptions(("numpy", "rcppml"))],
     "target_H": [Matrix("a 2-D (k, n) matrix"), NONE],
     "target_lambda": [Interval(_REAL)],
+    # W updates per pass (block-sequential ALS, engine.online; 1 = exact ALS)
+    "updates_per_pass": [_COUNT],
     # ---- sample_w_init: the share of columns its sample fit sees
     "sample_w_init.fraction": [Interval(_REAL, 0.0, 1.0, closed="right",
                                         desc="a number in (0, 1]")],
@@ -634,6 +636,24 @@ def _irls_settings(v, name):
                          f"it silently under IRLS; we refuse it)")
 
 
+def _updates_per_pass_plain_fit(v, name):
+    """Block-sequential ALS (``updates_per_pass > 1``) is a plain least-squares fit."""
+    if v["updates_per_pass"] == 1:
+        return
+    given = [arg for arg, off in (("test_fraction", 0), ("mask", None), ("target_H", None),
+                                  ("loss", "mse")) if arg in v and not _same(v[arg], off)]
+    if not _is_single(v):
+        given.insert(0, "k (a rank search cross-validates)")
+    if given:
+        raise ValueError(f"{name('updates_per_pass')}: several W updates per pass are for plain "
+                         f"least-squares fits; expected 1 with {', '.join(given)}, got "
+                         f"{v['updates_per_pass']}")
+
+
+def _same(value, default) -> bool:
+    return value is default or (isinstance(value, (str, int, float)) and value == default)
+
+
 @dataclass(frozen=True)
 class Rule:
     """A check over several arguments, run when an entry point has all of them."""
@@ -659,6 +679,7 @@ RULES: list[Rule] = [
     Rule(("loss",), _graph_loss_is_mse, entries=("factor_config",)),
     Rule(("loss", "solver", "k", "test_fraction", "mask", "target_H", "nb_size_init",
           "nb_size_min", "nb_size_max", "theta_init", "theta_min", "theta_max"), _irls_settings),
+    Rule(("updates_per_pass",), _updates_per_pass_plain_fit),
 ]
 
 

@@ -64,6 +64,7 @@ def nmf(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
+    updates_per_pass: int = 1,
     layer: str | None = None,
     loss: str = "mse",
     dispersion: str = "per_row",
@@ -176,6 +177,16 @@ def nmf(
         (``True``: from ``checkpoint`` if it exists, else start afresh). A checkpoint of another
         matrix, rank, seed or settings is refused with the field that differs; ``maxit`` and
         ``tol`` may change.
+    updates_per_pass : int, default 1
+        W updates per pass over the data. 1 is exact ALS (one H solve of every column block,
+        then one W solve). ``B > 1`` is block-sequential ALS (docs/online.md): the column
+        blocks are dealt into ``B`` interleaved batches and W is solved again after each
+        batch's H solves, from the latest statistics of every batch (replaced, not
+        forgotten). Every update is exact, the result deterministic like ALS's, and a pass
+        costs one read of A plus ``B`` W solves; an "iteration" is then a pass (``maxit``,
+        ``tol`` and the histories count passes). Capped at the number of column blocks.
+        Plain least-squares fits only (no ``test_fraction``, ``mask``, ``target_H`` or
+        count-data ``loss``).
     layer : str, optional
         AnnData input only: factorize ``A.layers[layer]`` (read as genes × cells, lazily)
         instead of ``A.X``. ``dask_factor.tl.nmf`` also stores the result in the AnnData.

@@ -455,6 +455,10 @@ def _h_dask(state: ALSState, bounds: np.ndarray, perm: np.ndarray, dtype) -> da.
         else:  # a future on the cluster: H stays there until asked for
             parts.append(da.from_delayed(dask.delayed(b), dtype=dtype,
                                          shape=(int(bounds[i + 1] - bounds[i]), k)))
+    if getattr(state, "h_mult", None) is not None:  # block-sequential ALS: a scale per block
+        parts = [p * np.asarray(c, dtype=dtype) for p, c in zip(parts, state.h_mult)]
+        Ht = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        return Ht.T[perm]
     Ht = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     scale = state.h_scale
     return (Ht / scale.astype(dtype)).T[perm]
@@ -572,6 +576,7 @@ def fit_nmf(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | bool | None = None,
+    updates_per_pass: int = 1,
     penalties: Penalties | None = None,
     loss: str = "mse",
     dispersion: str = "per_row",
@@ -712,7 +717,7 @@ def fit_nmf(
                                                       w_init=w_init is not None))
         state = fit_als(prep.bm, W0, cfg, sq_norm=prep.sq_norm, client=client,
                         target_blocks=target_blocks, gram_target=gram_target,
-                        on_iteration=callback, **ckpt)
+                        on_iteration=callback, updates_per_pass=p["updates_per_pass"], **ckpt)
 
     d = state.d
     perm = np.argsort(-d, kind="stable") if p["sort_model"] else np.arange(k)
@@ -725,7 +730,8 @@ def fit_nmf(
                     sort_model=p["sort_model"], dtype=dt.name,
                     chunks=[int(x) for x in np.diff(prep.bm.bounds)],
                     target_lambda=p["target_lambda"], cache=cache,
-                    n_negative=prep.n_negative, w_init=w_init is not None)
+                    n_negative=prep.n_negative, w_init=w_init is not None,
+                    updates_per_pass=min(p["updates_per_pass"], prep.bm.n_blocks))
     return NMFResult(
         W=W, d=d[perm].copy(), H_dask=H_dask, iterations=state.iterations,
         converged=state.converged, sse=state.sse, mse=state.sse / mn,

@@ -86,6 +86,8 @@ class WPack:
     #: masked fits with penalties: the extra Gram of the next H solves, and λ Wn Lg Wnᵀ of W
     gx: np.ndarray | None = None
     wg: np.ndarray | None = None
+    #: block-sequential fits (engine.online): per batch, the scale of its statistics (B × k)
+    bscale: np.ndarray | None = None
 
 
 @dataclass
@@ -104,6 +106,8 @@ class ALSState:
     sq_norm: float = 0.0
     seconds: float = 0.0
     graph_sizes: list[int] = field(default_factory=list)
+    #: block-sequential fits: per block, multiply its raw H by this instead (``h_scale`` unused)
+    h_mult: list | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,8 +146,9 @@ def h_block_task(block, wpack, hprev, target, cfg: ALSConfig):
     return BlockOutput((Ht, (P.astype(np.float64, copy=False), Q, s, s2, float(sweeps))))
 
 
-def _w_rows_task(red, wpack, r0, r1, cfg: ALSConfig):
-    """Solve rows r0:r1 of W from the reduced partials of the normalised H."""
+def w_rows_task(red, wpack, r0, r1, cfg: ALSConfig):
+    """Solve rows r0:r1 of W from the reduced partials ``red = (P (m × k), Q (k × k), s, s2,
+    sweeps)`` of the normalised H; returns the rows' raw solve (r1 − r0 × k, float64)."""
     P, Q, s, s2, _ = red
     dh = factor_scale(s, s2, cfg.norm)
     k = Q.shape[0]
@@ -182,8 +187,9 @@ def make_wpack(W, t, cfg: ALSConfig, *, dh=None, d=None, gram_target=None, wtw=N
     return WPack(W=W, G=G, L=L, t=t, xscale=xscale, d=d, dh=dh)
 
 
-def _w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
-    """Assemble W, extract d, compute the loss and the next iteration's package."""
+def w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
+    """Assemble W from its row solves, extract d, compute the loss (``stats["sse"]``) and the
+    next iteration's package (:class:`WPack`)."""
     P, Q, s, s2, sweeps = red
     dh = factor_scale(s, s2, cfg.norm)
     Wt = np.vstack(rows) if len(rows) > 1 else rows[0]
@@ -275,9 +281,9 @@ class ALSKind(FitKind):
             parts.append(hk)  # the reduction reads the partials straight from the block task
         red = g.reduce(parts)
         rb = self.row_bounds
-        rows = [g.task("w-rows", (c,), _w_rows_task, red, pack, rb[c], rb[c + 1], cfg)
+        rows = [g.task("w-rows", (c,), w_rows_task, red, pack, rb[c], rb[c + 1], cfg)
                 for c in range(len(rb) - 1)]
-        new_pack = g.task("w-update", (), _w_finish, red, pack, self.sq_norm, cfg,
+        new_pack = g.task("w-update", (), w_finish, red, pack, self.sq_norm, cfg,
                           self.gram_target, *rows)
         return Built({"pack": new_pack, "h": new_h}, [g.task("stats", (), stats_of, new_pack)])
 
@@ -296,10 +302,17 @@ def _fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, *, sq_norm: floa
              gram_target: np.ndarray | None = None,
              on_iteration: Callable[[int, float, float], Any] | None = None,
              w_rows_per_task: int = W_ROWS_PER_TASK, checkpoint=None,
-             checkpoint_every: int | None = None, resume=None) -> ALSState:
+             checkpoint_every: int | None = None, resume=None,
+             updates_per_pass: int = 1) -> ALSState:
     m, n = bm.shape
-    kind = ALSKind(bm, W0, cfg, sq_norm=sq_norm, target_blocks=target_blocks,
-                   gram_target=gram_target, w_rows_per_task=w_rows_per_task)
+    if updates_per_pass > 1:  # block-sequential ALS (engine.online); targets are refused before
+        from .online import OnlineKind
+
+        kind = OnlineKind(bm, W0, cfg, sq_norm=sq_norm, updates_per_pass=updates_per_pass,
+                          w_rows_per_task=w_rows_per_task)
+    else:
+        kind = ALSKind(bm, W0, cfg, sq_norm=sq_norm, target_blocks=target_blocks,
+                       gram_target=gram_target, w_rows_per_task=w_rows_per_task)
     mn = float(m) * float(n)
     cb = None
     if on_iteration is not None:
@@ -312,13 +325,14 @@ def _fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, *, sq_norm: floa
     k = cfg.k
     d = final.d if final.d is not None else np.ones(k)
     dh = final.dh if final.dh is not None else np.ones(k)
+    h_mult = kind.h_multipliers(final) if final.bscale is not None else None
     return ALSState(
         W=np.asarray(final.W), d=np.asarray(d, dtype=np.float64),
         h_blocks=list(res.state["h"]), h_scale=np.asarray(dh, dtype=np.float64),
         iterations=res.iterations, converged=res.converged,
         sse=res.scores[-1] if res.scores else float(sq_norm),
         loss_history=list(res.scores), tol_history=list(res.rels), sq_norm=sq_norm,
-        seconds=res.seconds, graph_sizes=res.graph_sizes,
+        seconds=res.seconds, graph_sizes=res.graph_sizes, h_mult=h_mult,
     )
 
 
@@ -344,6 +358,9 @@ def fit_als(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, **kwargs) -> ALSS
         Called after every iteration (progress bars); returning True stops the fit.
     checkpoint, checkpoint_every, resume : optional
         See :func:`dask_factor.engine.driver.drive`.
+    updates_per_pass : int, default 1
+        W updates per pass over the blocks; above 1, block-sequential ALS
+        (:mod:`dask_factor.engine.online`, no target).
 
     Returns
     -------
