@@ -1,6 +1,7 @@
 """Atlas scale on one box: NMF k=20 to convergence from a zarr store on disk (issue 11).
 
     python benchmarks/bench_atlas.py [--cells 1000000] [--genes 20000] [--workdir DIR] [--reuse]
+                                     [--online [B]]
 
 1. Simulates the count matrix (genes × cells, 6 % dense) straight to the zarr *scan* layout
    (``dask-factor simulate --layout scan``), or reuses ``DIR/atlas-<cells>x<genes>.zarr``.
@@ -12,11 +13,15 @@
 4. Where the decoded matrix fits (``--in-memory-max-gb``), fits the same data held in memory
    for the per-pass time ratio in-memory / streamed (the issue's target: ≥ 0.8) and the compute
    throughput.
+5. With ``--online [B]`` (B = 4 by default): each streamed fit of 3. is followed by the same
+   fit with ``updates_per_pass=B`` (block-sequential ALS, docs/online.md), by the default
+   stopping rule, and the pass at which it reaches the exact fit's final loss (×1.001 and ×1).
 
 Prints simulate time, passes, seconds per pass (I/O alone, compute alone, streamed), total,
 final loss, the peak RSS of every process (this one, the nannies and the workers, sampled every
-20 ms) and CPU seconds per pass.  All timings are wall clock on whatever else the machine runs:
-compare the ratios of one run, and report the load (printed at start and end).
+20 ms) and CPU seconds per pass (of every process: this one and the cluster's).  All timings
+are wall clock on whatever else the machine runs: compare the ratios of one run, and report the
+load (printed at start and end).
 """
 
 from __future__ import annotations
@@ -84,7 +89,23 @@ def _load() -> str:
         f" on {os.cpu_count()} cores"
 
 
-def _fit(source, args, client=None, w_init=None, tol=None, maxit=None, target=None):
+def _cpu_all() -> float:
+    """CPU seconds of this process and of its live descendants (the cluster's processes)."""
+    total = time.process_time()
+    try:
+        for p in psutil.Process().children(recursive=True):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        pass
+    return total
+
+
+def _fit(source, args, client=None, w_init=None, tol=None, maxit=None, target=None,
+         updates_per_pass=1):
     """One fit; with ``target`` it stops at the first iteration whose loss is <= target."""
     from dask_factor import nmf
 
@@ -96,14 +117,14 @@ def _fit(source, args, client=None, w_init=None, tol=None, maxit=None, target=No
         losses.append(mse)
         return target is not None and mse <= target
 
-    cpu0 = time.process_time()
+    cpu0 = _cpu_all()
     t0 = time.perf_counter()
     model = nmf(source, args.k, seed=args.seed, tol=args.tol if tol is None else tol,
                 maxit=maxit or args.maxit,
                 cache="none" if isinstance(source, str) else "auto", client=client,
-                w_init=w_init, on_iteration=seen)
+                w_init=w_init, on_iteration=seen, updates_per_pass=updates_per_pass)
     total = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
+    cpu = _cpu_all() - cpu0
     per = float(np.median(np.diff(stamps))) if len(stamps) > 1 else total
     return {"model": model, "total": total, "per_pass": per, "iterations": model.iterations,
             "losses": losses,
@@ -132,6 +153,23 @@ def _sample_init(path: str, args, default: dict) -> dict:
           f"{len(fit['losses'])} passes + the sample (default: {default['iterations']} passes); "
           f"{t_sample + fit['total']:.1f} s vs {default['total']:.1f} s")
     fit.update(own=own, sample_s=t_sample, passes_to_target=hit, sample_pass_equivalents=equiv)
+    return fit
+
+
+def _online(path: str, args, exact: dict, label: str, client=None) -> dict:
+    """The streamed fit with ``updates_per_pass=args.online`` by the default rule, and the
+    passes at which it reaches the exact fit's final loss (×1.001 and ×1)."""
+    fit = _fit(path, args, client=client, updates_per_pass=args.online)
+    target = exact["loss"]
+    hits = [next((i + 1 for i, v in enumerate(fit["losses"]) if v <= target * (1 + eps)), None)
+            for eps in (1e-3, 0.0)]
+    fit["passes_to_exact"] = hits
+    print(f"streamed, {label}, updates_per_pass={args.online}: {fit['iterations']} iterations "
+          f"({fit['passes']} passes), {fit['per_pass']:.2f} s/pass, total {fit['total']:.1f} s, "
+          f"final loss {fit['loss']:.6g} ({fit['loss'] / target - 1:+.2e} vs exact ALS's "
+          f"{target:.6g}), CPU {fit['cpu_per_pass']:.2f} s/pass; exact ALS's loss x1.001 "
+          f"reached at iteration {hits[0] or '-'}, x1 at {hits[1] or '-'} (exact ALS: "
+          f"{exact['iterations']} iterations, {exact['total']:.1f} s)")
     return fit
 
 
@@ -206,6 +244,11 @@ def run(args) -> dict:
           f"{th['per_pass']:.2f} s/pass, total {th['total']:.1f} s, final loss (MSE) "
           f"{th['loss']:.6g}, CPU {th['cpu_per_pass']:.2f} s/pass")
     res["threaded_rss"] = _print_rss(rss, "threaded")
+    if args.online:
+        with PeakRSS() as rss:
+            res["online"] = _online(str(path), args, th, "threaded")
+            rss.sample()
+        res["online_rss"] = _print_rss(rss, f"threaded, updates_per_pass={args.online}")
 
     if args.sample_init:
         res["sample"] = _sample_init(str(path), args, th)
@@ -222,14 +265,24 @@ def run(args) -> dict:
                     if pid in rss.roles:
                         rss.peaks[pid] = ("worker", peak)
                 cl = _fit(str(path), args, client=client)
-            rss.sample()
-        res["cluster"] = cl
-        same = cl["model"].loss_history == th["model"].loss_history
-        print(f"streamed, LocalCluster 2 workers x 1 thread, memory_limit {args.memory_limit}: "
-              f"{cl['iterations']} iterations, {cl['per_pass']:.2f} s/pass, total "
-              f"{cl['total']:.1f} s, final loss {cl['loss']:.6g} "
-              f"({'identical to' if same else 'DIFFERENT from'} the threaded fit)")
-        res["cluster_rss"] = _print_rss(rss, "cluster")
+                rss.sample()
+                res["cluster"] = cl
+                same = cl["model"].loss_history == th["model"].loss_history
+                print(f"streamed, LocalCluster 2 workers x 1 thread, memory_limit "
+                      f"{args.memory_limit}: {cl['iterations']} iterations, "
+                      f"{cl['per_pass']:.2f} s/pass, total {cl['total']:.1f} s, final loss "
+                      f"{cl['loss']:.6g} ({'identical to' if same else 'DIFFERENT from'} the "
+                      f"threaded fit), CPU {cl['cpu_per_pass']:.2f} s/pass (all processes)")
+                res["cluster_rss"] = _print_rss(rss, "cluster")
+                if args.online:
+                    rss.reset()
+                    on = _online(str(path), args, cl, "LocalCluster", client)
+                    rss.sample()
+                    res["cluster_online"] = on
+                    same = on["model"].loss_history == res["online"]["model"].loss_history
+                    print(f"  (identical to the threaded fit: {same})")
+                    res["cluster_online_rss"] = _print_rss(
+                        rss, f"cluster, updates_per_pass={args.online}")
 
     decoded = nnz * 8 + (args.cells + 1) * 8
     if decoded * 2 <= args.in_memory_max_gb * 2**30:
@@ -275,6 +328,8 @@ def parse(argv=None):
     p.add_argument("--sample-init", action="store_true",
                    help="also fit from sample_w_init and count the passes to the same loss")
     p.add_argument("--sample-fraction", type=float, default=0.05)
+    p.add_argument("--online", type=int, nargs="?", const=4, default=0, metavar="B",
+                   help="also fit with updates_per_pass=B (default 4) after each streamed fit")
     p.add_argument("--workdir", default=None)
     p.add_argument("--reuse", action="store_true", help="reuse the store in --workdir")
     return p.parse_args(argv)
