@@ -253,14 +253,15 @@ def _fit_anndata(src: str, overwrite: bool) -> None:
 FIT_DEFAULTS = {"k": None, "seed": None, "maxit": 100, "tol": 1e-4, "L1": 0.0, "L2": 0.0,
                 "solver": "auto", "dtype": "float32", "cache": "auto", "checkpoint": None,
                 "checkpoint_every": None, "loss": "mse", "dispersion": "per_row",
-                "tweedie_power": 1.5}
+                "tweedie_power": 1.5, "updates_per_pass": 1}
 
 #: where each of those options lives in a SPEC.yaml
 _SPEC_HOME = {"k": "layers[i].k", "seed": "config.seed", "maxit": "config.maxit",
               "tol": "config.tol", "L1": "layers[i].L1", "L2": "layers[i].L2",
               "solver": "config.solver", "dtype": "config.dtype", "cache": None,
               "checkpoint": "checkpoint.path", "checkpoint_every": "checkpoint.every",
-              "loss": "config.loss", "dispersion": None, "tweedie_power": None}
+              "loss": "config.loss", "dispersion": None, "tweedie_power": None,
+              "updates_per_pass": None}
 
 
 def is_spec(path: str) -> bool:
@@ -355,7 +356,8 @@ def _run_fit(args) -> int:
                     cache=opt["cache"], client=client, progress=not args.quiet,
                     checkpoint=opt["checkpoint"], checkpoint_every=opt["checkpoint_every"],
                     resume=True if args.resume else None, loss=opt["loss"],
-                    dispersion=opt["dispersion"], tweedie_power=opt["tweedie_power"])
+                    dispersion=opt["dispersion"], tweedie_power=opt["tweedie_power"],
+                    updates_per_pass=opt["updates_per_pass"])
         seconds = time.perf_counter() - t0
         model.feature_names, model.sample_names = features, samples
         if fmt == "npz":
@@ -428,6 +430,8 @@ def _add_fit_parser(subparsers) -> None:
                    help="NB size / GP theta: per row (default), shared, or fixed")
     g.add_argument("--tweedie-power", type=float, default=None, metavar="Q",
                    help="variance power of --loss tweedie (default 1.5)")
+    g.add_argument("--updates-per-pass", type=int, default=None, metavar="B",
+                   help="W updates per pass over SRC (default 1: exact ALS; docs/online.md)")
     g.add_argument("--anndata", action="store_true",
                    help="also write the model into SRC, an .h5ad (obsm X_nmf, varm NMF_W, uns "
                         "nmf; in place, without reading X); existing keys need --overwrite")
@@ -481,7 +485,8 @@ OPTION_NAMES: dict[str, dict[str, str]] = {
     "fit": {"k": "--k", "seed": "--seed", "maxit": "--maxit", "tol": "--tol", "L1": "--L1",
             "L2": "--L2", "solver": "--solver", "dtype": "--dtype", "cache": "--cache",
             "checkpoint": "--checkpoint", "checkpoint_every": "--checkpoint-every",
-            "resume": "--resume", "overwrite": "--overwrite", "client": "--scheduler"},
+            "resume": "--resume", "overwrite": "--overwrite", "client": "--scheduler",
+            "updates_per_pass": "--updates-per-pass"},
     "demo": {"k": "--k", "seed": "--seed", "maxit": "--maxit", "dataset": "--dataset"},
     "convert": {"value_type": "--value-type", "block_nnz": "--block-nnz", "dtype": "--dtype",
                 "overwrite": "--overwrite", "format": "--format", "layer": "--layer",

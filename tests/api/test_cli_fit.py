@@ -39,6 +39,21 @@ def test_fit_reports_a_bad_rank_by_name(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_fit_updates_per_pass(tmp_path, capsys):
+    """``--updates-per-pass B`` is nmf(updates_per_pass=B); a bad value is named as the option."""
+    src = tmp_path / "birds.zarr"
+    write_matrix(datasets.load("hawaiibirds").matrix, str(src))
+    out = tmp_path / "model.npz"
+    assert main(["fit", str(src), str(out), "--k", "3", "--seed", "2", "--maxit", "4",
+                 "--tol", "0", "--updates-per-pass", "3", "-q"]) == 0
+    ref = nmf(src.as_posix(), 3, seed=2, maxit=4, tol=0, updates_per_pass=3)
+    np.testing.assert_array_equal(np.load(out)["W"], ref.W)
+    capsys.readouterr()
+    assert main(["fit", str(src), str(tmp_path / "bad.npz"), "--k", "3",
+                 "--updates-per-pass", "0", "-q"]) == 2
+    assert "--updates-per-pass: expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
 def test_demo_prints_a_summary(capsys):
     assert main(["demo", "--dataset", "aml", "--k", "3", "--maxit", "10", "-q"]) == 0
     text = capsys.readouterr().out
