@@ -2,7 +2,10 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_spz.py [--data ../shared/data] [--repeat 5]
+    .venv/bin/python benchmarks/bench_spz.py --data DIR [--repeat 5]
+
+``DIR`` holds RcppML's pbmc3k export (``pbmc3k/pbmc3k_data_rda.spz`` and
+``pbmc3k/matrix.mtx.gz``; not shipped with the package).
 
 Decodes ``pbmc3k/pbmc3k_data_rda.spz`` (13714 x 2638, 2.24 M entries, uint16, with transpose
 and a var table) and compares with ``scipy.io.mmread`` of the same matrix as
@@ -37,9 +40,8 @@ def best(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    repo = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(repo / ".." / "shared" / "data"))
+    ap.add_argument("--data", required=True, help="directory with pbmc3k/pbmc3k_data_rda.spz")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     pbmc = Path(args.data).resolve() / "pbmc3k"

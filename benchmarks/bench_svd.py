@@ -18,7 +18,7 @@ Competitors, on the same data:
   clock.
 
 RcppML 1.0's ``svd(pbmc3k, k = 10)`` took 87 ms at 2 threads on this kind of machine
-(``shared/data/README.md``); R is not run here, its figure is quoted.
+(measured when the bundled data were exported); R is not run here, its figure is quoted.
 """
 
 from __future__ import annotations

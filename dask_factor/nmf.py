@@ -1,11 +1,11 @@
 """``nmf()``: non-negative matrix factorization ``A ≈ W diag(d) H`` of a chunked matrix on Dask.
 
-The algorithm is RcppML's (SPEC-nmf.md §1): alternating updates, H first then W, each an NNLS
+The algorithm is RcppML's (docs/concepts.md): alternating updates, H first then W, each an NNLS
 solve on the normal equations; L1 subtracted from the right-hand side, L2 added to the Gram
 diagonal; the scale of each factor is pulled into ``d`` (L1 norms by default) and factors are sorted
 by decreasing ``d``; ``tol`` is the relative change of the loss, which must hold for 5 consecutive
 iterations. Every iteration is one pass of Dask tasks over the column blocks of A
-(DESIGN.md), so A may live on disk or on a cluster.
+(docs/design.md), so A may live on disk or on a cluster.
 
 ``nmf()`` checks its arguments and dispatches once: an integer ``k`` is one fit
 (:func:`dask_factor.nmf_fit.fit_nmf`), a list of ranks or ``"auto"`` the rank search

@@ -3,12 +3,12 @@
 :func:`fit_nmf` is what ``nmf(A, k)`` runs for an integer ``k``, and what the rank search
 (:mod:`dask_factor.rank`) runs for every rank; :func:`dask_factor.nmf.nmf` dispatches between them.
 
-The algorithm is RcppML's (SPEC-nmf.md §1): alternating updates, H first then W, each an NNLS
+The algorithm is RcppML's (docs/concepts.md): alternating updates, H first then W, each an NNLS
 solve on the normal equations; L1 subtracted from the right-hand side, L2 added to the Gram
 diagonal; the scale of each factor is pulled into ``d`` (L1 norms by default) and factors are sorted
 by decreasing ``d``; ``tol`` is the relative change of the loss, which must hold for 5 consecutive
 iterations. Every iteration is one pass of Dask tasks over the column blocks of A
-(DESIGN.md), so A may live on disk or on a cluster. Masked fits (``test_fraction``, ``mask``)
+(docs/design.md), so A may live on disk or on a cluster. Masked fits (``test_fraction``, ``mask``)
 run the masked engine and return the same :class:`NMFResult`.
 """
 

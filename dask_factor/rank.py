@@ -1,9 +1,9 @@
 """Rank search: cross-validated NMF over a list of ranks or ``k="auto"``, on the single fit.
 
 ``nmf(A, [k1, k2, …])`` fits every rank (and every ``cv_seed`` repetition) concurrently, each a
-speckled hold-out fit (SPEC-nmf.md §5.1, with the Decisions' threshold ``⌊f·2⁶⁴⌋``), and returns a
-:class:`RankSearchResult`; ``nmf(A, "auto")`` searches the rank (SPEC-nmf.md §1.13). Every fit is
-the public single fit :func:`dask_factor.nmf_fit.fit_nmf`; this module does not import
+speckled hold-out fit (docs/cross_validation.md, threshold ``⌊f·2⁶⁴⌋``), and returns a
+:class:`RankSearchResult`; ``nmf(A, "auto")`` searches the rank (docs/cross_validation.md). Every
+fit is the public single fit :func:`dask_factor.nmf_fit.fit_nmf`; this module does not import
 :mod:`dask_factor.nmf` (which dispatches to it).
 """
 

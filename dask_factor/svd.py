@@ -1,6 +1,6 @@
 """``svd()`` and ``pca()``: truncated SVD ``Ã ≈ U diag(d) Vᵀ`` of a chunked matrix on Dask.
 
-The semantics are RcppML's ``svd()``/``pca()`` (SPEC-nmf.md §4): A is features × samples, the
+The semantics are RcppML's ``svd()``/``pca()`` (docs/decisions.md): A is features × samples, the
 optional centring subtracts the row (feature) means and the optional scaling divides by the row
 population standard deviations — both implicitly, as rank-one corrections inside the products, so a
 sparse A is never densified. Every product is one pass of Dask tasks over the column blocks of A

@@ -1,6 +1,7 @@
-"""Build the bundled example datasets from RcppML's exported data (../shared/data).
+"""Build the bundled example datasets from RcppML's exported data (a directory of
+its datasets as Matrix Market and CSV files).
 
-Run once by maintainers: ``python scripts/build_datasets.py [SHARED_DATA_DIR]``. Writes
+Run once by maintainers: ``python scripts/build_datasets.py DATA_DIR``. Writes
 ``dask_factor/datasets/data/<name>.npz.xz`` (an lzma-compressed ``.npz``: CSC with per-column
 row gaps, or a dense array) and ``<name>.rows.csv.gz`` / ``<name>.cols.csv.gz`` (metadata of
 the features and of the samples).
@@ -83,7 +84,8 @@ def build(src: Path) -> None:
 
 
 if __name__ == "__main__":
-    build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2]
-          / "shared" / "data")
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python scripts/build_datasets.py DATA_DIR")
+    build(Path(sys.argv[1]))
     for p in sorted(OUT.iterdir()):
         print(f"{p.name:32s} {p.stat().st_size:>10,d} bytes")

@@ -1,7 +1,7 @@
 """Shared test helpers: factor comparison and independent NumPy/SciPy references.
 
 The references here never call dask_factor's kernels: they are plain NumPy/SciPy replicas of the
-algorithm in SPEC-nmf.md §1.4–1.7 (H update first, then W, scale pulled into ``d``), so a test can
+algorithm in docs/concepts.md (H update first, then W, scale pulled into ``d``), so a test can
 compare the engine against them.
 """
 
@@ -155,7 +155,7 @@ def _solve_side(G, B, solver, nonneg, ub):
 
 
 def _scale(F, norm):
-    """Row scale of F (k × c) and F with its rows normalised (SPEC-nmf.md §1.7)."""
+    """Row scale of F (k × c) and F with its rows normalised (docs/concepts.md)."""
     if norm == "L1":
         s = np.abs(F).sum(axis=1) + EPS
     elif norm == "L2":
@@ -179,7 +179,7 @@ def reference_nmf(
     target_H=None,
     target_lambda: float = 0.0,
 ):
-    """Dense NumPy replica of RcppML's ALS (SPEC-nmf.md §1.4–1.7), unsorted, float64.
+    """Dense NumPy replica of RcppML's ALS (docs/concepts.md), unsorted, float64.
 
     ``solver="cholesky"`` is solve-then-clip; ``solver="nnls"`` solves each column exactly with
     SciPy. Returns ``(W, d, H, sse_history)`` with W columns and H rows normalised.

@@ -1,6 +1,6 @@
 """The joint schedule of a factorization graph: warm-up fits, then one iteration per layer a sweep.
 
-RcppML's ``fit()`` of a multi-layer graph (SPEC-nmf.md §3.2.5) optimises all layers jointly by an
+RcppML's ``fit()`` of a multi-layer graph (docs/graphs.md) optimises all layers jointly by an
 outer block-coordinate loop:
 
 1. warm-up: every layer, upstream first, runs ``min(10, maxit)`` iterations on its input;

@@ -6,7 +6,7 @@ samples, ``M ≈ U diag(d) Vᵀ``:
 * ``U`` (R × k) is *global*: small, solved by row ranges from reduced partials, broadcast;
 * ``V`` (n × k) is *distributed*: its row block ``V_p`` (n_p × k) lives with sample block p.
 
-Two kinds of layer share this machinery (SPEC-nmf.md §3.2.5):
+Two kinds of layer share this machinery (docs/graphs.md):
 
 * a **data layer** reads inputs: ``M = [A_1; …; A_q; Z]`` (``factor_shared`` row-binds inputs
   with the same samples, ``factor_condition`` appends Z's rows). ``U = W`` (one row part per
@@ -23,10 +23,10 @@ Scale follows RcppML: the factor solved first is normalised (its scale carried l
 distributed factor), the second one is normalised and gives ``d``. Distributed blocks are kept
 as their raw solve; the scale ``dV`` travels in the small :class:`LayerPack`.
 
-Per-factor options (:class:`SideSpec`) act on the normal equations in RcppML's order (§1.5):
-``G += L2``, ``B −= L1``, ``G += λ_g F Lg Fᵀ`` (graph, from the current factor), ``G_ii +=
-L21/‖F_i‖``, target (``G += λI, B += λT`` for λ > 0, the PROJ_ADV Gram edit for λ < 0); after the
-solve the upper bound (inside the solvers) and the angular decorrelation ``F ← F (I − λ
+Per-factor options (:class:`SideSpec`) act on the normal equations in RcppML's order
+(docs/concepts.md): ``G += L2``, ``B −= L1``, ``G += λ_g F Lg Fᵀ`` (graph, from the current factor),
+``G_ii += L21/‖F_i‖``, target (``G += λI, B += λT`` for λ > 0, the PROJ_ADV Gram edit for λ < 0);
+after the solve the upper bound (inside the solvers) and the angular decorrelation ``F ← F (I − λ
 diag(1/‖F‖) C diag(‖F‖))`` (clipped at 0 when non-negative). The angular step of the distributed
 factor needs its Gram first, so it adds one pass of block tasks.
 
@@ -125,7 +125,7 @@ def column_scale(F: np.ndarray, norm: str) -> np.ndarray:
 
 def side_gram(G0: np.ndarray, side: SideSpec, *, graph_term=None, norms=None,
               gram_target=None, has_target: bool = False) -> np.ndarray:
-    """Fold one side's options into the Gram ``G0`` (k × k), RcppML's order (§1.5)."""
+    """Fold one side's options into the Gram ``G0`` (k × k), RcppML's order (docs/concepts.md)."""
     k = G0.shape[0]
     G = G0 + (side.L2 + EPS_GRAM) * np.eye(k)
     if graph_term is not None:

@@ -77,7 +77,7 @@ class SVDConfig:
 
 
 def resolve_method(method: str, k: int, m: int, n: int) -> str:
-    """``method="auto"`` → a concrete method, by RcppML's CPU rule (SPEC-nmf.md §4).
+    """``method="auto"`` → a concrete method, by RcppML's CPU rule (docs/decisions.md).
 
     ``"irlba"`` when ``k >= 64`` or ``min(m, n) < 4k``, else ``"lanczos"``. (RcppML never picks
     ``"randomized"`` on the CPU and neither do we: it is the fast, approximate option on request.)

@@ -1,10 +1,10 @@
 """The SVD layer of a graph: a real truncated SVD of the layer's matrix, inside the sweeps.
 
-RcppML's graph runs an ``svd_layer`` as unconstrained ALS (SPEC-nmf.md §3.2.3); the SPEC's
-decision 3 makes it a real truncated SVD. In the joint block-coordinate schedule each layer's
-update minimises its own loss given its current input (RcppML: one ALS iteration towards that
-minimiser); for an SVD layer the minimiser is known exactly (Eckart–Young), so every update of an
-SVD layer *is* the rank-k truncated SVD of its current matrix.
+RcppML's graph runs an ``svd_layer`` as unconstrained ALS (docs/graphs.md); we make it a real
+truncated SVD (docs/decisions.md). In the joint block-coordinate schedule each layer's update
+minimises its own loss given its current input (RcppML: one ALS iteration towards that minimiser);
+for an SVD layer the minimiser is known exactly (Eckart–Young), so every update of an SVD layer *is*
+the rank-k truncated SVD of its current matrix.
 
 The matrix is the one an NMF layer in its place factorises, in the engine's orientation: ``M``
 (R × n), features × samples — an input (or ``factor_shared``/``factor_condition`` rows), or,
@@ -13,7 +13,7 @@ for a layer fed by layers, the upstream H (k_up × n, stacked by ``factor_concat
 the row means and population SDs over the samples (``center``/``scale``), ``U`` and ``V``
 orthonormal, σ decreasing, the largest-magnitude entry of every column of U positive. So the
 samples are the observations in every layer, and for a layer fed by layers ``svd_layer(fine)`` is
-the PCA of ``fine``'s H. In the user's orientation (SPEC §3.2.5, input ``t(H_up)``) U is W on
+the PCA of ``fine``'s H. In the user's orientation (docs/graphs.md, input ``t(H_up)``) U is W on
 inputs and Hᵀ when fed by layers, V the other one.
 
 * A layer that reads inputs has a fixed matrix: its SVD is computed once, before the sweeps, by

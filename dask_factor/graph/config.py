@@ -1,7 +1,7 @@
 """Per-factor options (``W()``, ``H()``) and the graph-wide settings (``factor_config()``).
 
 A field left at ``None`` in ``W()``/``H()`` inherits the layer's value, then the default
-(SPEC-nmf.md §3.1): the explicit per-factor field wins.
+(docs/graphs.md): the explicit per-factor field wins.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def W(L1=None, L2=None, L21=None, angular=None, upper_bound=None, nonneg=None, g
     target : (rows, k) ndarray, optional
         Target of W in the solver's scale; with ``target_lambda > 0`` each row solves
         ``(G + λI) w = b + λ t``; ``target_lambda < 0`` removes the target's subspace from the
-        Gram (SPEC-nmf.md §2).
+        Gram (docs/graphs.md).
     target_lambda : float, optional
 
     Returns

@@ -1,9 +1,10 @@
 """``cross_validate_graph()``: hyper-parameter search over a graph by held-out reconstruction.
 
-SPEC-nmf.md §5.3 with decision 3: the same masks for every parameter combination within a
-repetition (``cv_seed = seed + rep``: paired comparisons), every graph scored by the held-out MSE
-of its input's reconstruction (deep graphs included), one loss unit (MSE). Arguments are checked
-and every combination's graph is built before any fit starts; the fits then run concurrently.
+RcppML's graph cross-validation with our changes (docs/cross_validation.md): the same masks for
+every parameter combination within a repetition (``cv_seed = seed + rep``: paired comparisons),
+every graph scored by the held-out MSE of its input's reconstruction (deep graphs included), one
+loss unit (MSE). Arguments are checked and every combination's graph is built before any fit starts;
+the fits then run concurrently.
 """
 
 from __future__ import annotations

@@ -339,8 +339,8 @@ def nmf_layer(
     for flag, val in (("robust", robust), ("projective", projective),
                       ("symmetric", symmetric)):
         if val:
-            raise NotImplementedError(f"{where}: {flag}=True is not implemented (later work, "
-                                      f"SPEC-nmf.md decision 6)")
+            raise NotImplementedError(f"{where}: {flag}=True is not implemented "
+                                      f"(later work)")
     if zi != "none":
         raise NotImplementedError(f"{where}: zi={zi!r} is not implemented (later work)")
     return NMFLayer(
@@ -403,7 +403,7 @@ def svd_layer(
 ) -> SVDLayer:
     """A truncated SVD (PCA with ``center=True``) layer: ``input ≈ W diag(d) H``, W = U, H = Vᵀ.
 
-    A real truncated SVD with implicit centring/scaling (SPEC-nmf.md §4), not RcppML's
+    A real truncated SVD with implicit centring/scaling (docs/decisions.md), not RcppML's
     unconstrained ALS, anywhere in a graph: ``svd()`` of the matrix an ``nmf_layer`` in its place
     would factorise, with the samples as the observations. On an input (or ``factor_shared``/
     ``factor_condition`` rows) that is A itself (features × samples); fed by layers it is the

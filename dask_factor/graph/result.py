@@ -1,6 +1,6 @@
 """What ``fit()`` returns: per-layer factors by name, the whole-graph history, and ``predict``.
 
-Loss units are the same everywhere (SPEC-nmf.md decision 4): every layer reports ``sse`` and
+Loss units are the same everywhere (docs/decisions.md): every layer reports ``sse`` and
 ``mse`` of its own input (``‖input − W diag(d) H‖²`` and that over the input's entries), histories
 are MSE, and the graph's history is the sum of the layers' MSE after every sweep (for a one-layer
 graph, that layer's history).

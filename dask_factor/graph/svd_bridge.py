@@ -1,7 +1,7 @@
 """A graph of one ``svd_layer`` on one input: ``svd()`` itself (``dask_factor.svd``).
 
-An svd_layer is a real truncated SVD with implicit centring/scaling (SPEC-nmf.md §4, decision 3),
-not RcppML's unconstrained ALS. Alone on one input it is exactly ``svd()`` of that input; anywhere
+An svd_layer is a real truncated SVD with implicit centring/scaling (docs/decisions.md), not
+RcppML's unconstrained ALS. Alone on one input it is exactly ``svd()`` of that input; anywhere
 else in a graph it runs on the graph engine (:mod:`dask_factor.engine.svd_layer`). Constrained
 methods and penalties raise ``NotImplementedError`` naming what is missing, before any work.
 """

@@ -1,6 +1,6 @@
 """Targets from labels (``compute_target``), label refinement (``refine``), a separability score.
 
-A target steers a factor during the fit (``H(target=T, target_lambda=λ)``, SPEC-nmf.md §2): λ > 0
+A target steers a factor during the fit (``H(target=T, target_lambda=λ)``, docs/graphs.md): λ > 0
 solves ``(G + λI) h = b + λt`` (pull towards T), λ < 0 removes T's subspace from the Gram (push
 away; B unchanged). ``compute_target`` makes T from class labels: centred, optionally whitened,
 class centroids.

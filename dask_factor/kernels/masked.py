@@ -1,6 +1,6 @@
 """Masked (missing values, cross-validation) ALS kernels: the speckled hold-out, per-entry Grams.
 
-The hold-out is a pure function of ``(seed, i, j)`` (SPEC-nmf.md §5.1, with the Decisions'
+The hold-out is a pure function of ``(seed, i, j)`` (docs/cross_validation.md, with our
 threshold): entry (i, j), 0-based, is a **test** entry iff
 
     mix(seed + i·0x9e3779b97f4a7c15 + j·0x6c62272e07bb0142) < ⌊f·2⁶⁴⌋        (uint64, wrapping)
@@ -46,7 +46,7 @@ def holdout_threshold(test_fraction: float) -> int:
 
 
 def cv_hash_seed(cv_seed: int) -> int:
-    """The hash seed of a CV seed: ``uint32(cv_seed)``, 0 → 12345 (SPEC-nmf.md §5.1)."""
+    """The hash seed of a CV seed: ``uint32(cv_seed)``, 0 → 12345 (docs/cross_validation.md)."""
     s = int(cv_seed) & 0xFFFFFFFF
     return s if s else 12345
 

@@ -6,11 +6,11 @@ row ``j`` of ``Bt`` (shape ``n × k``) holds ``b_j`` and row ``j`` of ``Xt`` the
     minimise  ½ xᵀ G x − bᵀ x   subject to  0 ≤ x ≤ ub   (bounds optional)
 
 L1 and L2 are folded into ``B`` and ``G`` by the caller (``B −= L1``, ``G_ii += L2``), exactly as
-RcppML does on its main path (SPEC-nmf.md §1.5), so the solvers here only see bounds.
+RcppML does on its main path (docs/concepts.md), so the solvers here only see bounds.
 
 Two solvers:
 
-* :func:`nnls_cd_batch` — coordinate descent (SPEC-nmf.md §1.6) with a *true residual* warm start
+* :func:`nnls_cd_batch` — coordinate descent (docs/concepts.md) with a *true residual* warm start
   ``r = b − G x₀`` (RcppML's sparse path forgets the ``G x₀`` term, ⚠ G3; we do not).
 * :func:`cholesky_clip_batch` — RcppML's "cholesky": ``x = G⁻¹ b`` then clip into the bounds.
   Not an NNLS solution, but what RcppML computes, so it reproduces RcppML runs.

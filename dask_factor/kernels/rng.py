@@ -1,4 +1,4 @@
-"""Random streams that must match RcppML bit for bit (SPEC-nmf.md §1.3, §5.1).
+"""Random streams that must match RcppML bit for bit (docs/concepts.md).
 
 * :func:`r_runif` — R's ``set.seed(s); runif(n)`` (Mersenne-Twister, R's seed scrambling).
 * :func:`splitmix64_uniform` — RcppML's SplitMix64 uniform fill.

@@ -1,4 +1,4 @@
-"""Same data, seed and chunking ⇒ the same factors on every scheduler (DESIGN.md invariant).
+"""Same data, seed and chunking ⇒ the same factors on every scheduler (docs/design.md invariant).
 
 Threads (dask's default), the synchronous scheduler, a ``distributed.LocalCluster`` of worker
 processes reached by ``client=`` or as the active client, and 1 vs 2 workers. Clusters run on

@@ -1,7 +1,7 @@
 """The ALS engine (dask_factor.engine) against a dense NumPy replica of RcppML's algorithm.
 
 ``fit_als`` runs real Dask graphs over column blocks; ``helpers.reference_nmf`` is a plain NumPy
-implementation of SPEC-nmf.md §1.4–1.7 (H first, then W, scale pulled into d). With the Cholesky
+implementation of docs/concepts.md (H first, then W, scale pulled into d). With the Cholesky
 solver both are closed-form per iteration and must agree to float64 rounding; with coordinate
 descent run to convergence the engine must agree with SciPy's exact NNLS.
 """

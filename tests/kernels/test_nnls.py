@@ -190,7 +190,7 @@ def test_k1_is_the_clipped_ratio(g, b, nonneg, ub):
 
 
 def _one_sweep_reference(G, b, x, nonneg, ub):
-    """One coordinate-descent sweep exactly as SPEC-nmf.md §1.6 states it (pure Python)."""
+    """One coordinate-descent sweep exactly as docs/concepts.md states it (pure Python)."""
     x = x.astype(np.float64).copy()
     r = b - G @ x
     for i in range(len(x)):

@@ -1,4 +1,4 @@
-"""Random streams that must match RcppML bit for bit (SPEC-nmf.md §1.3).
+"""Random streams that must match RcppML bit for bit (docs/concepts.md).
 
 ``r_runif`` is checked against values printed by R itself, and for arbitrary seeds against an
 independent implementation: R's seed scrambling written out from the spec, drawn with CPython's own
@@ -42,7 +42,7 @@ def test_r_runif_matches_r(seed):
 
 
 def _r_runif_reference(seed: int, n: int) -> list[float]:
-    """R's ``set.seed(seed); runif(n)`` from the recipe in SPEC-nmf.md §1.3."""
+    """R's ``set.seed(seed); runif(n)`` (R's Mersenne-Twister seeding recipe)."""
     x = seed & 0xFFFFFFFF
     for _ in range(50):
         x = (69069 * x + 1) & 0xFFFFFFFF

@@ -7,7 +7,7 @@
   stream of column blocks, atomically.
 * :class:`SpzFormatError` - raised for every malformed file.
 
-The byte layout follows ``SPEC-spz.md`` (RcppML 1.0.0); files written here are read by
+The byte layout follows ``docs/formats.md`` (RcppML 1.0.0); files written here are read by
 RcppML's ``st_read`` / ``st_read_dense`` and, where RcppML's encoder is deterministic, are
 byte-identical to what RcppML writes.
 """

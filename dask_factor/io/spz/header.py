@@ -1,8 +1,8 @@
 """Fixed-size structures of the StreamPress format: headers, chunk descriptors, footer, metadata.
 
 Everything here is plain ``struct`` / numpy packing and unpacking with no decoding of data
-streams.  Layouts follow ``SPEC-spz.md`` sections 3.2, 3.3, 3.8, 3.9 and 5 (all little-endian,
-no padding, no alignment).
+streams.  Layouts are described in ``docs/formats.md`` (header, chunk descriptors, footer, metadata;
+all little-endian, no padding, no alignment).
 """
 
 from __future__ import annotations
