@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""One entry point that sets itself up: ``python3 run.py demo`` or ``python3 run.py test``.
+"""One entry point that sets itself up: ``python3 run.py demo``, ``test`` or ``docs``.
 
 Creates ``.venv`` next to this file on first use, installs the package with its test extras
 (again whenever ``pyproject.toml`` changes), then runs the demo fit, or ``ruff check`` and then the
-test suite (docstring examples included) in it.
+test suite (docstring examples included) in it. ``docs`` also installs the ``docs`` extra and
+builds the documentation site with warnings as errors into ``docs/_build/html`` (no notebook is
+executed, nothing is fetched but the packages).
 Extra arguments are passed on (``python3 run.py test -k spz``, ``python3 run.py demo --k 20``).
 """
 
@@ -21,27 +23,37 @@ VENV = Path(os.environ.get("DASK_FACTOR_VENV", ROOT / ".venv"))
 PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def ensure_env() -> None:
-    stamp = VENV / ".dask_factor-installed"
+EXTRAS = "test,anndata,plot"
+
+
+def ensure_env(extras: str = EXTRAS) -> None:
+    """``.venv`` with the package installed (editable) with ``extras``, once per pyproject."""
+    suffix = "" if extras == EXTRAS else "-" + extras.replace(",", "-")
+    stamp = VENV / f".dask_factor-installed{suffix}"
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if PY.exists() and stamp.exists() and stamp.read_text() == want:
         return
     if not PY.exists():
         print(f"[run.py] creating a virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("[run.py] installing dask_factor and its test dependencies (first run only)", flush=True)
+    print(f"[run.py] installing dask_factor[{extras}] (first run only)", flush=True)
     pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.check_call(pip + ["--upgrade", "pip"])
-    subprocess.check_call(pip + ["-e", f"{ROOT}[test,anndata,plot]"])
+    subprocess.check_call(pip + ["-e", f"{ROOT}[{extras}]"])
     stamp.write_text(want)
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test"):
+    if not argv or argv[0] not in ("demo", "test", "docs"):
         print(__doc__)
         return 2
-    ensure_env()
     cmd, rest = argv[0], argv[1:]
+    ensure_env(EXTRAS + ",docs" if cmd == "docs" else EXTRAS)
+    if cmd == "docs":  # -q: sphinx prints only warnings (which fail the build) and errors
+        out = ROOT / "docs" / "_build" / "html"
+        args = [str(PY), "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", *rest,
+                str(ROOT / "docs"), str(out)]
+        return subprocess.call(args, cwd=ROOT)  # silent on success: docs/_build/html/index.html
     if cmd == "demo":
         args = [str(PY), "-m", "dask_factor.demo", *rest]
     else:

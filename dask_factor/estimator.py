@@ -195,7 +195,7 @@ class NMF(_Base):
     reconstruction_err_ : float
         Frobenius norm ‖X − X̂‖ (scikit-learn's definition).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Defined when ``X`` has string column names.
 
     Examples
@@ -465,7 +465,7 @@ class TruncatedSVD(_SVDBase):
     n_components_, n_iter_ : int
     reconstruction_err_ : float
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
 
     Examples
     --------
@@ -503,7 +503,7 @@ class PCA(_SVDBase):
     n_components_, n_iter_ : int
     reconstruction_err_ : float
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
 
     Examples
     --------

@@ -1,6 +1,6 @@
 """Alternating least squares NMF as one Dask pass over the column blocks per iteration.
 
-Per iteration t (docs/design.md):
+Per iteration t (docs/concepts.md):
 
     per block p, one task   H_p, P_p = A_p H_pᵀ, Q_p = H_p H_pᵀ, s_p, s2_p    (kernels.als)
     fixed-order tree        P = Σ P_p, Q = Σ Q_p, s = Σ s_p, ...

@@ -1,7 +1,7 @@
 """The per-block work of one ALS iteration, fused into a single pass over a column block.
 
 For a block ``A_p`` (m × n_p, CSC) and the current normalised ``W`` (m × k) one call does
-(docs/design.md, "One ALS iteration is one pass over the data"):
+(docs/concepts.md, "One iteration, one pass over the data"):
 
     b_j   = Wᵀ a_j − L1 (+ λ t_j)          right-hand side
     h_j   = NNLS(G, b_j)                    warm-started from the previous iterate

@@ -372,8 +372,8 @@ def write_spz(
     transpose_memory : int
         Bytes of working memory for building the transpose (default 512 MiB).
     strict : bool, default True
-        Reject values that float16 / float32 would turn into Inf (NaN and |v| >= 65520 for
-        float16 and the fp16 codecs, finite |v| > 3.4e38 for float32).  ``strict=False``
+        Reject values that float16 / float32 would turn into Inf (NaN and ``|v|`` >= 65520 for
+        float16 and the fp16 codecs, finite ``|v|`` > 3.4e38 for float32).  ``strict=False``
         writes them as RcppML does (+-Inf), byte for byte.
     overwrite : bool, default False
         Replace an existing ``path``; only a ``.spz`` file (one starting with the ``SPRZ``
@@ -401,8 +401,8 @@ def write_spz(
     error <= 2**-24):
 
     * ``float16`` (and the fp16 codecs): RcppML's converter, round-to-nearest-even to 11
-      significant bits: relative error <= 2**-11 (~4.9e-4) for 2**-14 <= |v| < 65520;
-      |v| < 2**-14 is flushed to +-0 (absolute error < 6.1e-5).  NaN and |v| >= 65520 are
+      significant bits: relative error <= 2**-11 (~4.9e-4) for 2**-14 <= ``|v|`` < 65520;
+      ``|v|`` < 2**-14 is flushed to +-0 (absolute error < 6.1e-5).  NaN and ``|v|`` >= 65520 are
       rejected unless ``strict=False`` (then they become +-Inf, as in RcppML).
     * ``quant8`` (sparse): per chunk (and separately per transpose chunk), 256 levels
       between the chunk's min and max: absolute error <= (max - min) / 510, plus float32
