@@ -5,7 +5,8 @@ Kept out of ``nmf_fit`` (the fit) so the result's methods stay thin. The zarr la
     /            attrs: format "dask_factor.nmf_result", version, settings, iterations,
                         converged, sse, mse, loss_history, tol_history, runtime, test_loss,
                         train_loss, best_iter, test_loss_history, train_loss_history,
-                        loss, objective, objective_history
+                        loss, objective, objective_history, test_objective,
+                        train_objective, test_objective_history (masked count-data fits)
     /W (m, k)  /d (k,)  /H (k, n)  /dispersion (m,) — NB/GP fits
     /names/features (m,) strings, /names/samples (n,) strings — when the result has them
 
@@ -79,7 +80,10 @@ def save(result, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
             "test_loss_history": [float(v) for v in result.test_loss_history],
             "train_loss_history": [float(v) for v in result.train_loss_history],
             "loss": result.loss, "objective": float(result.objective),
-            "objective_history": [float(v) for v in result.objective_history]}))
+            "objective_history": [float(v) for v in result.objective_history],
+            "test_objective": float(result.test_objective),
+            "train_objective": float(result.train_objective),
+            "test_objective_history": [float(v) for v in result.test_objective_history]}))
         if result.dispersion is not None:
             root.create_array("dispersion", data=np.asarray(result.dispersion, np.float64))
         root.create_array("W", data=np.ascontiguousarray(result.W))
@@ -138,6 +142,9 @@ def load(cls, path: str | os.PathLike):
                feature_names=strings("features"), sample_names=strings("samples"),
                loss=a.get("loss", "mse"), objective=float(a.get("objective", math.nan)),
                objective_history=list(a.get("objective_history", [])),
+               test_objective=float(a.get("test_objective", math.nan)),
+               train_objective=float(a.get("train_objective", math.nan)),
+               test_objective_history=list(a.get("test_objective_history", [])),
                dispersion=(np.asarray(root["dispersion"][...]) if "dispersion" in root
                            else None))
 

@@ -622,15 +622,6 @@ def _irls_settings(v, name):
     if v["solver"] == "cholesky":
         raise ValueError(f"{name('solver')}: loss={loss!r} is fitted by IRLS around coordinate "
                          f"descent; expected 'auto' or 'cd', got 'cholesky'")
-    if not _is_single(v):
-        raise NotImplementedError(
-            f"{name('loss')}={loss!r}: a rank search cross-validates, and held-out fits under "
-            f"count-data losses are not implemented yet; fit one rank (an integer "
-            f"{name('k')}), or use loss='mse'")
-    if v["test_fraction"] > 0 or v["mask"] is not None:
-        raise NotImplementedError(
-            f"{name('loss')}={loss!r}: masked and cross-validated fits (test_fraction, mask) "
-            f"under count-data losses are not implemented yet; use loss='mse' for them")
     if v["target_H"] is not None:
         raise ValueError(f"{name('target_H')}: not supported with loss={loss!r} (RcppML drops "
                          f"it silently under IRLS; we refuse it)")
@@ -677,7 +668,7 @@ RULES: list[Rule] = [
     Rule(("method", "maxit"), _power_iterations),
     Rule(("method", "block_size"), _block_size_krylov_only),
     Rule(("loss",), _graph_loss_is_mse, entries=("factor_config",)),
-    Rule(("loss", "solver", "k", "test_fraction", "mask", "target_H", "nb_size_init",
+    Rule(("loss", "solver", "target_H", "nb_size_init",
           "nb_size_min", "nb_size_max", "theta_init", "theta_min", "theta_max"), _irls_settings),
     Rule(("updates_per_pass",), _updates_per_pass_plain_fit),
 ]

@@ -139,6 +139,12 @@ class NMFResult:
         1-based iteration of the returned model (masked fits).
     test_loss_history, train_loss_history : list of float
         Per-iteration MSE of masked fits (docs/cross_validation.md).
+    test_objective, train_objective : float
+        Masked fits under a count-data loss: the mean per-entry loss (the fit's own ℓ) over
+        the held-out and the training entries the loss covers, of the returned model; the
+        score a cross-validated fit selects by. NaN otherwise.
+    test_objective_history : list of float
+        ``test_objective`` after every iteration.
     """
 
     W: np.ndarray
@@ -173,6 +179,10 @@ class NMFResult:
     objective: float = float("nan")
     objective_history: list[float] = field(default_factory=list, repr=False)
     dispersion: np.ndarray | None = field(default=None, repr=False)
+    #: masked fits under a count-data loss: mean held-out / training loss (own ℓ) per entry
+    test_objective: float = float("nan")
+    train_objective: float = float("nan")
+    test_objective_history: list[float] = field(default_factory=list, repr=False)
 
     @property
     def k(self) -> int:
@@ -511,12 +521,22 @@ def loss_spec(p: dict) -> LossSpec:
 
 
 def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_iteration,
-                   ckpt, settings_extra) -> NMFResult:
-    """Run the IRLS fit kind (a count-data loss) and wrap its state as an NMFResult."""
+                   ckpt, settings_extra, mask=None, mask_blocks=None) -> NMFResult:
+    """Run the IRLS fit kind (a count-data loss) and wrap its state as an NMFResult.
+
+    ``mask`` (``"NA"``, ``"zeros"``, ``"matrix"`` with ``mask_blocks``) or ``test_fraction`` in
+    ``p``: a masked fit (held-out and missing entries get zero weight)."""
     spec = loss_spec(p)
     cfg = replace(cfg, solver="cd")
+    tf = float(p["test_fraction"])
+    masked = tf > 0 or mask is not None
+    ms = None
+    if masked:
+        ms = MaskSpec(test_fraction=tf,
+                      cv_seed=int(p["cv_seed"] if p["cv_seed"] is not None else seed),
+                      mask_zeros=bool(p["mask_zeros"]), observed_only=(mask == "zeros"))
     st = fit_irls(prep.bm, W0, cfg, spec, client=client, on_iteration=on_iteration,
-                  **(ckpt or {}))
+                  ms=ms, mask=mask_blocks, patience=int(p["patience"]), **(ckpt or {}))
     k = cfg.k
     perm = np.argsort(-st.d, kind="stable") if p["sort_model"] else np.arange(k)
     mn = float(m) * float(n)
@@ -531,6 +551,30 @@ def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_
                     dispersion_init=spec.disp_init, dispersion_bounds=(spec.disp_min,
                                                                        spec.disp_max),
                     **settings_extra)
+    if masked:
+        sc = st.scores
+        settings.update(test_fraction=tf, cv_seed=ms.cv_seed, patience=int(p["patience"]),
+                        mask=mask, mask_zeros=bool(p["mask_zeros"]), n_test=sc["n_test"],
+                        n_train=sc["n_train"])
+        train = sc["sse"] / max(sc["n_train"], 1.0)
+        test = sc["test_sse"] / sc["n_test"] if sc["n_test"] > 0 else math.nan
+        score = st.test_history if tf > 0 else st.objective_history
+        return NMFResult(
+            W=np.ascontiguousarray(st.W[:, perm]), d=np.asarray(st.d)[perm].copy(),
+            H_dask=_h_dask(st, prep.bm.bounds, perm, cfg.dtype), iterations=st.iterations,
+            converged=st.converged, sse=st.sse, mse=train,
+            loss_history=list(st.train_mse_history),
+            tol_history=[relative_change(a, b) for a, b in zip(score[:-1], score[1:])],
+            settings=settings, runtime=st.seconds, graph_sizes=st.graph_sizes,
+            test_loss=test, train_loss=train, best_iter=st.best_iter,
+            test_loss_history=list(st.test_mse_history) if tf > 0 else [],
+            train_loss_history=list(st.train_mse_history), _client=client,
+            loss=spec.loss, objective=st.objective,
+            objective_history=list(st.objective_history), dispersion=st.dispersion,
+            test_objective=(sc["test_objective"] / sc["n_test_loss"]
+                            if sc["n_test_loss"] > 0 else math.nan),
+            train_objective=sc["objective"] / max(sc["n_train_loss"], 1.0),
+            test_objective_history=list(st.test_history) if tf > 0 else [])
     return NMFResult(
         W=np.ascontiguousarray(st.W[:, perm]), d=np.asarray(st.d)[perm].copy(),
         H_dask=_h_dask(st, prep.bm.bounds, perm, cfg.dtype), iterations=st.iterations,
@@ -660,6 +704,9 @@ def fit_nmf(
     if penalties is not None and not (p["test_fraction"] > 0 or mask is not None):
         raise ValueError("penalties: only for masked or cross-validated fits (set test_fraction "
                          "or mask)")
+    if penalties is not None and p["loss"] != "mse":
+        raise ValueError(f"penalties: per-factor penalties are fitted under loss='mse' only; "
+                         f"got loss={p['loss']!r}")
     user_mask = None if mask is None or isinstance(mask, str) else mask
     if user_mask is not None:
         if tuple(user_mask.shape) != (m, n):
@@ -690,14 +737,20 @@ def fit_nmf(
     if p["loss"] != "mse" and prep.n_negative:
         raise ValueError(f"A: loss={p['loss']!r} needs non-negative data; found "
                          f"{prep.n_negative} negative entries")
-    # the score of a cross-validated fit is the held-out MSE
-    loss_name = "test_loss" if p["test_fraction"] > 0 else (
-        "loss" if p["loss"] == "mse" else p["loss"])
+    # the score of a cross-validated fit is the held-out MSE (the held-out loss under IRLS)
+    loss_name = ("test_loss" if p["loss"] == "mse" else f"test_{p['loss']}") \
+        if p["test_fraction"] > 0 else ("loss" if p["loss"] == "mse" else p["loss"])
     with iteration_progress(progress, maxit, f"nmf k={k}", on_iteration,
                             loss_name=loss_name) as callback:
+        mask_blocks = None if user_mask is None else as_blocked(
+            user_mask, dtype=np.float32, bounds=prep.bm.bounds, name="mask")
+        if p["loss"] != "mse":  # count-data losses: the IRLS fit kind (masked or not)
+            return fit_irls_model(prep, W0, cfg, p, m=m, n=n, seed=int(seed), client=client,
+                                  on_iteration=callback, ckpt=ckpt, mask=mask,
+                                  mask_blocks=mask_blocks,
+                                  settings_extra=dict(rng=rng, solver=solver, cache=cache,
+                                                      w_init=w_init is not None))
         if masked:  # held-out / missing entries: the masked engine (on_iteration gets the score)
-            mask_blocks = None if user_mask is None else as_blocked(
-                user_mask, dtype=np.float32, bounds=prep.bm.bounds, name="mask")
             if T is not None:  # H's target acts on every column's own masked Gram
                 penalties = Penalties(H=SideSpec(target_lambda=float(target_lambda),
                                                  nonneg=p["nonneg"][1]),
@@ -710,11 +763,6 @@ def fit_nmf(
                 on_iteration=callback, ckpt=ckpt, mask_blocks=mask_blocks, penalties=penalties,
                 settings_extra=dict(rng=rng, solver=solver, w_init=w_init is not None,
                                     cache=cache, target_lambda=float(target_lambda)))
-        if p["loss"] != "mse":  # count-data losses: the IRLS fit kind
-            return fit_irls_model(prep, W0, cfg, p, m=m, n=n, seed=int(seed), client=client,
-                                  on_iteration=callback, ckpt=ckpt,
-                                  settings_extra=dict(rng=rng, solver=solver, cache=cache,
-                                                      w_init=w_init is not None))
         state = fit_als(prep.bm, W0, cfg, sq_norm=prep.sq_norm, client=client,
                         target_blocks=target_blocks, gram_target=gram_target,
                         on_iteration=callback, updates_per_pass=p["updates_per_pass"], **ckpt)

@@ -71,11 +71,14 @@ class RankSearchResult:
     ----------
     table : pandas.DataFrame
         One row per fit: ``k``, ``rep``, ``cv_seed``, ``train_mse``, ``test_mse`` (the best test
-        MSE of the fit), ``best_iter`` (1-based), ``total_iter``; sorted by k then rep.
+        MSE of the fit), ``best_iter`` (1-based), ``total_iter``; sorted by k then rep. Under
+        a count-data loss also ``train_objective``, ``test_objective`` (mean per-entry loss,
+        ``NMFResult.test_objective``).
     models : dict (k, rep) → NMFResult
         The fitted (best test iteration) models.
     best_k : int
-        The rank with the lowest mean test MSE.
+        The rank with the lowest mean test MSE (under a count-data loss: the lowest mean
+        held-out loss, ``test_objective``).
     """
 
     table: Any
@@ -169,19 +172,26 @@ def rank_search(A, k, *, test_fraction: float = 0.0, cv_seed=None,
         pairs = [p for p in pairs if p not in models]
         models.update(side_by_side(one, pairs, client))
 
+    # under a count-data loss the ranks are compared by the held-out loss itself
+    own = fit_kwargs.get("loss", "mse") != "mse"
+    crit = "test_objective" if own else "test_mse"
+
     def mean_test(kk):
         run([(kk, r) for r in range(len(seeds))])
-        return float(np.mean([models[(kk, r)].test_loss for r in range(len(seeds))]))
+        return float(np.mean([getattr(models[(kk, r)], "test_objective" if own else "test_loss")
+                              for r in range(len(seeds))]))
 
     if ks == "auto":
         _auto_search(mean_test, *p["cv_k_range"])
     else:
         run([(kk, r) for kk in ks for r in range(len(seeds))])
     rows = [dict(k=kk, rep=r, cv_seed=seeds[r], train_mse=mod.train_loss,
-                 test_mse=mod.test_loss, best_iter=mod.best_iter, total_iter=mod.iterations)
+                 test_mse=mod.test_loss, best_iter=mod.best_iter, total_iter=mod.iterations,
+                 **({"train_objective": mod.train_objective,
+                     "test_objective": mod.test_objective} if own else {}))
             for (kk, r), mod in models.items()]
     table = pd.DataFrame(rows).sort_values(["k", "rep"]).reset_index(drop=True)
-    means = table.groupby("k")["test_mse"].mean()
+    means = table.groupby("k")[crit].mean()
     return RankSearchResult(table=table, models=models, best_k=int(means.idxmin()))
 
 

@@ -12,6 +12,16 @@ One more fit kind of :mod:`.driver`. Per iteration t (docs/losses.md):
     fixed-order tree               Σ objective, Σ squared error
     one small task                 d = column scale of W, W ← W/d, the next package
 
+**Masked fits and cross-validation.** With a :class:`~.masked.MaskSpec` (and optionally the
+user's mask blocks) the held-out and missing entries get zero IRLS weight in both half-steps:
+each task regenerates them from the hash of (row, column) (kernels.masked), the H tasks from the
+block's column offset, the W tasks from the rows' offset on the transposed copy (the mask
+itself is transposed by the same shuffle). They leave the dispersion estimates and the training
+objective, and the W tasks score them: the held-out objective (the fit's own loss) and squared
+error of the model ``(W_t, H_t)``, the score of a cross-validated fit (the best iteration is
+returned, with early stopping after ``patience`` iterations without improvement, as for
+least squares).
+
 **Why a transposed copy for the W half-step.** Each row's IRLS needs that row's own weighted
 Gram ``Σⱼ wᵢⱼ hⱼhⱼᵀ``, and the weights change at every IRLS step. Reducing per-row k×k partials
 over column blocks would move ``m·k(k+1)/2`` float64 per block per IRLS step (8.8 MB per block at
@@ -33,12 +43,21 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..kernels.irls import LOSS_CODES, block_objective, irls_block, row_update
+from ..kernels.irls import (
+    LOSS_CODES,
+    NO_HOLDOUT,
+    NO_MASK,
+    ROW_STATS,
+    block_objective,
+    irls_block,
+    row_update,
+)
 from . import checkpoint
 from .als import EPS_GRAM, ALSConfig, compute_on, config_fingerprint, fit_fingerprint
 from .blocks import MIN_BLOCKS, BlockedMatrix
 from .driver import BlockOutput, Built, FitKind, Report, drive, kept_value, stats_of
 from .executor import Executor
+from .masked import MaskSpec, mask_arrays
 from .multi import column_scale, factor_scale
 
 __all__ = ["LossSpec", "IRLSState", "IRLSKind", "fit_irls", "evaluate_loss", "row_bounds"]
@@ -116,6 +135,27 @@ class IRLSState:
     tol_history: list[float] = field(default_factory=list)
     seconds: float = 0.0
     graph_sizes: list[int] = field(default_factory=list)
+    #: masked fits: the returned model's (best test iteration's) :data:`ROW_STATS` and, per
+    #: iteration, the mean held-out loss (own loss and squared error) and training MSE
+    best_iter: int = 0
+    scores: dict = field(default_factory=dict)
+    test_history: list[float] = field(default_factory=list)
+    test_mse_history: list[float] = field(default_factory=list)
+    train_mse_history: list[float] = field(default_factory=list)
+
+
+def hold_out(ms: MaskSpec | None, g0: int, transposed: bool) -> tuple:
+    """The kernels' hold-out tuple (kernels.irls.exclusions) of a block whose first column is
+    column ``g0`` of A (or, ``transposed``, row ``g0`` of A in a block of Aᵀ)."""
+    if ms is None:
+        return NO_HOLDOUT
+    all_rows = ms.test_fraction > 0 and not ms.mask_zeros and not ms.observed_only
+    return (True, ms.seed, ms.thr, bool(all_rows), bool(ms.mask_zeros),
+            bool(ms.observed_only), bool(transposed), np.int64(g0))
+
+
+def _mask_csc(mblock):
+    return (NO_MASK, NO_MASK) if mblock is None else mask_arrays(mblock)
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,9 +199,12 @@ def stack_piece(r, *splits):
     return out
 
 
-def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec):
-    """H half-step of one column block by per-column IRLS, and the partials of H's scale."""
+def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec, mk=NO_HOLDOUT,
+           mblock=None):
+    """H half-step of one column block by per-column IRLS, and the partials of H's scale
+    (``mk``, ``mblock``: the block's hold-out and mask, :func:`hold_out`)."""
     indptr, indices, data = csc_arrays(block)
+    mptr, midx = _mask_csc(mblock)
     k = pack.W.shape[1]
     n_p = indptr.size - 1
     Ht = np.empty((n_p, k), dtype=cfg.dtype)
@@ -170,15 +213,17 @@ def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec):
     irls_block(indptr, indices, data, pack.W, pack.disp, False, spec.code, spec.power,
                cfg.L1[1], cfg.L2[1] + EPS_GRAM, cfg.nonneg[1], cfg.upper_bound[1], Xprev,
                pack.xscale, warm, cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol,
-               Ht)
+               Ht, mk, mptr, midx)
     H64 = Ht.astype(np.float64)
     return BlockOutput((Ht, (np.abs(H64).sum(axis=0), (H64 * H64).sum(axis=0))))
 
 
 def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: LossSpec,
-           *h_blocks):
+           mk, tmblock, *h_blocks):
     """W half-step of rows r0:r1 (a column block of Aᵀ) against the normalised H, then the
-    rows' dispersion and the block's objective and squared error."""
+    rows' dispersion and the block's :data:`~dask_factor.kernels.irls.ROW_STATS` (``mk``,
+    ``tmblock``: the rows' hold-out and the mask's block of Aᵀ)."""
+    mptr, midx = _mask_csc(tmblock)
     s, s2 = red
     dh = factor_scale(s, s2, cfg.norm)
     Hn = np.vstack([np.asarray(h, dtype=np.float64) for h in h_blocks]) / dh
@@ -191,13 +236,13 @@ def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: 
     disp_old = np.ascontiguousarray(pack.disp[r0:r1], dtype=np.float64)
     irls_block(indptr, indices, data, Hn, disp_old, True, spec.code, spec.power, cfg.L1[0],
                cfg.L2[0] + EPS_GRAM, cfg.nonneg[0], cfg.upper_bound[0], Xprev, dh, warm,
-               cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol, Wt)
+               cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol, Wt, mk, mptr, midx)
     new_disp = np.empty(rows)
-    st = np.zeros(2)
+    st = np.zeros(len(ROW_STATS))
     estimate = spec.has_dispersion and spec.dispersion != "none"
     row_update(indptr, indices, data, Hn, disp_old, spec.code, spec.power, estimate,
                spec.dispersion == "per_row", np.array([spec.disp_min, spec.disp_max]), Wt,
-               new_disp, st)
+               new_disp, st, mk, mptr, midx)
     return BlockOutput(((Wt, new_disp), st))
 
 
@@ -216,8 +261,9 @@ def finish_task(red_rows, red_cols, pack: IRLSPack, cfg: ALSConfig, spec: LossSp
     d = column_scale(Wt, cfg.norm)
     Wn = (Wt / d).astype(cfg.dtype)
     new = IRLSPack(W=Wn, t=pack.t + 1, xscale=d / dh, disp=disp, d=d, dh=dh)
-    new.stats = {"objective": float(red_rows[0]), "sse": max(float(red_rows[1]), 0.0),
-                 "disp": np.asarray(scored, dtype=np.float64)}
+    new.stats = {name: float(v) for name, v in zip(ROW_STATS, red_rows)}
+    new.stats["sse"] = max(new.stats["sse"], 0.0)
+    new.stats["disp"] = np.asarray(scored, dtype=np.float64)
     return new
 
 
@@ -226,32 +272,53 @@ def finish_task(red_rows, red_cols, pack: IRLSPack, cfg: ALSConfig, spec: LossSp
 
 
 class IRLSKind(FitKind):
-    """IRLS NMF: column blocks for H, a transposed copy's blocks for W (module docstring)."""
+    """IRLS NMF: column blocks for H, a transposed copy's blocks for W (module docstring).
+
+    With ``ms`` (and ``mask``, the user's missing entries blocked like ``bm``) a masked fit:
+    the score is the mean held-out loss (cross-validation, the best iteration is kept) or the
+    training objective."""
 
     prefix = "nmf-irls"
 
-    def __init__(self, bm: BlockedMatrix, W0, cfg: ALSConfig, spec: LossSpec):
+    def __init__(self, bm: BlockedMatrix, W0, cfg: ALSConfig, spec: LossSpec,
+                 ms: MaskSpec | None = None, mask: BlockedMatrix | None = None,
+                 patience: int = 5):
         self.bm, self.W0, self.cfg, self.spec = bm, W0, cfg, spec
+        self.ms, self.mask = ms, mask
+        self.cv = ms is not None and ms.test_fraction > 0
+        self.select_best = self.cv
+        self.patience = patience if self.cv else None
         self.rb = row_bounds(bm.shape[0], bm.n_blocks)
 
-    def setup(self, ctx):
-        self.bkeys = ctx.blocks(self.bm)
-        # the transposed copy: one shuffle of the column blocks, held where the tasks run
+    def _transpose(self, ctx, bkeys, name):
+        """Aᵀ's column blocks (row ranges ``self.rb`` of A) from A's column blocks: one shuffle,
+        held where the tasks run."""
         tag = f"{ctx.prefix}-{{}}-{ctx.token}-{{}}"
         dsk = dict(ctx.static)
         splits = []
-        for c, bk in enumerate(self.bkeys):
-            key = tag.format("tsplit", c)
+        for c, bk in enumerate(bkeys):
+            key = tag.format(f"{name}split", c)
             dsk[key] = (split_rows, bk, self.rb)
             splits.append(key)
-        self.tkeys = []
+        tkeys = []
         for r in range(len(self.rb) - 1):
-            key = tag.format("tblock", r)
+            key = tag.format(f"{name}block", r)
             dsk[key] = (stack_piece, r, *splits)
-            self.tkeys.append(key)
-        kept, _ = ctx.ex.run(dsk, self.tkeys, [])
-        for key in self.tkeys:
+            tkeys.append(key)
+        kept, _ = ctx.ex.run(dsk, tkeys, [])
+        for key in tkeys:
             ctx.static[key] = kept[key]
+        return tkeys
+
+    def setup(self, ctx):
+        self.bkeys = ctx.blocks(self.bm)
+        self.tkeys = self._transpose(ctx, self.bkeys, "t")
+        n_rb = len(self.rb) - 1
+        if self.mask is not None:
+            self.mkeys = ctx.blocks(self.mask)
+            self.tmkeys = self._transpose(ctx, self.mkeys, "tm")
+        else:
+            self.mkeys, self.tmkeys = [None] * self.bm.n_blocks, [None] * n_rb
 
     def initial_state(self):
         W0 = np.ascontiguousarray(self.W0, dtype=self.cfg.dtype)
@@ -263,31 +330,55 @@ class IRLSKind(FitKind):
     def build(self, g, st, step):
         cfg, spec, pack = self.cfg, self.spec, st["pack"]
         parts, new_h = [], []
+        bounds = self.bm.bounds
         for b in range(self.bm.n_blocks):
-            hk = g.task("block-solve", (b,), h_task, self.bkeys[b], pack, st["h"][b], cfg, spec)
+            hk = g.task("block-solve", (b,), h_task, self.bkeys[b], pack, st["h"][b], cfg, spec,
+                        hold_out(self.ms, int(bounds[b]), False), self.mkeys[b])
             new_h.append(g.task("h", (b,), kept_value, hk))
             parts.append(hk)
         red = g.reduce(parts)
         rb = self.rb
         rows = [g.task("w-rows", (r,), w_task, self.tkeys[r], red, pack, rb[r], rb[r + 1], cfg,
-                       spec, *new_h) for r in range(len(rb) - 1)]
+                       spec, hold_out(self.ms, rb[r], True), self.tmkeys[r], *new_h)
+                for r in range(len(rb) - 1)]
         red_rows = g.reduce(rows, label="row-reduce")
         new_pack = g.task("w-update", (), finish_task, red_rows, red, pack, cfg, spec, *rows)
         return Built({"pack": new_pack, "h": new_h}, [g.task("stats", (), stats_of, new_pack)])
 
     def record(self, step, stats):
-        return Report(float(stats[0]["objective"]))
+        st = stats[0]
+        if self.cv:
+            return Report(held_out_mean(st), loss=float(st["objective"]))
+        return Report(float(st["objective"]))
 
     def fingerprint(self):
-        return fit_fingerprint(self.bm, 0.0, self.W0, {
+        fp = fit_fingerprint(self.bm, 0.0, self.W0, {
             "kind": "irls", **config_fingerprint(self.cfg),
             "loss": {k: (float(v) if isinstance(v, float) else v)
                      for k, v in self.spec.__dict__.items()}})
+        if self.ms is not None:
+            fp["mask"] = {k: (float(v) if isinstance(v, float) else v)
+                          for k, v in self.ms.__dict__.items()}
+        if self.mask is not None:
+            fp["user mask"] = list(self.mask.shape)
+        return fp
+
+
+def held_out_mean(st: dict) -> float:
+    """The mean held-out loss of an iteration's statistics (NaN without held-out entries the
+    loss covers)."""
+    return st["test_objective"] / st["n_test_loss"] if st["n_test_loss"] > 0 else math.nan
+
+
+def _mean(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
 
 
 def fit_irls(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, spec: LossSpec, *,
              client=None, on_iteration: Callable[[int, float, float], Any] | None = None,
-             checkpoint=None, checkpoint_every: int | None = None, resume=None) -> IRLSState:
+             checkpoint=None, checkpoint_every: int | None = None, resume=None,
+             ms: MaskSpec | None = None, mask: BlockedMatrix | None = None,
+             patience: int = 5) -> IRLSState:
     """Run IRLS NMF iterations on the driver until convergence or ``cfg.maxit``.
 
     Parameters
@@ -301,35 +392,49 @@ def fit_irls(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, spec: LossSpec, 
         ``"cd"``), ``maxit``, ``tol``, ``dtype``.
     spec : LossSpec
     client, on_iteration, checkpoint, checkpoint_every, resume : optional
-        As for :func:`dask_factor.engine.als.fit_als`; ``on_iteration(t, objective, rel)``.
+        As for :func:`dask_factor.engine.als.fit_als`; ``on_iteration(t, score, rel)``.
+    ms : MaskSpec, optional
+        Held-out entries (``test_fraction``), ``mask="zeros"`` (``observed_only``); NaN values
+        are missing whenever ``ms`` is given. They get zero weight.
+    mask : BlockedMatrix, optional
+        The user's missing entries (non-zero = missing), blocked like ``bm``.
+    patience : int
+        Cross-validation: stop after this many iterations without a better held-out loss.
 
     Returns
     -------
     IRLSState
-        The last iteration's model; ``objective`` is ``Σ ℓ(A_ij, (W diag(d) H)_ij)`` over the
-        entries the loss covers (docs/losses.md), ``sse`` the squared error over all entries.
+        The last iteration's model (cross-validated: the best held-out iteration's);
+        ``objective`` is ``Σ ℓ(A_ij, (W diag(d) H)_ij)`` over the (training) entries the loss
+        covers (docs/losses.md), ``sse`` the squared error over all (training) entries.
     """
     if cfg.solver != "cd":
         raise ValueError(f"solver: IRLS losses need coordinate descent ('cd' or 'auto'), got "
                          f"{cfg.solver!r}")
-    kind = IRLSKind(bm, W0, cfg, spec)
+    kind = IRLSKind(bm, W0, cfg, spec, ms=ms, mask=mask, patience=patience)
     res = drive(kind, maxit=cfg.maxit, tol=cfg.tol, client=client, on_iteration=on_iteration,
                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                 name="nmf")
-    (final,) = Executor(client).gather([res.state["pack"]])
+    model = res.best if kind.select_best else res.state
+    (final,) = Executor(client).gather([model["pack"]])
     hist = [st[0] for st in res.stats]
     k = cfg.k
-    last = hist[-1] if hist else {"objective": math.nan, "sse": math.nan, "disp": None}
+    best = res.best_iter if kind.select_best else len(hist)
+    last = hist[best - 1] if hist else {"objective": math.nan, "sse": math.nan, "disp": None}
     return IRLSState(
         W=np.asarray(final.W), d=np.asarray(final.d if final.d is not None else np.ones(k)),
-        h_blocks=list(res.state["h"]),
+        h_blocks=list(model["h"]),
         h_scale=np.asarray(final.dh if final.dh is not None else np.ones(k)),
         dispersion=(np.asarray(last["disp"], dtype=np.float64) if spec.has_dispersion
                     else None),
         iterations=res.iterations, converged=res.converged, objective=float(last["objective"]),
         sse=float(last["sse"]), objective_history=[float(x["objective"]) for x in hist],
         sse_history=[float(x["sse"]) for x in hist], tol_history=list(res.rels),
-        seconds=res.seconds, graph_sizes=res.graph_sizes)
+        seconds=res.seconds, graph_sizes=res.graph_sizes, best_iter=best,
+        scores={name: float(last[name]) for name in ROW_STATS if name in last},
+        test_history=[held_out_mean(x) for x in hist],
+        test_mse_history=[_mean(x["test_sse"], x["n_test"]) for x in hist],
+        train_mse_history=[_mean(x["sse"], x["n_train"]) for x in hist])
 
 
 # --------------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ class Penalties:
                 "h_target": dig(self.h_target)}
 
 
-def _mask_arrays(mblock):
+def mask_arrays(mblock):
     """CSC ``indptr``/``indices`` (sorted) of a block of the user's mask (True = missing)."""
     if mblock is None:
         return NO_MASK, NO_MASK
@@ -223,7 +223,7 @@ def _h_task(block, wpack, hprev, j0, cfg: ALSConfig, ms: MaskSpec, mblock=None, 
     stats = np.zeros(4)
     # zeros that a sparse block does not store can be test entries: hash every row
     all_rows = sparse and ms.test_fraction > 0 and not ms.mask_zeros and not ms.observed_only
-    mptr, midx = _mask_arrays(mblock)
+    mptr, midx = mask_arrays(mblock)
     gx = wpack.gx if wpack.gx is not None else NO_GRAM
     sweeps = masked_h_step(
         indptr, indices, data, int(j0), m, W, wpack.G, cfg.L1[1], cfg.nonneg[1],

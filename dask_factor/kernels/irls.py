@@ -44,6 +44,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .masked import column_excluded
 from .nnls import cd_solve, residual, sweep_budget
 
 MSE, KL, NB, GAMMA, INVERSE_GAUSSIAN, TWEEDIE, GP = 0, 1, 2, 3, 4, 5, 6
@@ -153,38 +154,71 @@ def _dot(F, i, x):
     return acc
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _skip(ex_row, ne, e, i):
+    """Advance the excluded-rows pointer ``e`` to row ``i``; returns (e, whether i is excluded)."""
+    while e < ne and ex_row[e] < i:
+        e += 1
+    return e, (e < ne and ex_row[e] == i)
+
+
+@njit(nogil=True, cache=True)
+def _zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne):
+    """``Σ μᵢ`` over the rows of column j that are neither stored nor excluded:
+    ``Σ_all μ − Σ_stored, kept μ − Σ_excluded μ`` (O(nnz·k + ne·k))."""
+    tot = 0.0
+    for f in range(x.size):
+        tot += Fsum[f] * x[f]
+    e = 0
+    for q in range(indptr[j], indptr[j + 1]):
+        i = indices[q]
+        e, out = _skip(ex_row, ne, e, i)
+        if not out:
+            tot -= _dot(F, i, x)
+    for e in range(ne):
+        tot -= _dot(F, ex_row[e], x)
+    return tot
+
+
 @njit(nogil=True, cache=True)
 def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search, power,
-                 l1, l2, cz):
+                 l1, l2, cz, ex_row, ne, obs_only):
     """One pass over column ``j`` at ``x``: returns the penalised objective under ``search``
     (the loss, or KL for GP) and, for the losses whose zero slope depends on μ (NB, Tweedie),
-    fills ``cz`` (k,) with ``Σ_{yᵢ=0} ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` (else ``cz`` is left alone)."""
+    fills ``cz`` (k,) with ``Σ_{yᵢ=0} ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` (else ``cz`` is left alone).
+
+    Rows ``ex_row[:ne]`` (sorted) are excluded (held out or missing); with ``obs_only`` the
+    unstored entries are missing too (``mask="zeros"``)."""
     k = x.size
     start, end = indptr[j], indptr[j + 1]
     out = 0.0
     for f in range(k):
         out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
+    e = 0
     for q in range(start, end):
         i = indices[q]
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:
+            continue
         d = disp[j] if disp_by_col else disp[i]
         out += unit_loss(search, np.float64(data[q]), _dot(F, i, x), d, power)
-    if not zeros_observed(code, power):
+    if obs_only or not zeros_observed(code, power):
         return out
     if code == KL or code == GP:  # ℓ(0, μ) = μ for KL: Σ_zeros μ from Σ_all − Σ_stored
-        tot = 0.0
-        for f in range(k):
-            tot += Fsum[f] * x[f]
-        for q in range(start, end):
-            tot -= _dot(F, indices[q], x)
-        return out + max(tot, 0.0)
+        return out + max(_zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne), 0.0)
     for f in range(k):
         cz[f] = 0.0
     q = start
+    e = 0
     if code == NB:  # the hot loop of NB fits, written out: ℓ(0, μ) = r log(1 + μ/r)
         for i in range(F.shape[0]):
             if q < end and indices[q] == i:
                 q += 1
                 continue
+            if ne > 0:
+                e, skip = _skip(ex_row, ne, e, i)
+                if skip:
+                    continue
             r = max(disp[j] if disp_by_col else disp[i], 1e-10)
             mu = _dot(F, i, x)
             out += r * math.log1p(max(mu, MU_FLOOR) / r)
@@ -195,6 +229,9 @@ def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, 
     for i in range(F.shape[0]):
         if q < end and indices[q] == i:
             q += 1
+            continue
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:
             continue
         d = disp[j] if disp_by_col else disp[i]
         mu = _dot(F, i, x)
@@ -208,35 +245,49 @@ def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power, l1, l2,
                 nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm,
-                G, b, r, xold, czero):
+                G, b, r, xold, czero, ex_row, ne, obs_only):
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``G`` (k, k), ``b``, ``r``, ``xold``, ``czero`` (k,) are scratch.
     Returns the coordinate-descent sweeps made. The column must store no explicit zeros.
+    Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part of the fit);
+    with ``obs_only`` every unstored entry is missing.
     """
     k = x.size
     start, end = indptr[j], indptr[j + 1]
-    zeros = zeros_observed(code, power)
+    zeros = zeros_observed(code, power) and not obs_only
     const_zero = code == KL or code == GP
-    if zeros and const_zero:  # Σ over zero rows of Fᵢ = Σ over all − Σ over stored
+    if zeros and const_zero:  # Σ over zero rows of Fᵢ = Σ over all − Σ over stored/excluded
         for f in range(k):
             czero[f] = Fsum[f]
+        e = 0
         for q in range(start, end):
             i = indices[q]
+            e, skip = _skip(ex_row, ne, e, i)
+            if skip:
+                continue
+            for f in range(k):
+                czero[f] -= F[i, f]
+        for e in range(ne):
+            i = ex_row[e]
             for f in range(k):
                 czero[f] -= F[i, f]
     sweeps = 0
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
     f_old = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search,
-                         power, l1, l2, czero)
+                         power, l1, l2, czero, ex_row, ne, obs_only)
     for it in range(irls_maxit):
         for f in range(k):
             b[f] = 0.0
             for g in range(k):
                 G[f, g] = 0.0
+        e = 0
         for q in range(start, end):
             i = indices[q]
+            e, skip = _skip(ex_row, ne, e, i)
+            if skip:
+                continue
             y = np.float64(data[q])
             mu = _dot(F, i, x)
             d = disp[j] if disp_by_col else disp[i]
@@ -262,13 +313,13 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
         # its gradient at xold and a convex quadratic): halve it until the objective does not
         # rise, so every column's objective falls monotonically
         f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
-                             search, power, l1, l2, czero)
+                             search, power, l1, l2, czero, ex_row, ne, obs_only)
         tries = 0
         while not f_new <= f_old and tries < MAX_BACKTRACK:
             for f in range(k):
                 x[f] = xold[f] + 0.5 * (x[f] - xold[f])
             f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
-                                 search, power, l1, l2, czero)
+                                 search, power, l1, l2, czero, ex_row, ne, obs_only)
             tries += 1
         if not f_new <= f_old:  # no decrease found: keep the start
             for f in range(k):
@@ -284,14 +335,36 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
             break
     return sweeps
 
+#: the hold-out of an unmasked fit: ``(masked, seed, thr, all_rows, mask_zeros, obs_only,
+#: transposed, g0)`` (see :func:`exclusions`)
+NO_HOLDOUT = (False, np.uint64(0), np.uint64(0), False, False, False, False, np.int64(0))
+NO_MASK = np.zeros(0, dtype=np.int64)
+
+
+@njit(nogil=True, cache=True)
+def exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_test):
+    """The excluded rows of column ``j`` (sorted, into ``ex_row``/``ex_val``/``ex_test``) for the
+    hold-out ``mk`` = ``(masked, seed, thr, all_rows, mask_zeros, obs_only, transposed, g0)``:
+    the test entries of :func:`dask_factor.kernels.masked.column_excluded` (column ``g0 + j`` of
+    A, or row ``g0 + j`` when ``transposed``), NaN values and the user's mask ``mptr``/``midx``
+    (empty: none). Returns their count (0 when not ``masked``)."""
+    if not mk[0]:
+        return 0
+    return column_excluded(indptr, indices, data, j, mk[7] + j, p, mk[1], mk[2],
+                           mk[3] and not mk[5], mk[4], mptr, midx, ex_row, ex_val, ex_test,
+                           mk[6])
+
 
 @njit(nogil=True, cache=True)
 def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2, nonneg, ub,
-               Xprev, xscale, warm, cd_maxit, cd_tol, irls_maxit, irls_tol, Xt):
+               Xprev, xscale, warm, cd_maxit, cd_tol, irls_maxit, irls_tol, Xt,
+               mk=NO_HOLDOUT, mptr=NO_MASK, midx=NO_MASK):
     """IRLS-NNLS for every column of a CSC matrix (p × n) against ``F`` (p × k).
 
     ``Xprev`` (n × k) times ``xscale`` (k,) is the warm start when ``warm``; ``Xt`` (n × k)
-    receives the solutions (it may be ``Xprev``). Returns the total coordinate-descent sweeps.
+    receives the solutions (it may be ``Xprev``). ``mk``, ``mptr``, ``midx``: the held-out and
+    missing entries, which get zero weight (:func:`exclusions`). Returns the total
+    coordinate-descent sweeps.
 
     Examples
     --------
@@ -305,9 +378,9 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     array([[2., 1.]])
     """
     n = indptr.size - 1
-    k = F.shape[1]
+    p, k = F.shape
     Fsum = np.zeros(k)
-    for i in range(F.shape[0]):
+    for i in range(p):
         for f in range(k):
             Fsum[f] += F[i, f]
     G = np.empty((k, k))
@@ -316,43 +389,53 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     xold = np.empty(k)
     czero = np.empty(k)
     x = np.empty(k)
+    cap = p if mk[0] else 1
+    ex_row = np.empty(cap, dtype=np.int64)
+    ex_val = np.empty(cap)
+    ex_test = np.empty(cap, dtype=np.bool_)
     total = 0
     for j in range(n):
+        ne = exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_test)
         for f in range(k):
             x[f] = Xprev[j, f] * xscale[f] if warm else 0.0
         total += irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power,
                              l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol,
-                             warm, G, b, r, xold, czero)
+                             warm, G, b, r, xold, czero, ex_row, ne, mk[5])
         for f in range(k):
             Xt[j, f] = x[f]
     return total
 
 
 @njit(nogil=True, cache=True)
-def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power):
+def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
+                     ex_row, ne, obs_only):
     """``Σᵢ ℓ(y_ij, μᵢ)`` of column ``j`` with ``μ = F x``, zero entries included when the loss
-    has mass at 0 (O(nnz·k), plus O(p·k) for NB and Tweedie). No explicit zeros stored."""
+    has mass at 0 (O(nnz·k), plus O(p·k) for NB and Tweedie). No explicit zeros stored. Rows
+    ``ex_row[:ne]`` are left out; with ``obs_only`` the unstored entries too."""
     start, end = indptr[j], indptr[j + 1]
     out = 0.0
+    e = 0
     for q in range(start, end):
         i = indices[q]
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:
+            continue
         d = disp[j] if disp_by_col else disp[i]
         out += unit_loss(code, np.float64(data[q]), _dot(F, i, x), d, power)
-    if not zeros_observed(code, power):
+    if obs_only or not zeros_observed(code, power):
         return out
     if code == KL or code == GP:  # ℓ(0, μ) is linear in μ: Σ_zeros from Σ_all − Σ_stored
         if code == KL or disp_by_col:
-            tot = 0.0
-            for f in range(x.size):
-                tot += Fsum[f] * x[f]
-            for q in range(start, end):
-                tot -= _dot(F, indices[q], x)
             scale = 1.0 / (1.0 + max(disp[j], 0.0)) if code == GP else 1.0
-            return out + max(tot, 0.0) * scale
+            return out + max(_zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne), 0.0) * scale
     q = start
+    e = 0
     for i in range(F.shape[0]):
         if q < end and indices[q] == i:
             q += 1
+            continue
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:
             continue
         d = disp[j] if disp_by_col else disp[i]
         out += unit_loss(code, 0.0, _dot(F, i, x), d, power)
@@ -362,8 +445,9 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
 @njit(nogil=True, cache=True)
 def penalized_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
                         l1, l2):
-    """:func:`column_objective` plus the penalties ``l1·Σx + ½·l2·‖x‖²`` of the solve."""
-    out = column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power)
+    """:func:`column_objective` (every entry) plus the penalties ``l1·Σx + ½·l2·‖x‖²``."""
+    out = column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
+                           NO_MASK, 0, False)
     for f in range(x.size):
         out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
     return out
@@ -384,19 +468,54 @@ def _sums_and_gram(F):
 
 
 @njit(nogil=True, cache=True)
-def _column_sse(indptr, indices, data, j, F, x, Q, sse):
-    """``sse`` plus column j's squared error ``Σᵢ (yᵢ − μᵢ)²`` with ``μ = F x``, all entries:
-    ``xᵀQx`` (Q = FᵀF) corrected at the stored entries."""
+def _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only):
+    """``sse`` plus column j's squared error ``Σᵢ (yᵢ − μᵢ)²`` with ``μ = F x`` over the kept
+    entries: ``xᵀQx`` (Q = FᵀF) corrected at the stored and the excluded entries (with
+    ``obs_only``: the stored, kept entries only)."""
     k = x.size
     sq = 0.0
-    for f in range(k):
-        for g in range(k):
-            sq += x[f] * Q[f, g] * x[g]
+    if not obs_only:
+        for f in range(k):
+            for g in range(k):
+                sq += x[f] * Q[f, g] * x[g]
+    e = 0
     for q in range(indptr[j], indptr[j + 1]):
-        mu = _dot(F, indices[q], x)
+        i = indices[q]
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:
+            continue
+        mu = _dot(F, i, x)
         y = np.float64(data[q])
-        sse += (y - mu) * (y - mu) - mu * mu
+        if obs_only:
+            sse += (y - mu) * (y - mu)
+        else:
+            sse += (y - mu) * (y - mu) - mu * mu
+    for e in range(ne):
+        if not obs_only:
+            mu = _dot(F, ex_row[e], x)
+            sse -= mu * mu
     return sse + sq
+
+
+@njit(nogil=True, cache=True)
+def _column_test(F, x, disp, disp_by_col, j, code, power, ex_row, ex_val, ex_test, ne, obs_only,
+                 stats):
+    """Add column j's held-out entries to ``stats``: [2] Σ ℓ over the test entries the loss
+    covers, [3] their squared error (all test entries), [5] their count, [7] the count the
+    loss covers."""
+    zeros = zeros_observed(code, power) and not obs_only
+    for e in range(ne):
+        if not ex_test[e]:
+            continue
+        i = ex_row[e]
+        y = ex_val[e]
+        mu = _dot(F, i, x)
+        stats[3] += (y - mu) * (y - mu)
+        stats[5] += 1.0
+        if y > 0.0 or zeros:
+            d = disp[j] if disp_by_col else disp[i]
+            stats[2] += unit_loss(code, y, mu, d, power)
+            stats[7] += 1.0
 
 
 @njit(nogil=True, cache=True)
@@ -417,52 +536,83 @@ def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power
             x[f] = Xt[j, f]
         if code != MSE:
             obj += column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col,
-                                    code, power)
-        sse = _column_sse(indptr, indices, data, j, F, x, Q, sse)
+                                    code, power, NO_MASK, 0, False)
+        sse = _column_sse(indptr, indices, data, j, F, x, Q, sse, NO_MASK, 0, False)
     if code == MSE:
         obj = sse
     return obj, sse
 
 
 @njit(nogil=True, cache=True)
-def nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q):
+def nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row=NO_MASK, ne=0,
+                    obs_only=False):
     """NB size by the method of moments for column ``j`` with ``μ = F x``:
-    ``(Σ μ², Σ [(y − μ)² − μ])`` over all entries (the ratio is r). O(nnz·k + k²)."""
+    ``(Σ μ², Σ [(y − μ)² − μ])`` over the kept entries (all but ``ex_row[:ne]``; with
+    ``obs_only`` the stored ones only; the ratio is r). O(nnz·k + k²)."""
     k = x.size
     s_all = 0.0
     sq_all = 0.0
-    for f in range(k):
-        s_all += Fsum[f] * x[f]
-        for g in range(k):
-            sq_all += x[f] * Q[f, g] * x[g]
+    if not obs_only:
+        for f in range(k):
+            s_all += Fsum[f] * x[f]
+            for g in range(k):
+                sq_all += x[f] * Q[f, g] * x[g]
+        for e in range(ne):
+            mu = _dot(F, ex_row[e], x)
+            s_all -= mu
+            sq_all -= mu * mu
     excess = sq_all - s_all
+    e = 0
     for q in range(indptr[j], indptr[j + 1]):
-        mu = max(_dot(F, indices[q], x), MU_FLOOR)
+        i = indices[q]
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:
+            continue
+        mu = max(_dot(F, i, x), MU_FLOOR)
         y = np.float64(data[q])
-        excess += (y - mu) * (y - mu) - mu * mu
+        if obs_only:
+            sq_all += mu * mu
+            excess += (y - mu) * (y - mu) - mu
+        else:
+            excess += (y - mu) * (y - mu) - mu * mu
     return sq_all, excess
 
 
 @njit(nogil=True, cache=True)
-def gp_theta_mm(indptr, indices, data, j, F, x, Fsum, theta, theta_min, theta_max, inner):
+def gp_theta_mm(indptr, indices, data, j, F, x, Fsum, theta, theta_min, theta_max, inner,
+                ex_row=NO_MASK, ne=0, obs_only=False):
     """GP dispersion θ of column ``j`` by RcppML's closed-form MM update (``inner`` passes from
-    ``theta``): per pass ``α θ² + β θ − γ = 0`` with η = s/(s + θy) over entries y ≥ 1."""
+    ``theta``): per pass ``α θ² + β θ − γ = 0`` with η = s/(s + θy) over entries y ≥ 1 (the
+    kept entries: all but ``ex_row[:ne]``, with ``obs_only`` the stored ones only)."""
     start, end = indptr[j], indptr[j + 1]
     sum_s = 0.0
-    for f in range(x.size):
-        sum_s += Fsum[f] * x[f]
+    if not obs_only:
+        for f in range(x.size):
+            sum_s += Fsum[f] * x[f]
+        for e in range(ne):
+            sum_s -= _dot(F, ex_row[e], x)
     sum_y = 0.0
     n1 = 0
+    e = 0
     for q in range(start, end):
+        e, skip = _skip(ex_row, ne, e, indices[q])
+        if skip:
+            continue
         y = np.float64(data[q])
         sum_y += y
+        if obs_only:
+            sum_s += _dot(F, indices[q], x)
         if y >= 1.0:
             n1 += 1
     th = theta
     for _ in range(inner):
         alpha = 0.0
         gamma = 0.0
+        e = 0
         for q in range(start, end):
+            e, skip = _skip(ex_row, ne, e, indices[q])
+            if skip:
+                continue
             y = np.float64(data[q])
             if y >= 1.0:
                 s = max(_dot(F, indices[q], x), MU_FLOOR)
@@ -480,39 +630,71 @@ def gp_theta_mm(indptr, indices, data, j, F, x, Fsum, theta, theta_min, theta_ma
     return th
 
 
+#: the statistics of :func:`row_update`: objective and squared error over the training
+#: entries, the same over the held-out ones, the training and test counts, and the counts the
+#: loss covers (Gamma and inverse Gaussian leave zeros out)
+ROW_STATS = ("objective", "sse", "test_objective", "test_sse", "n_train", "n_test",
+             "n_train_loss", "n_test_loss")
+
+
 @njit(nogil=True, cache=True)
 def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_new,
-               disp_bounds, Xt, out_disp, out_stats):
+               disp_bounds, Xt, out_disp, out_stats, mk=NO_HOLDOUT, mptr=NO_MASK,
+               midx=NO_MASK):
     """After the W solve of a block of rows (columns of Aᵀ against ``F`` = normalised H): the
     dispersion of each row (with ``estimate``: NB size by moments, GP θ by MM from
-    ``disp_old``; else ``disp_old`` is kept) and the block's ``[objective, squared error]``,
-    scored with the new dispersion (``score_new``) or the old one.
+    ``disp_old``; else ``disp_old`` is kept) and the block's :data:`ROW_STATS`, scored with the
+    new dispersion (``score_new``) or the old one.
 
-    ``disp_bounds`` = (min, max). ``out_disp`` (n_rows,) and ``out_stats`` (2,) are outputs.
+    ``disp_bounds`` = (min, max). ``out_disp`` (n_rows,) and ``out_stats`` (8,) are outputs.
+    ``mk``, ``mptr``, ``midx``: the held-out and missing entries (:func:`exclusions`, transposed);
+    the dispersion and the training statistics leave them out, the test statistics score the
+    held-out ones.
     """
     n = indptr.size - 1
-    k = F.shape[1]
+    p, k = F.shape
     Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
-    obj = 0.0
+    cap = p if mk[0] else 1
+    ex_row = np.empty(cap, dtype=np.int64)
+    ex_val = np.empty(cap)
+    ex_test = np.empty(cap, dtype=np.bool_)
+    obs_only = mk[5]
+    covers_zeros = zeros_observed(code, power) and not obs_only
+    for s in range(out_stats.size):
+        out_stats[s] = 0.0
     sse = 0.0
     for j in range(n):
+        ne = exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_test)
         for f in range(k):
             x[f] = Xt[j, f]
         d = disp_old[j]
         if estimate and code == NB:
-            num, den = nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q)
+            num, den = nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row, ne,
+                                       obs_only)
             if den > 1e-10 and num > 1e-10:
                 d = min(max(num / den, disp_bounds[0]), disp_bounds[1])
             else:
                 d = disp_bounds[1]
         elif estimate and code == GP:
             d = gp_theta_mm(indptr, indices, data, j, F, x, Fsum, d, disp_bounds[0],
-                            disp_bounds[1], 5)
+                            disp_bounds[1], 5, ex_row, ne, obs_only)
         out_disp[j] = d
-        obj += column_objective(indptr, indices, data, j, F, x, Fsum,
-                                out_disp if score_new else disp_old, True, code, power)
-        sse = _column_sse(indptr, indices, data, j, F, x, Q, sse)
-    out_stats[0] = obj
+        disp = out_disp if score_new else disp_old
+        out_stats[0] += column_objective(indptr, indices, data, j, F, x, Fsum, disp, True, code,
+                                         power, ex_row, ne, obs_only)
+        sse = _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only)
+        # counts of the training entries: all rows but the excluded (stored kept ones only
+        # when the zeros are missing or outside the loss's support)
+        stored = 0
+        e = 0
+        for q in range(indptr[j], indptr[j + 1]):
+            e, skip = _skip(ex_row, ne, e, indices[q])
+            if not skip:
+                stored += 1
+        out_stats[4] += stored if obs_only else p - ne
+        out_stats[6] += p - ne if covers_zeros else stored
+        if ne:
+            _column_test(F, x, disp, True, j, code, power, ex_row, ex_val, ex_test, ne,
+                         obs_only, out_stats)
     out_stats[1] = sse
-

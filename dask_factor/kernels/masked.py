@@ -97,8 +97,8 @@ def count_test_stored(seed, thr, indptr, indices, data, j0, mask_zeros):
 
 
 @njit(nogil=True, cache=True)
-def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask_zeros,
-                     mptr, midx, ex_row, ex_val, ex_test):
+def column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask_zeros,
+                    mptr, midx, ex_row, ex_val, ex_test, transposed=False):
     """Fill the excluded entries of column ``jl`` (global ``jg``), by increasing row; returns
     their count.
 
@@ -106,6 +106,9 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
     entries and the rows of the user's mask column (``midx[mptr[jl]:mptr[jl+1]]``, sorted; an
     empty ``mptr`` means no mask) are excluded; the last two are missing values (``ex_test``
     False, value 0), whether stored or not.
+
+    With ``transposed`` the block is a block of Aᵀ: column ``jl`` is row ``jg`` of A and the
+    block's rows are A's columns, so entry (i, jl) is hashed as A's entry (jg, i).
     """
     ne = 0
     p0 = indptr[jl]
@@ -132,7 +135,8 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
                 ex_test[ne] = False
                 ne += 1
                 continue
-            if thr != 0 and is_held_out(seed, i, jg, thr):
+            if thr != 0 and (is_held_out(seed, jg, i, thr) if transposed
+                             else is_held_out(seed, i, jg, thr)):
                 if mask_zeros and a == 0.0:
                     continue
                 ex_row[ne] = i
@@ -164,7 +168,8 @@ def _column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask
                 continue
             if mask_zeros and a == 0.0:
                 continue
-            if thr != 0 and is_held_out(seed, i, jg, thr):
+            if thr != 0 and (is_held_out(seed, jg, i, thr) if transposed
+                             else is_held_out(seed, i, jg, thr)):
                 ex_row[ne] = i
                 ex_val[ne] = a
                 ex_test[ne] = True
@@ -249,9 +254,9 @@ def masked_h_step(
         jg = j0 + jl
         p0 = indptr[jl]
         p1 = indptr[jl + 1]
-        ne = _column_excluded(indptr, indices, data, jl, jg, m, seed, thr,
-                              all_rows and not observed_only, mask_zeros, mptr, midx,
-                              ex_row, ex_val, ex_test)
+        ne = column_excluded(indptr, indices, data, jl, jg, m, seed, thr,
+                             all_rows and not observed_only, mask_zeros, mptr, midx,
+                             ex_row, ex_val, ex_test)
         # ---- normal equations of this column
         if observed_only:
             for f in range(k):

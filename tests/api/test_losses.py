@@ -20,8 +20,6 @@ def counts():
 @pytest.mark.parametrize("kwargs,err,match", [
     ({"loss": "poisson"}, ValueError, "loss: expected one of"),
     ({"loss": "nb", "solver": "cholesky"}, ValueError, "solver: loss='nb' is fitted by IRLS"),
-    ({"loss": "kl", "test_fraction": 0.1}, NotImplementedError, "loss='kl': masked"),
-    ({"loss": "kl", "mask": "zeros"}, NotImplementedError, "loss='kl': masked"),
     ({"loss": "nb", "dispersion": "per_col"}, ValueError, "dispersion: expected one of"),
     ({"loss": "tweedie", "tweedie_power": 0.5}, ValueError, "tweedie_power: expected"),
     ({"loss": "nb", "nb_size_init": 0.001}, ValueError, "nb_size_init: expected nb_size_min"),
@@ -34,9 +32,20 @@ def test_bad_arguments_fail_before_work(counts, kwargs, err, match):
         nmf(counts, 3, seed=1, **kwargs)
 
 
-def test_rank_search_and_targets_and_negative_data_are_refused(counts):
-    with pytest.raises(NotImplementedError, match="loss='nb': a rank search"):
-        nmf(counts, [2, 3], loss="nb")
+def test_rank_search_compares_ranks_by_the_held_out_loss(counts):
+    """nmf(A, [k, …], loss=...) cross-validates each rank under the loss: the table has the
+    held-out loss of every fit (and its MSE), and best_k minimises the held-out loss."""
+    res = nmf(counts, [2, 3], loss="kl", seed=1, maxit=4)
+    t = res.table
+    assert {"test_objective", "train_objective", "test_mse"} <= set(t.columns)
+    for _, row in t.iterrows():
+        mod = res.models[(row["k"], row["rep"])]
+        assert row["test_objective"] == mod.test_objective and np.isfinite(mod.test_objective)
+        assert row["test_mse"] == mod.test_loss
+    assert res.best_k == int(t.loc[t["test_objective"].idxmin(), "k"])
+
+
+def test_targets_and_negative_data_are_refused(counts):
     with pytest.raises(ValueError, match="target_H: not supported with loss='kl'"):
         nmf(counts, 3, loss="kl", target_H=np.ones((3, 300)), target_lambda=0.1)
     neg = counts.copy()
@@ -179,3 +188,16 @@ def test_auto_distribution_fits_a_model_when_none_is_given(counts):
     assert choice.model.k == 3
     assert choice.loss == "nb"  # the simulator's counts are overdispersed
     assert choice.T_nb > 0.1
+
+
+def test_a_cross_validated_result_keeps_its_held_out_loss(counts, tmp_path):
+    from dask_factor import NMFResult
+
+    model = nmf(counts, 3, seed=1, maxit=3, tol=0, loss="gamma", test_fraction=0.2)
+    assert model.settings["test_fraction"] == 0.2 and model.settings["n_test"] > 0
+    assert 0 < model.test_objective and len(model.test_objective_history) == 3
+    back = NMFResult.load(model.save(tmp_path / "cv.zarr"))
+    assert back.test_objective == model.test_objective
+    assert back.train_objective == model.train_objective
+    assert back.test_objective_history == model.test_objective_history
+    assert back.test_loss == model.test_loss and back.loss == "gamma"

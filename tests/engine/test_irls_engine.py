@@ -37,16 +37,19 @@ def zero_slope(loss, mu, r):
     return np.ones_like(mu) if loss == "kl" else r / (r + np.maximum(mu, 0.0))
 
 
-def solve_column(loss, y, F, x, r, maxit=5, tol=1e-4):
-    """IRLS for one column with an exact NNLS per step (scipy) and the same step halving."""
-    nz = y > 0
-    obj = lambda v: unit(loss, y, F @ v, r).sum()  # noqa: E731
+def solve_column(loss, y, F, x, r, maxit=5, tol=1e-4, keep=None):
+    """IRLS for one column with an exact NNLS per step (scipy) and the same step halving;
+    entries outside ``keep`` (held out or missing) take no part."""
+    keep = np.ones(y.size, bool) if keep is None else keep
+    nz = (y > 0) & keep
+    zero = (y == 0) & keep
+    obj = lambda v: unit(loss, y, F @ v, r)[keep].sum()  # noqa: E731
     f_old = obj(x)
     for _ in range(maxit):
         mu = F @ x
         w = weight(loss, mu, r) * nz
         G = (F * w[:, None]).T @ F + 1e-15 * np.eye(F.shape[1])
-        b = F.T @ (w * y) - F.T @ (zero_slope(loss, mu, r) * ~nz)
+        b = F.T @ (w * np.where(keep, y, 0.0)) - F.T @ (zero_slope(loss, mu, r) * zero)
         L = np.linalg.cholesky(G)
         xnew, _ = nnls(L.T, np.linalg.solve(L, b), maxiter=1000)
         xold = x
@@ -64,10 +67,12 @@ def solve_column(loss, y, F, x, r, maxit=5, tol=1e-4):
     return x
 
 
-def reference_fit(loss, A, W0, iters, r0=10.0):
+def reference_fit(loss, A, W0, iters, r0=10.0, keep=None):
     """H then W each iteration, L1 normalisation, d from W, warm starts; NB size per row by
-    moments after the W update."""
+    moments after the W update; only the entries in ``keep`` (m × n bool) are fitted."""
     m, n = A.shape
+    keep = np.ones(A.shape, bool) if keep is None else keep
+    A = np.where(keep, A, 0.0)
     k = W0.shape[1]
     W = W0.copy()
     r = np.full(m, r0)
@@ -76,19 +81,19 @@ def reference_fit(loss, A, W0, iters, r0=10.0):
         H = np.zeros((k, n))
         for j in range(n):
             x0 = np.zeros(k) if t == 0 else Hn[:, j] * d
-            H[:, j] = solve_column(loss, A[:, j], W, x0, r)
+            H[:, j] = solve_column(loss, A[:, j], W, x0, r, keep=keep[:, j])
         dh = np.abs(H).sum(1) + 1e-15
         Hn = H / dh[:, None]
         Wr = np.zeros((m, k))
         for i in range(m):
             x0 = np.zeros(k) if t == 0 else W[i] * dh
-            Wr[i] = solve_column(loss, A[i], Hn.T, x0, np.full(n, r[i]))
+            Wr[i] = solve_column(loss, A[i], Hn.T, x0, np.full(n, r[i]), keep=keep[i])
         d = np.abs(Wr).sum(0) + 1e-15
         W = Wr / d
         if loss == "nb":
             mu = Wr @ Hn
-            num = (mu ** 2).sum(1)
-            den = ((A - mu) ** 2 - mu).sum(1)
+            num = (mu ** 2 * keep).sum(1)
+            den = (((A - mu) ** 2 - mu) * keep).sum(1)
             r = np.where((den > 1e-10) & (num > 1e-10), np.clip(num / den, 0.01, 1e6), 1e6)
     return W, d, Hn, r
 
@@ -144,6 +149,8 @@ def test_every_loss_is_the_same_on_threads_and_a_two_worker_cluster(counts_small
 
     losses = ["kl", "nb", "gp", "gamma", "inverse_gaussian", "tweedie"]
     local = {loss: nmf(counts_small, 3, seed=4, maxit=4, tol=0, loss=loss) for loss in losses}
+    cv = dict(seed=4, maxit=4, tol=0, loss="nb", test_fraction=0.2, cv_seed=1, patience=10)
+    local_cv = nmf(counts_small, 3, **cv)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as lc, Client(lc) as client:
         for loss in losses:
@@ -152,6 +159,9 @@ def test_every_loss_is_the_same_on_threads_and_a_two_worker_cluster(counts_small
             assert np.array_equal(other.d, local[loss].d), loss
             assert np.array_equal(other.H, local[loss].H), loss
             assert other.objective_history == local[loss].objective_history, loss
+        other = nmf(counts_small, 3, client=client, **cv)  # a cross-validated fit too
+        assert np.array_equal(other.W, local_cv.W) and np.array_equal(other.H, local_cv.H)
+        assert other.test_objective_history == local_cv.test_objective_history
 
 
 def test_out_of_core_equals_in_memory(tmp_path, counts_small):
@@ -166,3 +176,78 @@ def test_out_of_core_equals_in_memory(tmp_path, counts_small):
         assert np.array_equal(mem.W, ooc.W) and np.array_equal(mem.H, ooc.H), loss
         assert mem.objective == ooc.objective
         assert ooc.evaluate(path, loss=loss) == pytest.approx(ooc.objective, rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# masked fits and cross-validation (held-out and missing entries get zero IRLS weight)
+
+
+@pytest.mark.parametrize("loss", ["kl", "nb"])
+def test_cross_validated_fit_matches_the_dense_reference(small_counts, loss):
+    """test_fraction: the returned (best held-out) model equals the dense replica fitted on the
+    training entries only for the same number of iterations; the held-out loss (own and MSE)
+    and the training objective equal NumPy sums over the speckled mask."""
+    from dask_factor.kernels.masked import speckled_mask
+
+    A = small_counts
+    m, n = A.shape
+    W0 = np.random.default_rng(1).uniform(size=(m, 3))
+    model = nmf(sp.csc_matrix(A), 3, w_init=W0, maxit=4, tol=0, loss=loss, dtype="float64",
+                cd_maxit=1000, cd_tol=1e-14, sort_model=False, chunks=7, test_fraction=0.2,
+                cv_seed=3, patience=10)
+    test = speckled_mask(m, n, 0.2, 3)
+    assert 0.1 < test.mean() < 0.3 and (test & (A == 0)).any()  # zeros are held out too
+    W, d, H, r = reference_fit(loss, A, W0, model.best_iter, keep=~test)
+    np.testing.assert_allclose(model.W, W, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(model.H, H, rtol=1e-5, atol=1e-8)
+    mu = (W * d) @ H
+    ell = unit(loss, A, mu, r[:, None])
+    assert model.objective == pytest.approx(ell[~test].sum(), rel=1e-6)
+    assert model.test_objective == pytest.approx(ell[test].mean(), rel=1e-6)
+    assert model.train_objective == pytest.approx(ell[~test].mean(), rel=1e-6)
+    assert model.test_loss == pytest.approx(((A - mu) ** 2)[test].mean(), rel=1e-6)
+    assert model.train_loss == pytest.approx(((A - mu) ** 2)[~test].mean(), rel=1e-6)
+    assert model.test_objective_history[model.best_iter - 1] == model.test_objective
+    assert model.test_objective == min(model.test_objective_history)
+    if loss == "nb":
+        np.testing.assert_allclose(model.dispersion, r, rtol=1e-5)
+
+
+def test_user_mask_and_mask_zeros_match_the_dense_reference(small_counts):
+    """mask=<matrix>: the masked entries are missing (NB); mask="zeros": only the non-zero
+    entries are observed (KL)."""
+    A = small_counts
+    m, n = A.shape
+    W0 = np.random.default_rng(2).uniform(size=(m, 3))
+    M = np.random.default_rng(3).random((m, n)) < 0.15
+    kw = dict(w_init=W0, maxit=3, tol=0, dtype="float64", cd_maxit=1000, cd_tol=1e-14,
+              sort_model=False, chunks=7)
+    model = nmf(sp.csc_matrix(A), 3, loss="nb", mask=sp.csc_matrix(M), **kw)
+    W, d, H, r = reference_fit("nb", A, W0, 3, keep=~M)
+    np.testing.assert_allclose(model.W, W, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(model.H, H, rtol=1e-5, atol=1e-8)
+    assert model.objective == pytest.approx(
+        unit("nb", A, (W * d) @ H, r[:, None])[~M].sum(), rel=1e-6)
+    model = nmf(sp.csc_matrix(A), 3, loss="kl", mask="zeros", **kw)
+    W, d, H, _ = reference_fit("kl", A, W0, 3, keep=A > 0)
+    np.testing.assert_allclose(model.W, W, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(model.H, H, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("loss", ["kl", "nb", "gp", "gamma", "inverse_gaussian", "tweedie"])
+def test_held_out_values_do_not_influence_the_fit(counts_small, loss):
+    """Changing the values of the held-out entries leaves the fit bitwise the same (only the
+    held-out scores change)."""
+    from dask_factor.kernels.masked import speckled_mask
+
+    A = counts_small.toarray().astype(np.float64)
+    test = speckled_mask(*A.shape, 0.1, 7)
+    B = A.copy()
+    B[test] = np.random.default_rng(0).poisson(20.0, test.sum()) + 1.0
+    kw = dict(seed=4, maxit=3, tol=0, loss=loss, test_fraction=0.1, cv_seed=7, patience=10)
+    a, b = nmf(sp.csc_matrix(A), 3, **kw), nmf(sp.csc_matrix(B), 3, **kw)
+    # every iteration's model is the same: its training objective, bitwise
+    assert a.objective_history == b.objective_history, loss
+    assert a.test_objective_history != b.test_objective_history
+    if a.best_iter == b.best_iter:
+        assert np.array_equal(a.W, b.W) and np.array_equal(a.H, b.H), loss

@@ -155,7 +155,7 @@ def test_nb_size_by_moments_matches_the_closed_form_and_the_truth():
     mu = Wrows @ H.T
     Y = rng.negative_binomial(r_true[:, None], r_true[:, None] / (r_true[:, None] + mu))
     At = sp.csc_matrix(Y.T.astype(float))  # columns of Aᵀ are the rows
-    out_disp, st = np.empty(3), np.zeros(2)
+    out_disp, st = np.empty(3), np.zeros(len(K.ROW_STATS))
     K.row_update(At.indptr, At.indices, At.data, H, np.full(3, 10.0), K.NB, 1.5, True, True,
                  np.array([0.01, 1e6]), Wrows, out_disp, st)
     closed = (mu ** 2).sum(1) / (((Y - mu) ** 2) - mu).sum(1)
@@ -194,3 +194,54 @@ def test_gp_theta_mm_reaches_the_likelihood_maximum():
     th = K.gp_theta_mm(At.indptr, At.indices, At.data, 0, F, x, F.sum(0), 0.1, 0.0, 5.0, 500)
     assert th == pytest.approx(best, rel=1e-4)
     assert th == pytest.approx(th_true, rel=0.05)
+
+
+@pytest.mark.parametrize("loss", LOSSES + ["gp"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_held_out_rows_are_as_if_deleted(loss, transposed):
+    """A column solved with a hold-out equals the same column solved with the held-out rows
+    deleted (zeros included: they can be held out), for every loss and either orientation of
+    the hash; the held-out statistics of row_update are the NumPy sums over the mask."""
+    from dask_factor.kernels.masked import cv_hash_seed, holdout_threshold, speckled_mask
+
+    rng = np.random.default_rng(5)
+    p, n, k = 120, 4, 3
+    F = rng.gamma(1.0, 1.0, (p, k))
+    Y = np.column_stack([draw(loss, F @ rng.uniform(0.2, 2.0, k), rng) for _ in range(n)])
+    A = sp.csc_matrix(Y)
+    g0, f, seed = 11, 0.25, 9
+    # entry (i, j) of this block is A's (i, g0 + j), or A's (g0 + j, i) for a block of Aᵀ
+    held = (speckled_mask(g0 + n, p, f, seed)[g0:].T if transposed
+            else speckled_mask(p, n, f, seed, j0=g0))
+    mk = (True, np.uint64(cv_hash_seed(seed)), np.uint64(holdout_threshold(f)), True,
+          False, False, transposed, np.int64(g0))
+    disp = np.full(p, 2.0 if loss == "nb" else 0.3)
+    code = K.LOSS_CODES[loss]
+    X = np.zeros((n, k))
+    K.irls_block(A.indptr, A.indices, A.data, F, disp, False, code, 1.5, 0.0, 0.0, True, 0.0,
+                 X, np.ones(k), False, 200, 1e-12, 20, 1e-10, X, mk, K.NO_MASK, K.NO_MASK)
+    for j in range(n):
+        keep = ~held[:, j]
+        Aj = sp.csc_matrix(Y[keep, j][:, None])
+        x = np.zeros((1, k))
+        K.irls_block(Aj.indptr, Aj.indices, Aj.data, np.ascontiguousarray(F[keep]),
+                     disp[keep], False, code, 1.5, 0.0, 0.0, True, 0.0, x, np.ones(k), False,
+                     200, 1e-12, 20, 1e-10, x)
+        np.testing.assert_allclose(X[j], x[0], rtol=1e-5, atol=1e-8)
+    # the held-out scores of the solution (dispersion kept: estimate=False)
+    out_disp, st = np.empty(n), np.zeros(len(K.ROW_STATS))
+    dcol = np.full(n, disp[0])
+    K.row_update(A.indptr, A.indices, A.data, F, dcol, code, 1.5, False, False,
+                 np.array([0.0, 1e6]), X, out_disp, st, mk, K.NO_MASK, K.NO_MASK)
+    mu = F @ X.T
+    cover = (Y > 0) | bool(K.zeros_observed(code, 1.5))
+    # the per-entry loss is checked against scipy above: here, which entries are scored
+    ell = np.array([[K.unit_loss(code, Y[i, j], mu[i, j], disp[0], 1.5) if cover[i, j] else 0.0
+                     for j in range(n)] for i in range(p)])
+    stats = dict(zip(K.ROW_STATS, st))
+    assert stats["n_test"] == held.sum() and stats["n_train"] == (~held).sum()
+    assert stats["n_test_loss"] == (held & cover).sum()
+    assert stats["test_objective"] == pytest.approx(ell[held & cover].sum(), rel=1e-9)
+    assert stats["objective"] == pytest.approx(ell[~held & cover].sum(), rel=1e-9)
+    assert stats["test_sse"] == pytest.approx(((Y - mu) ** 2)[held].sum(), rel=1e-9)
+    assert stats["sse"] == pytest.approx(((Y - mu) ** 2)[~held].sum(), rel=1e-9)
