@@ -201,3 +201,18 @@ def test_a_cross_validated_result_keeps_its_held_out_loss(counts, tmp_path):
     assert back.train_objective == model.train_objective
     assert back.test_objective_history == model.test_objective_history
     assert back.test_loss == model.test_loss and back.loss == "gamma"
+
+
+def test_nan_entries_are_missing_like_a_mask(counts):
+    """mask="NA": NaN entries are missing, exactly as the same entries in a mask matrix (whose
+    values are then ignored)."""
+    A = counts.toarray().astype(np.float64)
+    M = np.zeros(A.shape, bool)
+    M[::7, ::5] = True
+    B, C = A.copy(), A.copy()
+    B[M], C[M] = np.nan, 99.0
+    a = nmf(B, 3, seed=1, loss="nb", mask="NA", maxit=3, tol=0)
+    b = nmf(C, 3, seed=1, loss="nb", mask=M, maxit=3, tol=0)
+    assert a.objective_history == b.objective_history
+    assert np.array_equal(a.W, b.W) and np.array_equal(a.dispersion, b.dispersion)
+    assert np.isfinite(a.objective)
