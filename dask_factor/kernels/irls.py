@@ -197,9 +197,10 @@ def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, 
     e = 0
     for q in range(start, end):
         i = indices[q]
-        e, skip = _skip(ex_row, ne, e, i)
-        if skip:
-            continue
+        if ne > 0:
+            e, skip = _skip(ex_row, ne, e, i)
+            if skip:
+                continue
         d = disp[j] if disp_by_col else disp[i]
         out += unit_loss(search, np.float64(data[q]), _dot(F, i, x), d, power)
     if obs_only or not zeros_observed(code, power):
@@ -285,9 +286,10 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
         e = 0
         for q in range(start, end):
             i = indices[q]
-            e, skip = _skip(ex_row, ne, e, i)
-            if skip:
-                continue
+            if ne > 0:
+                e, skip = _skip(ex_row, ne, e, i)
+                if skip:
+                    continue
             y = np.float64(data[q])
             mu = _dot(F, i, x)
             d = disp[j] if disp_by_col else disp[i]
