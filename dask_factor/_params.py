@@ -435,7 +435,7 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "copy": [Boolean()],
     "layer": [InstanceOf(str, "a layer name"), NONE],
     "penalties": [HasMethods(("fingerprint",), "engine.masked.Penalties"), NONE],
-    # ---- the loss (nmf; factor_config refuses non-Gaussian ones, RULES) and its IRLS settings
+    # ---- the loss (nmf, factor_config, nmf_layer) and its IRLS settings
     "loss": [StrOptions(("mse", "kl", "gp", "nb", "gamma", "inverse_gaussian", "tweedie"))],
     "dispersion": [StrOptions(("per_row", "global", "none"))],
     "irls_max_iter": [_COUNT],
@@ -601,14 +601,6 @@ def _block_size_krylov_only(v, name):
                          f"'irlba'); the randomized method uses k + oversampling columns")
 
 
-def _graph_loss_is_mse(v, name):
-    if v["loss"] != "mse":
-        raise NotImplementedError(
-            f"loss={v['loss']!r}: factorization graphs fit the Gaussian loss ('mse') only; fit "
-            f"one matrix under a count-data loss with nmf(A, k, loss={v['loss']!r}) "
-            f"(docs/losses.md)")
-
-
 def _irls_settings(v, name):
     """A non-Gaussian loss: what it combines with, and its dispersion bounds."""
     for lo, init, hi in (("nb_size_min", "nb_size_init", "nb_size_max"),
@@ -667,7 +659,6 @@ RULES: list[Rule] = [
     Rule(("resume", "seed", "w_init"), _resume_needs_seed),
     Rule(("method", "maxit"), _power_iterations),
     Rule(("method", "block_size"), _block_size_krylov_only),
-    Rule(("loss",), _graph_loss_is_mse, entries=("factor_config",)),
     Rule(("loss", "solver", "target_H", "nb_size_init",
           "nb_size_min", "nb_size_max", "theta_init", "theta_min", "theta_max"), _irls_settings),
     Rule(("updates_per_pass",), _updates_per_pass_plain_fit),

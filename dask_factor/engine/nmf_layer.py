@@ -53,6 +53,9 @@ class NMFSpec(LayerSpec):
     """
 
     kind: ClassVar[str] = "nmf"
+    #: the layer's loss (``nmf_layer(loss=)`` or ``factor_config(loss=)``); a count-data loss is
+    #: fitted only on the ``nmf()`` path (``factor_net`` refuses it elsewhere)
+    loss: str = "mse"
 
     @property
     def nmf_compatible(self) -> bool:

@@ -13,6 +13,7 @@ order (depth first, upstream first, each layer once; not alphabetical). Every no
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -341,5 +342,31 @@ def factor_net(inputs, output: Node, config: FactorNetConfig | None = None) -> F
                                  f"{'the rows of W' if side == 'W' else 'the columns of H'}")
         layers.append(node.compile(index=i, name=name, parts=parts, input_label=label, W=Wopt,
                                    H=Hopt, shared=node.input.shares_samples()))
+    layers = _resolve_losses(layers, layer_nodes, config)
     return FactorNet(inputs=tuple(inputs), output=output, config=config, layers=tuple(layers),
                      conditions=tuple(conds), Zs=Zs, n=int(n), names=names)
+
+
+def _resolve_losses(layers: list, layer_nodes: list, config: FactorNetConfig) -> list:
+    """Give every NMF layer its loss (its own ``nmf_layer(loss=)``, else ``factor_config``'s) and
+    refuse a count-data loss where only least squares is fitted: a count-data loss is fitted by
+    the ``nmf()`` path, a graph of one plain NMF layer on one input."""
+    out = []
+    for lp, node in zip(layers, layer_nodes):
+        if lp.kind == "nmf" and getattr(node, "loss", None) is None:
+            lp = dataclasses.replace(lp, loss=config.loss)
+        out.append(lp)
+    counted = [lp for lp in out if getattr(lp, "loss", "mse") != "mse"]
+    if config.loss != "mse" and any(lp.kind != "nmf" for lp in out):
+        svd = next(lp.name for lp in out if lp.kind != "nmf")
+        raise NotImplementedError(
+            f"factor_config: loss={config.loss!r}: svd_layer {svd!r} fits least squares only; "
+            f"give the loss to the NMF layer instead (nmf_layer(..., loss={config.loss!r}))")
+    if counted and not (len(out) == 1 and out[0].nmf_compatible):
+        lp = counted[0]
+        raise NotImplementedError(
+            f"nmf_layer {lp.name!r}: loss={lp.loss!r} is fitted only by a graph of one NMF "
+            f"layer on one input without graph/L21/angular/W-target options (the nmf() path); "
+            f"this graph has {len(out)} layer(s). Use loss='mse' here, or fit the matrix with "
+            f"nmf(A, k, loss={lp.loss!r}) (docs/losses.md)")
+    return out

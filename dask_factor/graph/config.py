@@ -246,10 +246,12 @@ def factor_config(
     tol : float, default 1e-4
         Stop when the relative loss change stays below ``tol`` for 5 consecutive iterations
         (multi-layer graphs: for every layer).
-    loss : {"mse"}, default "mse"
-        Graphs fit the Gaussian loss only; a count-data loss (``"kl"``, ``"nb"``, ``"gp"``,
-        ``"gamma"``, ``"inverse_gaussian"``, ``"tweedie"``) is refused with NotImplementedError:
-        fit one matrix with ``nmf(A, k, loss=...)`` instead (docs/losses.md).
+    loss : str, default "mse"
+        The loss of every NMF layer that does not set its own (``nmf_layer(loss=)``): ``"mse"``
+        or a count-data loss (``"kl"``, ``"nb"``, ``"gp"``, ``"gamma"``,
+        ``"inverse_gaussian"``, ``"tweedie"``; docs/losses.md). A count-data loss is fitted by
+        a graph of one NMF layer on one input, exactly as ``nmf(A, k, loss=...)`` (also under
+        :func:`cross_validate_graph`); ``factor_net`` refuses it in other graphs.
     verbose : bool, default False
         Show a progress bar.
     seed : int, optional
@@ -286,9 +288,6 @@ def factor_config(
         Here, not at fit time, for a bad argument: every argument is checked against the same
         table as ``nmf()``'s (numbers must be finite; a negative ``seed`` needs
         ``rng="rcppml"``).
-    NotImplementedError
-        For a loss other than ``"mse"``.
-
     Examples
     --------
     >>> cfg = factor_config(maxit=50, seed=42)

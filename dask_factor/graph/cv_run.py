@@ -74,8 +74,12 @@ class CVResult:
     ----------
     results : pandas.DataFrame
         One row per (combination, rep): the parameters, ``combo``, ``rep``, ``cv_seed``,
-        ``test_loss``, ``train_loss`` (MSE of the best test iteration), ``best_iter``,
-        ``iterations``, ``converged``; NaN losses for a fit that failed.
+        ``test_loss``, ``train_loss`` (MSE of the best test iteration), ``test_objective``
+        (a layer under a count-data loss: its mean held-out loss in its own units, the score
+        its fit selected by; NaN under least squares), ``best_iter``, ``iterations``,
+        ``converged``; NaN losses for a fit that failed. Combinations are compared by the
+        held-out MSE, the one unit every loss shares (``params={"loss": [...]}`` compares
+        losses).
     summary : pandas.DataFrame
         Per combination: the parameters, ``mean_test_loss``, ``se_test_loss`` (sd/√n_valid, NaN
         when n_valid < 2), ``mean_train_loss``, ``n_valid``; sorted by ``mean_test_loss``.
@@ -173,13 +177,15 @@ def run_cv(ins, layer_fn, params, config, *, reps, strategy, n_random, seed, ver
             if verbose:
                 warnings.warn(f"cross_validate_graph: fit failed for {combos[ci]} rep {rep + 1}: "
                               f"{exc}", RuntimeWarning, stacklevel=3)
-            row.update(test_loss=math.nan, train_loss=math.nan, best_iter=0, iterations=0,
+            row.update(test_loss=math.nan, train_loss=math.nan, test_objective=math.nan,
+                       best_iter=0, iterations=0,
                        converged=False)
         else:
             st = res.settings
             row.update(test_loss=float(st["test_loss"]), train_loss=float(st["train_loss"]),
                        best_iter=int(st["best_iter"]), iterations=int(res.iterations),
-                       converged=bool(res.converged))
+                       converged=bool(res.converged),
+                       test_objective=float(st.get("test_objective", math.nan)))
             fits[(ci + 1, rep + 1)] = res
         rows.append(row)
     results = pd.DataFrame(rows).sort_values(["combo", "rep"]).reset_index(drop=True)

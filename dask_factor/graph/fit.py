@@ -67,13 +67,21 @@ def fit_nmf_path(net: FactorNet, seed: int, client, on_iteration, layer=None,
               target_lambda=(lp.H.target_lambda if lp.H.target is not None and not extra
                              else 0.0),
               chunks=cfg.chunks, block_nnz=cfg.block_nnz, dtype=cfg.dtype, client=client,
-              progress=progress, on_iteration=on_iteration, **cv, **(ckpt or {}), **extra)
+              progress=progress, on_iteration=on_iteration, **cv, **(ckpt or {}), **extra,
+              **({"loss": lp.loss} if lp.loss != "mse" else {}))
     layer = LayerResult(name=lp.name, kind="nmf", W=res.W, d=res.d, H=np.asarray(res.H),
                         iterations=res.iterations, converged=res.converged, sse=res.sse,
                         mse=res.mse, loss_history=list(res.loss_history), input=lp.input_label)
     settings = dict(path="nmf", seed=seed, solver_used=res.settings["solver_used"],
                     cd_maxit=res.settings["cd_maxit"], cd_tol=res.settings["cd_tol"],
                     chunks=res.settings["chunks"], n_negative=res.settings["n_negative"])
+    if res.loss != "mse":  # a count-data loss: its objective (and held-out loss below)
+        settings.update(loss=res.loss, objective=res.objective,
+                        objective_history=list(res.objective_history))
+        if cv:
+            settings.update(test_objective=res.test_objective,
+                            train_objective=res.train_objective,
+                            test_objective_history=list(res.test_objective_history))
     if cv:
         settings.update(test_loss=res.test_loss, train_loss=res.train_loss,
                         best_iter=res.best_iter, cv_seed=res.settings["cv_seed"],

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import checks as V
+from .._params import PARAMETERS, check_value
 from ..engine.nmf_layer import NMFSpec
 from ..engine.plan import InputPart, LayerPart, LayerSpec, SideSpec
 from ..engine.svd_layer import SVDSpec
@@ -259,9 +260,13 @@ class NMFLayer(LayerNode):
     nonneg: tuple[bool, bool] = (True, True)
     W: FactorOptions | None = None
     H: FactorOptions | None = None
+    loss: str | None = None
 
     kind = "nmf"
     spec_type = NMFSpec
+
+    def spec_options(self, where, W, H):
+        return {} if self.loss is None else {"loss": self.loss}
 
     def __repr__(self) -> str:
         return f"nmf_layer(name={self.name!r}, k={self.k}, input={self.input.label!r})"
@@ -295,6 +300,7 @@ def nmf_layer(
     projective: bool = False,
     symmetric: bool = False,
     zi: str = "none",
+    loss: str | None = None,
 ) -> NMFLayer:
     """An NMF layer on a graph node: ``input ≈ W diag(d) H``.
 
@@ -315,6 +321,12 @@ def nmf_layer(
     mask, robust, projective, symmetric, zi
         RcppML options that are not implemented yet; anything but the default raises
         ``NotImplementedError`` here, before any work.
+    loss : str, optional
+        The layer's loss (``"mse"``, ``"kl"``, ``"nb"``, ``"gp"``, ``"gamma"``,
+        ``"inverse_gaussian"``, ``"tweedie"``; docs/losses.md); default: ``factor_config``'s.
+        A count-data loss is fitted by a graph of this one layer on one input (exactly as
+        ``nmf(A, k, loss=...)``; also under ``cross_validate_graph``); ``factor_net`` refuses
+        it in any other graph.
 
     Returns
     -------
@@ -343,7 +355,9 @@ def nmf_layer(
                                       f"(later work)")
     if zi != "none":
         raise NotImplementedError(f"{where}: zi={zi!r} is not implemented (later work)")
-    return NMFLayer(
+    if loss is not None:
+        loss = check_value(f"{where}: loss", loss, PARAMETERS["loss"])
+    return NMFLayer(loss=loss,
         input=input, k=k, name=name, L1=_pair(where, "L1", L1, 0.0, 1.0),
         L2=_pair(where, "L2", L2, 0.0), L21=_pair(where, "L21", L21, 0.0),
         angular=_pair(where, "angular", angular, 0.0),

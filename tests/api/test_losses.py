@@ -54,9 +54,13 @@ def test_targets_and_negative_data_are_refused(counts):
         nmf(neg, 3, loss="kl", seed=1)
 
 
-def test_graphs_refuse_count_data_losses():
+def test_deep_graphs_refuse_count_data_losses(counts):
+    from dask_factor.graph import factor_input, factor_net, nmf_layer
+
+    inp = factor_input(counts, name="x")
+    deep = nmf_layer(nmf_layer(inp, 3, name="fine"), 2, name="coarse")
     with pytest.raises(NotImplementedError, match=r"nmf\(A, k, loss='nb'\)"):
-        factor_config(loss="nb")
+        factor_net(inp, deep, factor_config(loss="nb"))
 
 
 def test_result_fields_and_evaluate(counts):

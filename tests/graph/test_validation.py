@@ -111,8 +111,8 @@ def test_factor_config_checks():
         factor_config(maxit=1.5)
     with pytest.raises(ValueError, match="solver"):
         factor_config(solver="magic")
-    with pytest.raises(NotImplementedError, match="loss='gp'"):
-        factor_config(loss="gp")
+    with pytest.raises(ValueError, match="loss: expected one of"):
+        factor_config(loss="poisson")
     with pytest.raises(ValueError, match="test_fraction"):
         factor_config(test_fraction=1.0)
     with pytest.raises(TypeError, match="unexpected keyword"):
