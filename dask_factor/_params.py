@@ -447,6 +447,7 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "theta_init": [Interval(_REAL, 0.0, None)],
     "theta_min": [Interval(_REAL, 0.0, None)],
     "theta_max": [Interval(_REAL, 0.0, None)],
+    "robust": [Boolean(), StrOptions(("mae",)), Interval(_REAL, 0.0, None, closed="neither")],
     # ---- factor_config only
     "warmup": [Interval(_INT, 0, None), NONE],
     # ---- per-factor options W(), H() (None: inherit the layer's value)
@@ -637,6 +638,17 @@ def _same(value, default) -> bool:
     return value is default or (isinstance(value, (str, int, float)) and value == default)
 
 
+def _robust_settings(v, name):
+    """``robust=``: fitted by IRLS around coordinate descent, without targets."""
+    if v["robust"] is False:
+        return
+    if v["solver"] == "cholesky":
+        raise ValueError(f"{name('solver')}: robust={v['robust']!r} is fitted by IRLS around "
+                         f"coordinate descent; expected 'auto' or 'cd', got 'cholesky'")
+    if v["target_H"] is not None:
+        raise ValueError(f"{name('target_H')}: not supported with robust={v['robust']!r}")
+
+
 @dataclass(frozen=True)
 class Rule:
     """A check over several arguments, run when an entry point has all of them."""
@@ -661,6 +673,7 @@ RULES: list[Rule] = [
     Rule(("method", "block_size"), _block_size_krylov_only),
     Rule(("loss", "solver", "target_H", "nb_size_init",
           "nb_size_min", "nb_size_max", "theta_init", "theta_min", "theta_max"), _irls_settings),
+    Rule(("robust", "solver", "target_H"), _robust_settings),
     Rule(("updates_per_pass",), _updates_per_pass_plain_fit),
 ]
 

@@ -77,6 +77,7 @@ def nmf(
     theta_init: float = 0.1,
     theta_min: float = 0.0,
     theta_max: float = 5.0,
+    robust: bool | str | float = False,
 ) -> NMFResult | RankSearchResult:
     """Non-negative matrix factorization ``A ≈ W diag(d) H`` by alternating NNLS on Dask.
 
@@ -197,9 +198,10 @@ def nmf(
         have no mass at 0, leave zeros out). ``"kl"`` is the Poisson deviance
         (generalised KL), ``"nb"`` the negative binomial and ``"gp"`` the generalised Poisson
         negative log-likelihood with a dispersion per row. Count-data losses need non-negative
-        A, ``solver`` "auto" or "cd", and one rank without ``test_fraction``/``mask``/
-        ``target_H``. The result then carries ``loss``, ``objective`` (its sum over the
-        entries), ``objective_history`` and ``dispersion``.
+        A, ``solver`` "auto" or "cd", and no ``target_H``; ``test_fraction``, ``mask`` and
+        rank searches work as for least squares (held-out entries get zero weight). The
+        result then carries ``loss``, ``objective`` (its sum over the entries),
+        ``objective_history``, ``dispersion`` and, when cross-validated, ``test_objective``.
     dispersion : {"per_row", "global", "none"}, default "per_row"
         NB size r / GP θ: estimated per row after each W update (NB by the method of moments,
         GP by RcppML's closed-form MM step), shared by all rows (median of the row estimates
@@ -212,6 +214,12 @@ def nmf(
         NB size r: start and bounds (r → ∞ is Poisson).
     theta_init, theta_min, theta_max : float, default 0.1, 0, 5
         GP dispersion θ: start and bounds.
+    robust : bool, "mae" or float > 0, default False
+        Huber-robust fit under any ``loss`` (``"mse"`` included): True is δ = 1.345, ``"mae"``
+        δ = 1e-4 (close to least absolute deviations), a number is δ. Each entry's loss grows
+        linearly instead of quadratically in its deviance residual beyond δ (docs/losses.md),
+        by IRLS weights ``min(1, δ/|r|)``; every IRLS step is then a dense pass over the
+        entries (O(m·n·k²) per iteration). ``objective`` is the robust objective.
 
     Returns
     -------

@@ -517,7 +517,19 @@ def loss_spec(p: dict) -> LossSpec:
                     else (0.0, 0.0, 0.0))
     return LossSpec(loss=loss, dispersion=p["dispersion"], disp_init=float(init),
                     disp_min=float(lo), disp_max=float(hi), power=float(p["tweedie_power"]),
-                    irls_max_iter=int(p["irls_max_iter"]), irls_tol=float(p["irls_tol"]))
+                    irls_max_iter=int(p["irls_max_iter"]), irls_tol=float(p["irls_tol"]),
+                    robust=huber_delta(p["robust"]))
+
+
+def huber_delta(robust) -> float:
+    """δ of ``robust=``: False → 0 (off), True → 1.345, ``"mae"`` → 1e-4, a number → itself."""
+    if robust is False:
+        return 0.0
+    if robust is True:
+        return 1.345
+    if robust == "mae":
+        return 1e-4
+    return float(robust)
 
 
 def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_iteration,
@@ -547,7 +559,7 @@ def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_
                     chunks=[int(x) for x in np.diff(prep.bm.bounds)],
                     n_negative=prep.n_negative, target_lambda=0.0, loss=spec.loss,
                     dispersion=spec.dispersion, irls_max_iter=spec.irls_max_iter,
-                    irls_tol=spec.irls_tol, tweedie_power=spec.power,
+                    irls_tol=spec.irls_tol, tweedie_power=spec.power, robust=spec.robust,
                     dispersion_init=spec.disp_init, dispersion_bounds=(spec.disp_min,
                                                                        spec.disp_max),
                     **settings_extra)
@@ -633,6 +645,7 @@ def fit_nmf(
     theta_init: float = 0.1,
     theta_min: float = 0.0,
     theta_max: float = 5.0,
+    robust: bool | str | float = False,
 ) -> NMFResult:
     """One NMF fit of rank ``k``: ``nmf(A, k)`` for an integer ``k``.
 
@@ -704,7 +717,7 @@ def fit_nmf(
     if penalties is not None and not (p["test_fraction"] > 0 or mask is not None):
         raise ValueError("penalties: only for masked or cross-validated fits (set test_fraction "
                          "or mask)")
-    if penalties is not None and p["loss"] != "mse":
+    if penalties is not None and (p["loss"] != "mse" or p["robust"] is not False):
         raise ValueError(f"penalties: per-factor penalties are fitted under loss='mse' only; "
                          f"got loss={p['loss']!r}")
     user_mask = None if mask is None or isinstance(mask, str) else mask
@@ -744,7 +757,7 @@ def fit_nmf(
                             loss_name=loss_name) as callback:
         mask_blocks = None if user_mask is None else as_blocked(
             user_mask, dtype=np.float32, bounds=prep.bm.bounds, name="mask")
-        if p["loss"] != "mse":  # count-data losses: the IRLS fit kind (masked or not)
+        if p["loss"] != "mse" or p["robust"] is not False:  # the IRLS fit kind (masked or not)
             return fit_irls_model(prep, W0, cfg, p, m=m, n=n, seed=int(seed), client=client,
                                   on_iteration=callback, ckpt=ckpt, mask=mask,
                                   mask_blocks=mask_blocks,

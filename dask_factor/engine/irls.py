@@ -83,6 +83,8 @@ class LossSpec:
         Tweedie variance power.
     irls_max_iter, irls_tol : int, float
         IRLS steps per column and their stopping rule (max relative change of x).
+    robust : float
+        Huber δ of ``robust=`` (0: off; kernels.irls.robust_parts).
     """
 
     loss: str
@@ -93,6 +95,7 @@ class LossSpec:
     power: float = 1.5
     irls_max_iter: int = 5
     irls_tol: float = 1e-4
+    robust: float = 0.0
 
     @property
     def code(self) -> int:
@@ -213,7 +216,7 @@ def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec, mk=NO_H
     irls_block(indptr, indices, data, pack.W, pack.disp, False, spec.code, spec.power,
                cfg.L1[1], cfg.L2[1] + EPS_GRAM, cfg.nonneg[1], cfg.upper_bound[1], Xprev,
                pack.xscale, warm, cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol,
-               Ht, mk, mptr, midx)
+               Ht, mk, mptr, midx, spec.robust)
     H64 = Ht.astype(np.float64)
     return BlockOutput((Ht, (np.abs(H64).sum(axis=0), (H64 * H64).sum(axis=0))))
 
@@ -236,13 +239,14 @@ def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: 
     disp_old = np.ascontiguousarray(pack.disp[r0:r1], dtype=np.float64)
     irls_block(indptr, indices, data, Hn, disp_old, True, spec.code, spec.power, cfg.L1[0],
                cfg.L2[0] + EPS_GRAM, cfg.nonneg[0], cfg.upper_bound[0], Xprev, dh, warm,
-               cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol, Wt, mk, mptr, midx)
+               cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol, Wt, mk, mptr, midx,
+               spec.robust)
     new_disp = np.empty(rows)
     st = np.zeros(len(ROW_STATS))
     estimate = spec.has_dispersion and spec.dispersion != "none"
     row_update(indptr, indices, data, Hn, disp_old, spec.code, spec.power, estimate,
                spec.dispersion == "per_row", np.array([spec.disp_min, spec.disp_max]), Wt,
-               new_disp, st, mk, mptr, midx)
+               new_disp, st, mk, mptr, midx, spec.robust)
     return BlockOutput(((Wt, new_disp), st))
 
 

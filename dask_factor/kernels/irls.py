@@ -147,6 +147,36 @@ def unit_loss(code, y, mu, disp, power):
 
 
 @njit(nogil=True, cache=True)
+def robust_parts(code, y, mu, disp, power, delta):
+    """``(entry, h)`` of one entry under ``robust=δ``: the Huber-robustified loss
+    ``ℓ − s·max(√dev − δ, 0)²`` and its IRLS weight factor ``h = min(1, δ/√dev)``.
+
+    ``dev = (ℓ − ℓ_sat)/s`` is the entry's squared deviance residual: ``(y − μ)²`` for MSE
+    (s = 1: classic Huber), twice ℓ for KL (s = ½: the Poisson deviance), the NB deviance
+    (s = ½, ℓ_sat the NLL at μ = y), ℓ itself for Gamma, inverse Gaussian and Tweedie (full
+    deviances, s = 1); GP's residual is the Poisson deviance's (its factor updates fit KL). The
+    entry equals ℓ while ``√dev ≤ δ`` and grows linearly in ``√dev`` beyond, and its derivative
+    in μ is ``h·∂ℓ/∂μ``: the IRLS weight ``h/V(μ)`` is exact for this objective.
+    """
+    ell = unit_loss(code, y, mu, disp, power)
+    if code == KL or code == NB or code == GP:
+        s = 0.5
+    else:
+        s = 1.0
+    if code == NB:
+        sat = unit_loss(NB, y, y, disp, power) if y > 0.0 else 0.0
+        dev = (ell - sat) / s
+    elif code == GP:
+        dev = unit_loss(KL, y, mu, disp, power) / s
+    else:
+        dev = ell / s
+    rt = math.sqrt(max(dev, 0.0))
+    if rt <= delta:
+        return ell, 1.0
+    return ell - s * (rt - delta) * (rt - delta), delta / rt
+
+
+@njit(nogil=True, cache=True)
 def _dot(F, i, x):
     acc = 0.0
     for f in range(x.size):
@@ -160,6 +190,46 @@ def _skip(ex_row, ne, e, i):
     while e < ne and ex_row[e] < i:
         e += 1
     return e, (e < ne and ex_row[e] == i)
+
+
+@njit(nogil=True, cache=True)
+def robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
+                  ex_row, ne, obs_only, G, b, gram):
+    """``Σ`` of :func:`robust_parts`' entries over every kept entry of column j (a dense pass over
+    the rows of F: zeros too when the loss covers them); with ``gram`` also the weighted normal
+    equations ``G += Σ hᵢwᵢ FᵢFᵢᵀ`` (lower triangle), ``b += Σ hᵢwᵢ yᵢ Fᵢ`` of the robust IRLS
+    step, every kept entry a quadratic term (a zero's has the gradient of its own loss,
+    ``wᵢμᵢ = ∂ℓ(0, μᵢ)/∂μ``). O(p·k²) with ``gram``, O(p·k) without."""
+    k = x.size
+    zeros = zeros_observed(code, power) and not obs_only
+    start, end = indptr[j], indptr[j + 1]
+    q = start
+    e = 0
+    out = 0.0
+    for i in range(F.shape[0]):
+        y = 0.0
+        stored = q < end and indices[q] == i
+        if stored:
+            y = np.float64(data[q])
+            q += 1
+        if ne > 0:
+            e, skip = _skip(ex_row, ne, e, i)
+            if skip:
+                continue
+        if not stored and not zeros:
+            continue
+        d = disp[j] if disp_by_col else disp[i]
+        mu = _dot(F, i, x)
+        ent, h = robust_parts(code, y, mu, d, power, delta)
+        out += ent
+        if gram:
+            w = h * irls_weight(code, mu, d, power)
+            for f in range(k):
+                wf = w * F[i, f]
+                b[f] += wf * y
+                for g in range(f + 1):
+                    G[f, g] += wf * F[i, g]
+    return out
 
 
 @njit(nogil=True, cache=True)
@@ -182,18 +252,23 @@ def _zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne):
 
 @njit(nogil=True, cache=True)
 def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search, power,
-                 l1, l2, cz, ex_row, ne, obs_only):
+                 l1, l2, cz, ex_row, ne, obs_only, delta=0.0):
     """One pass over column ``j`` at ``x``: returns the penalised objective under ``search``
     (the loss, or KL for GP) and, for the losses whose zero slope depends on μ (NB, Tweedie),
     fills ``cz`` (k,) with ``Σ_{yᵢ=0} ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` (else ``cz`` is left alone).
 
     Rows ``ex_row[:ne]`` (sorted) are excluded (held out or missing); with ``obs_only`` the
-    unstored entries are missing too (``mask="zeros"``)."""
+    unstored entries are missing too (``mask="zeros"``). ``delta`` > 0: the robust objective
+    (:func:`robust_column`)."""
     k = x.size
     start, end = indptr[j], indptr[j + 1]
     out = 0.0
     for f in range(k):
         out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
+    if delta > 0.0:
+        return out + robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search,
+                                   power, delta, ex_row, ne, obs_only, np.empty((0, 0)), cz,
+                                   False)
     e = 0
     for q in range(start, end):
         i = indices[q]
@@ -246,18 +321,20 @@ def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power, l1, l2,
                 nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm,
-                G, b, r, xold, czero, ex_row, ne, obs_only):
+                G, b, r, xold, czero, ex_row, ne, obs_only, delta=0.0):
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``G`` (k, k), ``b``, ``r``, ``xold``, ``czero`` (k,) are scratch.
     Returns the coordinate-descent sweeps made. The column must store no explicit zeros.
     Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part of the fit);
-    with ``obs_only`` every unstored entry is missing.
+    with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the robust (Huber) fit of
+    :func:`robust_parts`, every step a dense pass over the rows (:func:`robust_column`).
     """
     k = x.size
     start, end = indptr[j], indptr[j + 1]
-    zeros = zeros_observed(code, power) and not obs_only
+    robust = delta > 0.0
+    zeros = zeros_observed(code, power) and not obs_only and not robust
     const_zero = code == KL or code == GP
     if zeros and const_zero:  # Σ over zero rows of Fᵢ = Σ over all − Σ over stored/excluded
         for f in range(k):
@@ -277,28 +354,32 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
     sweeps = 0
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
     f_old = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search,
-                         power, l1, l2, czero, ex_row, ne, obs_only)
+                         power, l1, l2, czero, ex_row, ne, obs_only, delta)
     for it in range(irls_maxit):
         for f in range(k):
             b[f] = 0.0
             for g in range(k):
                 G[f, g] = 0.0
-        e = 0
-        for q in range(start, end):
-            i = indices[q]
-            if ne > 0:
-                e, skip = _skip(ex_row, ne, e, i)
-                if skip:
-                    continue
-            y = np.float64(data[q])
-            mu = _dot(F, i, x)
-            d = disp[j] if disp_by_col else disp[i]
-            w = irls_weight(code, mu, d, power)
-            for f in range(k):
-                wf = w * F[i, f]
-                b[f] += wf * y
-                for g in range(f + 1):
-                    G[f, g] += wf * F[i, g]
+        if robust:
+            robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
+                          delta, ex_row, ne, obs_only, G, b, True)
+        else:
+            e = 0
+            for q in range(start, end):
+                i = indices[q]
+                if ne > 0:
+                    e, skip = _skip(ex_row, ne, e, i)
+                    if skip:
+                        continue
+                y = np.float64(data[q])
+                mu = _dot(F, i, x)
+                d = disp[j] if disp_by_col else disp[i]
+                w = irls_weight(code, mu, d, power)
+                for f in range(k):
+                    wf = w * F[i, f]
+                    b[f] += wf * y
+                    for g in range(f + 1):
+                        G[f, g] += wf * F[i, g]
         for f in range(k):
             for g in range(f):
                 G[g, f] = G[f, g]
@@ -315,13 +396,13 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
         # its gradient at xold and a convex quadratic): halve it until the objective does not
         # rise, so every column's objective falls monotonically
         f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
-                             search, power, l1, l2, czero, ex_row, ne, obs_only)
+                             search, power, l1, l2, czero, ex_row, ne, obs_only, delta)
         tries = 0
         while not f_new <= f_old and tries < MAX_BACKTRACK:
             for f in range(k):
                 x[f] = xold[f] + 0.5 * (x[f] - xold[f])
             f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
-                                 search, power, l1, l2, czero, ex_row, ne, obs_only)
+                                 search, power, l1, l2, czero, ex_row, ne, obs_only, delta)
             tries += 1
         if not f_new <= f_old:  # no decrease found: keep the start
             for f in range(k):
@@ -360,13 +441,13 @@ def exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_t
 @njit(nogil=True, cache=True)
 def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2, nonneg, ub,
                Xprev, xscale, warm, cd_maxit, cd_tol, irls_maxit, irls_tol, Xt,
-               mk=NO_HOLDOUT, mptr=NO_MASK, midx=NO_MASK):
+               mk=NO_HOLDOUT, mptr=NO_MASK, midx=NO_MASK, delta=0.0):
     """IRLS-NNLS for every column of a CSC matrix (p × n) against ``F`` (p × k).
 
     ``Xprev`` (n × k) times ``xscale`` (k,) is the warm start when ``warm``; ``Xt`` (n × k)
     receives the solutions (it may be ``Xprev``). ``mk``, ``mptr``, ``midx``: the held-out and
-    missing entries, which get zero weight (:func:`exclusions`). Returns the total
-    coordinate-descent sweeps.
+    missing entries, which get zero weight (:func:`exclusions`); ``delta`` > 0 the robust fit
+    (:func:`robust_parts`). Returns the total coordinate-descent sweeps.
 
     Examples
     --------
@@ -402,7 +483,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
             x[f] = Xprev[j, f] * xscale[f] if warm else 0.0
         total += irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power,
                              l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol,
-                             warm, G, b, r, xold, czero, ex_row, ne, mk[5])
+                             warm, G, b, r, xold, czero, ex_row, ne, mk[5], delta)
         for f in range(k):
             Xt[j, f] = x[f]
     return total
@@ -410,10 +491,15 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
 
 @njit(nogil=True, cache=True)
 def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
-                     ex_row, ne, obs_only):
+                     ex_row, ne, obs_only, delta=0.0):
     """``Σᵢ ℓ(y_ij, μᵢ)`` of column ``j`` with ``μ = F x``, zero entries included when the loss
     has mass at 0 (O(nnz·k), plus O(p·k) for NB and Tweedie). No explicit zeros stored. Rows
-    ``ex_row[:ne]`` are left out; with ``obs_only`` the unstored entries too."""
+    ``ex_row[:ne]`` are left out; with ``obs_only`` the unstored entries too. ``delta`` > 0:
+    the robust objective (:func:`robust_column`)."""
+    if delta > 0.0:
+        return robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
+                             delta, ex_row, ne, obs_only, np.empty((0, 0)), np.empty(0),
+                             False)
     start, end = indptr[j], indptr[j + 1]
     out = 0.0
     e = 0
@@ -642,7 +728,7 @@ ROW_STATS = ("objective", "sse", "test_objective", "test_sse", "n_train", "n_tes
 @njit(nogil=True, cache=True)
 def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_new,
                disp_bounds, Xt, out_disp, out_stats, mk=NO_HOLDOUT, mptr=NO_MASK,
-               midx=NO_MASK):
+               midx=NO_MASK, delta=0.0):
     """After the W solve of a block of rows (columns of Aᵀ against ``F`` = normalised H): the
     dispersion of each row (with ``estimate``: NB size by moments, GP θ by MM from
     ``disp_old``; else ``disp_old`` is kept) and the block's :data:`ROW_STATS`, scored with the
@@ -651,7 +737,7 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
     ``disp_bounds`` = (min, max). ``out_disp`` (n_rows,) and ``out_stats`` (8,) are outputs.
     ``mk``, ``mptr``, ``midx``: the held-out and missing entries (:func:`exclusions`, transposed);
     the dispersion and the training statistics leave them out, the test statistics score the
-    held-out ones.
+    held-out ones. ``delta`` > 0: the training objective is the robust one.
     """
     n = indptr.size - 1
     p, k = F.shape
@@ -684,7 +770,7 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         out_disp[j] = d
         disp = out_disp if score_new else disp_old
         out_stats[0] += column_objective(indptr, indices, data, j, F, x, Fsum, disp, True, code,
-                                         power, ex_row, ne, obs_only)
+                                         power, ex_row, ne, obs_only, delta)
         sse = _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only)
         # counts of the training entries: all rows but the excluded (stored kept ones only
         # when the zeros are missing or outside the loss's support)

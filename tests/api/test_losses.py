@@ -26,6 +26,9 @@ def counts():
     ({"loss": "gp", "theta_max": 0.05}, ValueError, "theta_init: expected theta_min"),
     ({"loss": "nb", "irls_max_iter": 0}, ValueError, "irls_max_iter: expected an integer"),
     ({"loss": "nb", "irls_tol": -1.0}, ValueError, "irls_tol: expected"),
+    ({"robust": "median"}, ValueError, "robust: expected one of"),
+    ({"robust": -1.0}, ValueError, "robust: expected"),
+    ({"robust": True, "solver": "cholesky"}, ValueError, "solver: robust=True is fitted by IRLS"),
 ])
 def test_bad_arguments_fail_before_work(counts, kwargs, err, match):
     with pytest.raises(err, match=match):
@@ -220,3 +223,28 @@ def test_nan_entries_are_missing_like_a_mask(counts):
     assert a.objective_history == b.objective_history
     assert np.array_equal(a.W, b.W) and np.array_equal(a.dispersion, b.dispersion)
     assert np.isfinite(a.objective)
+
+
+def test_huber_fit_resists_planted_outliers():
+    """robust=True (Huber δ = 1.345) on a low-rank matrix with 2 % large outliers: the fit is
+    far closer to the clean matrix than least squares (mean absolute error on the clean
+    entries; measured 0.04 against 0.86), its robust objective never rises, and "mae" also
+    beats least squares."""
+    rng = np.random.default_rng(0)
+    m, n, k = 120, 90, 4
+    L = rng.gamma(1.0, 1.0, (m, k)) @ rng.gamma(1.0, 1.0, (k, n))
+    A = np.maximum(L + rng.normal(0, 0.1, L.shape), 0)
+    out = rng.random(A.shape) < 0.02
+    A[out] += rng.uniform(20, 50, out.sum())
+
+    def clean_error(model):
+        return np.abs((model.W * model.d) @ model.H - L)[~out].mean()
+
+    kw = dict(seed=1, maxit=15, tol=0, dtype="float64")
+    mse = clean_error(nmf(A, k, **kw))
+    huber = nmf(A, k, robust=True, **kw)
+    assert huber.settings["robust"] == 1.345
+    h = np.asarray(huber.objective_history)
+    assert np.all(np.diff(h) <= 1e-9 * np.abs(h[1:]))
+    assert clean_error(huber) < 0.25 * mse, (clean_error(huber), mse)
+    assert clean_error(nmf(A, k, robust="mae", **kw)) < 0.5 * mse

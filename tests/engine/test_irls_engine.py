@@ -151,6 +151,8 @@ def test_every_loss_is_the_same_on_threads_and_a_two_worker_cluster(counts_small
     local = {loss: nmf(counts_small, 3, seed=4, maxit=4, tol=0, loss=loss) for loss in losses}
     cv = dict(seed=4, maxit=4, tol=0, loss="nb", test_fraction=0.2, cv_seed=1, patience=10)
     local_cv = nmf(counts_small, 3, **cv)
+    rob = dict(seed=4, maxit=3, tol=0, loss="kl", robust=True)
+    local_rob = nmf(counts_small, 3, **rob)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as lc, Client(lc) as client:
         for loss in losses:
@@ -162,6 +164,9 @@ def test_every_loss_is_the_same_on_threads_and_a_two_worker_cluster(counts_small
         other = nmf(counts_small, 3, client=client, **cv)  # a cross-validated fit too
         assert np.array_equal(other.W, local_cv.W) and np.array_equal(other.H, local_cv.H)
         assert other.test_objective_history == local_cv.test_objective_history
+        other = nmf(counts_small, 3, client=client, **rob)  # and a robust one
+        assert np.array_equal(other.W, local_rob.W) and np.array_equal(other.H, local_rob.H)
+        assert other.objective_history == local_rob.objective_history
 
 
 def test_out_of_core_equals_in_memory(tmp_path, counts_small):

@@ -245,3 +245,45 @@ def test_held_out_rows_are_as_if_deleted(loss, transposed):
     assert stats["objective"] == pytest.approx(ell[~held & cover].sum(), rel=1e-9)
     assert stats["test_sse"] == pytest.approx(((Y - mu) ** 2)[held].sum(), rel=1e-9)
     assert stats["sse"] == pytest.approx(((Y - mu) ** 2)[~held].sum(), rel=1e-9)
+
+
+def robust_np(loss, y, mu, delta):
+    """The robust objective written with numpy: ℓ − s·max(√dev − δ, 0)² (docs/losses.md)."""
+    mu = np.maximum(mu, 1e-10)
+    if loss == "mse":
+        ell, s = (y - mu) ** 2, 1.0
+    elif loss == "kl":
+        ell = np.where(y > 0, y * np.log(np.maximum(y, 1e-300) / mu), 0.0) - y + mu
+        s = 0.5
+    else:  # gamma: zeros left out
+        y, mu = y[y > 0], mu[y > 0]
+        ell, s = 2 * (-np.log(y / mu) + (y - mu) / mu), 1.0
+    rt = np.sqrt(np.maximum(ell / s, 0.0))
+    return np.sum(ell - s * np.maximum(rt - delta, 0.0) ** 2)
+
+
+@pytest.mark.parametrize("loss,delta", [("mse", 1.345), ("kl", 1.0), ("gamma", 0.5)])
+def test_robust_column_reaches_the_scipy_optimum(loss, delta):
+    """robust=δ: a column's IRLS solution minimises the Huber-robustified objective (scipy on
+    the NumPy objective), and robust_parts is that objective entry by entry."""
+    rng = np.random.default_rng(4)
+    m, k = 90, 3
+    F = rng.gamma(1.0, 1.0, (m, k))
+    mu = F @ np.array([2.0, 0.3, 1.0])
+    y = rng.poisson(mu).astype(float) if loss != "gamma" else rng.gamma(4.0, mu / 4.0)
+    y[:6] += 40.0  # outliers
+    code = K.LOSS_CODES[loss]
+    ent = sum(K.robust_parts(code, y[i], mu[i], 0.0, 1.5, delta)[0] for i in range(m)
+              if y[i] > 0 or loss != "gamma")
+    assert ent == pytest.approx(robust_np(loss, y, mu, delta), rel=1e-10)
+    A = sp.csc_matrix(y[:, None])
+    X = np.zeros((1, k))
+    K.irls_block(A.indptr, A.indices, A.data, F, np.zeros(m), False, code, 1.5, 0.0, 0.0, True,
+                 0.0, X, np.ones(k), False, 200, 1e-14, 500, 1e-13, X, K.NO_HOLDOUT, K.NO_MASK,
+                 K.NO_MASK, delta)
+    ref = minimize(lambda x: robust_np(loss, y, F @ x, delta), np.ones(k), method="L-BFGS-B",
+                   bounds=[(0, None)] * k,
+                   options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxfun=100000))
+    ours = robust_np(loss, y, F @ X[0], delta)
+    assert ours <= ref.fun * (1 + 1e-7) + 1e-9
+    np.testing.assert_allclose(X[0], ref.x, rtol=2e-3, atol=1e-4)
