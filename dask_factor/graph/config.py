@@ -288,6 +288,7 @@ def factor_config(
         Here, not at fit time, for a bad argument: every argument is checked against the same
         table as ``nmf()``'s (numbers must be finite; a negative ``seed`` needs
         ``rng="rcppml"``).
+
     Examples
     --------
     >>> cfg = factor_config(maxit=50, seed=42)
