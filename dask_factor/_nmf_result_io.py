@@ -7,7 +7,7 @@ Kept out of ``nmf_fit`` (the fit) so the result's methods stay thin. The zarr la
                         train_loss, best_iter, test_loss_history, train_loss_history,
                         loss, objective, objective_history, test_objective,
                         train_objective, test_objective_history (masked count-data fits)
-    /W (m, k)  /d (k,)  /H (k, n)  /dispersion (m,) — NB/GP fits
+    /W (m, k)  /d (k,)  /H (k, n)  /dispersion (m,) — NB/GP fits  /pi — zero inflation
     /names/features (m,) strings, /names/samples (n,) strings — when the result has them
 
 The older ``.npz`` of ``dask-factor fit SRC OUT.npz`` (W, d, H, loss_history, settings as JSON;
@@ -86,6 +86,8 @@ def save(result, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
             "test_objective_history": [float(v) for v in result.test_objective_history]}))
         if result.dispersion is not None:
             root.create_array("dispersion", data=np.asarray(result.dispersion, np.float64))
+        if result.pi is not None:
+            root.create_array("pi", data=np.asarray(result.pi, np.float64))
         root.create_array("W", data=np.ascontiguousarray(result.W))
         root.create_array("d", data=np.asarray(result.d, dtype=np.float64))
         root.create_array("H", data=np.ascontiguousarray(result.H))
@@ -146,7 +148,8 @@ def load(cls, path: str | os.PathLike):
                train_objective=float(a.get("train_objective", math.nan)),
                test_objective_history=list(a.get("test_objective_history", [])),
                dispersion=(np.asarray(root["dispersion"][...]) if "dispersion" in root
-                           else None))
+                           else None),
+               pi=np.asarray(root["pi"][...]) if "pi" in root else None)
 
 
 def _pairs(settings: dict) -> dict:

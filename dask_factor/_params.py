@@ -448,6 +448,7 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "theta_min": [Interval(_REAL, 0.0, None)],
     "theta_max": [Interval(_REAL, 0.0, None)],
     "robust": [Boolean(), StrOptions(("mae",)), Interval(_REAL, 0.0, None, closed="neither")],
+    "zi": [StrOptions(("none", "row", "col"))],
     # ---- factor_config only
     "warmup": [Interval(_INT, 0, None), NONE],
     # ---- per-factor options W(), H() (None: inherit the layer's value)
@@ -649,6 +650,18 @@ def _robust_settings(v, name):
         raise ValueError(f"{name('target_H')}: not supported with robust={v['robust']!r}")
 
 
+def _zi_settings(v, name):
+    """Zero inflation: NB and GP only (RcppML's rule), not with a robust fit."""
+    if v["zi"] == "none":
+        return
+    if v["loss"] not in ("nb", "gp"):
+        raise ValueError(f"{name('zi')}: zi={v['zi']!r} requires loss='nb' or loss='gp', got "
+                         f"loss={v['loss']!r}")
+    if v["robust"] is not False:
+        raise ValueError(f"{name('zi')}: zero inflation is not combined with robust="
+                         f"{v['robust']!r}; use one of them")
+
+
 @dataclass(frozen=True)
 class Rule:
     """A check over several arguments, run when an entry point has all of them."""
@@ -674,6 +687,7 @@ RULES: list[Rule] = [
     Rule(("loss", "solver", "target_H", "nb_size_init",
           "nb_size_min", "nb_size_max", "theta_init", "theta_min", "theta_max"), _irls_settings),
     Rule(("robust", "solver", "target_H"), _robust_settings),
+    Rule(("zi", "loss", "robust"), _zi_settings),
     Rule(("updates_per_pass",), _updates_per_pass_plain_fit),
 ]
 

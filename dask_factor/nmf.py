@@ -78,6 +78,7 @@ def nmf(
     theta_min: float = 0.0,
     theta_max: float = 5.0,
     robust: bool | str | float = False,
+    zi: str = "none",
 ) -> NMFResult | RankSearchResult:
     """Non-negative matrix factorization ``A ≈ W diag(d) H`` by alternating NNLS on Dask.
 
@@ -220,6 +221,12 @@ def nmf(
         linearly instead of quadratically in its deviance residual beyond δ (docs/losses.md),
         by IRLS weights ``min(1, δ/|r|)``; every IRLS step is then a dense pass over the
         entries (O(m·n·k²) per iteration). ``objective`` is the robust objective.
+    zi : {"none", "row", "col"}, default "none"
+        Zero inflation under ``loss="nb"`` or ``"gp"``: each entry is an extra zero with a
+        probability π of its row (``"row"``) or column (``"col"``), started at
+        min(0.5·zero rate, 0.3) and updated by one EM step per iteration; the zeros' pull in
+        every IRLS step is weighted by their posterior share of the count model, and
+        ``objective`` is the mixture's negative log-likelihood. The result's ``pi`` holds π.
 
     Returns
     -------

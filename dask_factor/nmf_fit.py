@@ -127,6 +127,9 @@ class NMFResult:
         every iteration (what ``tol`` watches). NaN/empty for ``"mse"`` (see ``sse``).
     dispersion : ndarray of shape (m,) or None
         ``loss="nb"``: the size r of each row; ``loss="gp"``: θ of each row.
+    pi : ndarray of shape (m,) or (n,), or None
+        Zero inflation (``zi="row"``/``"col"``): the probability of an extra zero per row or
+        per column.
     tol_history : list of float
         Relative loss change from the 2nd iteration on.
     settings : dict
@@ -183,6 +186,7 @@ class NMFResult:
     test_objective: float = float("nan")
     train_objective: float = float("nan")
     test_objective_history: list[float] = field(default_factory=list, repr=False)
+    pi: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def k(self) -> int:
@@ -518,7 +522,7 @@ def loss_spec(p: dict) -> LossSpec:
     return LossSpec(loss=loss, dispersion=p["dispersion"], disp_init=float(init),
                     disp_min=float(lo), disp_max=float(hi), power=float(p["tweedie_power"]),
                     irls_max_iter=int(p["irls_max_iter"]), irls_tol=float(p["irls_tol"]),
-                    robust=huber_delta(p["robust"]))
+                    robust=huber_delta(p["robust"]), zi=p["zi"])
 
 
 def huber_delta(robust) -> float:
@@ -560,6 +564,7 @@ def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_
                     n_negative=prep.n_negative, target_lambda=0.0, loss=spec.loss,
                     dispersion=spec.dispersion, irls_max_iter=spec.irls_max_iter,
                     irls_tol=spec.irls_tol, tweedie_power=spec.power, robust=spec.robust,
+                    zi=spec.zi,
                     dispersion_init=spec.disp_init, dispersion_bounds=(spec.disp_min,
                                                                        spec.disp_max),
                     **settings_extra)
@@ -586,7 +591,7 @@ def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_
             test_objective=(sc["test_objective"] / sc["n_test_loss"]
                             if sc["n_test_loss"] > 0 else math.nan),
             train_objective=sc["objective"] / max(sc["n_train_loss"], 1.0),
-            test_objective_history=list(st.test_history) if tf > 0 else [])
+            test_objective_history=list(st.test_history) if tf > 0 else [], pi=st.pi)
     return NMFResult(
         W=np.ascontiguousarray(st.W[:, perm]), d=np.asarray(st.d)[perm].copy(),
         H_dask=_h_dask(st, prep.bm.bounds, perm, cfg.dtype), iterations=st.iterations,
@@ -594,7 +599,7 @@ def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_
         loss_history=[x / mn for x in st.sse_history], tol_history=list(st.tol_history),
         settings=settings, runtime=st.seconds, graph_sizes=st.graph_sizes, _client=client,
         loss=spec.loss, objective=st.objective, objective_history=list(st.objective_history),
-        dispersion=st.dispersion)
+        dispersion=st.dispersion, pi=st.pi)
 
 
 def fit_nmf(
@@ -646,6 +651,7 @@ def fit_nmf(
     theta_min: float = 0.0,
     theta_max: float = 5.0,
     robust: bool | str | float = False,
+    zi: str = "none",
 ) -> NMFResult:
     """One NMF fit of rank ``k``: ``nmf(A, k)`` for an integer ``k``.
 

@@ -47,6 +47,7 @@ from ..kernels.irls import (
     LOSS_CODES,
     NO_HOLDOUT,
     NO_MASK,
+    NO_PI,
     ROW_STATS,
     block_objective,
     irls_block,
@@ -55,7 +56,7 @@ from ..kernels.irls import (
 from . import checkpoint
 from .als import EPS_GRAM, ALSConfig, compute_on, config_fingerprint, fit_fingerprint
 from .blocks import MIN_BLOCKS, BlockedMatrix
-from .driver import BlockOutput, Built, FitKind, Report, drive, kept_value, stats_of
+from .driver import BlockOutput, Built, FitKind, Report, drive, stats_of
 from .executor import Executor
 from .masked import MaskSpec, mask_arrays
 from .multi import column_scale, factor_scale
@@ -85,6 +86,9 @@ class LossSpec:
         IRLS steps per column and their stopping rule (max relative change of x).
     robust : float
         Huber δ of ``robust=`` (0: off; kernels.irls.robust_parts).
+    zi : {"none", "row", "col"}
+        Zero inflation (NB, GP): a probability π of an extra zero per row or per column of A,
+        one EM step per iteration (kernels.irls.zi_pi_step).
     """
 
     loss: str
@@ -96,6 +100,7 @@ class LossSpec:
     irls_max_iter: int = 5
     irls_tol: float = 1e-4
     robust: float = 0.0
+    zi: str = "none"
 
     @property
     def code(self) -> int:
@@ -116,6 +121,7 @@ class IRLSPack:
     xscale: np.ndarray
     disp: np.ndarray  # (m,) NB size r or GP θ per row (unused by the other losses)
     d: np.ndarray | None = None
+    pi: np.ndarray | None = None  # zi="row": π per row (m,)
     dh: np.ndarray | None = None
     stats: dict | None = None
 
@@ -145,6 +151,29 @@ class IRLSState:
     test_history: list[float] = field(default_factory=list)
     test_mse_history: list[float] = field(default_factory=list)
     train_mse_history: list[float] = field(default_factory=list)
+    #: zero inflation: π per row (m,) or per column (n,) of the returned model
+    pi: np.ndarray | None = None
+
+
+#: the initial zero-inflation probability from a zero rate (RcppML: min(0.5·rate, 0.3))
+def initial_pi(zero_rate: np.ndarray) -> np.ndarray:
+    """π₀ = min(0.5·zero rate, 0.3) per row or column (RcppML's start)."""
+    return np.minimum(0.5 * np.asarray(zero_rate, dtype=np.float64), 0.3)
+
+
+def h_of(out):
+    """H of an H task's kept value ``(H, π)``."""
+    return out[0][0]
+
+
+def pi_of(out):
+    """The columns' π of an H task's kept value ``(H, π)`` (zi="col")."""
+    return out[0][1]
+
+
+def row_nnz(tblock):
+    """Stored entries per row of A in a block of Aᵀ (its columns)."""
+    return np.diff(tblock.indptr)
 
 
 def hold_out(ms: MaskSpec | None, g0: int, transposed: bool) -> tuple:
@@ -203,11 +232,21 @@ def stack_piece(r, *splits):
 
 
 def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec, mk=NO_HOLDOUT,
-           mblock=None):
+           mblock=None, piblock=None):
     """H half-step of one column block by per-column IRLS, and the partials of H's scale
-    (``mk``, ``mblock``: the block's hold-out and mask, :func:`hold_out`)."""
+    (``mk``, ``mblock``: the block's hold-out and mask, :func:`hold_out`). Kept: ``(H, π)``,
+    π the block's columns' zero inflation after its EM step (zi="col", from ``piblock`` or,
+    at the start, the columns' zero rates), else None."""
     indptr, indices, data = csc_arrays(block)
     mptr, midx = _mask_csc(mblock)
+    m = pack.W.shape[0]
+    zpi, by_col, zpi_out = NO_PI, False, NO_PI
+    if spec.zi == "row":
+        zpi = pack.pi
+    elif spec.zi == "col":
+        zpi = (np.asarray(piblock, dtype=np.float64) if piblock is not None
+               else initial_pi(1.0 - np.diff(indptr) / m))
+        by_col, zpi_out = True, np.empty(indptr.size - 1)
     k = pack.W.shape[1]
     n_p = indptr.size - 1
     Ht = np.empty((n_p, k), dtype=cfg.dtype)
@@ -216,16 +255,18 @@ def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec, mk=NO_H
     irls_block(indptr, indices, data, pack.W, pack.disp, False, spec.code, spec.power,
                cfg.L1[1], cfg.L2[1] + EPS_GRAM, cfg.nonneg[1], cfg.upper_bound[1], Xprev,
                pack.xscale, warm, cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol,
-               Ht, mk, mptr, midx, spec.robust)
+               Ht, mk, mptr, midx, spec.robust, zpi, by_col, zpi_out)
     H64 = Ht.astype(np.float64)
-    return BlockOutput((Ht, (np.abs(H64).sum(axis=0), (H64 * H64).sum(axis=0))))
+    return BlockOutput(((Ht, zpi_out if by_col else None),
+                        (np.abs(H64).sum(axis=0), (H64 * H64).sum(axis=0))))
 
 
 def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: LossSpec,
-           mk, tmblock, *h_blocks):
+           mk, tmblock, pi_blocks, *h_blocks):
     """W half-step of rows r0:r1 (a column block of Aᵀ) against the normalised H, then the
     rows' dispersion and the block's :data:`~dask_factor.kernels.irls.ROW_STATS` (``mk``,
-    ``tmblock``: the rows' hold-out and the mask's block of Aᵀ)."""
+    ``tmblock``: the rows' hold-out and the mask's block of Aᵀ; ``pi_blocks``: the columns' π
+    under zi="col", else None). Returns the rows' W, dispersion and π (zi="row")."""
     mptr, midx = _mask_csc(tmblock)
     s, s2 = red
     dh = factor_scale(s, s2, cfg.norm)
@@ -237,17 +278,22 @@ def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: 
     Wt = np.empty((rows, k))
     Xprev = pack.W[r0:r1] if warm else np.zeros((1, k))
     disp_old = np.ascontiguousarray(pack.disp[r0:r1], dtype=np.float64)
+    zpi, by_col, zpi_out = NO_PI, False, NO_PI
+    if spec.zi == "row":
+        zpi, by_col, zpi_out = np.ascontiguousarray(pack.pi[r0:r1]), True, np.empty(rows)
+    elif spec.zi == "col":
+        zpi = np.concatenate([np.asarray(p, dtype=np.float64) for p in pi_blocks])
     irls_block(indptr, indices, data, Hn, disp_old, True, spec.code, spec.power, cfg.L1[0],
                cfg.L2[0] + EPS_GRAM, cfg.nonneg[0], cfg.upper_bound[0], Xprev, dh, warm,
                cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol, Wt, mk, mptr, midx,
-               spec.robust)
+               spec.robust, zpi, by_col)
     new_disp = np.empty(rows)
     st = np.zeros(len(ROW_STATS))
     estimate = spec.has_dispersion and spec.dispersion != "none"
     row_update(indptr, indices, data, Hn, disp_old, spec.code, spec.power, estimate,
                spec.dispersion == "per_row", np.array([spec.disp_min, spec.disp_max]), Wt,
-               new_disp, st, mk, mptr, midx, spec.robust)
-    return BlockOutput(((Wt, new_disp), st))
+               new_disp, st, mk, mptr, midx, spec.robust, zpi, by_col, zpi_out)
+    return BlockOutput(((Wt, new_disp, zpi_out if spec.zi == "row" else None), st))
 
 
 def finish_task(red_rows, red_cols, pack: IRLSPack, cfg: ALSConfig, spec: LossSpec, *rows):
@@ -256,6 +302,7 @@ def finish_task(red_rows, red_cols, pack: IRLSPack, cfg: ALSConfig, spec: LossSp
     dh = factor_scale(s, s2, cfg.norm)
     Wt = np.vstack([r[0][0] for r in rows])
     disp = np.concatenate([r[0][1] for r in rows])
+    pi = np.concatenate([r[0][2] for r in rows]) if spec.zi == "row" else None
     scored = pack.disp
     if spec.has_dispersion and spec.dispersion == "global":
         val = np.median(disp) if GLOBAL_REDUCER[spec.loss] == "median" else np.mean(disp)
@@ -264,7 +311,7 @@ def finish_task(red_rows, red_cols, pack: IRLSPack, cfg: ALSConfig, spec: LossSp
         scored = disp
     d = column_scale(Wt, cfg.norm)
     Wn = (Wt / d).astype(cfg.dtype)
-    new = IRLSPack(W=Wn, t=pack.t + 1, xscale=d / dh, disp=disp, d=d, dh=dh)
+    new = IRLSPack(W=Wn, t=pack.t + 1, xscale=d / dh, disp=disp, d=d, dh=dh, pi=pi)
     new.stats = {name: float(v) for name, v in zip(ROW_STATS, red_rows)}
     new.stats["sse"] = max(new.stats["sse"], 0.0)
     new.stats["disp"] = np.asarray(scored, dtype=np.float64)
@@ -318,6 +365,13 @@ class IRLSKind(FitKind):
         self.bkeys = ctx.blocks(self.bm)
         self.tkeys = self._transpose(ctx, self.bkeys, "t")
         n_rb = len(self.rb) - 1
+        if self.spec.zi == "row":  # each row's stored entries, for π's start
+            dsk = dict(ctx.static)
+            keys = [f"{ctx.prefix}-nnz-{ctx.token}-{r}" for r in range(len(self.tkeys))]
+            for key, tk in zip(keys, self.tkeys):
+                dsk[key] = (row_nnz, tk)
+            _, counts = ctx.ex.run(dsk, [], keys)
+            self.row_nnz = np.concatenate(counts)
         if self.mask is not None:
             self.mkeys = ctx.blocks(self.mask)
             self.tmkeys = self._transpose(ctx, self.mkeys, "tm")
@@ -328,26 +382,41 @@ class IRLSKind(FitKind):
         W0 = np.ascontiguousarray(self.W0, dtype=self.cfg.dtype)
         m, k = W0.shape
         disp = np.full(m, float(self.spec.disp_init))
-        return {"pack": IRLSPack(W=W0, t=0, xscale=np.ones(k), disp=disp),
-                "h": [None] * self.bm.n_blocks}
+        pi = None
+        if self.spec.zi == "row":  # π₀ from each row's zero rate (counted in setup)
+            pi = initial_pi(1.0 - self.row_nnz / self.bm.shape[1])
+        state = {"pack": IRLSPack(W=W0, t=0, xscale=np.ones(k), disp=disp, pi=pi),
+                 "h": [None] * self.bm.n_blocks}
+        if self.spec.zi == "col":
+            state["pi"] = [None] * self.bm.n_blocks
+        return state
 
     def build(self, g, st, step):
         cfg, spec, pack = self.cfg, self.spec, st["pack"]
         parts, new_h = [], []
         bounds = self.bm.bounds
+        zcol = spec.zi == "col"
+        new_pi = []
         for b in range(self.bm.n_blocks):
             hk = g.task("block-solve", (b,), h_task, self.bkeys[b], pack, st["h"][b], cfg, spec,
-                        hold_out(self.ms, int(bounds[b]), False), self.mkeys[b])
-            new_h.append(g.task("h", (b,), kept_value, hk))
+                        hold_out(self.ms, int(bounds[b]), False), self.mkeys[b],
+                        st["pi"][b] if zcol else None)
+            new_h.append(g.task("h", (b,), h_of, hk))
+            if zcol:
+                new_pi.append(g.task("pi", (b,), pi_of, hk))
             parts.append(hk)
         red = g.reduce(parts)
         rb = self.rb
         rows = [g.task("w-rows", (r,), w_task, self.tkeys[r], red, pack, rb[r], rb[r + 1], cfg,
-                       spec, hold_out(self.ms, rb[r], True), self.tmkeys[r], *new_h)
+                       spec, hold_out(self.ms, rb[r], True), self.tmkeys[r],
+                       new_pi if zcol else None, *new_h)
                 for r in range(len(rb) - 1)]
         red_rows = g.reduce(rows, label="row-reduce")
         new_pack = g.task("w-update", (), finish_task, red_rows, red, pack, cfg, spec, *rows)
-        return Built({"pack": new_pack, "h": new_h}, [g.task("stats", (), stats_of, new_pack)])
+        state = {"pack": new_pack, "h": new_h}
+        if zcol:
+            state["pi"] = new_pi
+        return Built(state, [g.task("stats", (), stats_of, new_pack)])
 
     def record(self, step, stats):
         st = stats[0]
@@ -420,7 +489,11 @@ def fit_irls(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, spec: LossSpec, 
                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                 name="nmf")
     model = res.best if kind.select_best else res.state
-    (final,) = Executor(client).gather([model["pack"]])
+    ex = Executor(client)
+    (final,) = ex.gather([model["pack"]])
+    pi = final.pi
+    if spec.zi == "col":
+        pi = np.concatenate([np.asarray(p, dtype=np.float64) for p in ex.gather(model["pi"])])
     hist = [st[0] for st in res.stats]
     k = cfg.k
     best = res.best_iter if kind.select_best else len(hist)
@@ -438,7 +511,7 @@ def fit_irls(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, spec: LossSpec, 
         scores={name: float(last[name]) for name in ROW_STATS if name in last},
         test_history=[held_out_mean(x) for x in hist],
         test_mse_history=[_mean(x["test_sse"], x["n_test"]) for x in hist],
-        train_mse_history=[_mean(x["sse"], x["n_train"]) for x in hist])
+        train_mse_history=[_mean(x["sse"], x["n_train"]) for x in hist], pi=pi)
 
 
 # --------------------------------------------------------------------------------------------

@@ -319,8 +319,9 @@ def nmf_layer(
     W, H : FactorOptions, optional
         Per-factor overrides from :func:`W` / :func:`H` (targets, graph Laplacians, …).
     mask, robust, projective, symmetric, zi
-        RcppML options that are not implemented yet; anything but the default raises
-        ``NotImplementedError`` here, before any work.
+        RcppML options that graphs do not fit; anything but the default raises
+        ``NotImplementedError`` here, before any work (``robust`` and ``zi`` are ``nmf()``
+        options: the message says how to fit them).
     loss : str, optional
         The layer's loss (``"mse"``, ``"kl"``, ``"nb"``, ``"gp"``, ``"gamma"``,
         ``"inverse_gaussian"``, ``"tweedie"``; docs/losses.md); default: ``factor_config``'s.
@@ -348,13 +349,16 @@ def nmf_layer(
         raise NotImplementedError(
             f"{where}: mask= needs the masked NNLS engine (the cross-validation issue), which "
             f"has not landed yet")
-    for flag, val in (("robust", robust), ("projective", projective),
-                      ("symmetric", symmetric)):
+    for flag, val in (("projective", projective), ("symmetric", symmetric)):
         if val:
             raise NotImplementedError(f"{where}: {flag}=True is not implemented "
                                       f"(later work)")
+    if robust is not False:
+        raise NotImplementedError(f"{where}: robust={robust!r} is fitted by nmf() only; fit the "
+                                  f"matrix with nmf(A, k, robust={robust!r}) (docs/losses.md)")
     if zi != "none":
-        raise NotImplementedError(f"{where}: zi={zi!r} is not implemented (later work)")
+        raise NotImplementedError(f"{where}: zi={zi!r} is fitted by nmf() only; fit the matrix "
+                                  f"with nmf(A, k, loss='nb', zi={zi!r}) (docs/losses.md)")
     if loss is not None:
         loss = check_value(f"{where}: loss", loss, PARAMETERS["loss"])
     return NMFLayer(loss=loss,

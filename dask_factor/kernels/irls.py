@@ -192,6 +192,85 @@ def _skip(ex_row, ne, e, i):
     return e, (e < ne and ex_row[e] == i)
 
 
+#: the largest zero-inflation probability (a row or column of zeros only goes there)
+PI_MAX = 1.0 - 1e-10
+NO_PI = np.zeros(0)
+
+
+@njit(nogil=True, cache=True)
+def zi_zero(code, mu, disp, power, pi):
+    """``(ℓ, 1 − z)`` of a zero under zero inflation π: ``ℓ = −log(π + (1 − π)P₀(μ))`` and the
+    count part's posterior share ``1 − z = (1 − π)P₀/(π + (1 − π)P₀)`` (P₀ = e^{−ℓ(0, μ)})."""
+    p0 = math.exp(-unit_loss(code, 0.0, mu, disp, power))
+    mix = max(pi + (1.0 - pi) * p0, 1e-300)
+    return -math.log(mix), (1.0 - pi) * p0 / mix
+
+
+@njit(nogil=True, cache=True)
+def zi_entries(indptr, indices, j, F, x, disp, disp_by_col, code, power, zpi, zpi_by_col,
+               ex_row, ne, cz, want_cz):
+    """The zero-inflated part of column j's objective over its kept entries: ``−log(1 − π)`` per
+    stored entry and the mixture loss of each zero (:func:`zi_zero`); with ``want_cz`` also
+    ``cz = Σ_zeros (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``, the zeros' pull (the gradient of the mixture's
+    loss: the E-step's weights at the current μ). π is ``zpi[j]`` (``zpi_by_col``) or
+    ``zpi[i]``. O(p·k)."""
+    k = x.size
+    start, end = indptr[j], indptr[j + 1]
+    if want_cz:
+        for f in range(k):
+            cz[f] = 0.0
+    out = 0.0
+    q = start
+    e = 0
+    for i in range(F.shape[0]):
+        stored = q < end and indices[q] == i
+        if stored:
+            q += 1
+        if ne > 0:
+            e, skip = _skip(ex_row, ne, e, i)
+            if skip:
+                continue
+        pi = zpi[j] if zpi_by_col else zpi[i]
+        if stored:
+            out -= math.log1p(-pi)
+            continue
+        d = disp[j] if disp_by_col else disp[i]
+        mu = _dot(F, i, x)
+        ell, keep = zi_zero(code, mu, d, power, pi)
+        out += ell
+        if want_cz:
+            c = keep * zero_slope(code, mu, d, power)
+            for f in range(k):
+                cz[f] += c * F[i, f]
+    return out
+
+
+@njit(nogil=True, cache=True)
+def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_row, ne):
+    """One EM step of column j's zero-inflation probability at ``μ = F x``: the mean over its
+    kept entries of the posterior ``z`` of being an extra zero (0 for a stored entry)."""
+    start, end = indptr[j], indptr[j + 1]
+    q = start
+    e = 0
+    total = 0.0
+    kept = 0
+    for i in range(F.shape[0]):
+        stored = q < end and indices[q] == i
+        if stored:
+            q += 1
+        if ne > 0:
+            e, skip = _skip(ex_row, ne, e, i)
+            if skip:
+                continue
+        kept += 1
+        if not stored:
+            d = disp[j] if disp_by_col else disp[i]
+            total += 1.0 - zi_zero(code, _dot(F, i, x), d, power, pi)[1]
+    if kept == 0:
+        return pi
+    return min(total / kept, PI_MAX)
+
+
 @njit(nogil=True, cache=True)
 def robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
                   ex_row, ne, obs_only, G, b, gram):
@@ -252,14 +331,15 @@ def _zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne):
 
 @njit(nogil=True, cache=True)
 def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search, power,
-                 l1, l2, cz, ex_row, ne, obs_only, delta=0.0):
+                 l1, l2, cz, ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False):
     """One pass over column ``j`` at ``x``: returns the penalised objective under ``search``
     (the loss, or KL for GP) and, for the losses whose zero slope depends on μ (NB, Tweedie),
     fills ``cz`` (k,) with ``Σ_{yᵢ=0} ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` (else ``cz`` is left alone).
 
     Rows ``ex_row[:ne]`` (sorted) are excluded (held out or missing); with ``obs_only`` the
     unstored entries are missing too (``mask="zeros"``). ``delta`` > 0: the robust objective
-    (:func:`robust_column`)."""
+    (:func:`robust_column`); a non-empty ``zpi``: zero inflation (:func:`zi_entries`, which
+    then fills ``cz``)."""
     k = x.size
     start, end = indptr[j], indptr[j + 1]
     out = 0.0
@@ -280,6 +360,9 @@ def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, 
         out += unit_loss(search, np.float64(data[q]), _dot(F, i, x), d, power)
     if obs_only or not zeros_observed(code, power):
         return out
+    if zpi.size > 0:
+        return out + zi_entries(indptr, indices, j, F, x, disp, disp_by_col, search, power, zpi,
+                                zpi_by_col, ex_row, ne, cz, True)
     if code == KL or code == GP:  # ℓ(0, μ) = μ for KL: Σ_zeros μ from Σ_all − Σ_stored
         return out + max(_zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne), 0.0)
     for f in range(k):
@@ -321,7 +404,8 @@ def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power, l1, l2,
                 nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm,
-                G, b, r, xold, czero, ex_row, ne, obs_only, delta=0.0):
+                G, b, r, xold, czero, ex_row, ne, obs_only, delta=0.0, zpi=NO_PI,
+                zpi_by_col=False):
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
@@ -330,12 +414,14 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
     Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part of the fit);
     with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the robust (Huber) fit of
     :func:`robust_parts`, every step a dense pass over the rows (:func:`robust_column`).
+    ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
+    by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
     """
     k = x.size
     start, end = indptr[j], indptr[j + 1]
     robust = delta > 0.0
     zeros = zeros_observed(code, power) and not obs_only and not robust
-    const_zero = code == KL or code == GP
+    const_zero = (code == KL or code == GP) and zpi.size == 0
     if zeros and const_zero:  # Σ over zero rows of Fᵢ = Σ over all − Σ over stored/excluded
         for f in range(k):
             czero[f] = Fsum[f]
@@ -354,7 +440,7 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
     sweeps = 0
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
     f_old = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search,
-                         power, l1, l2, czero, ex_row, ne, obs_only, delta)
+                         power, l1, l2, czero, ex_row, ne, obs_only, delta, zpi, zpi_by_col)
     for it in range(irls_maxit):
         for f in range(k):
             b[f] = 0.0
@@ -396,13 +482,15 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
         # its gradient at xold and a convex quadratic): halve it until the objective does not
         # rise, so every column's objective falls monotonically
         f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
-                             search, power, l1, l2, czero, ex_row, ne, obs_only, delta)
+                             search, power, l1, l2, czero, ex_row, ne, obs_only, delta, zpi,
+                             zpi_by_col)
         tries = 0
         while not f_new <= f_old and tries < MAX_BACKTRACK:
             for f in range(k):
                 x[f] = xold[f] + 0.5 * (x[f] - xold[f])
             f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
-                                 search, power, l1, l2, czero, ex_row, ne, obs_only, delta)
+                                 search, power, l1, l2, czero, ex_row, ne, obs_only, delta, zpi,
+                                 zpi_by_col)
             tries += 1
         if not f_new <= f_old:  # no decrease found: keep the start
             for f in range(k):
@@ -441,13 +529,17 @@ def exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_t
 @njit(nogil=True, cache=True)
 def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2, nonneg, ub,
                Xprev, xscale, warm, cd_maxit, cd_tol, irls_maxit, irls_tol, Xt,
-               mk=NO_HOLDOUT, mptr=NO_MASK, midx=NO_MASK, delta=0.0):
+               mk=NO_HOLDOUT, mptr=NO_MASK, midx=NO_MASK, delta=0.0, zpi=NO_PI,
+               zpi_by_col=False, zpi_out=NO_PI):
     """IRLS-NNLS for every column of a CSC matrix (p × n) against ``F`` (p × k).
 
     ``Xprev`` (n × k) times ``xscale`` (k,) is the warm start when ``warm``; ``Xt`` (n × k)
     receives the solutions (it may be ``Xprev``). ``mk``, ``mptr``, ``midx``: the held-out and
     missing entries, which get zero weight (:func:`exclusions`); ``delta`` > 0 the robust fit
-    (:func:`robust_parts`). Returns the total coordinate-descent sweeps.
+    (:func:`robust_parts`). ``zpi``, ``zpi_by_col``: zero inflation (:func:`irls_column`); with
+    ``zpi_by_col`` and a non-empty ``zpi_out`` (n,), each column's π after one EM step at its
+    solution (:func:`zi_pi_step`, with the loss's own P₀). Returns the total coordinate-descent
+    sweeps.
 
     Examples
     --------
@@ -483,19 +575,23 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
             x[f] = Xprev[j, f] * xscale[f] if warm else 0.0
         total += irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power,
                              l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol,
-                             warm, G, b, r, xold, czero, ex_row, ne, mk[5], delta)
+                             warm, G, b, r, xold, czero, ex_row, ne, mk[5], delta, zpi,
+                             zpi_by_col)
         for f in range(k):
             Xt[j, f] = x[f]
+        if zpi_out.size > 0:
+            zpi_out[j] = zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power,
+                                    zpi[j], ex_row, ne)
     return total
 
 
 @njit(nogil=True, cache=True)
 def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
-                     ex_row, ne, obs_only, delta=0.0):
+                     ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False):
     """``Σᵢ ℓ(y_ij, μᵢ)`` of column ``j`` with ``μ = F x``, zero entries included when the loss
     has mass at 0 (O(nnz·k), plus O(p·k) for NB and Tweedie). No explicit zeros stored. Rows
     ``ex_row[:ne]`` are left out; with ``obs_only`` the unstored entries too. ``delta`` > 0:
-    the robust objective (:func:`robust_column`)."""
+    the robust objective (:func:`robust_column`); ``zpi``: zero inflation (:func:`zi_entries`)."""
     if delta > 0.0:
         return robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                              delta, ex_row, ne, obs_only, np.empty((0, 0)), np.empty(0),
@@ -512,6 +608,9 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
         out += unit_loss(code, np.float64(data[q]), _dot(F, i, x), d, power)
     if obs_only or not zeros_observed(code, power):
         return out
+    if zpi.size > 0:
+        return out + zi_entries(indptr, indices, j, F, x, disp, disp_by_col, code, power, zpi,
+                                zpi_by_col, ex_row, ne, x, False)
     if code == KL or code == GP:  # ℓ(0, μ) is linear in μ: Σ_zeros from Σ_all − Σ_stored
         if code == KL or disp_by_col:
             scale = 1.0 / (1.0 + max(disp[j], 0.0)) if code == GP else 1.0
@@ -587,7 +686,7 @@ def _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only):
 
 @njit(nogil=True, cache=True)
 def _column_test(F, x, disp, disp_by_col, j, code, power, ex_row, ex_val, ex_test, ne, obs_only,
-                 stats):
+                 stats, zpi=NO_PI, zpi_by_col=False):
     """Add column j's held-out entries to ``stats``: [2] Σ ℓ over the test entries the loss
     covers, [3] their squared error (all test entries), [5] their count, [7] the count the
     loss covers."""
@@ -602,7 +701,14 @@ def _column_test(F, x, disp, disp_by_col, j, code, power, ex_row, ex_val, ex_tes
         stats[5] += 1.0
         if y > 0.0 or zeros:
             d = disp[j] if disp_by_col else disp[i]
-            stats[2] += unit_loss(code, y, mu, d, power)
+            if zpi.size > 0:  # zero inflation: the mixture's loss
+                pi = zpi[j] if zpi_by_col else zpi[i]
+                if y > 0.0:
+                    stats[2] += unit_loss(code, y, mu, d, power) - math.log1p(-pi)
+                else:
+                    stats[2] += zi_zero(code, mu, d, power, pi)[0]
+            else:
+                stats[2] += unit_loss(code, y, mu, d, power)
             stats[7] += 1.0
 
 
@@ -728,7 +834,7 @@ ROW_STATS = ("objective", "sse", "test_objective", "test_sse", "n_train", "n_tes
 @njit(nogil=True, cache=True)
 def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_new,
                disp_bounds, Xt, out_disp, out_stats, mk=NO_HOLDOUT, mptr=NO_MASK,
-               midx=NO_MASK, delta=0.0):
+               midx=NO_MASK, delta=0.0, zpi=NO_PI, zpi_by_col=False, zpi_out=NO_PI):
     """After the W solve of a block of rows (columns of Aᵀ against ``F`` = normalised H): the
     dispersion of each row (with ``estimate``: NB size by moments, GP θ by MM from
     ``disp_old``; else ``disp_old`` is kept) and the block's :data:`ROW_STATS`, scored with the
@@ -737,7 +843,9 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
     ``disp_bounds`` = (min, max). ``out_disp`` (n_rows,) and ``out_stats`` (8,) are outputs.
     ``mk``, ``mptr``, ``midx``: the held-out and missing entries (:func:`exclusions`, transposed);
     the dispersion and the training statistics leave them out, the test statistics score the
-    held-out ones. ``delta`` > 0: the training objective is the robust one.
+    held-out ones. ``delta`` > 0: the training objective is the robust one. ``zpi``: zero
+    inflation; with ``zpi_by_col`` (π per row of A) each row's π takes one EM step into
+    ``zpi_out`` and the objective is scored with it.
     """
     n = indptr.size - 1
     p, k = F.shape
@@ -769,8 +877,13 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
                             disp_bounds[1], 5, ex_row, ne, obs_only)
         out_disp[j] = d
         disp = out_disp if score_new else disp_old
+        pis = zpi
+        if zpi_out.size > 0:
+            zpi_out[j] = zi_pi_step(indptr, indices, j, F, x, disp, True, code, power, zpi[j],
+                                    ex_row, ne)
+            pis = zpi_out
         out_stats[0] += column_objective(indptr, indices, data, j, F, x, Fsum, disp, True, code,
-                                         power, ex_row, ne, obs_only, delta)
+                                         power, ex_row, ne, obs_only, delta, pis, zpi_by_col)
         sse = _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only)
         # counts of the training entries: all rows but the excluded (stored kept ones only
         # when the zeros are missing or outside the loss's support)
@@ -784,5 +897,5 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         out_stats[6] += p - ne if covers_zeros else stored
         if ne:
             _column_test(F, x, disp, True, j, code, power, ex_row, ex_val, ex_test, ne,
-                         obs_only, out_stats)
+                         obs_only, out_stats, pis, zpi_by_col)
     out_stats[1] = sse

@@ -27,6 +27,9 @@ def counts():
     ({"loss": "nb", "irls_max_iter": 0}, ValueError, "irls_max_iter: expected an integer"),
     ({"loss": "nb", "irls_tol": -1.0}, ValueError, "irls_tol: expected"),
     ({"robust": "median"}, ValueError, "robust: expected one of"),
+    ({"loss": "kl", "zi": "row"}, ValueError, "zi: zi='row' requires loss='nb' or loss='gp'"),
+    ({"loss": "nb", "zi": "col", "robust": True}, ValueError, "zi: zero inflation is not"),
+    ({"loss": "nb", "zi": "both"}, ValueError, "zi: expected one of"),
     ({"robust": -1.0}, ValueError, "robust: expected"),
     ({"robust": True, "solver": "cholesky"}, ValueError, "solver: robust=True is fitted by IRLS"),
 ])

@@ -287,3 +287,51 @@ def test_robust_column_reaches_the_scipy_optimum(loss, delta):
     ours = robust_np(loss, y, F @ X[0], delta)
     assert ours <= ref.fun * (1 + 1e-7) + 1e-9
     np.testing.assert_allclose(X[0], ref.x, rtol=2e-3, atol=1e-4)
+
+
+def test_zero_inflation_em_reaches_the_closed_form_and_the_truth():
+    """Zero-inflated NB counts with a known π and mean: iterating the kernel's EM step for π
+    (μ fixed) converges to the maximum-likelihood π̂ = (n₀/N − P₀)/(1 − P₀), close to the true
+    π."""
+    rng = np.random.default_rng(12)
+    N, mu, r, pi_true = 20000, 4.0, 3.0, 0.3
+    y = rng.negative_binomial(r, r / (r + mu), N).astype(float)
+    y[rng.random(N) < pi_true] = 0.0
+    A = sp.csc_matrix(y[:, None])
+    F, x = np.ones((N, 1)), np.array([mu])
+    p0 = (r / (r + mu)) ** r
+    closed = ((y == 0).mean() - p0) / (1 - p0)
+    pi = 0.1
+    for _ in range(400):
+        pi = K.zi_pi_step(A.indptr, A.indices, 0, F, x, np.full(N, r), False, K.NB, 1.5, pi,
+                          K.NO_MASK, 0)
+    assert pi == pytest.approx(closed, rel=1e-6)
+    assert pi == pytest.approx(pi_true, abs=0.02)
+
+
+def test_zero_inflated_column_reaches_the_scipy_optimum():
+    """zi: a column's IRLS solution with π fixed minimises the zero-inflated NB negative
+    log-likelihood (scipy on a NumPy objective)."""
+    rng = np.random.default_rng(13)
+    m, k, r, pi = 200, 3, 4.0, 0.25
+    F = rng.gamma(1.0, 1.0, (m, k))
+    mu = F @ np.array([2.0, 0.5, 1.0])
+    y = rng.negative_binomial(r, r / (r + mu)).astype(float)
+    y[rng.random(m) < pi] = 0.0
+
+    def nll(x):
+        mu = np.maximum(F @ x, 1e-10)
+        p0 = (r / (r + mu)) ** r
+        pos = y > 0
+        return (-np.log(pi + (1 - pi) * p0[~pos]).sum()
+                - (np.log1p(-pi) + nbinom.logpmf(y[pos], r, r / (r + mu[pos]))).sum())
+
+    A = sp.csc_matrix(y[:, None])
+    X = np.zeros((1, k))
+    K.irls_block(A.indptr, A.indices, A.data, F, np.full(m, r), False, K.NB, 1.5, 0.0, 0.0, True,
+                 0.0, X, np.ones(k), False, 200, 1e-14, 500, 1e-13, X, K.NO_HOLDOUT, K.NO_MASK,
+                 K.NO_MASK, 0.0, np.full(m, pi), False)
+    ref = minimize(nll, np.ones(k), method="L-BFGS-B", bounds=[(0, None)] * k,
+                   options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxfun=100000))
+    assert nll(X[0]) <= ref.fun * (1 + 1e-8) + 1e-9
+    np.testing.assert_allclose(X[0], ref.x, rtol=2e-3, atol=1e-4)
