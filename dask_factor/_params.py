@@ -626,7 +626,8 @@ def _updates_per_pass_plain_fit(v, name):
     if v["updates_per_pass"] == 1:
         return
     given = [arg for arg, off in (("test_fraction", 0), ("mask", None), ("target_H", None),
-                                  ("loss", "mse")) if arg in v and not _same(v[arg], off)]
+                                  ("loss", "mse"), ("robust", False))
+             if arg in v and not _same(v[arg], off)]
     if not _is_single(v):
         given.insert(0, "k (a rank search cross-validates)")
     if given:

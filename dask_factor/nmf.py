@@ -187,8 +187,8 @@ def nmf(
         forgotten). Every update is exact, the result deterministic like ALS's, and a pass
         costs one read of A plus ``B`` W solves; an "iteration" is then a pass (``maxit``,
         ``tol`` and the histories count passes). Capped at the number of column blocks.
-        Plain least-squares fits only (no ``test_fraction``, ``mask``, ``target_H`` or
-        count-data ``loss``).
+        Plain least-squares fits only (no ``test_fraction``, ``mask``, ``target_H``,
+        ``robust`` or count-data ``loss``).
     layer : str, optional
         AnnData input only: factorize ``A.layers[layer]`` (read as genes × cells, lazily)
         instead of ``A.X``. ``dask_factor.tl.nmf`` also stores the result in the AnnData.

@@ -162,6 +162,7 @@ def test_reaches_the_exact_als_loss_monotonically(data, pbmc3k):
     (dict(updates_per_pass=2, test_fraction=0.1), ValueError, "updates_per_pass: .*test_fraction"),
     (dict(updates_per_pass=2, mask="zeros"), ValueError, "updates_per_pass: .*mask"),
     (dict(updates_per_pass=2, loss="kl"), ValueError, "updates_per_pass: .*loss"),
+    (dict(updates_per_pass=2, robust=True), ValueError, "updates_per_pass: .*robust"),
     (dict(updates_per_pass=2, target_H=np.ones((3, 1183)), target_lambda=0.1), ValueError,
      "updates_per_pass: .*target_H"),
 ])
