@@ -290,11 +290,9 @@ def block_graph(bm: BlockedMatrix, ex, tag: str | None = None) -> tuple[dict, li
             key = new
         keys.append(key)
         dsk.update(g)
-    if ex.distributed:
-        for key in keys:
-            v = dsk[key]
-            if not _is_task_like(v):
-                dsk[key] = ex.scatter(key, v)
+    if ex.distributed:  # computed blocks travel once, in contiguous runs per worker
+        values = [k for k in keys if not _is_task_like(dsk[k])]
+        dsk.update(zip(values, ex.scatter_blocks([dsk[k] for k in values])))
     return dsk, keys
 
 

@@ -158,12 +158,15 @@ def _sum(items):
 class Step:
     """The graph of one step under construction (keys, tasks and the one reduction)."""
 
-    def __init__(self, prefix: str, token: str, step: int, base: dict):
+    def __init__(self, prefix: str, token: str, step: int, base: dict,
+                 owners: dict[str, str] | None = None):
         self.prefix = prefix
         self.token = token
         self.step = step
         self.dsk: dict = dict(base)
         self.n_base = len(base)
+        #: static key -> the worker holding it (blocks placed by ``Executor.scatter_blocks``)
+        self.owners = owners or {}
 
     def key(self, label: str, *index) -> str:
         tail = "".join(f"-{i}" for i in index)
@@ -182,6 +185,12 @@ class Step:
         Level-0 groups always get a task, so ``combine`` sees every block output (even a lone
         one, which lets it pick the partials out of a block task's result); later singletons
         pass through. Returns the root's key.
+
+        On a cluster whose blocks lie in contiguous runs per worker, a level-0 group of
+        :func:`sum_partials` that spans workers is summed as a chain: the first worker's run,
+        then that sum plus the next worker's run, and so on. A left fold cut anywhere is the
+        same sequence of additions, so the result is bit for bit the one-task sum; what moves
+        between workers is one partial per run boundary instead of one per block.
         """
         sched = tree_schedule(len(parts), split_every)
         if not sched:
@@ -192,9 +201,43 @@ class Step:
                 if len(g) == 1 and lvl > 0:
                     nxt.append(parts[g[0]])
                     continue
-                nxt.append(self.task(label, (lvl, gi), combine, *[parts[i] for i in g]))
+                items = [parts[i] for i in g]
+                runs = self._owner_runs(items) if lvl == 0 and combine is sum_partials else []
+                if len(runs) <= 1:
+                    nxt.append(self.task(label, (lvl, gi), combine, *items))
+                    continue
+                acc = self.task(label, (lvl, gi, 0), combine, *runs[0])
+                for j, run in enumerate(runs[1:], 1):
+                    acc = self.task(label, (lvl, gi, j), combine, acc, *run)
+                nxt.append(acc)
             parts = nxt
         return parts[0]
+
+    def _owner_runs(self, items: list[str]) -> list[list[str]]:
+        """``items`` cut where the worker holding their block changes (one run if unknown)."""
+        if not self.owners:
+            return [items]
+        runs: list[list[str]] = []
+        last = None
+        for it in items:
+            w = self._owner(it)
+            if runs and (w is None or w == last):
+                runs[-1].append(it)
+            else:
+                runs.append([it])
+                last = w if w is not None else last
+        return runs
+
+    def _owner(self, key: str) -> str | None:
+        """The worker of the first placed block a task reads (its direct arguments)."""
+        task = self.dsk.get(key)
+        if not isinstance(task, tuple):
+            return None
+        for a in task[1:]:
+            for x in (a if isinstance(a, (list, tuple)) else (a,)):
+                if isinstance(x, str) and x in self.owners:
+                    return self.owners[x]
+        return None
 
     @property
     def size(self) -> int:
@@ -367,6 +410,8 @@ class _Run:
         ctx = Context(self.ex, self.token, self.kind.prefix)
         self.kind.setup(ctx)
         self.static = ctx.static
+        self.owners = {k: w for k, v in self.static.items()
+                       if (w := self.ex.owner_of(v)) is not None}
 
     def place(self, *trees: dict[str, Any]) -> list[dict[str, Any]]:
         """Client-side values -> handles where the tasks run (plain data, no history).
@@ -406,7 +451,7 @@ class _Run:
 
     def step(self, step: int) -> tuple[list, dict, dict]:
         """Run one step; returns (stats, new state handles, previous state handles)."""
-        g = Step(self.kind.prefix, self.token, step, self.static)
+        g = Step(self.kind.prefix, self.token, step, self.static, self.owners)
         keys = _map(self.state, lambda h: _handle_key(h, g))
         built = self.kind.build(g, keys, step)
         self.sizes.append(g.size)

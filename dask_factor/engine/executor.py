@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import dask
+import numpy as np
 from dask.base import get_scheduler
 
 
@@ -43,6 +44,8 @@ class Executor:
     def __init__(self, client=None):
         self.client = _distributed_client(client)
         self.get = None if self.client is not None else (get_scheduler() or dask.threaded.get)
+        #: future key -> the worker a block was placed on (:meth:`scatter_blocks`)
+        self.owners: dict[str, str] = {}
 
     @property
     def distributed(self) -> bool:
@@ -120,6 +123,46 @@ class Executor:
         if self.client is None or not values:
             return list(values)
         return list(self.client.scatter(list(values), hash=False))
+
+    def scatter_blocks(self, values: list) -> list:
+        """Place a matrix's consecutive blocks on the workers in contiguous runs.
+
+        Worker ``j`` (in address order) gets the ``j``-th run, sized by its threads. The block
+        tasks run where their block is, so a reduction over consecutive blocks can sum each
+        worker's run where it lies and move one partial per run boundary instead of one per
+        block (:meth:`Step.reduce <dask_factor.engine.driver.Step.reduce>`). Placement only
+        moves work: the results are the same on any placement. Locally the values themselves.
+        """
+        if self.client is None or not values:
+            return list(values)
+        info = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        workers = sorted(info)
+        if len(workers) <= 1:
+            return [self.client.scatter(v, hash=False) for v in values]
+        weights = np.array([max(int(info[w].get("nthreads", 1)), 1) for w in workers], float)
+        bounds = np.rint(np.concatenate([[0.0], np.cumsum(weights)]) / weights.sum()
+                         * len(values)).astype(int)
+        out: list = []
+        for w, a, b in zip(workers, bounds[:-1], bounds[1:]):
+            if b <= a:
+                continue
+            futs = self.client.scatter(list(values[a:b]), workers=[w], hash=False)
+            self.owners.update((f.key, w) for f in futs)
+            out.extend(futs)
+        return out
+
+    def locate(self, handles: list) -> None:
+        """Learn where computed handles (kept block copies) lie, for :meth:`owner_of`."""
+        futs = [h for h in handles if _is_future(h) and h.key not in self.owners]
+        if self.client is None or not futs:
+            return
+        for key, where in self.client.who_has(futs).items():
+            if len(where) == 1:
+                self.owners[key] = next(iter(where))
+
+    def owner_of(self, handle: Any) -> str | None:
+        """The worker :meth:`scatter_blocks` put ``handle`` on (None if it did not place it)."""
+        return self.owners.get(handle.key) if _is_future(handle) else None
 
     def scatter(self, key: str, value: Any) -> Any:
         """Place a value where the tasks run (a future on a cluster, the value itself locally)."""

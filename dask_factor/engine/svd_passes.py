@@ -210,7 +210,9 @@ class GramPasses:
     def _step(self, label: str, *, data_pass: bool = True) -> Step:
         self.count += data_pass  # ``count`` is the number of passes over the data
         self._steps += 1
-        return Step(f"svd-{label}", self.tok, self._steps, self.static)
+        owners = {k: w for k, v in self.static.items()
+                  if (w := self.ex.owner_of(v)) is not None}
+        return Step(f"svd-{label}", self.tok, self._steps, self.static, owners)
 
     def prepare(self, want_moments: bool):
         """One read of every block (if needed): the row moments, and the row-major copies.
@@ -239,6 +241,7 @@ class GramPasses:
             return g, keep, fetch
 
         kept, out = self._run(build)
+        self.ex.locate(list(kept.values()))  # the row-major copies stay where they were made
         for b, rk in self._prep_keep.items():
             self.static[rk] = kept[rk]
             self.bkeys[b] = rk

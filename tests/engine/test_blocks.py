@@ -188,3 +188,59 @@ def test_block_stats_equal_numpy():
                                                 np.count_nonzero(vals)], rtol=1e-12)
     np.testing.assert_allclose(sum_stats(block_stats(X), block_stats(S)),
                                block_stats(X) + block_stats(S))
+
+
+@settings(max_examples=60)
+@given(n=st.integers(1, 20), fanin=st.integers(2, 8), seed=st.integers(0, 2**32 - 1),
+       owner_pattern=st.lists(st.integers(0, 3), min_size=20, max_size=20))
+def test_chained_reduction_is_bitwise_the_one_task_sum(n, fanin, seed, owner_pattern):
+    """Cutting a level-0 group where the blocks' worker changes is the same left fold: the
+    result is bit for bit the unplaced one, for partials of very different magnitudes."""
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** rng.integers(-8, 9, size=n)
+    parts = [((rng.standard_normal(4) * s).astype(np.float32 if i % 3 == 0 else np.float64),
+              float(s), i) for i, s in enumerate(scale)]
+    static = {f"blk-{i}": None for i in range(n)}
+    owners = {f"blk-{i}": f"w{owner_pattern[i]}" for i in range(n)}
+
+    def build(own):
+        g = Step("t", "tok", 1, static, own)
+        keys = [g.task("part", (i,), lambda _b, p: p, f"blk-{i}", p)
+                for i, p in enumerate(parts)]
+        return g, g.reduce(keys, split_every=fanin)
+
+    g0, r0 = build(None)
+    g1, r1 = build(owners)
+    (a,) = dask.get(g0.dsk, [r0])
+    (b,) = dask.get(g1.dsk, [r1])
+    assert a[0].tobytes() == b[0].tobytes() and a[1] == b[1] and a[2] == b[2]
+    # one reduction task per run of equal owners inside each level-0 group
+    groups = tree_schedule(n, fanin)[0] if n > 1 else [[0]]
+    runs = sum(1 + sum(owner_pattern[i] != owner_pattern[i - 1] for i in grp[1:])
+               for grp in groups)
+    level0 = [k for k in g1.dsk if k.startswith("t-reduce-tok-1-0-")]
+    assert len(level0) == runs
+
+
+@pytest.mark.cluster
+def test_blocks_are_placed_in_contiguous_runs_and_fits_match_threads(pbmc3k):
+    """On a 2-worker cluster each worker holds one contiguous run of blocks (sized by its
+    threads); the fit, whose reductions then chain per run, equals the threaded one bitwise."""
+    distributed = pytest.importorskip("distributed")
+    from dask_factor import nmf
+    from dask_factor.engine.executor import Executor
+
+    A = pbmc3k[0][:, :600]
+    ref = nmf(A, k=4, seed=2, tol=0, maxit=4, chunks=75)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        ex = Executor(client)
+        futs = ex.scatter_blocks([np.full(3, i) for i in range(7)])
+        where = [ex.owner_of(f) for f in futs]
+        assert where == sorted(where) and len(set(where)) == 2  # two contiguous runs
+        who = client.who_has(futs)
+        assert [next(iter(who[f.key])) for f in futs] == where
+        got = nmf(A, k=4, seed=2, tol=0, maxit=4, chunks=75, client=client)
+        assert got.W.tobytes() == ref.W.tobytes()
+        assert np.asarray(got.H).tobytes() == np.asarray(ref.H).tobytes()
