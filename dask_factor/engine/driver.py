@@ -228,6 +228,17 @@ class Step:
                 last = w if w is not None else last
         return runs
 
+    def placement(self) -> dict[str, str]:
+        """Tasks that read a placed block -> that block's worker (where they should run)."""
+        if not self.owners:
+            return {}
+        out = {}
+        for key in list(self.dsk)[self.n_base:]:
+            w = self._owner(key)
+            if w is not None:
+                out[key] = w
+        return out
+
     def _owner(self, key: str) -> str | None:
         """The worker of the first placed block a task reads (its direct arguments)."""
         task = self.dsk.get(key)
@@ -456,7 +467,7 @@ class _Run:
         built = self.kind.build(g, keys, step)
         self.sizes.append(g.size)
         keep = _flat_keys(built.state)
-        kept, stats = self.ex.run(g.dsk, keep, built.stats)
+        kept, stats = self.ex.run(g.dsk, keep, built.stats, g.placement())
         prev = self.state
         self.state = _map(built.state, lambda k: kept[k])
         return stats, self.state, prev

@@ -51,14 +51,18 @@ class Executor:
     def distributed(self) -> bool:
         return self.client is not None
 
-    def run(self, dsk: dict, keep: list, fetch: list) -> tuple[dict[str, Any], list[Any]]:
+    def run(self, dsk: dict, keep: list, fetch: list,
+            prefer: dict[str, str] | None = None) -> tuple[dict[str, Any], list[Any]]:
+        """Run ``dsk``; on a cluster ``prefer`` maps tasks to the worker they should run on
+        (loosely: another worker takes them if that one is gone)."""
         if self.client is not None:
             keys = list(dict.fromkeys(list(keep) + list(fetch)))  # a key may be kept and fetched
             # a kept key that is itself a persisted future passes through unchanged
             futs = {k: dsk[k] for k in keys if _is_future(dsk.get(k))}
             todo = [k for k in keys if k not in futs]
             if todo:
-                futs.update(zip(todo, self.client.get(_inline_futures(dsk), todo, sync=False)))
+                graph = _with_preferences(_inline_futures(dsk), prefer or {})
+                futs.update(zip(todo, self.client.get(graph, todo, sync=False)))
             kept = {k: futs[k] for k in keep}
             fetched = self.gather_watched([futs[k] for k in fetch]) if fetch else []
             return kept, list(fetched)
@@ -200,6 +204,30 @@ def _inline_futures(dsk: dict) -> dict:
         return a
 
     return {k: sub(v) for k, v in dsk.items() if k not in futs}
+
+
+def _with_preferences(dsk: dict, prefer: dict[str, str]):
+    """``dsk`` with each task in ``prefer`` restricted, loosely, to its worker.
+
+    A task that reads a block placed by :meth:`Executor.scatter_blocks` should run where the
+    block is; without a restriction the scheduler's work stealing moves some of them (and their
+    blocks) to the other worker, and their partials then cross the network. Per-task
+    restrictions travel as annotations of a ``HighLevelGraph`` layer (``Client.get``'s own
+    ``workers=`` applies one restriction to every task); ``allow_other_workers`` keeps them
+    loose, so a lost worker's tasks still run elsewhere.
+    """
+    pinned = {k: v for k, v in dsk.items() if k in prefer}
+    if not pinned:
+        return dsk
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    rest = {k: v for k, v in dsk.items() if k not in pinned}
+    layers = {
+        "pinned": MaterializedLayer(pinned, annotations={
+            "workers": lambda key: [prefer[key]], "allow_other_workers": True}),
+        "rest": MaterializedLayer(rest),
+    }
+    return HighLevelGraph(layers, {"pinned": {"rest"}, "rest": set()})
 
 
 _BLAS = None  # one ThreadpoolController: finding the loaded BLAS libraries scans every

@@ -193,7 +193,7 @@ class GramPasses:
             g, keep, fetch = build()
             t0 = time.perf_counter()
             try:
-                kept, out = self.ex.run(g.dsk, keep, fetch)
+                kept, out = self.ex.run(g.dsk, keep, fetch, g.placement())
             except Exception as exc:
                 if not (self.ex.distributed and is_worker_loss(exc)) \
                         or attempt == MAX_PASS_ATTEMPTS:
