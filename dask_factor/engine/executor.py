@@ -150,7 +150,10 @@ class Executor:
         for w, a, b in zip(workers, bounds[:-1], bounds[1:]):
             if b <= a:
                 continue
-            futs = self.client.scatter(list(values[a:b]), workers=[w], hash=False)
+            try:
+                futs = self.client.scatter(list(values[a:b]), workers=[w], hash=False)
+            except Exception:  # ``w`` left since scheduler_info: let the scheduler choose
+                return out + list(self.client.scatter(list(values[a:]), hash=False))
             self.owners.update((f.key, w) for f in futs)
             out.extend(futs)
         return out
