@@ -364,24 +364,27 @@ def svd(
 
     bar = None
     callback = on_pass
-    if progress:
-        from tqdm.auto import tqdm
+    if progress:  # the one progress bar; it ends at the pass the solver stopped at
+        from ._progress import IterationBar
 
-        bar = tqdm(total=cfg.maxit if method_used != "randomized" else None,
-                   desc=f"svd k={k}", unit="pass", leave=True)
+        bar = IterationBar(cfg.maxit, f"svd k={k}", loss_name="residual")
+        passes = 0
 
         def callback(p, rel):
-            bar.update(1)
-            bar.set_postfix(residual=f"{float(np.max(rel)):.2e}")
+            nonlocal passes
+            passes += 1
+            bar.update(passes, float(np.max(rel)), float("nan"))
             if on_pass is not None:
                 on_pass(p, rel)
 
+    finished = False
     try:
         state = fit_svd(bm, k, config=cfg, client=client, moments=moments, sq_norm=sq_norm,
                         on_pass=callback)
+        finished = True
     finally:
         if bar is not None:
-            bar.close()
+            bar.close(finished)
     if not state.converged and state.method != "randomized":
         warnings.warn(
             f"svd: the residuals did not reach tol={cfg.tol:g} in {cfg.maxit} passes (largest "

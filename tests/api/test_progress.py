@@ -124,3 +124,16 @@ def test_the_bar_is_closed_on_an_error(capsys):
             cb(1, 0.5, np.nan)
             raise RuntimeError("boom")
     assert "iteration 1/10" in _frames(capsys.readouterr().err)[-1]
+
+
+def test_svd_bar_is_the_same_bar_and_ends_at_the_last_pass(hawaiibirds, capsys):
+    """``svd(progress=True)`` draws the one bar: one step per Krylov pass, the largest
+    residual, and 100 % at the pass the solver stopped at (not at ``maxit``)."""
+    from dask_factor import svd
+
+    passes = []
+    svd(hawaiibirds.matrix, 4, method="lanczos", progress=True,
+        on_pass=lambda p, rel: passes.append(float(np.max(rel))))
+    frames = _frames(capsys.readouterr().err)
+    assert _iterations(frames)[-1] == (len(passes), len(passes)) and "100%" in frames[-1]
+    assert f"residual={passes[-1]:.6g}" in frames[-1]
