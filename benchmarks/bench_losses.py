@@ -3,6 +3,7 @@ and each loss's objective against RcppML's model at the same settings (pbmc3k, k
 
     python benchmarks/bench_losses.py [--maxit 3] [--losses kl nb ...] [--no-rcppml]
                                       [--write tests/data/rcppml_losses_pbmc3k.json]
+                                      [--rcppml-dir DIR]
 
 For every loss it runs ``nmf(A, 10, seed=1, rng="rcppml", maxit=M, tol=0, loss=...)`` (the same
 initial W as R's ``set.seed(1); runif``) after a warm-up fit (numba compilation), and RcppML's
@@ -12,8 +13,12 @@ to our least-squares iteration and to RcppML's, and both models' objectives scor
 (``NMFResult.evaluate(A, loss=...)``: every entry the loss covers, NB with each model's own size
 per row — RcppML's from its moments estimate on its final model when it does not return one).
 
-``--write`` stores RcppML's scored objectives with the command that produced them; the slow test
+``--write`` stores RcppML's scored objectives with the command that produced them (losses already
+in the file at the same settings are kept, each with its own command); the slow test
 ``tests/api/test_losses_rcppml.py`` fits ours at the same settings and compares.
+``--rcppml-dir DIR`` reads RcppML's models from an earlier ``rcppml_losses.R`` run into DIR (its
+printed lines saved as ``DIR/out.txt``) instead of running R again (RcppML's Gamma, inverse
+Gaussian and Tweedie fits take minutes per iteration).
 """
 
 from __future__ import annotations
@@ -47,6 +52,11 @@ def run_rcppml(d: Path, k: int, maxit: int, losses: list[str]) -> dict:
     cmd = ["Rscript", str(HERE / "rcppml_losses.R"), str(d), str(k), str(maxit), "0", "1",
            *losses]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return parse_rcppml(out)
+
+
+def parse_rcppml(out: str) -> dict:
+    """``{loss: {seconds, iterations, rcppml_loss}}`` from rcppml_losses.R's printed lines."""
     res = {}
     for line in out.strip().splitlines():
         loss, secs, iters, own = line.split()
@@ -85,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--losses", nargs="+", default=LOSSES)
     ap.add_argument("--no-rcppml", action="store_true")
     ap.add_argument("--write", default=None)
+    ap.add_argument("--rcppml-dir", default=None)
     args = ap.parse_args(argv)
 
     from dask_factor import datasets, nmf
@@ -104,7 +115,10 @@ def main(argv=None) -> int:
     rc = {}
     tmp = tempfile.TemporaryDirectory()
     d = Path(tmp.name)
-    if not args.no_rcppml:
+    if args.rcppml_dir:
+        d = Path(args.rcppml_dir)
+        rc = parse_rcppml((d / "out.txt").read_text())
+    elif not args.no_rcppml:
         dump_csc(A, d)
         rc = run_rcppml(d, k, M, args.losses)
     rows = {}
@@ -136,12 +150,23 @@ def main(argv=None) -> int:
         print(line, flush=True)
     if args.write:
         cmd = "python benchmarks/bench_losses.py " + " ".join(argv if argv else sys.argv[1:])
+        new = {loss: {**{kk: float(v) for kk, v in r.items()}, "command": cmd}
+               for loss, r in rows.items()}
         out = {"command": cmd, "rcppml": "RcppML 1.0.0 (zdebruine/RcppML df69ddd), threads=1",
                "dataset": "pbmc3k", "k": k, "maxit": M, "tol": 0, "seed": 1, "rng": "rcppml",
                "note": "objectives of RcppML's models scored by NMFResult.evaluate(A, loss=...)",
-               "losses": {loss: {kk: float(v) for kk, v in r.items()}
-                          for loss, r in rows.items()}}
-        Path(args.write).write_text(json.dumps(out, indent=1) + "\n")
+               "losses": new}
+        path = Path(args.write)
+        if path.exists():  # keep the losses measured earlier at the same settings
+            old = json.loads(path.read_text())
+            if (old.get("k"), old.get("maxit")) == (k, M):
+                for r in old["losses"].values():
+                    r.setdefault("command", old["command"])
+                out["command"] = old["command"]
+                out["losses"] = {**old["losses"], **new}
+        tmp_path = path.with_suffix(".tmp")
+        tmp_path.write_text(json.dumps(out, indent=1) + "\n")
+        tmp_path.replace(path)  # atomic
     tmp.cleanup()
     return 0
 
