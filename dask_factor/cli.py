@@ -249,11 +249,28 @@ def _fit_anndata(src: str, overwrite: bool) -> None:
         raise PermissionError(f"SRC={src!r}: --anndata cannot write it (no write permission)")
 
 
+def _robust_value(text: str) -> str | float:
+    """``--robust``'s value: ``mae`` or a number (the Huber delta, checked by nmf).
+
+    Examples
+    --------
+    >>> _robust_value("mae"), _robust_value("0.5")
+    ('mae', 0.5)
+    """
+    if text.lower() == "mae":
+        return "mae"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'mae' or a Huber delta > 0, got {text!r}") from None
+
+
 #: ``dask-factor fit SRC OUT``'s options and their defaults (None: not given on the command line)
 FIT_DEFAULTS = {"k": None, "seed": None, "maxit": 100, "tol": 1e-4, "L1": 0.0, "L2": 0.0,
                 "solver": "auto", "dtype": "float32", "cache": "auto", "checkpoint": None,
                 "checkpoint_every": None, "loss": "mse", "dispersion": "per_row",
-                "tweedie_power": 1.5, "updates_per_pass": 1}
+                "tweedie_power": 1.5, "updates_per_pass": 1, "robust": False, "zi": "none"}
 
 #: where each of those options lives in a SPEC.yaml
 _SPEC_HOME = {"k": "layers[i].k", "seed": "config.seed", "maxit": "config.maxit",
@@ -261,7 +278,7 @@ _SPEC_HOME = {"k": "layers[i].k", "seed": "config.seed", "maxit": "config.maxit"
               "solver": "config.solver", "dtype": "config.dtype", "cache": None,
               "checkpoint": "checkpoint.path", "checkpoint_every": "checkpoint.every",
               "loss": "config.loss", "dispersion": None, "tweedie_power": None,
-              "updates_per_pass": None}
+              "updates_per_pass": None, "robust": None, "zi": None}
 
 
 def is_spec(path: str) -> bool:
@@ -357,7 +374,8 @@ def _run_fit(args) -> int:
                     checkpoint=opt["checkpoint"], checkpoint_every=opt["checkpoint_every"],
                     resume=True if args.resume else None, loss=opt["loss"],
                     dispersion=opt["dispersion"], tweedie_power=opt["tweedie_power"],
-                    updates_per_pass=opt["updates_per_pass"])
+                    updates_per_pass=opt["updates_per_pass"], robust=opt["robust"],
+                    zi=opt["zi"])
         seconds = time.perf_counter() - t0
         model.feature_names, model.sample_names = features, samples
         if fmt == "npz":
@@ -430,6 +448,11 @@ def _add_fit_parser(subparsers) -> None:
                    help="NB size / GP theta: per row (default), shared, or fixed")
     g.add_argument("--tweedie-power", type=float, default=None, metavar="Q",
                    help="variance power of --loss tweedie (default 1.5)")
+    g.add_argument("--robust", nargs="?", const=True, default=None, type=_robust_value,
+                   metavar="DELTA|mae", help="Huber-robust fit (no value: delta 1.345; 'mae'; "
+                   "or a delta > 0); any --loss, docs/losses.md")
+    g.add_argument("--zi", choices=["none", "row", "col"], default=None,
+                   help="zero inflation per row or column (--loss nb or gp; default none)")
     g.add_argument("--updates-per-pass", type=int, default=None, metavar="B",
                    help="W updates per pass over SRC (default 1: exact ALS; docs/online.md)")
     g.add_argument("--anndata", action="store_true",
@@ -486,7 +509,7 @@ OPTION_NAMES: dict[str, dict[str, str]] = {
             "L2": "--L2", "solver": "--solver", "dtype": "--dtype", "cache": "--cache",
             "checkpoint": "--checkpoint", "checkpoint_every": "--checkpoint-every",
             "resume": "--resume", "overwrite": "--overwrite", "client": "--scheduler",
-            "updates_per_pass": "--updates-per-pass"},
+            "updates_per_pass": "--updates-per-pass", "robust": "--robust", "zi": "--zi"},
     "demo": {"k": "--k", "seed": "--seed", "maxit": "--maxit", "dataset": "--dataset"},
     "convert": {"value_type": "--value-type", "block_nnz": "--block-nnz", "dtype": "--dtype",
                 "overwrite": "--overwrite", "format": "--format", "layer": "--layer",
