@@ -98,7 +98,7 @@ def test_run_py_demo_is_dask_factor_demo(monkeypatch, capsys):
     run_py = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_py)
     seen = {}
-    monkeypatch.setattr(run_py, "ensure_env", lambda: None)  # never build a venv here
+    monkeypatch.setattr(run_py, "ensure_env", lambda *a, **k: None)  # never build a venv
     monkeypatch.setattr(run_py.subprocess, "call",
                         lambda args, cwd=None: seen.setdefault("args", args) and 0)
     run_py.main(["demo", "--dataset", "aml", "--k", "3", "--maxit", "5", "-q"])

@@ -225,12 +225,12 @@ def test_branches_share_one_submission_and_graphs_are_constant(aml, monkeypatch)
     calls = []
     original = executor_mod.Executor.run
 
-    def spy(self, dsk, keep, fetch):
+    def spy(self, dsk, keep, fetch, *rest):
         # task keys read factor-net-L<layer>-<what>-<token>-<step>...
         calls.append({k.split("-")[2] for k, v in dsk.items()
                       if isinstance(k, str) and k.startswith("factor-net-L")
                       and isinstance(v, tuple)})
-        return original(self, dsk, keep, fetch)
+        return original(self, dsk, keep, fetch, *rest)
 
     monkeypatch.setattr(executor_mod.Executor, "run", spy)
     inp = factor_input(aml.matrix, name="aml")
