@@ -63,3 +63,22 @@ def _workers_never_pause_or_restart():
         "distributed.worker.memory.terminate": False,
     }):
         yield
+
+
+#: markers whose tests are separate steps of ``python3 run.py test`` (and of CI), left out of a
+#: run unless its ``-m`` expression names them: ``pytest`` and ``pytest -m "not slow"`` deselect
+#: them, ``pytest -m daemons`` / ``pytest -m notebooks tests/notebooks`` run them
+SEPARATE_STEPS = ("daemons", "notebooks")
+
+
+def pytest_collection_modifyitems(config, items):
+    named = config.getoption("markexpr") or ""
+    left_out = [m for m in SEPARATE_STEPS if m not in named]
+    if not left_out:
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if any(item.get_closest_marker(m) for m in left_out) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -13,7 +13,7 @@ from packaging.version import Version
 
 from dask_factor import cluster, datasets, nmf
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.daemons]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,8 @@ from dask_factor import cluster, datasets, nmf
 from dask_factor.io import write_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.filterwarnings("ignore:nmf. stopped at maxit")
+pytestmark = [pytest.mark.daemons,
+              pytest.mark.filterwarnings("ignore:nmf. stopped at maxit")]
 
 
 def test_every_shell_command_is_covered(readme_cluster):

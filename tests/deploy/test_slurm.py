@@ -23,7 +23,7 @@ import pytest
 from dask_factor import cluster, datasets, nmf
 from dask_factor.io import write_matrix
 
-pytestmark = [pytest.mark.slurm, pytest.mark.cluster,
+pytestmark = [pytest.mark.slurm, pytest.mark.cluster, pytest.mark.daemons,
               pytest.mark.filterwarnings("ignore:nmf. stopped at maxit")]
 
 ROOT = Path(__file__).resolve().parents[2]

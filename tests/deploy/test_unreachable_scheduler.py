@@ -13,6 +13,8 @@ import pytest
 from dask_factor import cluster, datasets
 from dask_factor.io import write_matrix
 
+pytestmark = pytest.mark.daemons  # starts the CLI against dead schedulers (a separate step)
+
 
 def _closed_port() -> int:
     with socket.socket() as s:

@@ -17,7 +17,7 @@ import pytest
 
 from dask_factor import factor_config, factor_input, factor_net, fit, nmf, nmf_layer
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.cluster, pytest.mark.daemons, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
