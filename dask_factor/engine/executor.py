@@ -139,7 +139,10 @@ class Executor:
         """
         if self.client is None or not values:
             return list(values)
-        info = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        try:  # every worker (newer distributed lists 5 unless asked for all)
+            info = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        except TypeError:  # distributed before the n_workers argument lists them all
+            info = self.client.scheduler_info().get("workers", {})
         workers = sorted(info)
         if len(workers) <= 1:
             return [self.client.scatter(v, hash=False) for v in values]
