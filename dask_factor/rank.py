@@ -182,7 +182,7 @@ def rank_search(A, k, *, test_fraction: float = 0.0, cv_seed=None,
                               for r in range(len(seeds))]))
 
     if ks == "auto":
-        _auto_search(mean_test, *p["cv_k_range"])
+        auto_search(mean_test, *p["cv_k_range"])
     else:
         run([(kk, r) for kk in ks for r in range(len(seeds))])
     rows = [dict(k=kk, rep=r, cv_seed=seeds[r], train_mse=mod.train_loss,
@@ -198,13 +198,30 @@ def rank_search(A, k, *, test_fraction: float = 0.0, cv_seed=None,
 _GOLD = (math.sqrt(5.0) - 1.0) / 2.0
 
 
-def _auto_search(score, lo_k: int, hi_k: int) -> int:
+def auto_search(score, lo_k: int, hi_k: int) -> int:
     """Exponential search 2, 4, 8, … (the max always tried), then golden section on integers.
 
     The exponential phase stops at the first rank whose test loss is above the previous rank's
     (RcppML additionally requires the train loss to change by < 1%; a rising test loss alone is
     the overfitting signal we use). The minimum is then bracketed by the ranks before and after
     the best one, and golden-section search narrows the bracket until it is ≤ 1 wide.
+
+    Parameters
+    ----------
+    score : callable(k) -> float
+        The test loss at rank ``k`` (memoised by the caller: ranks are asked for again).
+    lo_k, hi_k : int
+        The range searched.
+
+    Returns
+    -------
+    int
+        The rank with the lowest score found.
+
+    Examples
+    --------
+    >>> auto_search(lambda k: (k - 13) ** 2, 2, 50)
+    13
     """
     tried = []
     kk = lo_k

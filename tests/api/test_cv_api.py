@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 import dask_factor.engine.masked as engine_masked
 from dask_factor import nmf
-from dask_factor.rank import RankSearchResult, _auto_search
+from dask_factor.rank import RankSearchResult, auto_search
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_auto_search_finds_the_minimum_of_a_unimodal_curve():
         calls.append(k)
         return (k - 13) ** 2 + 1.0
 
-    assert _auto_search(score, 2, 50) == 13
+    assert auto_search(score, 2, 50) == 13
     assert max(calls) == 16 + 16  # 2, 4, 8, 16, 32: stops at the first rise
 
 

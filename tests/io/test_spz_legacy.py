@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dask_factor.io.spz import SpzFile, SpzFormatError, read_spz
-from dask_factor.io.spz.codecs import _encode_escape, _encode_shuffle
+from dask_factor.io.spz.codecs import encode_escape, encode_shuffle
 from dask_factor.io.spz.legacy import V1_HEADER
 
 SETTINGS = settings(max_examples=40, deadline=None,
@@ -45,7 +45,7 @@ def _round_away(x: float) -> int:
 def _escape(vals: list[int]) -> bytes:
     arr = np.asarray(vals, np.uint64)
     out = np.empty(600 + 12 * max(arr.size, 1), np.uint8)
-    return out[: _encode_escape(arr, out, 0)].tobytes()
+    return out[: encode_escape(arr, out, 0)].tobytes()
 
 
 def encode_v1(a: sp.csc_matrix, vtype: str, delta_pred: bool, value_pred: bool,
@@ -104,7 +104,7 @@ def encode_v1(a: sp.csc_matrix, vtype: str, delta_pred: bool, value_pred: bool,
             s, e = a.indptr[j], a.indptr[j + 1]
             if e - s > 1:
                 bits[s + 1 : e] ^= a.data[s : e - 1].astype("<f8").view("<u8")
-        vals = _encode_shuffle(bits.view(np.uint8), 8).tobytes()
+        vals = encode_shuffle(bits.view(np.uint8), 8).tobytes()
     else:
         vals = _escape(values)
     body = model + col_counts + structure + vals

@@ -413,8 +413,20 @@ def scan_values(vals):
 
 
 @njit(nogil=True, cache=True)
-def _encode_escape(vals, out, pos):
-    """Escape-rANS block of uint64 ``vals`` at ``out[pos:]``; returns the new position."""
+def encode_escape(vals, out, pos):
+    """Escape-rANS block of uint64 ``vals`` at ``out[pos:]``; returns the new position
+    (:func:`decode_escape` reads it back).
+
+    Examples
+    --------
+    >>> vals = np.array([1, 2, 3, 300], dtype=np.uint64)
+    >>> out = np.zeros(4096, np.uint8)
+    >>> end = encode_escape(vals, out, 0)
+    >>> back = np.zeros(4, np.uint64)
+    >>> _ = decode_escape(out, 0, end, 4, back, True)
+    >>> back.tolist()
+    [1, 2, 3, 300]
+    """
     n = vals.size
     syms = np.empty(n, np.uint8)
     escaped = False
@@ -464,7 +476,7 @@ def _encode_gaps(indptr, rows):
                 r = np.uint64(rows[k])
                 gaps[k] = (r - prev) & _U32
                 prev = (r + np.uint64(1)) & _U32
-        pos = _encode_escape(gaps, out, pos)
+        pos = encode_escape(gaps, out, pos)
     return out[:pos].copy()
 
 
@@ -472,13 +484,23 @@ def _encode_gaps(indptr, rows):
 def _encode_uint_values(vals):
     n = vals.size
     out = np.empty(530 + 8 + 2 * n + 4 + 10 * n, np.uint8)
-    pos = _encode_escape(vals, out, I0)
+    pos = encode_escape(vals, out, I0)
     return out[:pos].copy()
 
 
 @njit(nogil=True, cache=True)
-def _encode_shuffle(raw, width):
-    """Byte-shuffle block over ``raw`` (count*width bytes, value-major)."""
+def encode_shuffle(raw, width):
+    """Byte-shuffle block over ``raw`` (count*width bytes, value-major); the encoded bytes
+    (:func:`decode_shuffle` reads them back).
+
+    Examples
+    --------
+    >>> raw = np.arange(12, dtype=np.uint8)           # 3 values of 4 bytes
+    >>> enc = encode_shuffle(raw, 4)
+    >>> back = np.zeros(12, np.uint8)
+    >>> decode_shuffle(enc, 0, enc.size, 3, 4, back, True)[1], back.tolist() == raw.tolist()
+    (0, True)
+    """
     n = raw.size // width
     out = np.empty(1 + width * (4 + 514 + 4 + 2 * n + 4), np.uint8)
     out[0] = width
@@ -625,5 +647,5 @@ def encode_chunk(
             raw = np.ascontiguousarray(values, dtype="<f8").view(np.uint8)
         else:
             raw = f32_to_half_bits(values).astype("<u2").view(np.uint8)
-        vs = _encode_shuffle(raw, WIDTH[vtype])
+        vs = encode_shuffle(raw, WIDTH[vtype])
     return gaps, vs, qs, qo
