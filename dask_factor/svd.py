@@ -63,7 +63,8 @@ class SVDResult:
         Whether every residual reached ``tol`` (Krylov methods stop on it; the randomized method
         has no stopping test and usually reports False).
     residuals : ndarray of shape (k,)
-        ``‖Ã v_i − d_i u_i‖ / d_1``, measured in the last pass (not estimated).
+        ``‖Ã v_i − d_i u_i‖ / d_1``, from computed products ``Ã Ãᵀ u`` (those of the Krylov
+        passes, or of the last pass), not from the recurrence's estimates.
     variance_ratio : ndarray of shape (k,)
         ``d² / ‖Ã‖²_F``: the share of the total sum of squares (of the total variance, when
         centred) each factor explains.

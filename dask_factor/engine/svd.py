@@ -17,7 +17,9 @@ A final pass with the converged left vectors U (or the randomized basis) X keeps
 on the workers and reduces a tall-skinny QR of Y alongside the sums: the SVD of its small R
 factor gives σ and a rotation S (the Rayleigh–Ritz step, accurate for small σ too), and the right
 singular vectors ``V_p = Y_p S diag(1/σ)`` are formed where ``Y_p`` lives (n_p × k per block, like
-NMF's H_p).
+NMF's H_p). The Krylov methods keep the products ``M q`` of their basis vectors, so ``M X`` (for
+the true residuals) is known and that pass only computes ``Y_p`` (one sweep of each block);
+the randomized method's final pass computes both.
 
 Signs are fixed at the end: the largest-magnitude entry of every left singular vector is positive
 (the first such entry on ties), so results are reproducible across methods and schedulers.
@@ -35,7 +37,7 @@ import numpy as np
 from .blocks import BlockedMatrix
 from .executor import blas_single_thread
 from .svd_krylov import KrylovResult, block_lanczos, orthonormalize, randomized_range
-from .svd_passes import GramPasses
+from .svd_passes import ROW_MAJOR_MIN_WIDTH, GramPasses
 
 __all__ = ["SVDConfig", "SVDState", "GramPasses", "fit_svd", "resolve_method", "svd_config",
            "sign_flips", "row_statistics"]
@@ -186,7 +188,8 @@ class SVDState:
         Krylov methods: every residual reached ``tol``. ``"randomized"`` (no stopping test):
         whether the final residuals happen to be below ``tol``.
     residuals : ndarray (k,)
-        ``‖Ãv_i − d_i u_i‖ / d_1`` from the final pass (the true residuals, not estimates).
+        ``‖Ãv_i − d_i u_i‖ / d_1`` from computed products ``M X`` (the Krylov passes' or the
+        final pass's): the true residuals, not estimates.
     row_means, row_sds : ndarray (m,) or None
         μ and the scaling SDs (population SD, variance floored) when centring / scaling.
     sq_norm : float
@@ -318,7 +321,8 @@ def _fit_svd(bm, k, *, method, center, scale, seed, tol, maxit, block_size, clie
                                io_bound=bm.source is not None)
     k = cfg.k
     t0 = time.perf_counter()
-    passes = GramPasses(bm, client)
+    width = cfg.block_size if cfg.method != "randomized" else min(k + cfg.oversample, m)
+    passes = GramPasses(bm, client, row_major=width >= ROW_MAJOR_MIN_WIDTH)
     rng = np.random.default_rng(cfg.seed)
     mom = passes.prepare(moments is None and (cfg.center or sq_norm is None))
     moments = moments if moments is not None else mom
@@ -333,23 +337,26 @@ def _fit_svd(bm, k, *, method, center, scale, seed, tol, maxit, block_size, clie
     passes.mu, passes.sd = mu, sd
 
     if cfg.method == "randomized":
-        width = min(k + cfg.oversample, m)
         X, iters = randomized_range(passes.apply, m, width, cfg.power_iters, rng=rng)
+        MX = None
         kres = None
         restarts = 0
     else:
         kres: KrylovResult = block_lanczos(
             passes.apply, m, k, block_size=cfg.block_size, basis_size=cfg.basis_size,
             keep=cfg.keep, tol=cfg.tol, maxit=cfg.maxit, rng=rng, on_pass=on_pass)
-        X, iters, restarts = kres.X, kres.passes, kres.restarts
+        X, MX, iters, restarts = kres.X, kres.MX, kres.passes, kres.restarts
         if X.shape[1] < k:  # maxit hit before the basis held k vectors
             X, _, _ = orthonormalize(np.hstack([X, rng.standard_normal((m, k - X.shape[1]))]),
                                      None, rng, 1.0)
+            MX = None
 
     # final pass: Rayleigh–Ritz on span(X) from Y = ÃᵀX = Q_Y R (TSQR). With R = W Σ Sᵀ,
     # Ãᵀ(XS) = (Q_Y W) Σ, so U = XS, d = Σ and V = Y S Σ⁻¹ (formed on the workers). The SVD of
-    # R — not the eigenvalues of YᵀY — keeps small σ accurate to about ε·σ₁.
-    y_handles, MX, R = passes.final(X)
+    # R — not the eigenvalues of YᵀY — keeps small σ accurate to about ε·σ₁. M X comes from the
+    # Krylov passes' products when they have it (the pass then only computes ÃᵀX).
+    y_handles, MX_pass, R = passes.final(X, products=MX is None)
+    MX = MX_pass if MX is None else MX
     _, sig, St = np.linalg.svd(R)
     S = St.T[:, :k]
     d = sig[:k].copy()

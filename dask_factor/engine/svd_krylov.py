@@ -8,7 +8,9 @@ are the squared singular values and left singular vectors of Ã.
 * :func:`block_lanczos` — block Lanczos with full reorthogonalisation and thick restarts
   (Krylov–Schur style: the best Ritz vectors are kept, the next block continues the recurrence).
   Each pass extends the basis by one block of ``b`` vectors; a Rayleigh–Ritz step after every pass
-  decides convergence from the exact residual norms ``‖M u − θ u‖ = ‖B s_last‖``.
+  decides convergence from the exact residual norms ``‖M u − θ u‖ = ‖B s_last‖``. The products
+  ``M q`` of the basis vectors are kept (rotated with the basis at a restart), so ``M X`` of the
+  returned Ritz vectors costs no further pass.
 * :func:`randomized_range` — a Gaussian start block refined by ``q`` orthonormalised power steps.
 
 Neither touches A: they see only ``apply`` and the m × b blocks it returns.
@@ -40,6 +42,7 @@ class KrylovResult:
     restarts: int
     converged: bool
     residuals: np.ndarray  # (k,) ‖M u − θ u‖ / (σ₁ · max(σ, floor·σ₁)), i.e. relative to σ₁
+    MX: np.ndarray | None = None  # (m, k) M X, from the products the passes computed
 
 
 def orthonormalize(Z: np.ndarray, basis: np.ndarray | None, rng: np.random.Generator,
@@ -146,6 +149,7 @@ def block_lanczos(
     Returns
     -------
     KrylovResult
+        With ``MX = M X`` formed from the products of the passes (no extra pass).
     """
     b = max(1, min(int(block_size), m))
     keep = max(int(keep), k)
@@ -157,6 +161,7 @@ def block_lanczos(
         return _full_space(apply, m, k)
     s_max = min(s_want, m - b)
     basis = np.empty((m, s_max), order="F")
+    products = np.empty((m, s_max), order="F")  # M · basis, column by column
     H = np.zeros((s_max, s_max))
     nxt, _, _ = orthonormalize(rng.standard_normal((m, b)), None, rng, 1.0)
     s = 0
@@ -167,6 +172,7 @@ def block_lanczos(
         passes += 1
         s1 = s + b
         basis[:, s:s1] = nxt
+        products[:, s:s1] = Z
         scale = max(scale, float(np.abs(Z).max(initial=0.0)) * np.sqrt(m))
         nxt, B, C = orthonormalize(Z, basis[:, :s1], rng, scale, local=2 * b)
         H[:s1, s:s1] = C
@@ -183,11 +189,13 @@ def block_lanczos(
         done = kk == k and bool(np.all(rel <= tol))
         if done or passes >= maxit:
             X = basis[:, :s1] @ S[:, :kk]
-            return KrylovResult(theta[:kk].copy(), X, passes, restarts, done, rel)
+            MX = products[:, :s1] @ S[:, :kk]
+            return KrylovResult(theta[:kk].copy(), X, passes, restarts, done, rel, MX)
         if s1 + b > s_max:
             # thick restart: keep the best Ritz vectors; nxt stays orthogonal to them and
             # continues the recurrence (its coupling to them is recomputed by the next pass)
             basis[:, :keep] = basis[:, :s1] @ S[:, :keep]
+            products[:, :keep] = products[:, :s1] @ S[:, :keep]
             H[:] = 0.0
             H[np.arange(keep), np.arange(keep)] = theta[:keep]
             s = keep
@@ -201,7 +209,7 @@ def _full_space(apply: Callable[[np.ndarray], np.ndarray], m: int, k: int) -> Kr
     H = apply(np.eye(m))
     theta, S = np.linalg.eigh(0.5 * (H + H.T))
     theta, S = theta[::-1][:k], S[:, ::-1][:, :k]
-    return KrylovResult(theta.copy(), np.ascontiguousarray(S), 1, 0, True, np.zeros(k))
+    return KrylovResult(theta.copy(), np.ascontiguousarray(S), 1, 0, True, np.zeros(k), H @ S)
 
 
 def randomized_range(

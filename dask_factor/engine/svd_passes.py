@@ -23,12 +23,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels.svd import (
-    csc_gram_apply,
     csc_row_moments,
     csc_to_csr,
-    csr_gram_kernel,
     dense_gram_apply,
     dense_row_moments,
+    gram_kernel,
     merge_moments,
 )
 from .blocks import BlockedMatrix, block_graph
@@ -37,19 +36,26 @@ from .executor import Executor, is_worker_loss
 
 #: attempts at one pass, after lost workers, before the error is raised
 MAX_PASS_ATTEMPTS = 4
+#: passes this wide or wider copy in-memory sparse blocks to row-major form first. The
+#: row-major kernels are faster from 5 columns on (pbmc3k, one core: 8.5 against 9.7 ms a pass
+#: at 5 columns, 11.4 against 15.9 at 8, 20.7 against 35.6 at 16); at 4 columns and below the
+#: column-major ones are as fast (7.5 against 7.7 ms), so the copy (28 ms) would not pay off.
+ROW_MAJOR_MIN_WIDTH = 5
 
 # --------------------------------------------------------------------------------------------
 # task functions (run on workers)
 
 
 class _Pack:
-    """The broadcast of one pass: X pre-divided by the row SDs, and the centring correction."""
+    """The broadcast of one pass: X pre-divided by the row SDs, the centring correction, and
+    whether the pass needs ``Z_p = A_p Y_p`` (a final pass whose ``M X`` is known does not)."""
 
-    __slots__ = ("Q", "c")
+    __slots__ = ("Q", "c", "with_z")
 
-    def __init__(self, Q: np.ndarray, c: np.ndarray):
+    def __init__(self, Q: np.ndarray, c: np.ndarray, with_z: bool = True):
         self.Q = Q
         self.c = c
+        self.with_z = with_z
 
 
 class RowMajorBlock:
@@ -96,12 +102,13 @@ def _merge_moments_task(*parts):
 
 
 def _gram_apply(block, pack: _Pack):
+    b = pack.Q.shape[1]
     if isinstance(block, RowMajorBlock):
-        kernel = csr_gram_kernel(pack.Q.shape[1])
+        kernel = gram_kernel("csr", b, with_z=pack.with_z)
         return kernel(block.indptr, block.indices, block.data, pack.Q, pack.c, block.shape[1])
     if sp.issparse(block):
-        return csc_gram_apply(block.indptr, block.indices, block.data, pack.Q, pack.c,
-                              block.shape[0])
+        kernel = gram_kernel("csc", b, with_z=pack.with_z)
+        return kernel(block.indptr, block.indices, block.data, pack.Q, pack.c, block.shape[0])
     return dense_gram_apply(block, pack.Q, pack.c)
 
 
@@ -177,7 +184,7 @@ class GramPasses:
         self.mu: np.ndarray | None = None
         self.sd: np.ndarray | None = None
         self.seconds: list[float] = []
-        self._last_final: np.ndarray | None = None
+        self._last_final: tuple[np.ndarray, bool] | None = None
         self._steps = 0  # graphs built (passes and the right-vector step), for unique keys
         self._place()
 
@@ -248,13 +255,13 @@ class GramPasses:
             self.convert[b] = False
         return out[0] if want_moments else None
 
-    def _pass_graph(self, X: np.ndarray, keep_y: bool):
+    def _pass_graph(self, X: np.ndarray, keep_y: bool, with_z: bool = True):
         g = self._step("final" if keep_y else "pass")
         Q = X if self.sd is None else X / self.sd[:, None]
         Q = np.ascontiguousarray(Q, dtype=np.float64)
         c = (self.mu @ Q) if self.mu is not None else np.zeros(Q.shape[1])
         pack_key = g.key("broadcast")
-        pack = _Pack(Q, np.ascontiguousarray(c))
+        pack = _Pack(Q, np.ascontiguousarray(c), with_z)
         g.dsk[pack_key] = self.ex.scatter(pack_key, pack) if self.ex.distributed else pack
         ykeys, parts = [], []
         for b, bk in enumerate(self.bkeys):
@@ -282,20 +289,23 @@ class GramPasses:
         _, ((Z, s),) = self._run(build)
         return self._finish(Z, s)
 
-    def final(self, X: np.ndarray):
+    def final(self, X: np.ndarray, *, products: bool = True):
         """One pass keeping ``Y_p = ÃᵀX`` per block.
 
-        Returns (Y handles, M X, R) with R the triangular factor of a QR of the stacked
+        Returns (Y handles, M X or None, R) with R the triangular factor of a QR of the stacked
         ``Y = ÃᵀX`` (a tall-skinny QR reduced in the same fixed-order tree as the sums).
+        ``products=False`` skips ``M X`` (the caller has it): the blocks then make one sweep,
+        ``Ãᵀ X``, instead of two.
         """
         def build():
-            g, ykeys, root = self._pass_graph(X, True)
+            g, ykeys, root = self._pass_graph(X, True, products)
             self._ykeys = ykeys
             return g, ykeys, [root]
 
         kept, ((Z, s, R),) = self._run(build)
-        self._last_final = X
-        return [kept[y] for y in self._ykeys], self._finish(Z, s), R
+        self._last_final = (X, products)
+        MX = self._finish(Z, s) if products else None
+        return [kept[y] for y in self._ykeys], MX, R
 
     def right_vectors(self, y_handles: list, T: np.ndarray) -> list:
         """``V_p = Y_p T`` on the workers; returns the handles (values or futures).
@@ -318,5 +328,6 @@ class GramPasses:
                 if not (self.ex.distributed and is_worker_loss(exc)) \
                         or attempt == MAX_PASS_ATTEMPTS or self._last_final is None:
                     raise
-                y_handles, _, _ = self.final(self._last_final)
+                X, products = self._last_final
+                y_handles, _, _ = self.final(X, products=products)
         raise AssertionError("unreachable")

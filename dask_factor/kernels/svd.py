@@ -14,8 +14,13 @@ Accumulation is float64 whatever the storage dtype.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 from numba import njit
+
+from .simd import vaxpy_row, vload, vmuladd, vsplat, vstore
 
 
 @njit(nogil=True, cache=True)
@@ -120,55 +125,123 @@ def csr_gram_apply(indptr, indices, data, Q, c, n):
     return Y, Z, s
 
 
-def _fixed_width_csr_kernel(B: int):
-    """:func:`csr_gram_apply` compiled for one block width ``B`` (a compile-time constant).
+# --------------------------------------------------------------------------------------------
+# fixed-width kernels: one SIMD value per row of Q, Y or Z
+#
+# With the block width b a compile-time constant, a row of b float64 values is one vector value
+# (:mod:`.simd`): a column-major gather sweep is then, per stored entry, one vector load of a row
+# of Q and one vector multiply-add, and a scatter sweep one vector read-modify-write of a row of
+# Z, instead of b scalar ones each. Every lane rounds like the scalar statement, so the results
+# are those of :func:`csc_gram_apply`/:func:`csr_gram_apply` to the bit. Numba cannot take the
+# width from a variable, so the kernels are written out for each width from one template per
+# layout (:func:`_fixed_width_source`) and compiled like the others; the generated code is
+# attributed to this file, which keeps numba's on-disk cache working. Measured on pbmc3k (8
+# blocks, one core, one pass): at b = 4, 12.4 ms with the former row-major kernel, 6.5 ms with
+# the column-major vector one; at b = 16, 21 ms generic against 9.6 ms row-major vector.
 
-    With the width known, LLVM drops the per-non-zero loop set-up and alias checks of the inner
-    loop: at B = 4 this measured 1.6× faster than the generic kernel on pbmc3k; from B = 12 on the
-    fully unrolled code is slower than the generic one, so only small widths are specialised.
-    """
-
-    @njit(nogil=True, cache=True)
-    def kernel(indptr, indices, data, Q, c, n):
-        m = indptr.size - 1
-        Y = np.empty((n, B), dtype=np.float64)
-        Z = np.empty((m, B), dtype=np.float64)
-        s = np.zeros(B, dtype=np.float64)
+_CSC_TEMPLATE = """
+def {name}(indptr, indices, data, Q, c, m):
+    n = indptr.size - 1
+    Y = np.empty((n, {B}), dtype=np.float64)
+    Z = np.zeros((m if with_z else 0, {B}), dtype=np.float64)
+    s = np.zeros({B}, dtype=np.float64)
+    neg_c = np.empty((1, {B}), dtype=np.float64)
+    for f in range({B}):
+        neg_c[0, f] = -c[f]
+    for j in range(n):
+        y = vload(neg_c, 0, {B})
+        for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
+            y = vmuladd(y, data[p], vload(Q, np.uint64(indices[p]), {B}))
+        vstore(Y, j, y)
+    if with_z:
         for j in range(n):
-            for f in range(B):
-                Y[j, f] = -c[f]
-        for i in range(m):
-            for p in range(indptr[i], indptr[i + 1]):
-                a = np.float64(data[p])
-                j = np.uint64(indices[p])
-                for f in range(B):
-                    Y[j, f] += a * Q[i, f]
-        acc = np.empty(B, dtype=np.float64)
-        for i in range(m):
-            for f in range(B):
-                acc[f] = 0.0
-            for p in range(indptr[i], indptr[i + 1]):
-                a = np.float64(data[p])
-                j = np.uint64(indices[p])
-                for f in range(B):
-                    acc[f] += a * Y[j, f]
-            for f in range(B):
-                Z[i, f] = acc[f]
+            y = vload(Y, j, {B})
+            for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
+                vaxpy_row(Z, np.uint64(indices[p]), data[p], y)
         for j in range(n):
-            for f in range(B):
+            for f in range({B}):
                 s[f] += Y[j, f]
-        return Y, Z, s
+    return Y, Z, s
+"""
 
-    return kernel
+_CSR_TEMPLATE = """
+def {name}(indptr, indices, data, Q, c, n):
+    m = indptr.size - 1
+    Y = np.empty((n, {B}), dtype=np.float64)
+    Z = np.empty((m if with_z else 0, {B}), dtype=np.float64)
+    s = np.zeros({B}, dtype=np.float64)
+    for j in range(n):
+        for f in range({B}):
+            Y[j, f] = -c[f]
+    for i in range(m):
+        q = vload(Q, i, {B})
+        for p in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
+            vaxpy_row(Y, np.uint64(indices[p]), data[p], q)
+    if with_z:
+        for i in range(m):
+            z = vsplat(0.0, {B})
+            for p in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
+                z = vmuladd(z, data[p], vload(Y, np.uint64(indices[p]), {B}))
+            vstore(Z, i, z)
+        for j in range(n):
+            for f in range({B}):
+                s[f] += Y[j, f]
+    return Y, Z, s
+"""
 
 
-#: the specialised row-major kernels, by block width
-CSR_FIXED = {B: _fixed_width_csr_kernel(B) for B in (4, 8)}
+def _fixed_width_source(layout: str, B: int, with_z: bool) -> tuple[str, str]:
+    """(function name, source) of the fixed-width kernel for ``layout`` ("csc"/"csr")."""
+    name = f"{layout}_gram_w{B}" if with_z else f"{layout}_image_w{B}"
+    template = _CSC_TEMPLATE if layout == "csc" else _CSR_TEMPLATE
+    return name, template.format(name=name, B=int(B))
 
 
-def csr_gram_kernel(b: int):
-    """The fastest row-major kernel for block width ``b`` (same signature as csr_gram_apply)."""
-    return CSR_FIXED.get(int(b), csr_gram_apply)
+def _compile_fixed_width(layout: str, B: int, with_z: bool):
+    name, src = _fixed_width_source(layout, B, with_z)
+    namespace = {"np": np, "with_z": with_z, "vload": vload, "vstore": vstore,
+                 "vsplat": vsplat, "vmuladd": vmuladd, "vaxpy_row": vaxpy_row,
+                 "__name__": __name__}  # __name__: numba's cache rebuilds the module from it
+    exec(compile(src, __file__, "exec"), namespace)
+    return njit(nogil=True, cache=True)(namespace[name])
+
+
+#: widths with a fixed-width kernel (the same for both layouts); wider passes use the generic
+#: kernels
+FIXED_WIDTHS = range(1, 17)
+_FIXED: dict[tuple[str, int, bool], Any] = {}
+_FIXED_LOCK = threading.Lock()
+
+
+def gram_kernel(layout: str, b: int, *, with_z: bool = True):
+    """The fastest kernel for a block of ``b`` vectors in ``layout`` ("csc" or "csr").
+
+    Every kernel has the signature of :func:`csc_gram_apply` (``layout="csc"``) or
+    :func:`csr_gram_apply` (``"csr"``) and returns ``(Y, Z, s)``. ``with_z=False`` asks for
+    ``Y = A_pᵀ Q − 1cᵀ`` only: a fixed-width kernel then makes one sweep instead of two and
+    returns an empty ``Z`` (0 × b) and a zero ``s`` (the generic kernels compute everything).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.random(50, 30, density=0.2, format="csc", random_state=0)
+    >>> Q, c = np.ones((50, 4)), np.zeros(4)
+    >>> Y, Z, s = gram_kernel("csc", 4)(A.indptr, A.indices, A.data, Q, c, 50)
+    >>> bool(np.allclose(Z, A @ (A.T @ Q)))
+    True
+    """
+    b = int(b)
+    if b in FIXED_WIDTHS:
+        key = (layout, b, bool(with_z))
+        kernel = _FIXED.get(key)
+        if kernel is None:
+            with _FIXED_LOCK:  # block tasks ask from several threads at once
+                kernel = _FIXED.get(key)
+                if kernel is None:
+                    kernel = _FIXED[key] = _compile_fixed_width(layout, b, bool(with_z))
+        return kernel
+    generic = csc_gram_apply if layout == "csc" else csr_gram_apply
+    return generic
 
 
 @njit(nogil=True, cache=True)

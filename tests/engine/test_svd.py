@@ -32,6 +32,7 @@ from dask_factor.kernels.svd import (
     csr_gram_apply,
     dense_gram_apply,
     dense_row_moments,
+    gram_kernel,
     merge_moments,
 )
 
@@ -119,6 +120,31 @@ def test_gram_apply_kernels_match_numpy(b):
     np.testing.assert_allclose(s2, s, rtol=1e-12, atol=1e-10)
     Y3, Z3, s3 = dense_gram_apply(A.toarray(), Q, c)
     np.testing.assert_allclose(Z3, Z_ref, rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("b", [1, 4, 7, 16, 17])
+def test_fixed_width_kernels_equal_generic_to_the_bit(b):
+    """The vector kernels round every lane like the scalar loops: same bits, both layouts, with
+    and without the Z sweep, float64 and float32 data; b = 17 falls back to the generic ones."""
+    A = random_sparse(60, 45, 0.2, 4)
+    rng = np.random.default_rng(b)
+    Q = rng.standard_normal((60, b))
+    c = rng.standard_normal(b)
+    for data_dtype in (np.float64, np.float32):
+        Ad = sp.csc_matrix(A, dtype=data_dtype)
+        rp, ci, cv = csc_to_csr(Ad.indptr, Ad.indices, Ad.data, 60)
+        for layout, args, generic in (
+                ("csc", (Ad.indptr, Ad.indices, Ad.data, Q, c, 60), csc_gram_apply),
+                ("csr", (rp, ci, cv, Q, c, 45), csr_gram_apply)):
+            Yg, Zg, sg = generic(*args)
+            Y, Z, s = gram_kernel(layout, b)(*args)
+            np.testing.assert_array_equal(Y, Yg)
+            np.testing.assert_array_equal(Z, Zg)
+            np.testing.assert_array_equal(s, sg)
+            Y1, _, _ = gram_kernel(layout, b, with_z=False)(*args)
+            np.testing.assert_array_equal(Y1, Yg)
+        A64 = Ad.astype(np.float64)
+        np.testing.assert_allclose(Zg, A64 @ (A64.T @ Q - c), rtol=1e-12, atol=1e-10)
 
 
 def test_gram_apply_float32_data_and_empty_block():
@@ -293,10 +319,15 @@ def test_fit_svd_randomized_and_irlba(mid_matrix):
 
 def test_fit_svd_uses_given_statistics_without_extra_pass(mid_matrix):
     bm = as_blocked(mid_matrix, dtype=np.float64)
-    st1 = fit_svd(bm, 4, center=True)
     mom = GramPasses(bm, row_major=False).prepare(True)
+    # 4-wide passes read the column-major blocks: the given moments save the statistics pass
+    st1 = fit_svd(bm, 4, center=True)
     st2 = fit_svd(bm, 4, center=True, moments=mom)
-    # in-memory blocks still get their one row-major copy, but the moments are not recomputed
+    assert st1.config.block_size == 4 and st2.passes == st1.passes - 1
+    np.testing.assert_array_equal(st1.d, st2.d)
+    # 8-wide passes copy in-memory blocks to row-major form first: that pass remains
+    st1 = fit_svd(bm, 4, center=True, block_size=8)
+    st2 = fit_svd(bm, 4, center=True, block_size=8, moments=mom)
     assert st2.passes == st1.passes
     np.testing.assert_array_equal(st1.d, st2.d)
 
