@@ -20,7 +20,7 @@ from dask.delayed import Delayed
 
 from ..io.chunking import column_bounds_by_nnz, uniform_column_bounds
 from ..io.validate import cast_values, check_block
-from ..kernels.products import csc_sq_sum
+from ..kernels.validate import value_stats
 
 #: default target of stored entries per block for in-memory inputs
 BLOCK_NNZ = 1_000_000
@@ -259,12 +259,7 @@ def as_blocked(
 def block_stats(x):
     """Validation statistics of one block: (Σa², #non-finite, #negative, #non-zero)."""
     vals = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    finite = np.isfinite(vals)
-    n_bad = int(vals.size - np.count_nonzero(finite))
-    good = vals[finite] if n_bad else vals
-    sq = float(csc_sq_sum(np.ascontiguousarray(good))) if good.size else 0.0
-    n_neg = int(np.count_nonzero(good < 0))
-    nnz = int(np.count_nonzero(vals))
+    sq, n_bad, _, n_neg, nnz = value_stats(np.ascontiguousarray(vals))
     return np.array([sq, n_bad, n_neg, nnz], dtype=np.float64)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..checks import check_matrix_dtype, is_path
-from ..kernels.products import csc_sq_sum
+from ..kernels.validate import value_stats
 from .als import compute_block_stats
 from .blocks import BlockedMatrix, as_blocked
 
@@ -152,13 +152,8 @@ def prepare_input(
         vals = np.asarray(vals)
         if vals.dtype.kind == "b":
             vals = vals.astype(np.float64)
-        finite = np.isfinite(vals)
-        n_bad = int(vals.size - np.count_nonzero(finite))
-        n_inf = int(np.count_nonzero(np.isinf(vals))) if n_bad else 0
-        good = vals[finite] if n_bad else vals
-        sq = float(csc_sq_sum(np.ascontiguousarray(good, dtype=np.float64))) if good.size else 0.0
-        n_neg = int(np.count_nonzero(good < 0))
-        nnz = int(np.count_nonzero(vals))
+        sq, n_bad, n_inf, n_neg, nnz = value_stats(np.ascontiguousarray(vals))  # one read
+        sq, n_bad, n_inf, n_neg, nnz = float(sq), int(n_bad), int(n_inf), int(n_neg), int(nnz)
         bm = as_blocked(A, dtype=dtype, chunks=chunks, block_nnz=block_nnz, name=name)
     if not np.isfinite(sq):  # Σa² overflows float64: so would every product with A
         raise ValueError(f"{name}: values are too large: the sum of their squares overflows "

@@ -69,3 +69,37 @@ def check_compressed(indptr, indices, n_minor):
             if r < 0 or r >= n_minor:
                 return OUT_OF_RANGE, p, 0
     return OK, -1, 1 if descents == 0 else 0
+
+
+@njit(nogil=True, cache=True)
+def value_stats(vals):
+    """One pass over stored values: ``(Σa², #non-finite, #±inf, #negative, #non-zero)``.
+
+    ``Σa²`` and ``#negative`` count the finite values only (Σa² summed in storage order, so it
+    is :func:`~dask_factor.kernels.products.csc_sq_sum` of the finite values to the bit);
+    ``#non-zero`` counts NaN as non-zero, like ``np.count_nonzero``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> value_stats(np.array([1.0, -2.0, 0.0, np.nan, np.inf]))
+    (5.0, 2, 1, 1, 4)
+    """
+    s = 0.0
+    n_bad = 0
+    n_inf = 0
+    n_neg = 0
+    n_nonzero = 0
+    for p in range(vals.size):
+        v = np.float64(vals[p])
+        if v != 0.0:
+            n_nonzero += 1
+        if not np.isfinite(v):
+            n_bad += 1
+            if np.isinf(v):
+                n_inf += 1
+            continue
+        s += v * v
+        if v < 0.0:
+            n_neg += 1
+    return s, n_bad, n_inf, n_neg, n_nonzero
