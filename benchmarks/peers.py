@@ -47,3 +47,16 @@ def rcppml_nmf(d: Path, k: int, maxit: int, threads: int, reps: int) -> tuple[fl
                           str(threads), str(reps)], check=True, capture_output=True, text=True)
     secs, mse = out.stdout.split()
     return float(secs), float(mse)
+
+
+def rcppml_svd(d: Path, k: int, threads: int, reps: int, *,
+               center: bool = False) -> tuple[float, str, np.ndarray]:
+    """RcppML 1.0's ``svd(A, k, center, threads)`` (its defaults otherwise: tol 1e-5, method
+    "auto") on the matrix dumped in ``d``: (median seconds over ``reps`` calls after a warm-up,
+    the method it chose, its k singular values)."""
+    out = subprocess.run(["Rscript", str(HERE / "rcppml_svd.R"), str(d), str(k), str(threads),
+                          str(reps), "TRUE" if center else "FALSE"],
+                         check=True, capture_output=True, text=True)
+    head, values = out.stdout.strip().splitlines()[:2]
+    secs, method, _ = head.split()
+    return float(secs), method, np.array([float(v) for v in values.split()])

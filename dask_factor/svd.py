@@ -16,6 +16,7 @@ and krylov methods) are not offered here.
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,6 +185,11 @@ class SVDResult:
 
 def _v_dask(state: SVDState, dtype=np.float64) -> da.Array:
     k = state.d.size
+    if all(isinstance(b, np.ndarray) for b in state.v_blocks):  # local: one graph of values
+        name = f"svd-V-{uuid.uuid4().hex[:12]}"
+        graph = {(name, i, 0): b for i, b in enumerate(state.v_blocks)}
+        chunks = (tuple(int(b.shape[0]) for b in state.v_blocks), (k,))
+        return da.Array(graph, name, chunks, dtype=dtype)
     parts = []
     for i, b in enumerate(state.v_blocks):
         n_p = int(state.bounds[i + 1] - state.bounds[i])

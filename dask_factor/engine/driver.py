@@ -149,7 +149,15 @@ def _sum(items):
     if isinstance(head, (tuple, list)):
         summed = [_sum([it[j] for it in items]) for j in range(len(head))]
         return tuple(summed) if isinstance(head, tuple) else summed
-    out = np.array(head, dtype=np.float64, copy=True) if isinstance(head, np.ndarray) else head
+    if isinstance(head, np.ndarray):
+        out = np.array(head, dtype=np.float64, copy=True)
+        for it in items[1:]:
+            if np.shape(it) == out.shape:
+                out += it  # in place: the same additions in the same order, no temporaries
+            else:
+                out = out + it
+        return out
+    out = head
     for it in items[1:]:
         out = out + it
     return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.linalg import blas
 
 #: a column of a new block is "numerically dependent" below this fraction of ‖M‖
 DEFLATION_RTOL = 1e-12
@@ -43,6 +44,11 @@ class KrylovResult:
     converged: bool
     residuals: np.ndarray  # (k,) ‖M u − θ u‖ / (σ₁ · max(σ, floor·σ₁)), i.e. relative to σ₁
     MX: np.ndarray | None = None  # (m, k) M X, from the products the passes computed
+
+
+def _subtract_product(Z: np.ndarray, X: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``Z − X C`` in place on a Fortran-ordered ``Z`` (one BLAS call, no m × b temporary)."""
+    return blas.dgemm(-1.0, X, C, beta=1.0, c=Z, overwrite_c=True)
 
 
 def orthonormalize(Z: np.ndarray, basis: np.ndarray | None, rng: np.random.Generator,
@@ -71,17 +77,17 @@ def orthonormalize(Z: np.ndarray, basis: np.ndarray | None, rng: np.random.Gener
         if lo < s:
             L = basis[:, lo:]
             Cl = L.T @ Z
-            Z -= L @ Cl
+            Z = _subtract_product(Z, L, Cl)
             C[lo:] += Cl
         for _ in range(2):
             before = np.linalg.norm(Z, axis=0)
             Cf = basis.T @ Z
-            Z -= basis @ Cf
+            Z = _subtract_product(Z, basis, Cf)
             C += Cf
             after = np.linalg.norm(Z, axis=0)
             if np.all(after >= REORTH_ETA * before):
                 break
-    Q, R, piv = sla.qr(Z, mode="economic", pivoting=True)
+    Q, R, piv = sla.qr(Z, mode="economic", pivoting=True, overwrite_a=True, check_finite=False)
     B = np.empty_like(R)
     B[:, piv] = R
     diag = np.abs(np.diag(R))
