@@ -234,9 +234,11 @@ def as_blocked(
     sparse = sp.issparse(A)
     if sparse:
         # checked once, before scipy's C++ conversions or a kernel touch it
-        check_block(A, where=f"{label} (in-memory {type(A).__name__})")
+        canonical = check_block(A, where=f"{label} (in-memory {type(A).__name__})")
         X = cast_values(sp.csc_matrix(A), dtype, where=label)
-        if not X.has_sorted_indices:
+        if canonical and A.format == "csc":
+            X.has_sorted_indices = True  # found by the check: no second pass over the indices
+        elif not X.has_sorted_indices:
             X = X.sorted_indices()
     else:
         X = cast_values(np.asarray(A), dtype, where=label)

@@ -225,12 +225,15 @@ def csc_from_arrays(data, indices, indptr, shape: tuple[int, int], *, where: str
 
 
 def check_block(x, shape: tuple[int, int] | None = None, *, where: str,
-                error: type[Exception] = MatrixFormatError) -> None:
+                error: type[Exception] = MatrixFormatError) -> bool | None:
     """Check one chunk of any kind before it is converted or computed with.
 
     numpy arrays: 2-D (and ``shape``).  scipy CSC/CSR/BSR: the compressed structure (skipped for
     blocks marked by :func:`mark_checked`); COO: coordinates in range.  Other scipy formats are
     kept by scipy in safe Python structures.
+
+    Returns whether a CSC/CSR chunk is canonical (indices sorted and unique within each column,
+    or row), as found by the check; None when that was not checked.
 
     Examples
     --------
@@ -245,12 +248,12 @@ def check_block(x, shape: tuple[int, int] | None = None, *, where: str,
     if shape is not None and xshape != tuple(int(s) for s in shape):
         raise error(f"{where}: block has shape {xshape}, expected {tuple(shape)}")
     if not sp.issparse(x) or is_checked(x):
-        return
+        return None
     fmt = x.format
     if fmt in ("csc", "csr"):
-        check_compressed_arrays(x.indptr, x.indices, x.data, xshape, where=where, layout=fmt,
-                                error=error)
-    elif fmt == "bsr":
+        return check_compressed_arrays(x.indptr, x.indices, x.data, xshape, where=where,
+                                       layout=fmt, error=error)
+    if fmt == "bsr":
         r, c = x.blocksize
         check_compressed_arrays(x.indptr, x.indices, x.data, (xshape[0] // r, xshape[1] // c),
                                 where=where, layout="csr", major="block row",
@@ -264,6 +267,7 @@ def check_block(x, shape: tuple[int, int] | None = None, *, where: str,
                 bad = int(np.flatnonzero((idx < 0) | (idx >= size))[0])
                 raise error(f"{where}: {('row', 'column')[axis]} index {int(idx[bad])} (entry "
                             f"{bad}) is outside [0, {size})")
+    return None
 
 
 def cast_values(values, dtype, *, where: str, contiguous: bool = False):
