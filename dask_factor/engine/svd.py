@@ -127,10 +127,11 @@ def svd_config(
       ``maxit`` power iterations (default 3).
 
     The block size trades passes against work. In memory a pass costs little more than one
-    traversal of A whatever b is small (pbmc3k, 2 cores' worth of CPU per pass: 10 ms at b = 4
-    with the specialised kernel, 17 ms at b = 8, 23 ms at b = 16), so small blocks and more
-    passes win (0.31 s of CPU in total at b = 4 against 0.47 s at b = 16 for k = 10); from disk
-    every pass is a read, so wide blocks win. Every size is capped by ``m``.
+    traversal of A while b is small (pbmc3k, one core per pass with the vector kernels: 5.2 ms
+    at b = 4 on the column-major blocks; 7.5 ms at b = 8 and 10 ms at b = 16 on row-major
+    copies, which cost 26 ms to make), and every pass also costs the client a Gram–Schmidt step
+    and a scheduler round trip, so for k = 10 the 15 passes of 4 vectors (no copy) beat 12 of 8;
+    from disk every pass is a read, so wide blocks win. Every size is capped by ``m``.
     """
     method = resolve_method(method, k, m, n)
     if method not in METHODS:

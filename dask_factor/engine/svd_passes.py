@@ -37,9 +37,10 @@ from .executor import Executor, is_worker_loss
 #: attempts at one pass, after lost workers, before the error is raised
 MAX_PASS_ATTEMPTS = 4
 #: passes this wide or wider copy in-memory sparse blocks to row-major form first. The
-#: row-major kernels are faster from 5 columns on (pbmc3k, one core: 8.5 against 9.7 ms a pass
-#: at 5 columns, 11.4 against 15.9 at 8, 20.7 against 35.6 at 16); at 4 columns and below the
-#: column-major ones are as fast (7.5 against 7.7 ms), so the copy (28 ms) would not pay off.
+#: row-major kernels are faster from 5 columns on (pbmc3k, one core, a pass: 7.7 against 8.4 ms
+#: at 5 columns, 7.5 against 10.2 at 8, 10.2 against 21.2 at 16), where their random accesses
+#: stay in the small Y_p; at 4 columns and below the column-major ones are faster (5.2 against
+#: 6.1 ms at 4), and the copy (26 ms) would not pay off.
 ROW_MAJOR_MIN_WIDTH = 5
 
 # --------------------------------------------------------------------------------------------
