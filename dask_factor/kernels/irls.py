@@ -89,6 +89,26 @@ def irls_weight(code, mu, disp, power):
 
 
 @njit(nogil=True, cache=True)
+def step_curvature(code, y, mu, disp, power, w):
+    """The curvature an IRLS step gives a stored entry: the larger of its Fisher weight ``w``
+    and the observed second derivative of ℓ in μ (subproblem units)."""
+    if code == KL or code == GP:
+        m = max(mu, KL_FLOOR)
+        obs = y / (m * m)
+    elif code == NB:
+        r = max(disp, 1e-10)
+        m = max(mu, MU_FLOOR)
+        obs = y / (m * m) - (y + r) / ((r + m) * (r + m))
+    elif code == MSE:
+        return w
+    else:  # Tweedie family (Gamma q = 2, inverse Gaussian q = 3): w·(1 + q(y − μ)/μ)
+        m = max(mu, MU_FLOOR)
+        q = 2.0 if code == GAMMA else (3.0 if code == INVERSE_GAUSSIAN else power)
+        obs = w * (1.0 + q * (y - m) / m)
+    return min(max(w, obs), W_CAP)
+
+
+@njit(nogil=True, cache=True)
 def zero_slope(code, mu, disp, power):
     """``∂ℓ(0, μ)/∂μ`` in the IRLS subproblem's units (the pull of a zero entry)."""
     if code == KL or code == GP:
@@ -330,25 +350,14 @@ def _zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne):
 
 
 @njit(nogil=True, cache=True)
-def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search, power,
-                 l1, l2, cz, ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False):
-    """One pass over column ``j`` at ``x``: returns the penalised objective under ``search``
-    (the loss, or KL for GP) and, for the losses whose zero slope depends on μ (NB, Tweedie),
-    fills ``cz`` (k,) with ``Σ_{yᵢ=0} ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` (else ``cz`` is left alone).
-
-    Rows ``ex_row[:ne]`` (sorted) are excluded (held out or missing); with ``obs_only`` the
-    unstored entries are missing too (``mask="zeros"``). ``delta`` > 0: the robust objective
-    (:func:`robust_column`); a non-empty ``zpi``: zero inflation (:func:`zi_entries`, which
-    then fills ``cz``)."""
-    k = x.size
+def stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, ex_row, ne,
+                 ms):
+    """``Σ ℓ(yᵢ, μᵢ)`` over the stored, kept entries of column j at ``μ = F x``, up to terms
+    free of μ (NB leaves out its log-gamma terms: ``r·log1p(μ/r) + y·log1p(r/μ)``, no large
+    constant to drown a small change when r is large); ``ms``
+    receives each kept entry's μ at its position ``q − indptr[j]``. O(nnz·k)."""
     start, end = indptr[j], indptr[j + 1]
     out = 0.0
-    for f in range(k):
-        out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
-    if delta > 0.0:
-        return out + robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search,
-                                   power, delta, ex_row, ne, obs_only, np.empty((0, 0)), cz,
-                                   False)
     e = 0
     for q in range(start, end):
         i = indices[q]
@@ -356,75 +365,178 @@ def column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, 
             e, skip = _skip(ex_row, ne, e, i)
             if skip:
                 continue
-        d = disp[j] if disp_by_col else disp[i]
-        out += unit_loss(search, np.float64(data[q]), _dot(F, i, x), d, power)
-    if obs_only or not zeros_observed(code, power):
-        return out
-    if zpi.size > 0:
-        return out + zi_entries(indptr, indices, j, F, x, disp, disp_by_col, search, power, zpi,
-                                zpi_by_col, ex_row, ne, cz, True)
-    if code == KL or code == GP:  # ℓ(0, μ) = μ for KL: Σ_zeros μ from Σ_all − Σ_stored
-        return out + max(_zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne), 0.0)
-    for f in range(k):
-        cz[f] = 0.0
-    q = start
-    e = 0
-    if code == NB:  # the hot loop of NB fits, written out: ℓ(0, μ) = r log(1 + μ/r)
-        for i in range(F.shape[0]):
-            if q < end and indices[q] == i:
-                q += 1
-                continue
-            if ne > 0:
-                e, skip = _skip(ex_row, ne, e, i)
-                if skip:
-                    continue
-            r = max(disp[j] if disp_by_col else disp[i], 1e-10)
-            mu = _dot(F, i, x)
-            out += r * math.log1p(max(mu, MU_FLOOR) / r)
-            c = r / (r + max(mu, 0.0))
-            for f in range(k):
-                cz[f] += c * F[i, f]
-        return out
-    for i in range(F.shape[0]):
-        if q < end and indices[q] == i:
-            q += 1
-            continue
-        e, skip = _skip(ex_row, ne, e, i)
-        if skip:
-            continue
-        d = disp[j] if disp_by_col else disp[i]
         mu = _dot(F, i, x)
-        out += unit_loss(code, 0.0, mu, d, power)
-        c = zero_slope(code, mu, d, power)
-        for f in range(k):
-            cz[f] += c * F[i, f]
+        ms[q - start] = mu
+        y = np.float64(data[q])
+        d = disp[j] if disp_by_col else disp[i]
+        if code == NB:
+            rr = max(d, 1e-10)
+            m = max(mu, MU_FLOOR)
+            out += rr * math.log1p(m / rr) + y * math.log1p(rr / m)
+        else:
+            out += unit_loss(code, y, mu, d, power)
     return out
 
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
-def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power, l1, l2,
-                nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm,
-                G, b, r, xold, czero, ex_row, ne, obs_only, delta=0.0, zpi=NO_PI,
-                zpi_by_col=False):
+def all_means(Ft, x, mu):
+    """``μ = F x`` over every row of F, from its transpose ``Ft`` (k × p, C order): k passes of
+    contiguous multiply-adds the compiler vectorises (a row-by-row dot product does not)."""
+    k, p = Ft.shape
+    for i in range(p):
+        mu[i] = 0.0
+    for f in range(k):
+        xf = x[f]
+        for i in range(p):
+            mu[i] += xf * Ft[f, i]
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def _weighted_rows(F, c, out):
+    """``out = Σᵢ cᵢ Fᵢ`` (k,), rows in order."""
+    k = F.shape[1]
+    for f in range(k):
+        out[f] = 0.0
+    for i in range(F.shape[0]):
+        ci = c[i]
+        for f in range(k):
+            out[f] += ci * F[i, f]
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, c, c2, cz, cb):
+    """The zeros' pull on column j at ``x`` for NB and Tweedie (q < 2), whose ``ℓ(0, μ)`` is
+    concave in μ: ``cz = Σ_zeros ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` in the IRLS subproblem's units
+    (:func:`zero_slope`, weight cap included) and ``cb``, the same slope in the objective's
+    units (uncapped; NB: equal to ``cz``). ``zmask`` (p,) is 1 at the kept zero rows, else 0;
+    ``mu`` receives ``F x`` at every row; ``c``, ``c2`` (p,) are scratch. O(p·k), vectorised.
+
+    By concavity ``ℓ(0, μ') ≤ ℓ(0, μ) + ∂ℓ(0, μ)/∂μ · (μ' − μ)``: ``cb·(x' − x)`` bounds the
+    change of the zeros' part of the objective from above (:func:`irls_column`'s step test).
+    """
+    all_means(Ft, x, mu)
+    p = mu.size
+    if code == NB:
+        if disp_by_col:
+            rr = max(disp[j], 1e-10)
+            for i in range(p):
+                c[i] = zmask[i] * (rr / (rr + max(mu[i], 0.0)))
+        else:
+            for i in range(p):
+                ri = max(disp[i], 1e-10)
+                c[i] = zmask[i] * (ri / (ri + max(mu[i], 0.0)))
+        _weighted_rows(F, c, cz)
+        for f in range(cz.size):
+            cb[f] = cz[f]
+        return
+    q1 = 1.0 - power  # Tweedie: ℓ(0, μ) = 2μ^{2−q}/(2−q), slope 2μ^{1−q}; subproblem μ·w(μ)
+    for i in range(p):
+        if zmask[i] != 0.0:
+            m = max(mu[i], MU_FLOOR)
+            t = m ** q1
+            c[i] = min(t, m * W_CAP)
+            c2[i] = 2.0 * t
+        else:
+            c[i] = 0.0
+            c2[i] = 0.0
+    _weighted_rows(F, c, cz)
+    _weighted_rows(F, c2, cb)
+
+
+@njit(nogil=True, cache=True)
+def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power):
+    """``Σ [ℓ(0, μ2ᵢ) − ℓ(0, μᵢ)]`` over the rows where ``zmask`` is set (μ, μ2 given at every
+    row). NB sums ``r·log1p((μ2 − μ)/(r + μ))``: one logarithm per row, and a sum of the
+    changes rather than a difference of two large sums (no cancellation near convergence)."""
+    out = 0.0
+    for i in range(mu.size):
+        if zmask[i] != 0.0:
+            d = disp[j] if disp_by_col else disp[i]
+            if code == NB:
+                r = max(d, 1e-10)
+                a = max(mu[i], MU_FLOOR)
+                out += r * math.log1p((max(mu2[i], MU_FLOOR) - a) / (r + a))
+            else:
+                out += unit_loss(code, 0.0, mu2[i], d, power) - unit_loss(code, 0.0, mu[i], d,
+                                                                           power)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _relative_change(x, xold):
+    """``maxᵢ |xᵢ − xoldᵢ| / (|xoldᵢ| + 1e-12)``, the IRLS stopping rule's measure."""
+    change = 0.0
+    for f in range(x.size):
+        rel = abs(x[f] - xold[f]) / (abs(xold[f]) + 1e-12)
+        if rel > change:
+            change = rel
+    return change
+
+
+@njit(nogil=True, cache=True)
+def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1, l2,
+                 ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms):
+    """The part of column j's penalised objective at ``x`` that :func:`irls_column` evaluates:
+    the penalties plus the robust objective of every kept entry (``delta`` > 0,
+    :func:`robust_column`), or the stored entries' loss (:func:`stored_value`, which fills
+    ``ms``) plus, under zero inflation, the zeros' mixture loss (:func:`zi_entries`, which fills
+    ``cz`` with their pull). Without either, the zeros' part is left to the step test."""
+    out = 0.0
+    for f in range(x.size):
+        out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
+    if delta > 0.0:
+        return out + robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search,
+                                   power, delta, ex_row, ne, obs_only, np.empty((0, 0)), cz,
+                                   False)
+    out += stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
+                        ex_row, ne, ms)
+    if zpi.size > 0 and not obs_only and zeros_observed(search, power):
+        out += zi_entries(indptr, indices, j, F, x, disp, disp_by_col, search, power, zpi,
+                          zpi_by_col, ex_row, ne, cz, True)
+    return out
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, power, l1, l2,
+                nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm, G, vk, vp, ms,
+                ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False):
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
-    column (True: ``disp[j]``). ``G`` (k, k), ``b``, ``r``, ``xold``, ``czero`` (k,) are scratch.
-    Returns the coordinate-descent sweeps made. The column must store no explicit zeros.
-    Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part of the fit);
-    with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the robust (Huber) fit of
-    :func:`robust_parts`, every step a dense pass over the rows (:func:`robust_column`).
-    ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
-    by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
+    column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
+    array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (5, p) with row 3 all ones on entry
+    (it is left so), ``ms`` (p,). Returns the coordinate-descent sweeps made. The column must
+    store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing:
+    no part of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the
+    robust (Huber) fit of :func:`robust_parts`, every step a dense pass over the rows
+    (:func:`robust_column`). ``zpi``: the zero-inflation probabilities (by column of the block
+    with ``zpi_by_col``, else by row of F; empty: none) — the zeros' pull is then weighted by
+    their E-step share.
+
+    **The step test.** A step is kept when the column's objective does not rise. The zeros'
+    part of the objective is not evaluated entry by entry where it need not be: KL and GP
+    (whose factor updates fit KL) have ``ℓ(0, μ) = μ``, linear, so its change is exactly
+    ``cb·Δx`` with ``cb = Σ_zeros Fᵢ``; NB and Tweedie (q < 2) have a concave ``ℓ(0, μ)``, so
+    ``cb·Δx`` (:func:`zero_pull`) bounds its change from above and a step passing the bounded
+    test lowers the true objective. Only when the bound is inconclusive are the zeros' losses
+    compared (:func:`zero_change`): the accepted steps are those of the exact test. A step is
+    halved until it passes, at most :data:`MAX_BACKTRACK` times and not below ``irls_tol``.
     """
     k = x.size
     start, end = indptr[j], indptr[j + 1]
     robust = delta > 0.0
     zeros = zeros_observed(code, power) and not obs_only and not robust
-    const_zero = (code == KL or code == GP) and zpi.size == 0
-    if zeros and const_zero:  # Σ over zero rows of Fᵢ = Σ over all − Σ over stored/excluded
+    zi = zeros and zpi.size > 0
+    linear = zeros and not zi and (code == KL or code == GP)
+    concave = zeros and not zi and not linear  # NB, Tweedie with 1 ≤ q < 2
+    b, r, xold, cz, cb = vk[0], vk[1], vk[2], vk[3], vk[4]
+    mu, c, c2, zmask, mu2 = vp[0], vp[1], vp[2], vp[3], vp[4]
+    for f in range(k):
+        cz[f] = 0.0
+        cb[f] = 0.0
+    if linear:  # Σ over zero rows of Fᵢ = Σ over all − Σ over stored/excluded
         for f in range(k):
-            czero[f] = Fsum[f]
+            cz[f] = Fsum[f]
         e = 0
         for q in range(start, end):
             i = indices[q]
@@ -432,16 +544,25 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
             if skip:
                 continue
             for f in range(k):
-                czero[f] -= F[i, f]
+                cz[f] -= F[i, f]
         for e in range(ne):
             i = ex_row[e]
             for f in range(k):
-                czero[f] -= F[i, f]
+                cz[f] -= F[i, f]
+        for f in range(k):
+            cb[f] = cz[f]
+    if concave:
+        for q in range(start, end):
+            zmask[indices[q]] = 0.0
+        for e in range(ne):
+            zmask[ex_row[e]] = 0.0
     sweeps = 0
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
-    f_old = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, search,
-                         power, l1, l2, czero, ex_row, ne, obs_only, delta, zpi, zpi_by_col)
+    v_old = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1,
+                         l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms)
     for it in range(irls_maxit):
+        if concave:
+            zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, c, c2, cz, cb)
         for f in range(k):
             b[f] = 0.0
             for g in range(k):
@@ -449,7 +570,8 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
         if robust:
             robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
                           delta, ex_row, ne, obs_only, G, b, True)
-        else:
+        else:  # μ at the stored entries: from the last evaluation, at this x
+            newton = warm or it > 0  # a cold start (x = 0) has no curvature to observe
             e = 0
             for q in range(start, end):
                 i = indices[q]
@@ -458,20 +580,23 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
                     if skip:
                         continue
                 y = np.float64(data[q])
-                mu = _dot(F, i, x)
                 d = disp[j] if disp_by_col else disp[i]
-                w = irls_weight(code, mu, d, power)
+                mq = ms[q - start]
+                w = irls_weight(code, mq, d, power)
+                h = step_curvature(code, y, mq, d, power, w) if newton else w
+                t = h * mq - w * (mq - y)
                 for f in range(k):
-                    wf = w * F[i, f]
-                    b[f] += wf * y
+                    Fif = F[i, f]
+                    b[f] += t * Fif
+                    hf = h * Fif
                     for g in range(f + 1):
-                        G[f, g] += wf * F[i, g]
+                        G[f, g] += hf * F[i, g]
         for f in range(k):
             for g in range(f):
                 G[g, f] = G[f, g]
             G[f, f] += l2
             if zeros:  # the zero entries' pull at the current x
-                b[f] -= czero[f]
+                b[f] -= cz[f]
             b[f] -= l1
             xold[f] = x[f]
         residual(G, b, x, r)
@@ -481,29 +606,38 @@ def irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, powe
         # the step x − xold is a descent direction of the true objective (the subproblem has
         # its gradient at xold and a convex quadratic): halve it until the objective does not
         # rise, so every column's objective falls monotonically
-        f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
-                             search, power, l1, l2, czero, ex_row, ne, obs_only, delta, zpi,
-                             zpi_by_col)
+        # halvings stop once the step is within irls_tol of the start (a smaller one would end
+        # the IRLS loop anyway: the decrease is then below the sums' rounding)
         tries = 0
-        while not f_new <= f_old and tries < MAX_BACKTRACK:
+        while True:
+            v_new = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search,
+                                 power, l1, l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col,
+                                 cz, ms)
+            lin = 0.0
+            for f in range(k):
+                lin += cb[f] * (x[f] - xold[f])
+            ok = v_new - v_old + lin <= 0.0
+            if not ok and concave:  # the bound is inconclusive: the zeros' exact change
+                all_means(Ft, x, mu2)
+                ok = v_new - v_old + zero_change(mu, mu2, zmask, j, disp, disp_by_col, code,
+                                                 power) <= 0.0
+            if ok or tries == MAX_BACKTRACK or _relative_change(x, xold) < irls_tol:
+                break
             for f in range(k):
                 x[f] = xold[f] + 0.5 * (x[f] - xold[f])
-            f_new = column_state(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code,
-                                 search, power, l1, l2, czero, ex_row, ne, obs_only, delta, zpi,
-                                 zpi_by_col)
             tries += 1
-        if not f_new <= f_old:  # no decrease found: keep the start
+        if not ok:  # no decrease found: keep the start
             for f in range(k):
                 x[f] = xold[f]
             break
-        f_old = f_new
-        change = 0.0
-        for f in range(k):
-            rel = abs(x[f] - xold[f]) / (abs(xold[f]) + 1e-12)
-            if rel > change:
-                change = rel
-        if change < irls_tol:
+        v_old = v_new
+        if _relative_change(x, xold) < irls_tol:
             break
+    if concave:
+        for q in range(start, end):
+            zmask[indices[q]] = 1.0
+        for e in range(ne):
+            zmask[ex_row[e]] = 1.0
     return sweeps
 
 #: the hold-out of an unmasked fit: ``(masked, seed, thr, all_rows, mask_zeros, obs_only,
@@ -558,11 +692,13 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     for i in range(p):
         for f in range(k):
             Fsum[f] += F[i, f]
+    concave = (code == NB or (code == TWEEDIE and power < 2.0)) and delta == 0.0
+    Ft = np.ascontiguousarray(F.T) if concave else np.empty((k, 0), dtype=F.dtype)
     G = np.empty((k, k))
-    b = np.empty(k)
-    r = np.empty(k)
-    xold = np.empty(k)
-    czero = np.empty(k)
+    vk = np.empty((5, k))
+    vp = np.empty((5, p if concave else 0))
+    vp[3, :] = 1.0
+    ms = np.empty(p)
     x = np.empty(k)
     cap = p if mk[0] else 1
     ex_row = np.empty(cap, dtype=np.int64)
@@ -573,9 +709,9 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
         ne = exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_test)
         for f in range(k):
             x[f] = Xprev[j, f] * xscale[f] if warm else 0.0
-        total += irls_column(indptr, indices, data, j, F, Fsum, disp, disp_by_col, code, power,
-                             l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol,
-                             warm, G, b, r, xold, czero, ex_row, ne, mk[5], delta, zpi,
+        total += irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code,
+                             power, l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit,
+                             irls_tol, warm, G, vk, vp, ms, ex_row, ne, mk[5], delta, zpi,
                              zpi_by_col)
         for f in range(k):
             Xt[j, f] = x[f]

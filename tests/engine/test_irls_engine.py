@@ -37,32 +37,49 @@ def zero_slope(loss, mu, r):
     return np.ones_like(mu) if loss == "kl" else r / (r + np.maximum(mu, 0.0))
 
 
-def solve_column(loss, y, F, x, r, maxit=5, tol=1e-4, keep=None):
+def curvature(loss, y, mu, r, w):
+    """The curvature of a stored entry in an IRLS step: max(Fisher weight, observed)."""
+    if loss == "kl":
+        obs = y / np.maximum(mu, 1e-4) ** 2
+    else:
+        m = np.maximum(mu, 1e-10)
+        obs = y / m ** 2 - (y + r) / (r + m) ** 2
+    return np.minimum(np.maximum(w, obs), 1e6)
+
+
+def relative_change(x, xold):
+    return np.max(np.abs(x - xold) / (np.abs(xold) + 1e-12))
+
+
+def solve_column(loss, y, F, x, r, maxit=5, tol=1e-4, keep=None, cold=False):
     """IRLS for one column with an exact NNLS per step (scipy) and the same step halving;
-    entries outside ``keep`` (held out or missing) take no part."""
+    entries outside ``keep`` (held out or missing) take no part. Each step's quadratic has
+    the true gradient and, per stored entry, the larger of the Fisher weight and the observed
+    curvature (the Fisher weight alone on a cold start's first step, at x = 0)."""
     keep = np.ones(y.size, bool) if keep is None else keep
     nz = (y > 0) & keep
     zero = (y == 0) & keep
     obj = lambda v: unit(loss, y, F @ v, r)[keep].sum()  # noqa: E731
     f_old = obj(x)
-    for _ in range(maxit):
+    for step in range(maxit):
         mu = F @ x
         w = weight(loss, mu, r) * nz
-        G = (F * w[:, None]).T @ F + 1e-15 * np.eye(F.shape[1])
-        b = F.T @ (w * np.where(keep, y, 0.0)) - F.T @ (zero_slope(loss, mu, r) * zero)
+        h = w if (cold and step == 0) else curvature(loss, y, mu, r, w) * nz
+        G = (F * h[:, None]).T @ F + 1e-15 * np.eye(F.shape[1])
+        b = F.T @ (h * mu - w * (mu - y)) - F.T @ (zero_slope(loss, mu, r) * zero)
         L = np.linalg.cholesky(G)
         xnew, _ = nnls(L.T, np.linalg.solve(L, b), maxiter=1000)
         xold = x
         f_new = obj(xnew)
         tries = 0
-        while not f_new <= f_old and tries < 10:
+        while not f_new <= f_old and tries < 10 and relative_change(xnew, xold) >= tol:
             xnew = xold + 0.5 * (xnew - xold)
             f_new = obj(xnew)
             tries += 1
         if not f_new <= f_old:
             return xold
         x, f_old = xnew, f_new
-        if np.max(np.abs(x - xold) / (np.abs(xold) + 1e-12)) < tol:
+        if relative_change(x, xold) < tol:
             break
     return x
 
@@ -81,13 +98,14 @@ def reference_fit(loss, A, W0, iters, r0=10.0, keep=None):
         H = np.zeros((k, n))
         for j in range(n):
             x0 = np.zeros(k) if t == 0 else Hn[:, j] * d
-            H[:, j] = solve_column(loss, A[:, j], W, x0, r, keep=keep[:, j])
+            H[:, j] = solve_column(loss, A[:, j], W, x0, r, keep=keep[:, j], cold=t == 0)
         dh = np.abs(H).sum(1) + 1e-15
         Hn = H / dh[:, None]
         Wr = np.zeros((m, k))
         for i in range(m):
             x0 = np.zeros(k) if t == 0 else W[i] * dh
-            Wr[i] = solve_column(loss, A[i], Hn.T, x0, np.full(n, r[i]), keep=keep[i])
+            Wr[i] = solve_column(loss, A[i], Hn.T, x0, np.full(n, r[i]), keep=keep[i],
+                                 cold=t == 0)
         d = np.abs(Wr).sum(0) + 1e-15
         W = Wr / d
         if loss == "nb":
