@@ -229,6 +229,7 @@ def _skip(ex_row, ne, e, i):
 #: the largest zero-inflation probability (a row or column of zeros only goes there)
 PI_MAX = 1.0 - 1e-10
 NO_PI = np.zeros(0)
+NO_FT = np.zeros((0, 0))
 
 
 @njit(nogil=True, cache=True)
@@ -734,11 +735,13 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
 
 @njit(nogil=True, cache=True)
 def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
-                     ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False):
+                     ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Ft=NO_FT,
+                     mu=NO_PI):
     """``Σᵢ ℓ(y_ij, μᵢ)`` of column ``j`` with ``μ = F x``, zero entries included when the loss
     has mass at 0 (O(nnz·k), plus O(p·k) for NB and Tweedie). No explicit zeros stored. Rows
     ``ex_row[:ne]`` are left out; with ``obs_only`` the unstored entries too. ``delta`` > 0:
-    the robust objective (:func:`robust_column`); ``zpi``: zero inflation (:func:`zi_entries`)."""
+    the robust objective (:func:`robust_column`); ``zpi``: zero inflation (:func:`zi_entries`).
+    ``Ft`` (Fᵀ in C order) and ``mu`` (p,): the zeros' means in one vectorised pass."""
     if delta > 0.0:
         return robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                              delta, ex_row, ne, obs_only, np.empty((0, 0)), np.empty(0),
@@ -762,6 +765,9 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
         if code == KL or disp_by_col:
             scale = 1.0 / (1.0 + max(disp[j], 0.0)) if code == GP else 1.0
             return out + max(_zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne), 0.0) * scale
+    dense = Ft.shape[1] == F.shape[0]  # μ at every row in one vectorised pass
+    if dense:
+        all_means(Ft, x, mu)
     q = start
     e = 0
     for i in range(F.shape[0]):
@@ -772,7 +778,7 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
         if skip:
             continue
         d = disp[j] if disp_by_col else disp[i]
-        out += unit_loss(code, 0.0, _dot(F, i, x), d, power)
+        out += unit_loss(code, 0.0, mu[i] if dense else _dot(F, i, x), d, power)
     return out
 
 
@@ -998,6 +1004,8 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
     p, k = F.shape
     Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
+    Ft = np.ascontiguousarray(F.T) if code == NB or code == TWEEDIE else np.empty((k, 0))
+    mu = np.empty(Ft.shape[1])
     cap = p if mk[0] else 1
     ex_row = np.empty(cap, dtype=np.int64)
     ex_val = np.empty(cap)
@@ -1030,7 +1038,8 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
                                     ex_row, ne)
             pis = zpi_out
         out_stats[0] += column_objective(indptr, indices, data, j, F, x, Fsum, disp, True, code,
-                                         power, ex_row, ne, obs_only, delta, pis, zpi_by_col)
+                                         power, ex_row, ne, obs_only, delta, pis, zpi_by_col,
+                                         Ft, mu)
         sse = _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only)
         # counts of the training entries: all rows but the excluded (stored kept ones only
         # when the zeros are missing or outside the loss's support)
