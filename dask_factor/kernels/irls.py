@@ -18,19 +18,22 @@ objective ``Σᵢ ℓ(yᵢ, μᵢ)`` with ℓ the loss's unit negative log-likel
     ====================  ======================================  ============  ==============
 
 One IRLS step fixes the weights ``wᵢ = 1/V(μᵢ)`` at the current ``x`` (μ floored, weights capped at
-``W_CAP``; the KL/GP weight is ``1/max(μ, 1e-4)``, RcppML's) and solves the weighted NNLS
+``W_CAP``; the KL/GP weight is ``1/max(μ, 1e-4)``, RcppML's), each stored entry's curvature
+``hᵢ = max(wᵢ, ∂²ℓ(yᵢ, μᵢ)/∂μ²)`` (:func:`step_curvature`; ``hᵢ = wᵢ`` in a cold start's first step)
+and solves the NNLS
 
-    minimise  ½ Σ_{yᵢ>0} wᵢ (yᵢ − Fᵢᵀx)²  +  Σ_{yᵢ=0} cᵢ Fᵢᵀx  (+ L1·Σx + ½ L2 ‖x‖²)
+    minimise  ½ Σ_{yᵢ>0} hᵢ (zᵢ − Fᵢᵀx)²  +  Σ_{yᵢ=0} cᵢ Fᵢᵀx  (+ L1·Σx + ½ L2 ‖x‖²),
+              zᵢ = μᵢ − wᵢ(μᵢ − yᵢ)/hᵢ
 
 where the zero entries enter through the derivative of their loss, ``cᵢ = ∂ℓ(0, μ)/∂μ`` in the
 same units (1 for KL and GP, r/(r+μ) for NB, μ·w(μ) = μ^{1−q} for Tweedie). The gradient of this
-subproblem at the current ``x`` is the gradient of the true objective, so its solution is a
-descent direction: the step is halved until the column's objective does not rise (monotone
-fits), and a fixed point is a stationary point of the loss over *all* entries. The quadratic is
-built over the stored entries only (O(nnz·k²)); the zero entries cost O(k) per column for KL/GP
-(``cᵢ`` ≡ 1: ``Σ_zeros Fᵢ = Σ_all Fᵢ − Σ_stored Fᵢ``) and O(p·k) for NB/Tweedie. Gamma and
-inverse Gaussian have no mass at 0: a zero entry is outside their support and is not part of the
-fit or the objective.
+subproblem at the current ``x`` is the gradient of the true objective (``wᵢ(μᵢ − yᵢ)`` is each
+stored entry's), so its solution is a descent direction: the step is halved until the column's
+objective does not rise (monotone fits), and a fixed point is a stationary point of the loss over
+*all* entries. The quadratic is built over the stored entries only (O(nnz·k²)); the zero entries
+cost O(k) per column for KL/GP (``cᵢ`` ≡ 1: ``Σ_zeros Fᵢ = Σ_all Fᵢ − Σ_stored Fᵢ``) and O(p·k)
+for NB/Tweedie (:func:`zero_pull`). Gamma and inverse Gaussian have no mass at 0: a zero entry is
+outside their support and is not part of the fit or the objective.
 
 The columns are solved serially (Dask runs blocks in parallel); sums are float64 in a fixed order.
 GP follows RcppML: the factor updates use the KL weights, θ is fitted separately

@@ -335,3 +335,86 @@ def test_zero_inflated_column_reaches_the_scipy_optimum():
                    options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxfun=100000))
     assert nll(X[0]) <= ref.fun * (1 + 1e-8) + 1e-9
     np.testing.assert_allclose(X[0], ref.x, rtol=2e-3, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# the pieces of an IRLS step: curvature, the stored entries' loss up to a constant, the zeros'
+# change, each against the per-entry loss (finite differences, numpy's own formulas)
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+STEP_CASES = [("kl", K.KL, 1.5), ("nb", K.NB, 1.5), ("gamma", K.GAMMA, 2.0),
+              ("inverse_gaussian", K.INVERSE_GAUSSIAN, 3.0), ("tweedie", K.TWEEDIE, 1.5),
+              ("tweedie", K.TWEEDIE, 1.3)]
+
+
+@pytest.mark.parametrize("loss,code,q", STEP_CASES)
+@settings(max_examples=40, deadline=None)
+@given(y=st.integers(1, 60), mu=st.floats(0.05, 80.0), r=st.floats(0.05, 50.0))
+def test_step_curvature_is_the_larger_of_fisher_and_observed(loss, code, q, y, mu, r):
+    """h = max(w, ℓ''(μ)) (capped at W_CAP) with ℓ'' by central differences of the numpy
+    loss, in the IRLS subproblem's units (the deviances are twice those: ½ of their ℓ'')."""
+    y = float(y)
+    scale = 0.5 if loss in ("gamma", "inverse_gaussian", "tweedie") else 1.0
+
+    def ell(m):
+        return scale * column_loss_np(loss, np.array([y]), np.array([m]), r=r, q=q)
+
+    step = 1e-4 * mu
+    obs = (ell(mu + step) - 2 * ell(mu) + ell(mu - step)) / step ** 2
+    w = K.irls_weight(code, mu, r, q)
+    h = K.step_curvature(code, y, mu, r, q, w)
+    assert h >= w
+    assert h == pytest.approx(min(max(w, obs), K.W_CAP), rel=1e-4, abs=1e-9 * w)
+
+
+@settings(max_examples=60, deadline=None)
+@given(y=st.integers(1, 200), m1=st.floats(1e-3, 100.0), m2=st.floats(1e-3, 100.0),
+       r=st.sampled_from([0.02, 0.5, 10.0, 1e6]))
+def test_nb_stored_value_changes_as_the_full_loss(y, m1, m2, r):
+    """stored_value drops NB's μ-free terms: its changes are the full loss's, also at r = 1e6
+    where a form with r·log r inside would lose them to rounding."""
+    col = sp.csc_matrix(np.array([[float(y)]]))
+    ms = np.empty(1)
+
+    def sv(m):
+        return K.stored_value(col.indptr, col.indices, col.data, 0, np.array([[m]]),
+                              np.array([1.0]), np.array([r]), True, K.NB, 1.5, K.NO_MASK, 0, ms)
+
+    full = column_loss_np("nb", np.array([float(y)]), np.array([m2]), r=r) - column_loss_np(
+        "nb", np.array([float(y)]), np.array([m1]), r=r)
+    assert sv(m2) - sv(m1) == pytest.approx(full, rel=1e-7, abs=1e-9)
+    assert ms[0] == m1  # the μ of the last evaluation
+    # a small step (what the step test compares), against the change in its accurate form
+    # (r + y)·log1p(Δ/(r + μ1)) − y·log1p(Δ/μ1)
+    m3 = m1 * (1 + 1e-7)
+    exact = (r + y) * np.log1p((m3 - m1) / (r + m1)) - y * np.log1p((m3 - m1) / m1)
+    assert sv(m3) - sv(m1) == pytest.approx(exact, rel=1e-4, abs=1e-12)
+
+
+@pytest.mark.parametrize("loss,code,q", [("nb", K.NB, 1.5), ("tweedie", K.TWEEDIE, 1.5),
+                                         ("tweedie", K.TWEEDIE, 1.2)])
+def test_zero_change_and_the_concave_bound(loss, code, q):
+    """zero_change sums ℓ(0, μ2) − ℓ(0, μ1) over the masked rows (numpy's loss); zero_pull's
+    ``cb·Δx`` bounds it from above (ℓ(0, ·) concave) and its ``cz`` is Σ zero_slope·F."""
+    rng = np.random.default_rng(3)
+    p, k = 200, 4
+    F = rng.uniform(0, 1, (p, k))
+    x1, x2 = rng.uniform(0, 2, k), rng.uniform(0, 2, k)
+    r = rng.uniform(0.05, 20, p)
+    zmask = (rng.uniform(size=p) < 0.7).astype(float)
+    mu1, mu2 = F @ x1, F @ x2
+    Ft = np.ascontiguousarray(F.T)
+    got = K.zero_change(mu1, mu2, zmask, 0, r, False, code, q)
+    z = zmask > 0
+    ref = sum(column_loss_np(loss, np.zeros(1), np.array([mu2[i]]), r=r[i], q=q)
+              - column_loss_np(loss, np.zeros(1), np.array([mu1[i]]), r=r[i], q=q)
+              for i in np.flatnonzero(z))
+    assert got == pytest.approx(ref, rel=1e-9)
+    mu, c, c2, cz, cb = np.empty(p), np.empty(p), np.empty(p), np.empty(k), np.empty(k)
+    K.zero_pull(F, Ft, x1, 0, r, False, code, q, zmask, mu, c, c2, cz, cb)
+    np.testing.assert_allclose(mu, mu1, rtol=1e-12)
+    assert cb @ (x2 - x1) >= got
+    slope = np.array([K.zero_slope(code, m, ri, q) for m, ri in zip(mu1, r)])
+    np.testing.assert_allclose(cz, F.T @ (slope * zmask), rtol=1e-10)
