@@ -28,6 +28,7 @@ from ..kernels.svd import (
     dense_gram_apply,
     dense_row_moments,
     gram_kernel,
+    kernel_width,
     merge_moments,
 )
 from .blocks import BlockedMatrix, block_graph
@@ -51,12 +52,28 @@ class _Pack:
     """The broadcast of one pass: X pre-divided by the row SDs, the centring correction, and
     whether the pass needs ``Z_p = A_p Y_p`` (a final pass whose ``M X`` is known does not)."""
 
-    __slots__ = ("Q", "c", "with_z")
+    __slots__ = ("Q", "c", "with_z", "_padded")
 
     def __init__(self, Q: np.ndarray, c: np.ndarray, with_z: bool = True):
         self.Q = Q
         self.c = c
         self.with_z = with_z
+        self._padded = None
+
+    def padded(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, c) with zero columns up to ``width`` (made once per pass, shared by the blocks;
+        two threads may both make it, with the same result)."""
+        b = self.c.size
+        if width == b:
+            return self.Q, self.c
+        cached = self._padded
+        if cached is None or cached[0].shape[1] != width:
+            Q = np.zeros((self.Q.shape[0], width))
+            Q[:, :b] = self.Q
+            c = np.zeros(width)
+            c[:b] = self.c
+            cached = self._padded = (Q, c)
+        return cached
 
 
 class RowMajorBlock:
@@ -103,13 +120,20 @@ def _merge_moments_task(*parts):
 
 
 def _gram_apply(block, pack: _Pack):
-    b = pack.Q.shape[1]
-    if isinstance(block, RowMajorBlock):
-        kernel = gram_kernel("csr", b, with_z=pack.with_z)
-        return kernel(block.indptr, block.indices, block.data, pack.Q, pack.c, block.shape[1])
-    if sp.issparse(block):
-        kernel = gram_kernel("csc", b, with_z=pack.with_z)
-        return kernel(block.indptr, block.indices, block.data, pack.Q, pack.c, block.shape[0])
+    """``(Y_p, Z_p, s_p)`` of one block for the pack's ``b`` vectors."""
+    b = pack.c.size
+    if isinstance(block, RowMajorBlock) or sp.issparse(block):
+        w = kernel_width(b)
+        Q, c = pack.padded(w)
+        if isinstance(block, RowMajorBlock):
+            kernel = gram_kernel("csr", w, with_z=pack.with_z)
+            Y, Z, s = kernel(block.indptr, block.indices, block.data, Q, c, block.shape[1])
+        else:
+            kernel = gram_kernel("csc", w, with_z=pack.with_z)
+            Y, Z, s = kernel(block.indptr, block.indices, block.data, Q, c, block.shape[0])
+        if w != b:  # drop the zero lanes
+            Y, Z, s = np.ascontiguousarray(Y[:, :b]), np.ascontiguousarray(Z[:, :b]), s[:b]
+        return Y, Z, s
     return dense_gram_apply(block, pack.Q, pack.c)
 
 

@@ -206,11 +206,24 @@ def _compile_fixed_width(layout: str, B: int, with_z: bool):
     return njit(nogil=True, cache=True)(namespace[name])
 
 
-#: widths with a fixed-width kernel (the same for both layouts); wider passes use the generic
-#: kernels
-FIXED_WIDTHS = range(1, 17)
+#: widths with a fixed-width kernel (the same for both layouts); a pass of another width up to
+#: the largest is padded with zero columns to the next one (:func:`kernel_width`: every lane is
+#: computed on its own, so the padding changes no bit of the others), which keeps the number of
+#: compiled kernels small; wider passes use the generic kernels
+FIXED_WIDTHS = (1, 2, 4, 8, 12, 16)
 _FIXED: dict[tuple[str, int, bool], Any] = {}
 _FIXED_LOCK = threading.Lock()
+
+
+def kernel_width(b: int) -> int:
+    """The width to run a pass of ``b`` vectors at: the smallest fixed width >= b, else b.
+
+    Examples
+    --------
+    >>> kernel_width(4), kernel_width(10), kernel_width(20)
+    (4, 12, 20)
+    """
+    return next((w for w in FIXED_WIDTHS if w >= int(b)), int(b))
 
 
 def gram_kernel(layout: str, b: int, *, with_z: bool = True):

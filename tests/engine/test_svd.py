@@ -122,7 +122,7 @@ def test_gram_apply_kernels_match_numpy(b):
     np.testing.assert_allclose(Z3, Z_ref, rtol=1e-12, atol=1e-10)
 
 
-@pytest.mark.parametrize("b", [1, 4, 7, 16, 17])
+@pytest.mark.parametrize("b", [1, 4, 12, 16, 17])
 def test_fixed_width_kernels_equal_generic_to_the_bit(b):
     """The vector kernels round every lane like the scalar loops: same bits, both layouts, with
     and without the Z sweep, float64 and float32 data; b = 17 falls back to the generic ones."""
@@ -145,6 +145,26 @@ def test_fixed_width_kernels_equal_generic_to_the_bit(b):
             np.testing.assert_array_equal(Y1, Yg)
         A64 = Ad.astype(np.float64)
         np.testing.assert_allclose(Zg, A64 @ (A64.T @ Q - c), rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("b", [3, 10])
+def test_passes_between_fixed_widths_are_padded_without_changing_a_bit(b):
+    """A pass of 3 (10) vectors runs the 4- (12-) wide kernels on zero-padded columns: every
+    lane on its own, so Y, Z and s are the generic kernels' to the bit, in both layouts."""
+    from dask_factor.engine.svd_passes import RowMajorBlock, _gram_apply, _Pack
+
+    A = random_sparse(60, 45, 0.2, 5)
+    rng = np.random.default_rng(b)
+    Q = rng.standard_normal((60, b))
+    c = rng.standard_normal(b)
+    pack = _Pack(Q, c)
+    rp, ci, cv = csc_to_csr(A.indptr, A.indices, A.data, 60)
+    for block, ref in ((A, csc_gram_apply(A.indptr, A.indices, A.data, Q, c, 60)),
+                       (RowMajorBlock(rp, ci, cv, A.shape), csr_gram_apply(rp, ci, cv, Q, c, 45))):
+        got = _gram_apply(block, pack)
+        for g, r in zip(got, ref):
+            assert g.shape == r.shape
+            np.testing.assert_array_equal(g, r)
 
 
 def test_gram_apply_float32_data_and_empty_block():
