@@ -48,7 +48,7 @@ ROW_MAJOR_MIN_WIDTH = 5
 # task functions (run on workers)
 
 
-class _Pack:
+class GramPack:
     """The broadcast of one pass: X pre-divided by the row SDs, the centring correction, and
     whether the pass needs ``Z_p = A_p Y_p`` (a final pass whose ``M X`` is known does not)."""
 
@@ -119,7 +119,7 @@ def _merge_moments_task(*parts):
     return n, mean, m2, sq, bad
 
 
-def _gram_apply(block, pack: _Pack):
+def gram_apply(block, pack: GramPack):
     """``(Y_p, Z_p, s_p)`` of one block for the pack's ``b`` vectors."""
     b = pack.c.size
     if isinstance(block, RowMajorBlock) or sp.issparse(block):
@@ -137,9 +137,9 @@ def _gram_apply(block, pack: _Pack):
     return dense_gram_apply(block, pack.Q, pack.c)
 
 
-def _gram_partial(block, pack: _Pack):
+def _gram_partial(block, pack: GramPack):
     """One block's share of ``M X``: ``(Z_p, s_p)``."""
-    _, Z, s = _gram_apply(block, pack)
+    _, Z, s = gram_apply(block, pack)
     return Z, s
 
 
@@ -148,9 +148,9 @@ def _r_factor(Y: np.ndarray) -> np.ndarray:
     return np.linalg.qr(Y, mode="r")
 
 
-def _gram_final(block, pack: _Pack):
+def _gram_final(block, pack: GramPack):
     """One block's share of the final pass: ``(Y_p, (Z_p, s_p, R_p))`` with ``Y_p = Q_p R_p``."""
-    Y, Z, s = _gram_apply(block, pack)
+    Y, Z, s = gram_apply(block, pack)
     return BlockOutput((Y, (Z, s, _r_factor(Y))))
 
 
@@ -286,7 +286,7 @@ class GramPasses:
         Q = np.ascontiguousarray(Q, dtype=np.float64)
         c = (self.mu @ Q) if self.mu is not None else np.zeros(Q.shape[1])
         pack_key = g.key("broadcast")
-        pack = _Pack(Q, np.ascontiguousarray(c), with_z)
+        pack = GramPack(Q, np.ascontiguousarray(c), with_z)
         g.dsk[pack_key] = self.ex.scatter(pack_key, pack) if self.ex.distributed else pack
         ykeys, parts = [], []
         for b, bk in enumerate(self.bkeys):

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import types
+
+# numba.core.cgutils: numba's helpers for array element pointers, the ones numba's own extension
+# examples use (no public equivalent); confined to this module
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 

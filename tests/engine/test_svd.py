@@ -151,17 +151,17 @@ def test_fixed_width_kernels_equal_generic_to_the_bit(b):
 def test_passes_between_fixed_widths_are_padded_without_changing_a_bit(b):
     """A pass of 3 (10) vectors runs the 4- (12-) wide kernels on zero-padded columns: every
     lane on its own, so Y, Z and s are the generic kernels' to the bit, in both layouts."""
-    from dask_factor.engine.svd_passes import RowMajorBlock, _gram_apply, _Pack
+    from dask_factor.engine.svd_passes import GramPack, RowMajorBlock, gram_apply
 
     A = random_sparse(60, 45, 0.2, 5)
     rng = np.random.default_rng(b)
     Q = rng.standard_normal((60, b))
     c = rng.standard_normal(b)
-    pack = _Pack(Q, c)
+    pack = GramPack(Q, c)
     rp, ci, cv = csc_to_csr(A.indptr, A.indices, A.data, 60)
     for block, ref in ((A, csc_gram_apply(A.indptr, A.indices, A.data, Q, c, 60)),
                        (RowMajorBlock(rp, ci, cv, A.shape), csr_gram_apply(rp, ci, cv, Q, c, 45))):
-        got = _gram_apply(block, pack)
+        got = gram_apply(block, pack)
         for g, r in zip(got, ref):
             assert g.shape == r.shape
             np.testing.assert_array_equal(g, r)
