@@ -33,19 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # benchmarks/peers.py
+from peers import dump_csc  # noqa: E402
+
 LOSSES = ["kl", "nb", "gp", "gamma", "inverse_gaussian", "tweedie"]
-
-
-def dump_csc(A, d: Path) -> None:
-    A = sp.csc_matrix(A, dtype=np.float64)
-    A.sort_indices()
-    np.array([A.shape[0], A.shape[1], A.nnz], dtype=np.int32).tofile(d / "dims.bin")
-    A.indptr.astype(np.int32).tofile(d / "p.bin")
-    A.indices.astype(np.int32).tofile(d / "i.bin")
-    A.data.astype(np.float64).tofile(d / "x.bin")
 
 
 def run_rcppml(d: Path, k: int, maxit: int, losses: list[str]) -> dict:

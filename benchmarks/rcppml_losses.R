@@ -7,11 +7,8 @@
 suppressMessages({library(RcppML); library(Matrix)})
 a <- commandArgs(TRUE); d <- a[1]; k <- as.integer(a[2]); maxit <- as.integer(a[3])
 tol <- as.numeric(a[4]); thr <- as.integer(a[5]); losses <- a[6:length(a)]
-dims <- readBin(file.path(d, "dims.bin"), "integer", 3)
-p <- readBin(file.path(d, "p.bin"), "integer", dims[2] + 1)
-i <- readBin(file.path(d, "i.bin"), "integer", dims[3])
-x <- readBin(file.path(d, "x.bin"), "double", dims[3])
-A <- new("dgCMatrix", i = i, p = p, x = x, Dim = dims[1:2])
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "rcppml_csc.R"))
+A <- read_csc(d)
 for (loss in losses) {
   args <- list(A, k, maxit = maxit, tol = tol, threads = thr, seed = 1)
   if (loss == "kl") { args$loss <- "gp"; args$dispersion <- "none" } else args$loss <- loss

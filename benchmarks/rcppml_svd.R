@@ -6,11 +6,8 @@ suppressMessages({library(RcppML); library(Matrix)})
 arg <- commandArgs(TRUE)
 dir <- arg[1]; k <- as.integer(arg[2]); threads <- as.integer(arg[3])
 reps <- as.integer(arg[4]); center <- as.logical(arg[5])
-dims <- readBin(file.path(dir, "dims.bin"), "integer", 3)
-A <- new("dgCMatrix", Dim = dims[1:2],
-         p = readBin(file.path(dir, "p.bin"), "integer", dims[2] + 1),
-         i = readBin(file.path(dir, "i.bin"), "integer", dims[3]),
-         x = readBin(file.path(dir, "x.bin"), "double", dims[3]))
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "rcppml_csc.R"))
+A <- read_csc(dir)
 invisible(RcppML::svd(A, k = k, center = center, threads = threads))  # warm-up
 secs <- numeric(reps)
 for (r in seq_len(reps)) {
