@@ -229,6 +229,21 @@ def _skip(ex_row, ne, e, i):
     return e, (e < ne and ex_row[e] == i)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _walk(indices, end, q, ex_row, ne, e, i):
+    """Row ``i`` of a walk over every row of a column whose stored entries run from ``q`` to
+    ``end`` and whose excluded rows are ``ex_row[:ne]`` (both sorted): returns ``(q, e, stored,
+    excluded)``, ``q`` moved past row i's stored entry (at ``q − 1`` when ``stored``) and ``e``
+    to the exclusions at row i."""
+    stored = q < end and indices[q] == i
+    if stored:
+        q += 1
+    excluded = False
+    if ne > 0:
+        e, excluded = _skip(ex_row, ne, e, i)
+    return q, e, stored, excluded
+
+
 #: the largest zero-inflation probability (a row or column of zeros only goes there)
 PI_MAX = 1.0 - 1e-10
 NO_PI = np.zeros(0)
@@ -261,13 +276,9 @@ def zi_entries(indptr, indices, j, F, x, disp, disp_by_col, code, power, zpi, zp
     q = start
     e = 0
     for i in range(F.shape[0]):
-        stored = q < end and indices[q] == i
-        if stored:
-            q += 1
-        if ne > 0:
-            e, skip = _skip(ex_row, ne, e, i)
-            if skip:
-                continue
+        q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
+        if skip:
+            continue
         pi = zpi[j] if zpi_by_col else zpi[i]
         if stored:
             out -= math.log1p(-pi)
@@ -293,13 +304,9 @@ def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_
     total = 0.0
     kept = 0
     for i in range(F.shape[0]):
-        stored = q < end and indices[q] == i
-        if stored:
-            q += 1
-        if ne > 0:
-            e, skip = _skip(ex_row, ne, e, i)
-            if skip:
-                continue
+        q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
+        if skip:
+            continue
         kept += 1
         if not stored:
             d = disp[j] if disp_by_col else disp[i]
@@ -324,17 +331,10 @@ def robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power
     e = 0
     out = 0.0
     for i in range(F.shape[0]):
-        y = 0.0
-        stored = q < end and indices[q] == i
-        if stored:
-            y = np.float64(data[q])
-            q += 1
-        if ne > 0:
-            e, skip = _skip(ex_row, ne, e, i)
-            if skip:
-                continue
-        if not stored and not zeros:
+        q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
+        if skip or not (stored or zeros):
             continue
+        y = np.float64(data[q - 1]) if stored else 0.0
         d = disp[j] if disp_by_col else disp[i]
         mu = _dot(F, i, x)
         ent, h = robust_parts(code, y, mu, d, power, delta)
@@ -774,11 +774,8 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
     q = start
     e = 0
     for i in range(F.shape[0]):
-        if q < end and indices[q] == i:
-            q += 1
-            continue
-        e, skip = _skip(ex_row, ne, e, i)
-        if skip:
+        q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
+        if stored or skip:
             continue
         d = disp[j] if disp_by_col else disp[i]
         out += unit_loss(code, 0.0, mu[i] if dense else _dot(F, i, x), d, power)
