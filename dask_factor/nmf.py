@@ -143,7 +143,7 @@ def nmf(
     progress : bool, default False
         Show a progress bar (``tqdm.auto``: a terminal bar or a notebook widget): the iteration
         out of ``maxit``, the loss (the held-out MSE when cross-validating), its relative change
-        and the time left if the fit ran to ``maxit`` (see :mod:`dask_factor._progress`).
+        and the time left if the fit ran to ``maxit`` (see :mod:`dask_factor.progress`).
     on_iteration : callable(iteration, mse, rel_change), optional
         Called after every iteration; return True to stop.
     test_fraction : float in [0, 1), default 0

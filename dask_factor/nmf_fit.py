@@ -26,7 +26,6 @@ import dask.array as da
 import numpy as np
 
 from ._params import PARAMETERS, check_value, validate_params
-from ._progress import iteration_progress
 from .engine.als import ALSConfig, ALSState, fit_als
 from .engine.blocks import as_blocked
 from .engine.driver import relative_change
@@ -36,6 +35,7 @@ from .engine.masked import MaskSpec, Penalties, fit_masked
 from .engine.multi import SideSpec
 from .engine.project import project_blocks, reconstruction_sse
 from .kernels.rng import r_runif
+from .progress import iteration_progress
 
 __all__ = ["fit_nmf", "NMFResult", "resolve_solver", "initial_w", "AUTO_CD_MAXIT", "AUTO_CD_TOL"]
 

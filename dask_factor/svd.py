@@ -372,7 +372,7 @@ def svd(
     bar = None
     callback = on_pass
     if progress:  # the one progress bar; it ends at the pass the solver stopped at
-        from ._progress import IterationBar
+        from .progress import IterationBar
 
         bar = IterationBar(cfg.maxit, f"svd k={k}", loss_name="residual")
         passes = 0

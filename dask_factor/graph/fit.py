@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from .. import checks as V
-from .._progress import iteration_progress
 from ..engine.deep import fit_graph
 from ..engine.inputs import prepare_input
 from ..engine.masked import Penalties
@@ -27,6 +26,7 @@ from ..engine.plan import InputPart
 from ..engine.shared_blocks import blocked_inputs
 from ..nmf import initial_w, nmf, resolve_solver
 from ..nmf_fit import fit_nmf
+from ..progress import iteration_progress
 from .compile import FactorNet
 from .result import GraphResult, LayerResult
 from .svd_bridge import fit_svd_layer, runs_on_svd
@@ -126,7 +126,7 @@ def fit(net: FactorNet, *, client=None, on_iteration=None, checkpoint=None,
         inputs and config (``factor_config(seed=...)`` set); anything else is refused.
     progress : bool, optional
         Show a progress bar (iteration or sweep out of ``maxit``, the loss, its relative change,
-        the time left; see :mod:`dask_factor._progress`). Default: ``factor_config(verbose=)``.
+        the time left; see :mod:`dask_factor.progress`). Default: ``factor_config(verbose=)``.
 
     Returns
     -------

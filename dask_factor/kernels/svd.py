@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from ._simd import vaxpy_row, vload, vmuladd, vsplat, vstore
+from .simd import vaxpy_row, vload, vmuladd, vsplat, vstore
 
 
 @njit(nogil=True, cache=True)
@@ -129,7 +129,7 @@ def csr_gram_apply(indptr, indices, data, Q, c, n):
 # fixed-width kernels: one SIMD value per row of Q, Y or Z
 #
 # With the block width b a compile-time constant, a row of b float64 values is one vector value
-# (:mod:`._simd`): a column-major gather sweep is then, per stored entry, one vector load of a row
+# (:mod:`.simd`): a column-major gather sweep is then, per stored entry, one vector load of a row
 # of Q and one vector multiply-add, and a scatter sweep one vector read-modify-write of a row of
 # Z, instead of b scalar ones each. Every lane rounds like the scalar statement, so the results
 # are those of :func:`csc_gram_apply`/:func:`csr_gram_apply` to the bit. Numba cannot take the

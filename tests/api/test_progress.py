@@ -1,4 +1,4 @@
-"""Progress bars (one helper, ``dask_factor._progress``): iteration, loss, relative change and
+"""Progress bars (one helper, ``dask_factor.progress``): iteration, loss, relative change and
 ETA for ``nmf(progress=True)`` and graph ``fit(progress=True)`` (``dask-factor fit``: in
 test_cli_spec.py); nothing when not asked. The bar is tqdm's text bar on stderr here (captured)."""
 
@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-import dask_factor._progress as progress_module
+import dask_factor.progress as progress_module
 from dask_factor import nmf
 from dask_factor.graph import factor_config, factor_input, factor_net, fit, nmf_layer
 

@@ -59,6 +59,7 @@ INTERNAL = {
     "dask_factor.checks": "argument checks shared by the public functions",
     "dask_factor.cli": "the dask-factor command (docs/spec.md, README)",
     "dask_factor.demo": "python3 run.py demo",
+    "dask_factor.progress": "the progress bars of the fits (verbose=, progress=)",
 }
 
 
