@@ -63,6 +63,7 @@ from .errors import MatrixFormatError, reading
 from .limits import check_budget, get_limits, source_size
 from .stamp import Stamp, check_stamp, stamp
 from .validate import cast_values, check_full_pointer, check_pointer_slice, csc_from_arrays
+from .zarr_chunks import plan_of, read_range
 
 #: bytes per stored entry while a sparse block is read: indices, values, a cast, a sort copy
 BYTES_PER_ENTRY = 32
@@ -145,6 +146,11 @@ class ZarrCSCReader:
     stamp: Stamp | None = None
     #: how ``indices`` is stored: "raw" row numbers, or "delta" (the scan layout)
     index_coding: str = "raw"
+    #: chunk plans of ``indptr``, ``indices`` and ``data`` (:mod:`.zarr_chunks`: read from the
+    #: chunk files, several times faster than zarr's array API); None entries read through zarr
+    plans: tuple = (None, None, None)
+    #: the value dtype the store's attributes name (the scan layout stores narrower values)
+    stored_dtype: str | None = None
 
     def __call__(self, start: int, stop: int) -> sp.csc_matrix:
         check_stamp(self.stamp)
@@ -152,41 +158,47 @@ class ZarrCSCReader:
             return self._read(start, stop)
 
     def _read(self, start: int, stop: int) -> sp.csc_matrix:
-        g = zarr.open_group(self.path, mode="r")
-        if self.index_coding == "delta":
-            return self._read_scan(g, start, stop)
         where = f"zarr store {self.path!r}, columns {start}:{stop}"
-        ip = np.asarray(g["indptr"][start : stop + 1], dtype=np.int64)
-        p0, p1 = check_pointer_slice(ip, start, stop, int(g["indices"].shape[0]), where=where,
-                                     n_major=self.n)
-        check_budget(BYTES_PER_ENTRY * (p1 - p0) + 16 * (stop - start + 1), self.max_bytes,
-                     what=f"indptr gives the block {p1 - p0} entries", where=where)
-        indices = np.asarray(g["indices"][p0:p1])
-        data = np.asarray(g["data"][p0:p1])
-        if self.dtype is not None:
-            data = cast_values(data, self.dtype, where=where)
-        return csc_from_arrays(data, indices, ip - p0, (self.m, stop - start), where=where,
-                               offset=start)
+        delta = self.index_coding == "delta"
+        target = self.dtype or (self.stored_dtype if delta else None)
+        through_zarr = any(p is None for p in self.plans) or (delta and target is None)
+        g = zarr.open_group(self.path, mode="r") if through_zarr else None
+        names = ("indptr", "indices", "data")
 
-    def _read_scan(self, g, start: int, stop: int) -> sp.csc_matrix:
-        """The scan layout: the whole pointer slice is checked (monotone, inside the stored
-        entries) before the differences are summed along it, then the usual check."""
-        where = f"zarr store {self.path!r}, columns {start}:{stop}"
-        ip = np.asarray(g["indptr"][start : stop + 1], dtype=np.int64)
-        p0, p1 = check_pointer_slice(ip, start, stop, int(g["indices"].shape[0]), where=where,
+        def entries(i: int, a: int, b: int) -> np.ndarray:
+            if self.plans[i] is not None:
+                return read_range(self.plans[i], a, b, where=f"{where}, {names[i]}",
+                                  keep=i == 0)
+            return np.asarray(g[names[i]][a:b])
+
+        stored_nnz = (self.plans[1].size if self.plans[1] is not None
+                      else int(g["indices"].shape[0]))
+        ip = np.asarray(entries(0, start, stop + 1), dtype=np.int64)
+        if ip.size != stop - start + 1:
+            raise MatrixFormatError(f"{where}: indptr holds {ip.size} pointers, expected "
+                                    f"{stop - start + 1}")
+        p0, p1 = check_pointer_slice(ip, start, stop, stored_nnz, where=where,
                                      n_major=self.n)
         check_budget(BYTES_PER_ENTRY * (p1 - p0) + 16 * (stop - start + 1), self.max_bytes,
                      what=f"indptr gives the block {p1 - p0} entries", where=where)
         local = ip - p0
-        check_full_pointer(local, p1 - p0, where=where)
-        deltas = np.asarray(g["indices"][p0:p1])
-        if deltas.dtype.kind not in "iu" or deltas.size != p1 - p0:
-            raise MatrixFormatError(f"{where}: indices hold {deltas.dtype} x {deltas.size}, "
-                                    f"expected {p1 - p0} integers")
-        indices = np.empty(p1 - p0, dtype=np.int32)
-        delta_decode(local, deltas, indices)
-        data = cast_values(np.asarray(g["data"][p0:p1]), self.dtype or g.attrs["dtype"],
-                           where=where)
+        if delta:
+            # the whole pointer slice is checked (monotone, inside the stored entries) before
+            # the differences are summed along it, then the usual check
+            check_full_pointer(local, p1 - p0, where=where)
+            deltas = entries(1, p0, p1)
+            if deltas.dtype.kind not in "iu" or deltas.size != p1 - p0:
+                raise MatrixFormatError(f"{where}: indices hold {deltas.dtype} x {deltas.size}, "
+                                        f"expected {p1 - p0} integers")
+            indices = np.empty(p1 - p0, dtype=np.int32)
+            delta_decode(local, deltas, indices)
+        else:
+            indices = entries(1, p0, p1)
+        data = entries(2, p0, p1)
+        if delta and target is None:
+            target = g.attrs["dtype"]
+        if target is not None:
+            data = cast_values(data, target, where=where)
         return csc_from_arrays(data, indices, local, (self.m, stop - start), where=where,
                                offset=start)
 
@@ -360,7 +372,11 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
         coding = _index_coding(node, where)
         out_dtype = np.dtype(dtype or (node.attrs["dtype"] if coding == "delta"
                                        else node["data"].dtype))
-        reader = ZarrCSCReader(str(Path(path).resolve()), m, sdtype, budget, n, st, coding)
+        whole = node.attrs.get("all_chunks_written") is True
+        plans = tuple(plan_of(node[name], all_written=whole)
+                      for name in ("indptr", "indices", "data"))
+        reader = ZarrCSCReader(str(Path(path).resolve()), m, sdtype, budget, n, st, coding,
+                               plans, node.attrs.get("dtype") if coding == "delta" else None)
         return array_from_reader(reader, (m, n), bounds, out_dtype, True, token, "open-zarr")
     arr = node if kind == "array" else node["X"]
     m, n = (int(s) for s in arr.shape)
@@ -588,6 +604,15 @@ def _chunk_len(stream: BlockStream, block_nnz: int | None, chunk_nnz: int | None
     return c
 
 
+def _pointer_chunk(stream: BlockStream) -> int:
+    """Chunk length of ``indptr``: a few blocks' columns (at least :data:`_MIN_CHUNK`), so a
+    block read decodes one or two small chunks, not the whole pointer array (an 8 MB chunk at a
+    million columns, decoded again for every block of every pass)."""
+    n = stream.shape[1]
+    typical = n / stream.n_blocks if stream.n_blocks else n
+    return int(min(n + 1, max(_MIN_CHUNK, 2 * int(typical)), 1 << 20))
+
+
 def _write_meta(g, stream: BlockStream) -> None:
     for key, df in (("row_meta", stream.row_meta), ("col_meta", stream.col_meta)):
         if df is not None:
@@ -600,8 +625,8 @@ def _write_meta(g, stream: BlockStream) -> None:
 def _write_sparse(stream: BlockStream, g, chunk: int) -> dict:
     m, n = stream.shape
     index_dtype = np.int32 if m < 2**31 else np.int64
-    ip_arr = g.create_array("indptr", shape=(0,), dtype=np.int64, chunks=(min(n + 1, 1 << 20),),
-                            **_ARRAY_OPTS)
+    ip_arr = g.create_array("indptr", shape=(0,), dtype=np.int64,
+                            chunks=(_pointer_chunk(stream),), **_ARRAY_OPTS)
     data = _ChunkAlignedAppender(
         g.create_array("data", shape=(0,), dtype=stream.dtype, chunks=(chunk,), **_ARRAY_OPTS),
         chunk)
@@ -657,8 +682,8 @@ def _write_scan(stream: BlockStream, g, root: Path, chunk: int) -> dict:
     if m >= 2**31:
         raise ValueError(f"layout='scan' needs fewer than 2**31 rows, the matrix has {m}")
     index_dtype = np.dtype(np.uint16 if m <= 2**16 else np.int32)
-    ip_arr = g.create_array("indptr", shape=(0,), dtype=np.int64, chunks=(min(n + 1, 1 << 20),),
-                            **_scan_opts(8))
+    ip_arr = g.create_array("indptr", shape=(0,), dtype=np.int64,
+                            chunks=(_pointer_chunk(stream),), **_scan_opts(8))
     indices = _ChunkAlignedAppender(
         g.create_array("indices", shape=(0,), dtype=index_dtype, chunks=(chunk,),
                        **_scan_opts(index_dtype.itemsize)), chunk)
