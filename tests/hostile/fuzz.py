@@ -24,7 +24,8 @@ Outcomes of a mutation:
 Kinds: ``spz-kept`` (bytes of a ``.spz`` changed, the footer CRC left as it was),
 ``spz-recomputed`` (the CRC recomputed after the change: a forger or a buggy writer),
 ``spz-verified`` (the same, read with ``SpzFile.verify()``: the transpose checked), ``zarr``
-(our CSC store), ``anndata-zarr``, ``h5ad``.
+(our CSC store), ``zarr-scan`` (our scan layout: blosc + CRC32C, read from the chunk files),
+``anndata-zarr``, ``h5ad``.
 
 Run by ``tests/hostile/test_fuzz.py``; by hand::
 
@@ -57,7 +58,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SPZ_DATA = REPO / "tests" / "data" / "spz"
-KINDS = ("spz-kept", "spz-recomputed", "spz-verified", "zarr", "anndata-zarr", "h5ad")
+KINDS = ("spz-kept", "spz-recomputed", "spz-verified", "zarr", "zarr-scan", "anndata-zarr",
+         "h5ad")
 OUTCOMES = ("rejected", "same", "wrong", "unclear", "crash", "hang")
 INTERESTING = [0, 1, 2, 3, 4, 7, 8, 15, 16, 127, 128, 255, 256, 65535, 2**31 - 1, 2**31,
                2**32 - 1, 2**32, 2**63 - 1, 2**64 - 1]
@@ -98,12 +100,20 @@ def spz_corpus(scratch: Path, max_bytes: int | None = None) -> list[Path]:
 def store_corpus(kind: str, scratch: Path) -> Path:
     """A clean store of ``kind`` holding :func:`hostile_helpers.base_matrix`."""
     sys.path.insert(0, str(HERE))
-    from hostile_helpers import base_matrix, clean_anndata_zarr, clean_h5ad, clean_zarr
+    from hostile_helpers import (
+        base_matrix,
+        clean_anndata_zarr,
+        clean_h5ad,
+        clean_scan_zarr,
+        clean_zarr,
+    )
 
     clean = scratch / "clean"
     clean.mkdir(exist_ok=True)
-    build = {"zarr": clean_zarr, "h5ad": clean_h5ad, "anndata-zarr": clean_anndata_zarr}[kind]
-    name = {"zarr": "a.zarr", "h5ad": "a.h5ad", "anndata-zarr": "ad.zarr"}[kind]
+    build = {"zarr": clean_zarr, "zarr-scan": clean_scan_zarr, "h5ad": clean_h5ad,
+             "anndata-zarr": clean_anndata_zarr}[kind]
+    name = {"zarr": "a.zarr", "zarr-scan": "scan.zarr", "h5ad": "a.h5ad",
+            "anndata-zarr": "ad.zarr"}[kind]
     if not (clean / name).exists():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -92,6 +92,12 @@ def clean_zarr(A, d: Path) -> Path:
     return write_matrix(A, d / "a.zarr", block_nnz=400)
 
 
+def clean_scan_zarr(A, d: Path) -> Path:
+    from dask_factor.io import write_matrix
+
+    return write_matrix(A, d / "scan.zarr", block_nnz=400, layout="scan")
+
+
 def clean_h5ad(A, d: Path) -> Path:
     from dask_factor.io import write_matrix
 

@@ -7,7 +7,7 @@
 * no unclear error: every refusal is a ``MatrixFormatError`` (or a ``ValueError``/``OSError``
   naming the file), never a bare ``KeyError``/``IndexError``/``JSONDecodeError``;
 * no silent wrong read of a damaged ``.spz`` whose CRC was left alone, nor of damaged bytes in
-  a zarr or h5ad store we wrote (zstd and fletcher32 checksums, every chunk written);
+  a zarr or h5ad store we wrote (zstd, CRC32C and fletcher32 checksums, every chunk written);
 * the silent-wrong fraction of forged ``.spz`` files (CRC recomputed; read plainly, and with
   ``SpzFile.verify()`` checking the stored transpose), of deliberate edits and of
   AnnData zarr stores (blosc, no checksum) is measured and printed (``pytest -s``).
@@ -35,7 +35,7 @@ def test_fuzz(kind):
     bad = [f"#{r['i']} {r['outcome']}: {r['what']} -> {r['detail']}" for r in res["failures"]]
     assert not bad, "\n".join(bad)
     assert sum(res["counts"].values()) == COUNT
-    if kind in ("spz-kept", "zarr", "h5ad"):
+    if kind in ("spz-kept", "zarr", "zarr-scan", "h5ad"):
         wrong = [r for r in res["wrong"] if kind == "spz-kept" or not fuzz.is_edit(r)]
         assert not wrong, [f"#{r['i']}: {r['what']}" for r in wrong]
     if kind in ("spz-recomputed", "spz-verified"):  # only unprotected payload bytes pass
