@@ -891,6 +891,31 @@ def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power
 
 
 @njit(nogil=True, cache=True)
+def zi_zero_moments(indptr, indices, j, F, x, disp, disp_by_col, code, power, zpi, zpi_by_col,
+                    ex_row, ne):
+    """``(Σ wᵢμᵢ, Σ wᵢμᵢ²)`` over the kept zeros of column j, each weighted by its count-model
+    share ``wᵢ = 1 − zᵢ`` under zero inflation π (:func:`zi_zero`, at the current dispersion):
+    what the zeros contribute to a dispersion estimate when the extra zeros are not counts.
+    O(p·k)."""
+    start, end = indptr[j], indptr[j + 1]
+    q = start
+    e = 0
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(F.shape[0]):
+        q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
+        if skip or stored:
+            continue
+        pi = zpi[j] if zpi_by_col else zpi[i]
+        d = disp[j] if disp_by_col else disp[i]
+        mu = max(_dot(F, i, x), MU_FLOOR)
+        w = zi_zero(code, mu, d, power, pi)[1]
+        s1 += w * mu
+        s2 += w * mu * mu
+    return s1, s2
+
+
+@njit(nogil=True, cache=True)
 def nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row=NO_MASK, ne=0,
                     obs_only=False):
     """NB size by the method of moments for column ``j`` with ``μ = F x``:
@@ -927,12 +952,14 @@ def nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row=NO_MASK, ne=
 
 @njit(nogil=True, cache=True)
 def gp_theta_mm(indptr, indices, data, j, F, x, Fsum, theta, theta_min, theta_max, inner,
-                ex_row=NO_MASK, ne=0, obs_only=False):
+                ex_row=NO_MASK, ne=0, obs_only=False, zero_mass=0.0):
     """GP dispersion θ of column ``j`` by RcppML's closed-form MM update (``inner`` passes from
     ``theta``): per pass ``α θ² + β θ − γ = 0`` with η = s/(s + θy) over entries y ≥ 1 (the
-    kept entries: all but ``ex_row[:ne]``, with ``obs_only`` the stored ones only)."""
+    kept entries: all but ``ex_row[:ne]``, with ``obs_only`` the stored ones only).
+    ``zero_mass`` is added to ``Σ s`` (with ``obs_only``: the zeros' means weighted by their
+    count-model share under zero inflation, :func:`zi_zero_moments`)."""
     start, end = indptr[j], indptr[j + 1]
-    sum_s = 0.0
+    sum_s = zero_mass
     if not obs_only:
         for f in range(x.size):
             sum_s += Fsum[f] * x[f]
@@ -990,8 +1017,9 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
                midx=NO_MASK, delta=0.0, zpi=NO_PI, zpi_by_col=False, zpi_out=NO_PI):
     """After the W solve of a block of rows (columns of Aᵀ against ``F`` = normalised H): the
     dispersion of each row (with ``estimate``: NB size by moments, GP θ by MM from
-    ``disp_old``; else ``disp_old`` is kept) and the block's :data:`ROW_STATS`, scored with the
-    new dispersion (``score_new``) or the old one.
+    ``disp_old``; else ``disp_old`` is kept; under zero inflation each zero counts by its
+    count-model share at ``disp_old`` and ``zpi``, :func:`zi_zero_moments`) and the block's
+    :data:`ROW_STATS`, scored with the new dispersion (``score_new``) or the old one.
 
     ``disp_bounds`` = (min, max). ``out_disp`` (n_rows,) and ``out_stats`` (8,) are outputs.
     ``mk``, ``mptr``, ``midx``: the held-out and missing entries (:func:`exclusions`, transposed);
@@ -1020,16 +1048,25 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         for f in range(k):
             x[f] = Xt[j, f]
         d = disp_old[j]
+        # under zero inflation a zero counts for the dispersion by its count-model share
+        weigh = estimate and zpi.size > 0 and not obs_only and (code == NB or code == GP)
+        z1 = z2 = 0.0
+        if weigh:
+            z1, z2 = zi_zero_moments(indptr, indices, j, F, x, disp_old, True, code, power, zpi,
+                                     zpi_by_col, ex_row, ne)
         if estimate and code == NB:
             num, den = nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row, ne,
-                                       obs_only)
+                                       obs_only or weigh)
+            if weigh:  # a zero's (y − μ)² − μ is μ² − μ
+                num += z2
+                den += z2 - z1
             if den > 1e-10 and num > 1e-10:
                 d = min(max(num / den, disp_bounds[0]), disp_bounds[1])
             else:
                 d = disp_bounds[1]
         elif estimate and code == GP:
             d = gp_theta_mm(indptr, indices, data, j, F, x, Fsum, d, disp_bounds[0],
-                            disp_bounds[1], 5, ex_row, ne, obs_only)
+                            disp_bounds[1], 5, ex_row, ne, obs_only or weigh, z1)
         out_disp[j] = d
         disp = out_disp if score_new else disp_old
         pis = zpi
