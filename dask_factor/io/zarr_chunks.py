@@ -139,7 +139,8 @@ def plan_of(arr, *, all_written: bool = False) -> ChunkPlan | None:
         codec = "zstd"
     else:
         return None
-    root = Path(str(store.root)) / arr.store_path.path
+    # absolute: the plan travels to workers whose working directory may differ
+    root = (Path(str(store.root)) / arr.store_path.path).resolve()
     fill = None if all_written else np.asarray(md.fill_value, dtype=dtype).item()
     return ChunkPlan(root=str(root), chunk=int(md.chunk_grid.chunk_shape[0]),
                      size=int(arr.shape[0]), dtype=dtype.newbyteorder("<").str, codec=codec,

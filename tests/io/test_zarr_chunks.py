@@ -170,3 +170,16 @@ def test_new_stores_chunk_the_pointer_by_blocks(tmp_path):
     bounds = np.asarray(g.attrs["block_bounds"])
     assert g["indptr"].chunks[0] == max(4096, 2 * int(20_000 / (bounds.size - 1)))
     assert g["indptr"].chunks[0] < 20_001
+
+
+def test_plans_name_absolute_paths(tmp_path, monkeypatch):
+    """A store opened by a relative path still reads after the working directory changes (as
+    on a worker started elsewhere)."""
+    A = sp.random(50, 300, density=0.1, format="csc", random_state=1, dtype=np.float32)
+    write_matrix(A, tmp_path / "a.zarr", layout="scan", block_nnz=300)
+    monkeypatch.chdir(tmp_path)
+    x = open_matrix("a.zarr")
+    plan = plan_of(zarr.open_group("a.zarr", mode="r")["indices"])
+    assert Path(plan.root).is_absolute()
+    monkeypatch.chdir(tmp_path.parent)
+    np.testing.assert_array_equal(sp.csc_matrix(x.compute()).toarray(), A.toarray())
