@@ -102,6 +102,9 @@ def plan_of(arr, *, all_written: bool = False) -> ChunkPlan | None:
     >>> plan_of(a) is None   # 2-D: read through zarr
     True
     """
+    # zarr.core's grid and key-encoding classes are how zarr 3 exposes an array's metadata (no
+    # other public name for them); this is the only module that uses them, and a zarr that has
+    # moved them gives no plan: the array is then read through zarr's API
     try:
         import zarr
         from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
