@@ -295,22 +295,40 @@ def zi_entries(indptr, indices, j, F, x, disp, disp_by_col, code, power, zpi, zp
 
 
 @njit(nogil=True, cache=True)
-def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_row, ne):
-    """One EM step of column j's zero-inflation probability at ``μ = F x``: the mean over its
-    kept entries of the posterior ``z`` of being an extra zero (0 for a stored entry)."""
+def zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, zpi, ex_row, ne):
+    """One walk over the kept entries of column j at ``μ = F x`` under zero inflation:
+    ``(kept, Σ zᵢ, Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, the last three over its zeros, ``zᵢ`` the
+    posterior of being an extra zero (:func:`zi_zero`) with π = ``zpi[i]`` when ``zpi`` has
+    entries, else ``pi``. O(p·k)."""
     start, end = indptr[j], indptr[j + 1]
     q = start
     e = 0
-    total = 0.0
     kept = 0
+    tz = 0.0
+    s1 = 0.0
+    s2 = 0.0
     for i in range(F.shape[0]):
         q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
         if skip:
             continue
         kept += 1
-        if not stored:
-            d = disp[j] if disp_by_col else disp[i]
-            total += 1.0 - zi_zero(code, _dot(F, i, x), d, power, pi)[1]
+        if stored:
+            continue
+        d = disp[j] if disp_by_col else disp[i]
+        mu = _dot(F, i, x)
+        w = zi_zero(code, mu, d, power, zpi[i] if zpi.size > 0 else pi)[1]
+        tz += 1.0 - w
+        s1 += w * mu
+        s2 += w * mu * mu
+    return kept, tz, s1, s2
+
+
+@njit(nogil=True, cache=True)
+def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_row, ne):
+    """One EM step of column j's zero-inflation probability at ``μ = F x``: the mean over its
+    kept entries of the posterior ``z`` of being an extra zero (0 for a stored entry)."""
+    kept, total, _, _ = zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power,
+                                    pi, NO_PI, ex_row, ne)
     if kept == 0:
         return pi
     return min(total / kept, PI_MAX)
@@ -891,31 +909,6 @@ def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power
 
 
 @njit(nogil=True, cache=True)
-def zi_zero_moments(indptr, indices, j, F, x, disp, disp_by_col, code, power, zpi, zpi_by_col,
-                    ex_row, ne):
-    """``(Σ wᵢμᵢ, Σ wᵢμᵢ²)`` over the kept zeros of column j, each weighted by its count-model
-    share ``wᵢ = 1 − zᵢ`` under zero inflation π (:func:`zi_zero`, at the current dispersion):
-    what the zeros contribute to a dispersion estimate when the extra zeros are not counts.
-    O(p·k)."""
-    start, end = indptr[j], indptr[j + 1]
-    q = start
-    e = 0
-    s1 = 0.0
-    s2 = 0.0
-    for i in range(F.shape[0]):
-        q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
-        if skip or stored:
-            continue
-        pi = zpi[j] if zpi_by_col else zpi[i]
-        d = disp[j] if disp_by_col else disp[i]
-        mu = max(_dot(F, i, x), MU_FLOOR)
-        w = zi_zero(code, mu, d, power, pi)[1]
-        s1 += w * mu
-        s2 += w * mu * mu
-    return s1, s2
-
-
-@njit(nogil=True, cache=True)
 def nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row=NO_MASK, ne=0,
                     obs_only=False):
     """NB size by the method of moments for column ``j`` with ``μ = F x``:
@@ -957,7 +950,7 @@ def gp_theta_mm(indptr, indices, data, j, F, x, Fsum, theta, theta_min, theta_ma
     ``theta``): per pass ``α θ² + β θ − γ = 0`` with η = s/(s + θy) over entries y ≥ 1 (the
     kept entries: all but ``ex_row[:ne]``, with ``obs_only`` the stored ones only).
     ``zero_mass`` is added to ``Σ s`` (with ``obs_only``: the zeros' means weighted by their
-    count-model share under zero inflation, :func:`zi_zero_moments`)."""
+    count-model share under zero inflation, :func:`zero_shares`)."""
     start, end = indptr[j], indptr[j + 1]
     sum_s = zero_mass
     if not obs_only:
@@ -1018,7 +1011,7 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
     """After the W solve of a block of rows (columns of Aᵀ against ``F`` = normalised H): the
     dispersion of each row (with ``estimate``: NB size by moments, GP θ by MM from
     ``disp_old``; else ``disp_old`` is kept; under zero inflation each zero counts by its
-    count-model share at ``disp_old`` and ``zpi``, :func:`zi_zero_moments`) and the block's
+    count-model share at ``disp_old`` and ``zpi``, :func:`zero_shares`) and the block's
     :data:`ROW_STATS`, scored with the new dispersion (``score_new``) or the old one.
 
     ``disp_bounds`` = (min, max). ``out_disp`` (n_rows,) and ``out_stats`` (8,) are outputs.
@@ -1052,8 +1045,9 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         weigh = estimate and zpi.size > 0 and not obs_only and (code == NB or code == GP)
         z1 = z2 = 0.0
         if weigh:
-            z1, z2 = zi_zero_moments(indptr, indices, j, F, x, disp_old, True, code, power, zpi,
-                                     zpi_by_col, ex_row, ne)
+            _, _, z1, z2 = zero_shares(indptr, indices, j, F, x, disp_old, True, code, power,
+                                       zpi[j] if zpi_by_col else 0.0,
+                                       NO_PI if zpi_by_col else zpi, ex_row, ne)
         if estimate and code == NB:
             num, den = nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row, ne,
                                        obs_only or weigh)
