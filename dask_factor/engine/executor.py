@@ -278,10 +278,9 @@ def tune_malloc() -> bool:
 
 
 def tune_workers(client) -> None:
-    """Run :func:`tune_malloc` on every worker process of ``client``, now and as workers join (a
-    worker plugin, registered once per client); workers running as threads of this process are
-    left alone, and ``DASK_FACTOR_TUNE_MALLOC=0`` leaves every worker as it is.  Every fit on a
-    cluster calls it (:class:`Executor`).
+    """Run :func:`tune_malloc` on every worker of ``client``, now and as workers join (a worker
+    plugin, registered once per client); ``DASK_FACTOR_TUNE_MALLOC=0`` leaves workers as they
+    are.  Every fit on a cluster calls it (:class:`Executor`).
 
     Examples
     --------
@@ -297,14 +296,8 @@ def tune_workers(client) -> None:
         idempotent = True
         name = "dask-factor-malloc"
 
-        def __init__(self):
-            self.client_pid = os.getpid()
-
         def setup(self, worker):
-            # workers that are threads of the client's process (LocalCluster(processes=False))
-            # are the user's session: its allocator is left alone
-            if os.getpid() != self.client_pid:
-                tune_malloc()
+            tune_malloc()
 
     client.register_plugin(MallocTuning(), name=MallocTuning.name)
     _TUNED.add(client)
