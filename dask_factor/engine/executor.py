@@ -13,10 +13,7 @@ fraction of a millisecond per task, which matters when an iteration takes a few 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import time
-import weakref
 from typing import Any
 
 import dask
@@ -47,8 +44,6 @@ class Executor:
     def __init__(self, client=None):
         self.client = _distributed_client(client)
         self.get = None if self.client is not None else (get_scheduler() or dask.threaded.get)
-        if self.client is not None:
-            tune_workers(self.client)
         #: future key -> the worker a block was placed on (:meth:`scatter_blocks`)
         self.owners: dict[str, str] = {}
 
@@ -243,57 +238,6 @@ def _with_preferences(dsk: dict, prefer: dict[str, str]):
 
 _BLAS = None  # one ThreadpoolController: finding the loaded BLAS libraries scans every
 # shared library of the process, which costs milliseconds per fit once scanpy & co are loaded
-
-
-#: glibc's ``mallopt`` parameters (malloc.h) and the values a fit's workers get
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-TRIM_BYTES, MMAP_BYTES = 256 << 20, 32 << 20
-_TUNED: weakref.WeakSet = weakref.WeakSet()
-
-
-def tune_malloc() -> bool:
-    """Let this process keep freed memory for its next allocations (glibc's ``mallopt``: blocks
-    up to 32 MB from the heap, up to 256 MB of free heap kept); False where there is no glibc.
-
-    distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes glibc give every
-    freed block back to the system: each block a fit reads or solves then maps fresh pages and
-    takes a page fault per 4 kB of them.  Measured on a 200,000-cell store, a block read in a
-    worker took 1.6 times as long as in the client process (18 ms of 100,000 page faults per
-    20 blocks), and with these settings 0.6 times (no faults); a streamed fit on a 2-worker
-    ``LocalCluster`` went from 4.5 to 3.7 s a pass.  A worker's memory use then stays near its
-    peak between tasks instead of falling back.
-
-    Examples
-    --------
-    >>> tune_malloc() in (True, False)
-    True
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without the soname, Windows)
-        return False
-    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_BYTES)) and bool(mallopt(M_MMAP_THRESHOLD,
-                                                                          MMAP_BYTES))
-
-
-def tune_workers(client) -> None:
-    """Run :func:`tune_malloc` on every worker of ``client``, now and as workers join (a worker
-    plugin, registered once per client); ``DASK_FACTOR_TUNE_MALLOC=0`` leaves workers as they
-    are."""
-    if os.environ.get("DASK_FACTOR_TUNE_MALLOC", "1") == "0" or client in _TUNED:
-        return
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class MallocTuning(WorkerPlugin):
-        idempotent = True
-        name = "dask-factor-malloc"
-
-        def setup(self, worker):
-            tune_malloc()
-
-    client.register_plugin(MallocTuning(), name=MallocTuning.name)
-    _TUNED.add(client)
 
 
 def blas_single_thread():

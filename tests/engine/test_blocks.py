@@ -4,8 +4,6 @@ the matrix; plus the fixed-order reduction schedule and the validation statistic
 
 from __future__ import annotations
 
-import sys
-
 import dask
 import dask.array as da
 import numpy as np
@@ -224,36 +222,6 @@ def test_chained_reduction_is_bitwise_the_one_task_sum(n, fanin, seed, owner_pat
     assert len(level0) == runs
 
 
-def _page_faults() -> int:
-    """Minor page faults of 20 allocations of 8 MB in this process (a worker)."""
-    import resource
-
-    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):
-        a = np.ones(1_000_000)
-        del a
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
-
-
-def test_workers_are_tuned_once_per_client_unless_opted_out(monkeypatch):
-    from dask_factor.engine import executor
-
-    class FakeClient:
-        def __init__(self):
-            self.plugins = []
-
-        def register_plugin(self, plugin, name=None):
-            self.plugins.append(name)
-
-    a, b = FakeClient(), FakeClient()
-    executor.tune_workers(a)
-    executor.tune_workers(a)
-    assert a.plugins == ["dask-factor-malloc"]
-    monkeypatch.setenv("DASK_FACTOR_TUNE_MALLOC", "0")
-    executor.tune_workers(b)
-    assert b.plugins == []
-
-
 @pytest.mark.cluster
 def test_blocks_are_placed_in_contiguous_runs_and_fits_match_threads(pbmc3k):
     """On a 2-worker cluster each worker holds one contiguous run of blocks (sized by its
@@ -267,12 +235,7 @@ def test_blocks_are_placed_in_contiguous_runs_and_fits_match_threads(pbmc3k):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
-        untuned = client.run(_page_faults)
         ex = Executor(client)
-        if sys.platform.startswith("linux"):  # glibc keeps freed blocks on the tuned workers
-            tuned = client.run(_page_faults)
-            assert all(tuned[w] < 1_000 and 5 * tuned[w] < untuned[w] for w in tuned), \
-                (untuned, tuned)
         futs = ex.scatter_blocks([np.full(3, i) for i in range(7)])
         where = [ex.owner_of(f) for f in futs]
         assert where == sorted(where) and len(set(where)) == 2  # two contiguous runs
