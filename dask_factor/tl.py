@@ -100,13 +100,13 @@ def nmf(adata, n_components: int, *, layer: str | None = None, key_added: str = 
     >>> out.obsm["X_birds"].shape, "X_birds" in adata.obsm
     ((1183, 4), False)
     """
-    from .nmf import nmf as _nmf
+    from .nmf import nmf as fit_nmf
 
     _check_adata(adata, layer, "nmf")
     if not isinstance(n_components, int) or isinstance(n_components, bool):
         raise TypeError(f"n_components: expected an integer >= 1 (tl.nmf fits one rank), got "
                         f"{n_components!r}")
-    result = _nmf(_source(adata, layer), n_components, **kwargs)
+    result = fit_nmf(_source(adata, layer), n_components, **kwargs)
     result.settings["layer"] = layer
     result.feature_names = [str(v) for v in adata.var_names]
     result.sample_names = [str(v) for v in adata.obs_names]
@@ -116,12 +116,12 @@ def nmf(adata, n_components: int, *, layer: str | None = None, key_added: str = 
 
 
 def _svd_tool(adata, n_comps, layer, key_added, copy, center, kwargs, where):
-    from .svd import svd as _svd
+    from .svd import svd as fit_svd
 
     _check_adata(adata, layer, where)
     if n_comps is None:
         n_comps = min(50, min(adata.shape) - 1)
-    res = _svd(_source(adata, layer), n_comps, center=center, **kwargs)
+    res = fit_svd(_source(adata, layer), n_comps, center=center, **kwargs)
     res.settings["layer"] = layer
     target = _target(adata, copy)
     res.to_anndata(target, key=key_added)
