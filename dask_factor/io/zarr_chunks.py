@@ -225,12 +225,12 @@ def _kept_chunk(plan: ChunkPlan, c: int, where: str) -> np.ndarray:
     """Chunk ``c`` decoded, from the per-process store of kept chunks when the file's size and
     modification time are those it was decoded from (read-only array)."""
     path = plan.chunk_path(c)
+    out = np.empty(plan.chunk, dtype=np.dtype(plan.dtype))
     try:
         st = os.stat(path)
     except FileNotFoundError:
         _missing(plan, c, where)
-        out = np.full(plan.chunk, plan.fill, dtype=np.dtype(plan.dtype))
-        out.flags.writeable = False
+        _decode_into(plan, None, out, c, where)  # the fill value; nothing to keep
         return out
     key = (path, plan.dtype, plan.chunk, st.st_size, st.st_mtime_ns, st.st_ino)
     with _kept_lock:
@@ -238,7 +238,6 @@ def _kept_chunk(plan: ChunkPlan, c: int, where: str) -> np.ndarray:
         if hit is not None:
             _kept.move_to_end(key)
             return hit
-    out = np.empty(plan.chunk, dtype=np.dtype(plan.dtype))
     _decode_into(plan, _payload(plan, c, where), out, c, where)
     out.flags.writeable = False
     with _kept_lock:
@@ -280,7 +279,7 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
     start, stop = int(start), int(stop)
     if not 0 <= start <= stop <= plan.size:
         raise MatrixFormatError(f"{where}: entries {start}:{stop} are outside the stored "
-                                f"{plan.size}")
+                                f"{plan.size} (expected 0 <= start <= stop <= {plan.size})")
     dtype = np.dtype(plan.dtype)
     out = np.empty(stop - start, dtype=dtype)
     if stop == start:
