@@ -1,68 +1,156 @@
-"""Fixed-width float64 vectors for numba kernels: a row of ``b`` values as one SIMD value.
+"""Fixed-width float vectors for numba kernels: a row of ``b`` values as SIMD registers.
 
 Numba leaves LLVM's SLP vectoriser off (it miscompiled some code, numba issue #8705), so a loop
 over the ``b`` columns of a row stays scalar code even when ``b`` is a compile-time constant.
 These intrinsics give a kernel the vector operations directly: ``vload`` reads row ``i`` of a
-C-contiguous 2-D float64 array as an LLVM ``<b x double>``, ``vmuladd``/``vaxpy_row`` multiply and
-add it lane by lane, ``vstore`` writes it back. Each lane is rounded exactly as the scalar
-statement ``acc[f] += a * x[f]`` would be (a product, then a sum: no fused multiply-add, no
-reassociation), so the results are the scalar loop's to the bit on every CPU; LLVM maps the
-vector to whatever registers the CPU has (AVX-512, AVX2, SSE2, NEON).
+C-contiguous 2-D float32 or float64 array as one vector value, ``vmuladd``/``vaxpy_row`` (and
+their fused twins ``vfma``/``vfma_row``) multiply and add it lane by lane, ``vstore`` writes it
+back.
+
+**Rounding.** Each lane is rounded exactly as the scalar statement ``acc[f] += a * x[f]`` would
+be, so the results are the scalar loop's to the bit on every CPU:
+
+* ``vmuladd``/``vaxpy_row``: a product, then a sum (the scalar loop compiled without fast-math);
+* ``vfma``/``vfma_row``: the product and sum carry LLVM's ``contract`` flag, exactly like the
+  scalar loop compiled with ``fastmath={"contract", ...}``: both are fused into one multiply-add
+  where the CPU has one, and neither is where it has not.
+
+No lane is ever combined with another (no reassociation), so the order of every sum is the
+scalar loop's.
+
+**Registers.** A value is held as a few power-of-two vectors of at most 64 bytes (16 float32 or
+8 float64 lanes): a width of 10 float32 is an 8-lane and a 2-lane vector, 30 is 16 + 8 + 4 + 2.
+An LLVM vector of another length (``<10 x float>``) would be split lane by lane wherever it is
+carried around a loop, which made a 20-wide accumulator slower than scalar code. LLVM maps each
+piece to what the CPU has (AVX-512, AVX2, SSE2, NEON).
 
 The width is the literal integer given to :func:`vload`/:func:`vsplat` (it must be a constant in
-the kernel's source). Arrays must be C-contiguous with at least ``b`` columns; rows are read
-without bounds checks, like numba's own indexing.
+the kernel's source; :func:`fixed_width_kernel` writes such kernels out from a template). Arrays
+must be C-contiguous with at least ``b`` columns; rows are read without bounds checks, like
+numba's own indexing. The ``a`` of a multiply-add is converted to the vector's type first.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 
 # numba.core.cgutils: numba's helpers for array element pointers, the ones numba's own extension
 # examples use (no public equivalent); confined to this module
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["F64Vec", "vload", "vstore", "vsplat", "vmuladd", "vaxpy_row"]
+__all__ = ["FVec", "vload", "vstore", "vsplat", "vmuladd", "vfma", "vaxpy_row", "vfma_row",
+           "chunks", "fixed_width_kernel"]
+
+#: bytes of the widest vector piece (one AVX-512 register)
+MAX_PIECE_BYTES = 64
 
 
-class F64Vec(types.Type):
-    """A vector of ``width`` float64 lanes (an LLVM ``<width x double>``)."""
+def chunks(width: int, itemsize: int) -> list[tuple[int, int]]:
+    """The pieces ``(first lane, lanes)`` a row of ``width`` values is held in.
 
-    def __init__(self, width: int):
+    Examples
+    --------
+    >>> chunks(10, 4), chunks(30, 4), chunks(12, 8)
+    ([(0, 8), (8, 2)], [(0, 16), (16, 8), (24, 4), (28, 2)], [(0, 8), (8, 4)])
+    """
+    most = MAX_PIECE_BYTES // itemsize
+    out, start, left = [], 0, int(width)
+    while left > 0:
+        n = min(most, 1 << (left.bit_length() - 1))
+        out.append((start, n))
+        start += n
+        left -= n
+    return out
+
+
+class FVec(types.Type):
+    """A row of ``width`` lanes of ``dtype`` (numba float32 or float64), held in pieces."""
+
+    def __init__(self, dtype, width: int):
+        self.dtype = dtype
         self.width = int(width)
-        super().__init__(name=f"F64Vec({self.width})")
+        self.pieces = chunks(self.width, 4 if dtype == types.float32 else 8)
+        super().__init__(name=f"FVec({dtype}, {self.width})")
 
 
-@register_model(F64Vec)
-class _F64VecModel(models.PrimitiveModel):
+def _lltype(dtype):
+    return ir.FloatType() if dtype == types.float32 else ir.DoubleType()
+
+
+@register_model(FVec)
+class _FVecModel(models.PrimitiveModel):
+    """One struct member per piece: LLVM keeps each in its own registers across loops."""
+
     def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, ir.VectorType(ir.DoubleType(), fe_type.width))
+        lt = _lltype(fe_type.dtype)
+        be_type = ir.LiteralStructType([ir.VectorType(lt, n) for _, n in fe_type.pieces])
+        super().__init__(dmm, fe_type, be_type)
+
+
+_FLOATS = (types.float32, types.float64)
 
 
 def _check_matrix(X, what: str) -> None:
-    if not (isinstance(X, types.Array) and X.ndim == 2 and X.dtype == types.float64
+    if not (isinstance(X, types.Array) and X.ndim == 2 and X.dtype in _FLOATS
             and X.layout == "C"):
-        raise TypeError(f"{what}: expected a C-contiguous 2-D float64 array, got {X}")
+        raise TypeError(f"{what}: expected a C-contiguous 2-D float32/float64 array, got {X}")
 
 
-def _row_pointer(context, builder, arrty, arr, i, width: int):
-    """Pointer to ``X[i, 0]`` as a ``<width x double>*`` (no wraparound, no bounds check)."""
+def _row_pointer(context, builder, arrty, arr, i):
+    """Pointer to ``X[i, 0]`` (no wraparound, no bounds check)."""
     ary = context.make_array(arrty)(context, builder, arr)
-    ptr = cgutils.get_item_pointer2(context, builder, data=ary.data,
-                                    shape=cgutils.unpack_tuple(builder, ary.shape),
-                                    strides=cgutils.unpack_tuple(builder, ary.strides),
-                                    layout=arrty.layout, inds=[i, ir.Constant(i.type, 0)],
-                                    wraparound=False)
-    return builder.bitcast(ptr, ir.VectorType(ir.DoubleType(), width).as_pointer())
+    return cgutils.get_item_pointer2(context, builder, data=ary.data,
+                                     shape=cgutils.unpack_tuple(builder, ary.shape),
+                                     strides=cgutils.unpack_tuple(builder, ary.strides),
+                                     layout=arrty.layout, inds=[i, ir.Constant(i.type, 0)],
+                                     wraparound=False)
 
 
-def _splat(builder, x, width: int):
-    vec = ir.Constant(ir.VectorType(ir.DoubleType(), width), ir.Undefined)
-    for f in range(width):
+def _piece_pointers(builder, row_ptr, vty: FVec):
+    lt = _lltype(vty.dtype)
+    out = []
+    for start, n in vty.pieces:
+        p = builder.gep(row_ptr, [ir.Constant(ir.IntType(64), start)])
+        out.append(builder.bitcast(p, ir.VectorType(lt, n).as_pointer()))
+    return out
+
+
+def _align(vty: FVec) -> int:
+    return 4 if vty.dtype == types.float32 else 8
+
+
+def _load(builder, ptrs, vty: FVec):
+    val = ir.Constant(ir.LiteralStructType([p.type.pointee for p in ptrs]), ir.Undefined)
+    for c, ptr in enumerate(ptrs):
+        val = builder.insert_value(val, builder.load(ptr, align=_align(vty)), c)
+    return val
+
+
+def _store(builder, ptrs, vty: FVec, val):
+    for c, ptr in enumerate(ptrs):
+        builder.store(builder.extract_value(val, c), ptr, align=_align(vty))
+
+
+def _splat(builder, x, n: int):
+    vec = ir.Constant(ir.VectorType(x.type, n), ir.Undefined)
+    for f in range(n):
         vec = builder.insert_element(vec, x, ir.Constant(ir.IntType(32), f))
     return vec
+
+
+def _muladd(builder, acc, a, v, vty: FVec, flags):
+    """``acc + a * v`` piece by piece (``a`` a scalar of the vector's type)."""
+    out = ir.Constant(acc.type, ir.Undefined)
+    for c, (_, n) in enumerate(vty.pieces):
+        prod = builder.fmul(_splat(builder, a, n), builder.extract_value(v, c), flags=flags)
+        out = builder.insert_value(
+            out, builder.fadd(builder.extract_value(acc, c), prod, flags=flags), c)
+    return out
 
 
 @intrinsic(prefer_literal=True)
@@ -71,25 +159,25 @@ def vload(typingctx, X, i, width):
     _check_matrix(X, "vload")
     if not isinstance(width, types.IntegerLiteral) or not isinstance(i, types.Integer):
         return None  # numba then reports the call it could not type
-    w = int(width.literal_value)
+    vty = FVec(X.dtype, int(width.literal_value))
 
     def codegen(context, builder, sig, args):
-        ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], w)
-        return builder.load(ptr, align=8)
+        row = _row_pointer(context, builder, sig.args[0], args[0], args[1])
+        return _load(builder, _piece_pointers(builder, row, vty), vty)
 
-    return F64Vec(w)(X, i, width), codegen
+    return vty(X, i, width), codegen
 
 
 @intrinsic
 def vstore(typingctx, X, i, v):
-    """``X[i, :width] = v``."""
+    """``X[i, :width] = v`` (``X`` of the vector's dtype)."""
     _check_matrix(X, "vstore")
-    if not isinstance(v, F64Vec) or not isinstance(i, types.Integer):
-        raise TypeError("vstore(X, i, v): i an integer, v a vector")
+    if not isinstance(v, FVec) or not isinstance(i, types.Integer) or v.dtype != X.dtype:
+        raise TypeError("vstore(X, i, v): i an integer, v a vector of X's dtype")
 
     def codegen(context, builder, sig, args):
-        ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[2].width)
-        builder.store(args[2], ptr, align=8)
+        row = _row_pointer(context, builder, sig.args[0], args[0], args[1])
+        _store(builder, _piece_pointers(builder, row, v), v, args[2])
         return context.get_dummy_value()
 
     return types.void(X, i, v), codegen
@@ -97,45 +185,107 @@ def vstore(typingctx, X, i, v):
 
 @intrinsic(prefer_literal=True)
 def vsplat(typingctx, x, width):
-    """A vector of ``width`` copies of the float ``x``; ``width`` a literal int."""
+    """A vector of ``width`` copies of ``x``; float32 lanes for a float32 ``x``, else float64."""
     if not isinstance(width, types.IntegerLiteral) or not isinstance(x, types.Number):
         return None
-    w = int(width.literal_value)
+    dtype = types.float32 if x == types.float32 else types.float64
+    vty = FVec(dtype, int(width.literal_value))
 
     def codegen(context, builder, sig, args):
-        x64 = context.cast(builder, args[0], sig.args[0], types.float64)
-        return _splat(builder, x64, w)
+        xv = context.cast(builder, args[0], sig.args[0], dtype)
+        val = ir.Constant(ir.LiteralStructType(
+            [ir.VectorType(_lltype(dtype), n) for _, n in vty.pieces]), ir.Undefined)
+        for c, (_, n) in enumerate(vty.pieces):
+            val = builder.insert_value(val, _splat(builder, xv, n), c)
+        return val
 
-    return F64Vec(w)(x, width), codegen
-
-
-@intrinsic
-def vmuladd(typingctx, acc, a, v):
-    """``acc + a * v`` lane by lane (the product rounded, then the sum)."""
-    if not (isinstance(acc, F64Vec) and isinstance(v, F64Vec) and acc.width == v.width):
-        raise TypeError("vmuladd(acc, a, v): two vectors of the same width and a float")
-
-    def codegen(context, builder, sig, args):
-        a64 = context.cast(builder, args[1], sig.args[1], types.float64)
-        prod = builder.fmul(_splat(builder, a64, sig.args[0].width), args[2])
-        return builder.fadd(args[0], prod)
-
-    return acc(acc, a, v), codegen
+    return vty(x, width), codegen
 
 
-@intrinsic
-def vaxpy_row(typingctx, Z, i, a, v):
-    """``Z[i, :width] += a * v`` (the product rounded, then the sum)."""
-    _check_matrix(Z, "vaxpy_row")
-    if not isinstance(v, F64Vec) or not isinstance(i, types.Integer):
-        raise TypeError("vaxpy_row(Z, i, a, v): i an integer, a a float, v a vector")
+def _muladd_intrinsic(flags, doc):
+    def typer(typingctx, acc, a, v):
+        if not (isinstance(acc, FVec) and acc == v and isinstance(a, types.Number)):
+            raise TypeError("(acc, a, v): two vectors of the same type and a number")
 
-    def codegen(context, builder, sig, args):
-        w = sig.args[3].width
-        ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], w)
-        a64 = context.cast(builder, args[2], sig.args[2], types.float64)
-        prod = builder.fmul(_splat(builder, a64, w), args[3])
-        builder.store(builder.fadd(builder.load(ptr, align=8), prod), ptr, align=8)
-        return context.get_dummy_value()
+        def codegen(context, builder, sig, args):
+            a_ = context.cast(builder, args[1], sig.args[1], acc.dtype)
+            return _muladd(builder, args[0], a_, args[2], acc, flags)
 
-    return types.void(Z, i, a, v), codegen
+        return acc(acc, a, v), codegen
+
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+def _axpy_intrinsic(flags, doc):
+    def typer(typingctx, Z, i, a, v):
+        _check_matrix(Z, "vaxpy_row")
+        if not (isinstance(v, FVec) and isinstance(i, types.Integer) and v.dtype == Z.dtype
+                and isinstance(a, types.Number)):
+            raise TypeError("(Z, i, a, v): i an integer, a a number, v a vector of Z's dtype")
+
+        def codegen(context, builder, sig, args):
+            ptrs = _piece_pointers(builder, _row_pointer(context, builder, sig.args[0],
+                                                         args[0], args[1]), v)
+            a_ = context.cast(builder, args[2], sig.args[2], v.dtype)
+            _store(builder, ptrs, v, _muladd(builder, _load(builder, ptrs, v), a_, args[3], v,
+                                             flags))
+            return context.get_dummy_value()
+
+        return types.void(Z, i, a, v), codegen
+
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+vmuladd = _muladd_intrinsic((), "``acc + a * v`` lane by lane (the product rounded, then the sum).")
+vfma = _muladd_intrinsic(("contract",), "``acc + a * v`` lane by lane, contractible into a "
+                         "fused multiply-add like ``fastmath={'contract'}`` scalar code.")
+vaxpy_row = _axpy_intrinsic((), "``Z[i, :width] += a * v`` (the product rounded, then the sum).")
+vfma_row = _axpy_intrinsic(("contract",), "``Z[i, :width] += a * v``, contractible like "
+                           ":func:`vfma`.")
+
+
+# --------------------------------------------------------------------------------------------
+# kernels written out per width
+
+_FIXED: dict[tuple, Callable] = {}
+_FIXED_LOCK = threading.Lock()
+
+
+def fixed_width_kernel(template: str, name: str, width: int, namespace: dict, filename: str,
+                       **jit_options) -> Callable:
+    """The compiled kernel ``name`` of ``template`` written out for one width (kept per process).
+
+    ``template`` is Python source with ``{name}`` and ``{B}`` fields; ``{B}`` becomes the literal
+    width the vector intrinsics need. ``namespace`` holds the globals the source uses (it must
+    include the calling module's ``__name__``) and ``filename`` is the calling module's file: the
+    generated code is attributed to it, which keeps numba's on-disk cache working. Compiled with
+    ``njit(nogil=True, cache=True, **jit_options)``; block tasks may ask from several threads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> src = '''
+    ... def {name}(X):
+    ...     v = vload(X, 0, {B})
+    ...     vstore(X, 1, vmuladd(v, 2.0, v))
+    ... '''
+    >>> f = fixed_width_kernel(src, "triple_w3", 3, {"vload": vload, "vstore": vstore,
+    ...                        "vmuladd": vmuladd, "__name__": __name__}, __file__)
+    >>> X = np.ones((2, 3)); f(X); X[1].tolist()
+    [3.0, 3.0, 3.0]
+    """
+    key = (filename, name, int(width), tuple(
+        (opt, tuple(sorted(v)) if isinstance(v, (set, frozenset)) else v)
+        for opt, v in sorted(jit_options.items())))
+    kernel = _FIXED.get(key)
+    if kernel is None:
+        with _FIXED_LOCK:
+            kernel = _FIXED.get(key)
+            if kernel is None:
+                src = template.format(name=name, B=int(width))
+                ns = dict(namespace)
+                exec(compile(src, filename, "exec"), ns)
+                kernel = _FIXED[key] = njit(nogil=True, cache=True, **jit_options)(ns[name])
+    return kernel

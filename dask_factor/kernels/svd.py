@@ -14,13 +14,10 @@ Accumulation is float64 whatever the storage dtype.
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import numpy as np
 from numba import njit
 
-from .simd import vaxpy_row, vload, vmuladd, vsplat, vstore
+from .simd import fixed_width_kernel, vaxpy_row, vload, vmuladd, vsplat, vstore
 
 
 @njit(nogil=True, cache=True)
@@ -134,7 +131,7 @@ def csr_gram_apply(indptr, indices, data, Q, c, n):
 # Z, instead of b scalar ones each. Every lane rounds like the scalar statement, so the results
 # are those of :func:`csc_gram_apply`/:func:`csr_gram_apply` to the bit. Numba cannot take the
 # width from a variable, so the kernels are written out for each width from one template per
-# layout (:func:`_fixed_width_source`) and compiled like the others; the generated code is
+# layout (:func:`~.simd.fixed_width_kernel`) and compiled like the others; the generated code is
 # attributed to this file, which keeps numba's on-disk cache working. Measured on pbmc3k (8
 # blocks, one core, one pass): at b = 4, 12.4 ms with the former row-major kernel, 6.5 ms with
 # the column-major vector one; at b = 16, 21 ms generic against 9.6 ms row-major vector.
@@ -190,29 +187,13 @@ def {name}(indptr, indices, data, Q, c, n):
 """
 
 
-def _fixed_width_source(layout: str, B: int, with_z: bool) -> tuple[str, str]:
-    """(function name, source) of the fixed-width kernel for ``layout`` ("csc"/"csr")."""
-    name = f"{layout}_gram_w{B}" if with_z else f"{layout}_image_w{B}"
-    template = _CSC_TEMPLATE if layout == "csc" else _CSR_TEMPLATE
-    return name, template.format(name=name, B=int(B))
-
-
-def _compile_fixed_width(layout: str, B: int, with_z: bool):
-    name, src = _fixed_width_source(layout, B, with_z)
-    namespace = {"np": np, "with_z": with_z, "vload": vload, "vstore": vstore,
-                 "vsplat": vsplat, "vmuladd": vmuladd, "vaxpy_row": vaxpy_row,
-                 "__name__": __name__}  # __name__: numba's cache rebuilds the module from it
-    exec(compile(src, __file__, "exec"), namespace)
-    return njit(nogil=True, cache=True)(namespace[name])
-
-
 #: widths with a fixed-width kernel (the same for both layouts); a pass of another width up to
 #: the largest is padded with zero columns to the next one (:func:`kernel_width`: every lane is
 #: computed on its own, so the padding changes no bit of the others), which keeps the number of
 #: compiled kernels small; wider passes use the generic kernels
 FIXED_WIDTHS = (1, 2, 4, 8, 12, 16)
-_FIXED: dict[tuple[str, int, bool], Any] = {}
-_FIXED_LOCK = threading.Lock()
+_NAMESPACE = {"np": np, "vload": vload, "vstore": vstore, "vsplat": vsplat, "vmuladd": vmuladd,
+              "vaxpy_row": vaxpy_row, "__name__": __name__}  # numba's cache needs __name__
 
 
 def kernel_width(b: int) -> int:
@@ -245,14 +226,9 @@ def gram_kernel(layout: str, b: int, *, with_z: bool = True):
     """
     b = int(b)
     if b in FIXED_WIDTHS:
-        key = (layout, b, bool(with_z))
-        kernel = _FIXED.get(key)
-        if kernel is None:
-            with _FIXED_LOCK:  # block tasks ask from several threads at once
-                kernel = _FIXED.get(key)
-                if kernel is None:
-                    kernel = _FIXED[key] = _compile_fixed_width(layout, b, bool(with_z))
-        return kernel
+        name = f"{layout}_gram_w{b}" if with_z else f"{layout}_image_w{b}"
+        return fixed_width_kernel(_CSC_TEMPLATE if layout == "csc" else _CSR_TEMPLATE, name, b,
+                                  {**_NAMESPACE, "with_z": bool(with_z)}, __file__)
     generic = csc_gram_apply if layout == "csc" else csr_gram_apply
     return generic
 

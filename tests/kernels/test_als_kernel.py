@@ -20,7 +20,15 @@ from helpers import nnls_gram, random_csc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_factor.kernels.als import h_step_dense, h_step_sparse, w_solve
+from dask_factor.kernels.als import (
+    FIXED_MAX_K,
+    gather_rhs,
+    h_step_dense,
+    h_step_sparse,
+    product_kernels,
+    scatter_partial,
+    w_solve,
+)
 from dask_factor.kernels.nnls import gram_cholesky, nnls_cd_batch, sweep_budget
 
 INDEX_KINDS = {"int32": (np.int32, np.int32), "int64": (np.int64, np.int64)}
@@ -241,3 +249,52 @@ def test_h_step_sparse_accepts_a_scipy_block_with_int64_indices():
                             indices=A64i.indices.astype(np.int64), data=A64i.data))
     for a, b in zip(out32[:5], out64[:5]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+#: ranks around the vector pieces' edges (8/16 float32 lanes, 4/8 float64), and past the largest
+FIXED_RANKS = [1, 2, 3, 7, 8, 10, 16, 17, 30, 64, 65]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
+       density=st.sampled_from([0.05, 0.3, 1.0]), wide=st.booleans())
+def test_fixed_width_products_equal_the_generic_loops_to_the_bit(seed, dtype, density, wide):
+    """The fixed-width gather and scatter round every lane like the generic loops: same bits for
+    every rank (k = 65 is the generic kernel itself), int32 and int64 pointers, empty columns,
+    repeated rows across columns; and both equal SciPy's products to rounding."""
+    rng = np.random.default_rng(seed)
+    m, n = (300, 40) if wide else (25, 12)
+    A = random_csc(rng, m, n, density, dtype=dtype, empty_cols=[0, n // 2])
+    for k in FIXED_RANKS:
+        W = np.ascontiguousarray(rng.standard_normal((m, k)).astype(dtype))
+        Ht, Ht_ref = np.empty((n, k), dtype), np.empty((n, k), dtype)
+        P = np.ascontiguousarray(rng.standard_normal((m, k)).astype(dtype))
+        P_ref = P.copy()
+        gather, scatter = product_kernels(A.data, W, Ht, P)
+        assert (gather is gather_rhs) == (k > FIXED_MAX_K)
+        for indptr in (A.indptr.astype(np.int32), A.indptr.astype(np.int64)):
+            gather(indptr, A.indices, A.data, W, Ht)
+            gather_rhs(indptr, A.indices, A.data, W, Ht_ref)
+            np.testing.assert_array_equal(Ht, Ht_ref)
+        scatter(A.indptr, A.indices, A.data, Ht, P)
+        scatter_partial(A.indptr, A.indices, A.data, Ht, P_ref)
+        np.testing.assert_array_equal(P, P_ref)
+        A64 = A.astype(np.float64)
+        tol = 1e-4 if dtype == np.float32 else 1e-12
+        scale = 1 + np.abs(A64).sum() * np.abs(W).max()
+        np.testing.assert_allclose(Ht, A64.T @ W.astype(np.float64), atol=tol * scale)
+
+
+def test_product_kernels_fall_back_to_the_generic_loops():
+    """Mixed dtypes or a non-contiguous factor take the generic kernels (the fixed ones convert
+    ``a`` to the factor's dtype, which the scalar loops do not)."""
+    A = random_csc(np.random.default_rng(0), 20, 10, 0.3, dtype=np.float64)
+    W32 = np.ones((20, 4), np.float32)
+    Ht32 = np.empty((10, 4), np.float32)
+    generic = (gather_rhs, scatter_partial)
+    assert product_kernels(A.data, W32, Ht32, W32) == generic  # float64 data, float32 factors
+    assert product_kernels(A.data.astype(np.float32), W32, Ht32,
+                           np.zeros((20, 4))) == generic  # a float64 P
+    assert product_kernels(A.data.astype(np.float32), np.ones((20, 8), np.float32)[:, :4],
+                           Ht32, W32) == generic  # a column slice of W
+    assert product_kernels(A.data.astype(np.float32), W32, Ht32, W32) != generic
