@@ -143,7 +143,9 @@ def h_block_task(block, wpack, hprev, target, cfg: ALSConfig):
             block, W, wpack.G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm,
             cfg.cd_maxit, cfg.cd_tol, exact, Ht,
         )
-    return BlockOutput((Ht, (P.astype(np.float64, copy=False), Q, s, s2, float(sweeps))))
+    # P stays in the storage dtype: the reduction sums in float64 (each value converted exactly),
+    # and a float32 partial is half the bytes to hold and to move between workers
+    return BlockOutput((Ht, (P, Q, s, s2, float(sweeps))))
 
 
 def w_rows_task(red, wpack, r0, r1, cfg: ALSConfig):

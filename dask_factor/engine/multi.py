@@ -119,8 +119,15 @@ def factor_scale(s: np.ndarray, s2: np.ndarray, norm: str) -> np.ndarray:
 
 
 def column_scale(F: np.ndarray, norm: str) -> np.ndarray:
+    """Per-column scale of a dense ``F`` (r × k): :func:`factor_scale` of its column sums of
+    ``|F|`` or of ``F²`` (only the one ``norm`` uses is computed)."""
     F = np.asarray(F, dtype=np.float64)
-    return factor_scale(np.abs(F).sum(axis=0), (F * F).sum(axis=0), norm)
+    k = F.shape[1]
+    if norm == "L1":
+        return factor_scale(np.abs(F).sum(axis=0), np.zeros(k), norm)
+    if norm == "L2":
+        return factor_scale(np.zeros(k), (F * F).sum(axis=0), norm)
+    return np.ones(k)
 
 
 def side_gram(G0: np.ndarray, side: SideSpec, *, graph_term=None, norms=None,

@@ -50,7 +50,7 @@ def nnls_workspace(k):
     return np.empty((k + WS_EXTRA, k), dtype=np.float64)
 
 
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
 def _free_cholesky_solve(G, pos, nf, rhs, S, z):
     """``z[:nf] = G_FF⁻¹ rhs_F`` with ``F = pos[:nf]``, by Cholesky into ``S``; False when
     ``G_FF`` is (numerically) singular."""
@@ -67,14 +67,13 @@ def _free_cholesky_solve(G, pos, nf, rhs, S, z):
                 S[a, a] = np.sqrt(v)
             else:
                 S[a, c] = v / S[c, c]
-    zf = z[:nf]
     for a in range(nf):
-        zf[a] = rhs[int(pos[a])]
-    cholesky_solve(S[:nf, :nf], zf, zf)  # in place: each entry is read before it is written
+        z[a] = rhs[int(pos[a])]
+    cholesky_solve_leading(S, nf, z)
     return True
 
 
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
 def bpp_solve(G, b, x, ws, max_iter):
     """Exact NNLS (``x ≥ 0``, no upper bound) by block principal pivoting from ``x``'s free set.
 
@@ -100,12 +99,10 @@ def bpp_solve(G, b, x, ws, max_iter):
     z = ws[k]
     pos = ws[k + 1]
     inF = ws[k + 3]
-    xn = ws[k + 4]
     bad = ws[k + 5]
     for i in range(k):
         if not G[i, i] > 0.0:
             return False
-    for i in range(k):
         inF[i] = 1.0 if x[i] > 0.0 else 0.0
     ninf = k + 1
     p = 3
@@ -118,30 +115,32 @@ def bpp_solve(G, b, x, ws, max_iter):
         if not _free_cholesky_solve(G, pos, nf, b, S, z):
             return False
         xmax = 0.0
-        for i in range(k):
-            xn[i] = 0.0
         for a in range(nf):
-            xn[int(pos[a])] = z[a]
             xmax = max(xmax, abs(z[a]))
         nv = 0
         last = -1
+        a = 0  # z[a] is the free coordinate i's value (pos ascends)
         for i in range(k):
-            bad[i] = 0.0
             if inF[i] > 0.0:
-                if xn[i] < -1e-12 * xmax:
-                    bad[i] = 1.0
+                wrong = z[a] < -1e-12 * xmax
+                a += 1
             else:
                 y = -b[i]
-                for a in range(nf):
-                    y += G[i, int(pos[a])] * z[a]
-                if y < -1e-10 * G[i, i] * xmax:
-                    bad[i] = 1.0
-            if bad[i] > 0.0:
+                for t in range(nf):
+                    y += G[i, int(pos[t])] * z[t]
+                wrong = y < -1e-10 * G[i, i] * xmax
+            bad[i] = 1.0 if wrong else 0.0
+            if wrong:
                 nv += 1
                 last = i
         if nv == 0:
+            a = 0
             for i in range(k):
-                x[i] = max(xn[i], 0.0)
+                if inF[i] > 0.0:
+                    x[i] = max(z[a], 0.0)
+                    a += 1
+                else:
+                    x[i] = 0.0
             return True
         if nv < ninf:
             ninf = nv
@@ -283,7 +282,7 @@ def cd_solve(G, x, r, nonneg, ub, maxit, tol, exact, ws):
     return sweeps
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def exact_solve(G, b, x, r, nonneg, ub, maxit, tol, ws):
     """One exact solve from the start in ``x`` (``r`` is scratch): block principal pivoting for
     plain non-negativity (:func:`bpp_solve`, no sweep), otherwise or if that fails coordinate
@@ -371,6 +370,25 @@ def nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, maxit, tol, exact):
         for f in range(k):
             Xt[j, f] = x[f]
     return total
+
+
+@njit(nogil=True, cache=True)
+def cholesky_solve_leading(L, n, z):
+    """Solve ``L₁ L₁ᵀ y = z[:n]`` in place, ``L₁`` the leading n × n block of ``L`` (lower).
+
+    The arithmetic of :func:`cholesky_solve`, without making views (a free set's solve is a few
+    hundred flops; views and their reference counts cost as much).
+    """
+    for i in range(n):
+        acc = z[i]
+        for f in range(i):
+            acc -= L[i, f] * z[f]
+        z[i] = acc / L[i, i]
+    for i in range(n - 1, -1, -1):
+        acc = z[i]
+        for f in range(i + 1, n):
+            acc -= L[f, i] * z[f]
+        z[i] = acc / L[i, i]
 
 
 @njit(nogil=True, cache=True)
