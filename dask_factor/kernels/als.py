@@ -150,7 +150,7 @@ def solve_block(Ht, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, war
     b = np.empty(k, dtype=np.float64)
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
-    ws = nnls_workspace(k, exact)  # one G for the block: its free sets' factors are kept
+    ws = nnls_workspace(k)
     has_target = tlam != 0.0
     sweeps = 0
     for j in range(n):
