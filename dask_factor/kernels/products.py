@@ -9,6 +9,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .simd import fixed_width_kernel, vaxpy_row, vload
+
+_NAMESPACE = {"np": np, "vload": vload, "vaxpy_row": vaxpy_row,
+              "__name__": __name__}  # numba's cache needs __name__
+
 
 @njit(nogil=True, cache=True)
 def csc_wt_a(indptr, indices, data, W):
@@ -129,20 +134,9 @@ def csc_residual_parts(indptr, indices, data, Wd, Ht):
 
 
 @njit(nogil=True, cache=True)
-def gram(F):
-    """``FᵀF`` (k × k, float64) of a dense ``F`` (r × k), summed row by row in a fixed order.
-
-    The factors' small Grams go through here instead of BLAS: a BLAS ``gemm`` may sum in another
-    order on another thread count or CPU kernel (``OPENBLAS_CORETYPE``), which would make the
-    same fit differ in the last bit between a laptop, a worker and a batch job.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> F = np.arange(6.0).reshape(3, 2)
-    >>> bool(np.array_equal(gram(F), F.T @ F))
-    True
-    """
+def gram_rows(F):
+    """``FᵀF`` of any dense float ``F`` (r × k), summed row by row: the generic kernel of
+    :func:`gram`."""
     r, k = F.shape
     G = np.zeros((k, k), dtype=np.float64)
     for i in range(r):
@@ -154,3 +148,40 @@ def gram(F):
         for g in range(f + 1, k):
             G[g, f] = G[f, g]
     return G
+
+
+_GRAM = """
+def {name}(F):
+    G = np.zeros(({B}, {B}), dtype=np.float64)
+    for i in range(F.shape[0]):
+        row = vload(F, i, {B})
+        for f in range({B}):
+            vaxpy_row(G, f, F[i, f], row)
+    return G
+"""
+
+
+def gram(F):
+    """``FᵀF`` (k × k, float64) of a dense ``F`` (r × k), summed row by row in a fixed order.
+
+    The factors' small Grams go through here instead of BLAS: a BLAS ``gemm`` may sum in another
+    order on another thread count or CPU kernel (``OPENBLAS_CORETYPE``), which would make the
+    same fit differ in the last bit between a laptop, a worker and a batch job.
+
+    A C-contiguous float64 ``F`` with 1 ≤ k ≤ 64 takes a kernel written out for its width
+    (:mod:`.simd`): per row, ``k`` vector updates ``G[f] += F[i, f]·F[i]`` instead of k(k+1)/2
+    scalar ones. Each entry sees the same products in the same order as :func:`gram_rows` (and
+    ``G[g, f]``'s products equal ``G[f, g]``'s), so the result is the same to the bit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> F = np.arange(6.0).reshape(3, 2)
+    >>> bool(np.array_equal(gram(F), F.T @ F))
+    True
+    """
+    F = np.asarray(F)
+    k = F.shape[1] if F.ndim == 2 else 0
+    if F.dtype == np.float64 and F.flags.c_contiguous and 1 <= k <= 64:
+        return fixed_width_kernel(_GRAM, f"gram_w{k}", k, _NAMESPACE, __file__)(F)
+    return gram_rows(F)

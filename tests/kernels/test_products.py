@@ -23,6 +23,8 @@ from dask_factor.kernels.products import (
     csc_wt_a,
     dense_a_ht,
     dense_wt_a,
+    gram,
+    gram_rows,
 )
 
 INDEX_KINDS = {
@@ -188,3 +190,19 @@ def test_empty_block_and_all_empty_columns():
     assert csc_sq_sum(data) == 0.0
     s, s2 = csc_row_sums(indptr, empty.astype(np.int32), data, 5)
     assert np.all(s == 0.0) and np.all(s2 == 0.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), r=st.integers(0, 200),
+       k=st.sampled_from([1, 2, 3, 8, 10, 16, 17, 30, 64, 65]),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_gram_equals_the_row_loop_to_the_bit_and_numpy(seed, r, k, dtype):
+    """The width-specific Gram sums the same products in the same order as the row loop (same
+    bits, a symmetric result); float32, k > 64 and non-contiguous inputs take the row loop."""
+    F = np.random.default_rng(seed).standard_normal((r, k)).astype(dtype)
+    G = gram(F)
+    np.testing.assert_array_equal(G, gram_rows(F))
+    np.testing.assert_array_equal(G, G.T)
+    F64 = F.astype(np.float64)
+    np.testing.assert_allclose(G, F64.T @ F64, rtol=1e-12, atol=1e-12 * (1 + r))
+    np.testing.assert_array_equal(gram(np.asfortranarray(F64)), gram_rows(F64))
