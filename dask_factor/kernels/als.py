@@ -29,7 +29,7 @@ from .nnls import (
     nnls_workspace,
     sweep_budget,
 )
-from .simd import fixed_width_kernel, vfma, vfma_row, vload, vstore
+from .simd import fixed_width_kernel, gather_kernel, vfma_row, vload
 
 #: the fast-math flags of the block kernels (the products may be fused into multiply-adds; no
 #: sum is reordered across stored entries)
@@ -81,16 +81,6 @@ def scatter_partial(indptr, indices, data, Ht, P):
                 Pf[base + f] += a * Hf[hb + f]
 
 
-_GATHER = """
-def {name}(indptr, indices, data, W, Ht):
-    zero = np.zeros((1, {B}), dtype=Ht.dtype)
-    for j in range(indptr.size - 1):
-        acc = vload(zero, 0, {B})
-        for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
-            acc = vfma(acc, data[p], vload(W, np.uint64(indices[p]), {B}))
-        vstore(Ht, j, acc)
-"""
-
 _SCATTER = """
 def {name}(indptr, indices, data, Ht, P):
     for j in range(indptr.size - 1):
@@ -99,7 +89,7 @@ def {name}(indptr, indices, data, Ht, P):
             vfma_row(P, np.uint64(indices[p]), data[p], h)
 """
 
-_NAMESPACE = {"np": np, "vload": vload, "vstore": vstore, "vfma": vfma, "vfma_row": vfma_row,
+_NAMESPACE = {"np": np, "vload": vload, "vfma_row": vfma_row,
               "__name__": __name__}  # numba's cache needs __name__
 
 
@@ -131,8 +121,9 @@ def product_kernels(data, W, Ht, P):
             and data.dtype == dt and Ht.dtype == dt and P.dtype == dt
             and W.ndim == Ht.ndim == P.ndim == 2 and Ht.shape[1] == k and P.shape[1] == k
             and W.flags.c_contiguous and Ht.flags.c_contiguous and P.flags.c_contiguous):
-        return (fixed_width_kernel(_GATHER, f"gather_rhs_w{k}", k, _NAMESPACE, __file__,
-                                   fastmath=FASTMATH),
+        gather = gather_kernel(k, FASTMATH)
+        zero = np.zeros((1, k), dtype=dt)
+        return (lambda indptr, indices, data, W, Ht: gather(indptr, indices, data, W, zero, Ht),
                 fixed_width_kernel(_SCATTER, f"scatter_partial_w{k}", k, _NAMESPACE, __file__,
                                    fastmath=FASTMATH))
     return gather_rhs, scatter_partial

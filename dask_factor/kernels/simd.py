@@ -35,6 +35,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 
@@ -44,7 +45,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["FVec", "vload", "vstore", "vsplat", "vmuladd", "vfma", "vaxpy_row", "vfma_row",
-           "chunks", "fixed_width_kernel"]
+           "chunks", "fixed_width_kernel", "gather_kernel"]
 
 #: bytes of the widest vector piece (one AVX-512 register)
 MAX_PIECE_BYTES = 64
@@ -289,3 +290,62 @@ def fixed_width_kernel(template: str, name: str, width: int, namespace: dict, fi
                 exec(compile(src, filename, "exec"), ns)
                 kernel = _FIXED[key] = njit(nogil=True, cache=True, **jit_options)(ns[name])
     return kernel
+
+
+_GATHER = """
+def {name}(indptr, indices, data, X, init, out):
+    n = indptr.size - 1
+    j = 0
+    while j + 1 < n:  # two segments at a time: two independent chains of multiply-adds
+        p0 = np.uint64(indptr[j])
+        p1 = np.uint64(indptr[j + 1])
+        e1 = np.uint64(indptr[j + 2])
+        both = min(p1 - p0, e1 - p1)
+        acc0 = vload(init, 0, {B})
+        acc1 = vload(init, 0, {B})
+        for t in range(both):
+            acc0 = madd(acc0, data[p0 + t], vload(X, np.uint64(indices[p0 + t]), {B}))
+            acc1 = madd(acc1, data[p1 + t], vload(X, np.uint64(indices[p1 + t]), {B}))
+        for p in range(p0 + both, p1):
+            acc0 = madd(acc0, data[p], vload(X, np.uint64(indices[p]), {B}))
+        for p in range(p1 + both, e1):
+            acc1 = madd(acc1, data[p], vload(X, np.uint64(indices[p]), {B}))
+        vstore(out, j, acc0)
+        vstore(out, j + 1, acc1)
+        j += 2
+    if j < n:
+        acc0 = vload(init, 0, {B})
+        for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
+            acc0 = madd(acc0, data[p], vload(X, np.uint64(indices[p]), {B}))
+        vstore(out, j, acc0)
+"""
+
+
+def gather_kernel(width: int, fastmath=frozenset()) -> Callable:
+    """The compressed-sparse gather ``out[j] = init[0] + Σ_p data[p]·X[indices[p]]`` over each
+    segment ``j`` (a CSC column, or a CSR row), for rows of ``width`` values.
+
+    Signature ``(indptr, indices, data, X, init, out)``: ``X`` (rows × width) and ``out``
+    (segments × width) C-contiguous of one float dtype, ``init`` (1 × width) the start of every
+    sum. Each sum runs over its segment in stored order, exactly like the scalar loop
+    ``acc[f] += data[p] * X[i, f]`` compiled with the same ``fastmath`` flags (with
+    ``"contract"`` the multiply-adds may fuse, as there): the same bits. Two segments are summed
+    side by side, so the CPU overlaps two chains of dependent additions (a gather is bound by
+    their latency, not by the loads): on pbmc3k, k = 10 float32, 3.4 → 2.5 ms a pass.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.random(6, 5, density=0.5, format="csc", random_state=0)
+    >>> X = np.arange(12.0).reshape(6, 2); out = np.empty((5, 2))
+    >>> gather_kernel(2)(A.indptr, A.indices, A.data, X, np.zeros((1, 2)), out)
+    >>> bool(np.allclose(out, A.T @ X))
+    True
+    """
+    fm = frozenset(fastmath)
+    fused = "contract" in fm
+    name = f"gather_{'fma' if fused else 'mul'}_{'_'.join(sorted(fm))}_w{int(width)}"
+    ns = {"np": np, "vload": vload, "vstore": vstore, "madd": vfma if fused else vmuladd,
+          "__name__": __name__}  # numba's cache needs __name__
+    return fixed_width_kernel(_GATHER, name, width, ns, __file__,
+                              **({"fastmath": set(fm)} if fm else {}))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .simd import fixed_width_kernel, vaxpy_row, vload, vmuladd, vsplat, vstore
+from .simd import fixed_width_kernel, gather_kernel, vaxpy_row, vload
 
 
 @njit(nogil=True, cache=True)
@@ -145,11 +145,7 @@ def {name}(indptr, indices, data, Q, c, m):
     neg_c = np.empty((1, {B}), dtype=np.float64)
     for f in range({B}):
         neg_c[0, f] = -c[f]
-    for j in range(n):
-        y = vload(neg_c, 0, {B})
-        for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
-            y = vmuladd(y, data[p], vload(Q, np.uint64(indices[p]), {B}))
-        vstore(Y, j, y)
+    gather(indptr, indices, data, Q, neg_c, Y)
     if with_z:
         for j in range(n):
             y = vload(Y, j, {B})
@@ -175,11 +171,7 @@ def {name}(indptr, indices, data, Q, c, n):
         for p in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
             vaxpy_row(Y, np.uint64(indices[p]), data[p], q)
     if with_z:
-        for i in range(m):
-            z = vsplat(0.0, {B})
-            for p in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
-                z = vmuladd(z, data[p], vload(Y, np.uint64(indices[p]), {B}))
-            vstore(Z, i, z)
+        gather(indptr, indices, data, Y, np.zeros((1, {B}), dtype=np.float64), Z)
         for j in range(n):
             for f in range({B}):
                 s[f] += Y[j, f]
@@ -192,8 +184,8 @@ def {name}(indptr, indices, data, Q, c, n):
 #: computed on its own, so the padding changes no bit of the others), which keeps the number of
 #: compiled kernels small; wider passes use the generic kernels
 FIXED_WIDTHS = (1, 2, 4, 8, 12, 16)
-_NAMESPACE = {"np": np, "vload": vload, "vstore": vstore, "vsplat": vsplat, "vmuladd": vmuladd,
-              "vaxpy_row": vaxpy_row, "__name__": __name__}  # numba's cache needs __name__
+_NAMESPACE = {"np": np, "vload": vload, "vaxpy_row": vaxpy_row,
+              "__name__": __name__}  # numba's cache needs __name__
 
 
 def kernel_width(b: int) -> int:
@@ -228,7 +220,8 @@ def gram_kernel(layout: str, b: int, *, with_z: bool = True):
     if b in FIXED_WIDTHS:
         name = f"{layout}_gram_w{b}" if with_z else f"{layout}_image_w{b}"
         return fixed_width_kernel(_CSC_TEMPLATE if layout == "csc" else _CSR_TEMPLATE, name, b,
-                                  {**_NAMESPACE, "with_z": bool(with_z)}, __file__)
+                                  {**_NAMESPACE, "with_z": bool(with_z),
+                                   "gather": gather_kernel(b)}, __file__)
     generic = csc_gram_apply if layout == "csc" else csr_gram_apply
     return generic
 
