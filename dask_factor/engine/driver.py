@@ -25,6 +25,11 @@ on a cluster  each snapshot gathers the state to the client and re-registers it 
               bit for bit, for every solver and every fit kind. It keeps recovering while steps
               complete, and gives up with :class:`WorkerLostError` naming the workers otherwise.
 
+              Step t + 1 is started before step t's statistics are fetched (its graph needs
+              only step t's futures), so the client's round trip overlaps the tasks; when step
+              t ends the fit (convergence, a callback, early stopping) the step started ahead is
+              dropped, and no step is started ahead of a snapshot or checkpoint.
+
 on resume     the snapshot comes from a checkpoint on disk (:mod:`.checkpoint`), verified against
               the kind's fingerprint (input, rank, graph, settings).
 
@@ -318,6 +323,10 @@ class FitKind:
     select_best = False
     #: with ``select_best``: stop after this many steps without a new best
     patience: int | None = None
+    #: ``build`` reads only the state and step number it is given (never what ``record`` saw), so
+    #: on a cluster the driver may start step t + 1 before step t's statistics have reached the
+    #: client (every kind here; a kind whose steps depend on the recorded scores sets False)
+    lookahead = True
 
     def setup(self, ctx: Context) -> None:
         raise NotImplementedError
@@ -468,17 +477,27 @@ class _Run:
         vals = dict(zip(uniq, self.ex.gather(list(uniq.values()))))
         return [_map(t, lambda h: vals[id(h)]) for t in trees]
 
-    def step(self, step: int) -> tuple[list, dict, dict]:
-        """Run one step; returns (stats, new state handles, previous state handles)."""
+    def submit(self, step: int) -> tuple[list, dict, dict]:
+        """Start one step from the held state, which becomes the step's new state.
+
+        Returns (statistics handles for ``ex.fetch``, new state handles, previous state
+        handles). On a cluster nothing is waited for; locally the step has run.
+        """
         g = Step(self.kind.prefix, self.token, step, self.static, self.owners)
         keys = _map(self.state, lambda h: _handle_key(h, g))
         built = self.kind.build(g, keys, step)
-        self.sizes.append(g.size)
         keep = _flat_keys(built.state)
-        kept, stats = self.ex.run(g.dsk, keep, built.stats, g.placement())
+        kept, stats = self.ex.submit(g.dsk, keep, built.stats, g.placement())
+        self.sizes.append(g.size)
         prev = self.state
         self.state = _map(built.state, lambda k: kept[k])
         return stats, self.state, prev
+
+    def withdraw(self, ahead: tuple[list, dict, dict]) -> None:
+        """Forget a step started ahead (:meth:`submit`): the held state is its previous one
+        again; its tasks are released with its handles."""
+        self.state = ahead[2]
+        self.sizes.pop()
 
 
 def _handle_key(h, g: Step) -> str:
@@ -546,6 +565,9 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
     t0 = time.perf_counter()
     run = _Run(kind, ex)
     total = kind.warmup_steps + maxit
+    # on a cluster, step t + 1 is started before step t's statistics are fetched (kinds whose
+    # next step does not depend on what the driver records); the fit is the same, step for step
+    lookahead = ex.distributed and kind.lookahead
     prog = _Progress()
     if resume is not None:
         snap = ckpt.load(resume, kind.fingerprint(), name=name)
@@ -590,12 +612,19 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
         workers = now
         return b_step
 
+    ahead = None  # the next step, started before this one's statistics came back
     while step < total:
         try:
-            stats, new, prev = run.step(step + 1)
+            stats_h, new, prev = ahead if ahead is not None else run.submit(step + 1)
+            ahead = None
+            if lookahead and step + 2 <= total and not _gathers_after(
+                    step + 1, snapshot_every, checkpoint, checkpoint_every):
+                ahead = _start_ahead(run, step + 2)  # hides the round trip behind this step
+            stats = ex.fetch(stats_h)
         except Exception as exc:
             if not (ex.distributed and is_worker_loss(exc)):
                 raise
+            ahead = None
             step = recover(exc)
             continue
         step += 1
@@ -623,6 +652,9 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
         early = (report is not None and kind.select_best and kind.patience is not None
                  and prog.since_best >= kind.patience)
         finished = converged or early or stop or step >= total
+        if finished and ahead is not None:
+            run.withdraw(ahead)  # its results are not wanted: the fit ends at this step
+            ahead = None
         try:  # gathering the state can meet a lost worker too: recover as for a step
             if ex.distributed and (step % snapshot_every == 0) and not finished:
                 state_v, best_v = run.values([run.state, run.best or {}])
@@ -653,6 +685,24 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
         state=run.state, best=run.best, stats=prog.stats, scores=prog.scores, rels=prog.rels,
         iterations=len(prog.scores), best_iter=prog.best_iter, converged=converged,
         seconds=time.perf_counter() - t0, graph_sizes=run.sizes, recoveries=recoveries)
+
+
+def _start_ahead(run: _Run, step: int):
+    """Start ``step`` ahead of time; None if the cluster refuses (the error then belongs to
+    that step, when it is started in its turn)."""
+    try:
+        return run.submit(step)
+    except Exception as exc:
+        if not is_worker_loss(exc):
+            raise
+        return None  # nothing changed: submit holds the new state only once it is started
+
+
+def _gathers_after(step: int, snapshot_every: int, checkpoint, checkpoint_every) -> bool:
+    """Whether the driver gathers the state after ``step`` (a snapshot or a checkpoint): no step
+    is started ahead of it, so that the state gathered is the held one."""
+    return step % snapshot_every == 0 or bool(
+        checkpoint is not None and checkpoint_every and step % checkpoint_every == 0)
 
 
 def user_stacklevel() -> int:

@@ -55,6 +55,13 @@ class Executor:
             prefer: dict[str, str] | None = None) -> tuple[dict[str, Any], list[Any]]:
         """Run ``dsk``; on a cluster ``prefer`` maps tasks to the worker they should run on
         (loosely: another worker takes them if that one is gone)."""
+        kept, handles = self.submit(dsk, keep, fetch, prefer)
+        return kept, self.fetch(handles)
+
+    def submit(self, dsk: dict, keep: list, fetch: list,
+               prefer: dict[str, str] | None = None) -> tuple[dict[str, Any], list[Any]]:
+        """Start ``dsk`` without waiting on a cluster: ``(kept handles, fetch handles)``, the
+        latter for :meth:`fetch`. Locally the graph runs now and both are values."""
         if self.client is not None:
             keys = list(dict.fromkeys(list(keep) + list(fetch)))  # a key may be kept and fetched
             # a kept key that is itself a persisted future passes through unchanged
@@ -63,11 +70,15 @@ class Executor:
             if todo:
                 graph = _with_preferences(_inline_futures(dsk), prefer or {})
                 futs.update(zip(todo, self.client.get(graph, todo, sync=False)))
-            kept = {k: futs[k] for k in keep}
-            fetched = self.gather_watched([futs[k] for k in fetch]) if fetch else []
-            return kept, list(fetched)
+            return {k: futs[k] for k in keep}, [futs[k] for k in fetch]
         vals = self.get(dsk, list(keep) + list(fetch))
         return dict(zip(keep, vals[: len(keep)])), list(vals[len(keep):])
+
+    def fetch(self, handles: list) -> list:
+        """The values of :meth:`submit`'s fetch handles (waits for them on a cluster)."""
+        if self.client is not None and handles:
+            return list(self.gather_watched(list(handles)))
+        return list(handles)
 
     def gather(self, handles: list) -> list:
         if self.client is not None:

@@ -210,16 +210,16 @@ def test_recovery_gives_up_with_a_clear_error(cluster, hawaiibirds, monkeypatch)
 
     monkeypatch.setattr(driver, "MAX_STALLED_RECOVERIES", 1)
     A = hawaiibirds.matrix
-    real_step = driver._Run.step
+    real_submit = driver._Run.submit
 
-    def failing_step(self, step):
+    def failing_submit(self, step):
         if step >= 3:
             from distributed.client import FutureCancelledError
 
             raise FutureCancelledError("x", "simulated loss")
-        return real_step(self, step)
+        return real_submit(self, step)
 
-    monkeypatch.setattr(driver._Run, "step", failing_step)
+    monkeypatch.setattr(driver._Run, "submit", failing_submit)
     with pytest.raises(driver.WorkerLostError, match="could not complete step 3"), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")

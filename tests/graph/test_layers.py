@@ -223,7 +223,7 @@ def test_deep_layer_w_target_guides_the_per_sample_embedding(aml):
 
 def test_branches_share_one_submission_and_graphs_are_constant(aml, monkeypatch):
     calls = []
-    original = executor_mod.Executor.run
+    original = executor_mod.Executor.submit  # every graph goes through here (run calls it)
 
     def spy(self, dsk, keep, fetch, *rest):
         # task keys read factor-net-L<layer>-<what>-<token>-<step>...
@@ -232,7 +232,7 @@ def test_branches_share_one_submission_and_graphs_are_constant(aml, monkeypatch)
                       and isinstance(v, tuple)})
         return original(self, dsk, keep, fetch, *rest)
 
-    monkeypatch.setattr(executor_mod.Executor, "run", spy)
+    monkeypatch.setattr(executor_mod.Executor, "submit", spy)
     inp = factor_input(aml.matrix, name="aml")
     top = nmf_layer(factor_concat(nmf_layer(inp, 3, name="lo"), nmf_layer(inp, 6, name="hi")),
                     2, name="top")
