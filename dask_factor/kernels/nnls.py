@@ -282,7 +282,7 @@ def cd_solve(G, x, r, nonneg, ub, maxit, tol, exact, ws):
     return sweeps
 
 
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
 def exact_solve(G, b, x, r, nonneg, ub, maxit, tol, ws):
     """One exact solve from the start in ``x`` (``r`` is scratch): block principal pivoting for
     plain non-negativity (:func:`bpp_solve`, no sweep), otherwise or if that fails coordinate
@@ -319,7 +319,7 @@ def sweep_budget(warm, maxit):
     return max(maxit, COLD_CD_MAXIT)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def cd_from(G, b, x, r, xprev, xscale, warm, nonneg, ub, maxit, tol, exact, ws):
     """One problem by coordinate descent from a warm start ``x₀ = xprev ⊙ xscale`` (with the true
     residual ``b − G x₀``) or from zero; ``x`` receives the solution. Returns the sweeps made.
@@ -341,7 +341,7 @@ def cd_from(G, b, x, r, xprev, xscale, warm, nonneg, ub, maxit, tol, exact, ws):
     return cd_solve(G, x, r, nonneg, ub, sweep_budget(warm, maxit), tol, False, ws)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, maxit, tol, exact):
     """Solve every row of ``Bt`` (n × k) against ``G`` (k × k) by coordinate descent.
 
