@@ -376,8 +376,9 @@ def nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, maxit, tol, exact):
 def cholesky_solve_leading(L, n, z):
     """Solve ``L₁ L₁ᵀ y = z[:n]`` in place, ``L₁`` the leading n × n block of ``L`` (lower).
 
-    The arithmetic of :func:`cholesky_solve`, without making views (a free set's solve is a few
-    hundred flops; views and their reference counts cost as much).
+    The one triangular solve (:func:`cholesky_solve` copies its right-hand side and calls it);
+    a free set's solve takes ``n`` instead of a view of ``L`` (a few hundred flops, which a
+    view and its reference counts would cost as much as).
     """
     for i in range(n):
         acc = z[i]
@@ -393,18 +394,12 @@ def cholesky_solve_leading(L, n, z):
 
 @njit(nogil=True, cache=True)
 def cholesky_solve(L, b, x):
-    """Solve ``L Lᵀ x = b`` for a lower-triangular ``L`` (k × k); float64 vectors."""
+    """Solve ``L Lᵀ x = b`` for a lower-triangular ``L`` (k × k); float64 vectors (``x`` may be
+    ``b``)."""
     k = b.size
     for i in range(k):
-        acc = b[i]
-        for f in range(i):
-            acc -= L[i, f] * x[f]
-        x[i] = acc / L[i, i]
-    for i in range(k - 1, -1, -1):
-        acc = x[i]
-        for f in range(i + 1, k):
-            acc -= L[f, i] * x[f]
-        x[i] = acc / L[i, i]
+        x[i] = b[i]
+    cholesky_solve_leading(L, k, x)
 
 
 @njit(nogil=True, cache=True)
