@@ -293,5 +293,15 @@ def block_graph(bm: BlockedMatrix, ex, tag: str | None = None) -> tuple[dict, li
     return dsk, keys
 
 
+def computes(dsk: dict) -> bool:
+    """Whether a static graph (:func:`block_graph`'s, or a fit's) has tasks to run — blocks read
+    from a source each pass — rather than only values held in memory or scattered futures.
+
+    >>> computes({"a": 1}), computes({"a": (sum, [1, 2])})
+    (False, True)
+    """
+    return any(_is_task_like(v) and type(v).__name__ != "Future" for v in dsk.values())
+
+
 def _is_task_like(v) -> bool:
     return isinstance(v, tuple) or type(v).__module__.startswith(("dask.", "distributed."))

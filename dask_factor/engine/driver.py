@@ -25,10 +25,12 @@ on a cluster  each snapshot gathers the state to the client and re-registers it 
               bit for bit, for every solver and every fit kind. It keeps recovering while steps
               complete, and gives up with :class:`WorkerLostError` naming the workers otherwise.
 
-              Step t + 1 is started before step t's statistics are fetched (its graph needs
-              only step t's futures), so the client's round trip overlaps the tasks; when step
-              t ends the fit (convergence, a callback, early stopping) the step started ahead is
-              dropped, and no step is started ahead of a snapshot or checkpoint.
+              With the blocks held in memory, step t + 1 is started before step t's statistics
+              are fetched (its graph needs only step t's futures), so the client's round trip
+              overlaps the tasks; when step t ends the fit (convergence, a callback, early
+              stopping) the step started ahead is dropped, and no step is started ahead of a
+              snapshot or checkpoint. Blocks read from a source each pass are not started
+              ahead (their reads would all start at once and hold the matrix in memory).
 
 on resume     the snapshot comes from a checkpoint on disk (:mod:`.checkpoint`), verified against
               the kind's fingerprint (input, rank, graph, settings).
@@ -49,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import computes
 from .executor import Executor, WorkerLostError, is_worker_loss, local_blas_limit
 
 #: partials of this many blocks are summed per reduction task (in block order)
@@ -566,8 +569,10 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
     run = _Run(kind, ex)
     total = kind.warmup_steps + maxit
     # on a cluster, step t + 1 is started before step t's statistics are fetched (kinds whose
-    # next step does not depend on what the driver records); the fit is the same, step for step
-    lookahead = ex.distributed and kind.lookahead
+    # next step does not depend on what the driver records); the fit is the same, step for step.
+    # Not when the blocks are read each pass: the next step's reads would start at once and
+    # hold the whole matrix in the workers' memory
+    lookahead = ex.distributed and kind.lookahead and not computes(run.static)
     prog = _Progress()
     if resume is not None:
         snap = ckpt.load(resume, kind.fingerprint(), name=name)

@@ -174,3 +174,23 @@ def test_steps_started_ahead_on_a_cluster_leave_the_fit_unchanged(hawaiibirds, c
     assert got4.iterations == ref4.iterations == 4
     np.testing.assert_array_equal(got4.W, ref4.W)
     np.testing.assert_array_equal(np.asarray(got4.H), np.asarray(ref4.H))
+
+
+@pytest.mark.cluster
+def test_no_step_is_started_ahead_when_blocks_are_read_each_pass(hawaiibirds, client,
+                                                                 monkeypatch):
+    """Streamed blocks (read by tasks every pass) are never started ahead: the next step's
+    reads would all start at once and hold the matrix in the workers' memory. Held blocks are."""
+    from dask_factor.engine import driver
+
+    calls = []
+    real = driver._start_ahead
+    monkeypatch.setattr(driver, "_start_ahead", lambda run, step: calls.append(step)
+                        or real(run, step))
+    A = hawaiibirds.matrix
+    lazy = da.from_array(A.toarray(), chunks=(A.shape[0], 60))
+    streamed = nmf(lazy, 4, seed=2, maxit=4, tol=0, cache="none", client=client)
+    assert calls == []
+    held = nmf(A, 4, seed=2, maxit=4, tol=0, client=client)
+    assert calls == [2, 3, 4]
+    assert streamed.iterations == held.iterations == 4

@@ -43,8 +43,10 @@ FULL = os.environ.get("DASK_FACTOR_SCALE", "").lower() == "full"
 #: samples, features, density, columns per block, (memory limit = BASELINE + budget)
 SIZE = (600_000, 6_000, 0.06, 2_048) if FULL else (100_000, 2_000, 0.05, 2_048)
 K, SEED, MAXIT = 6, 11, 3
-#: RSS of a warmed-up worker (python, dask, numba kernels) is about 280 MB on CI machines
-BASELINE = 350 * 2**20
+#: RSS of a warmed-up worker: about 280 MB after an in-memory fit (python, dask, numba kernels),
+#: about 370 MB once it has also read blocks of the three formats (zarr, .spz and their caches),
+#: measured on this project's 2-core machines; the bound under test is ``budget`` on the growth
+BASELINE = 400 * 2**20
 
 # the plugin and helpers run inside the workers: ship this module by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -118,7 +120,7 @@ def cluster(matrix):
         client.register_plugin(PeakRSS())
         # warm up both workers: numba kernels, and the zarr / .spz readers' imports and caches
         warm = open_matrix(simulate_counts(2_000, 300, 3, seed=1).compute(), block_nnz=5_000)
-        nmf(warm, 3, seed=1, maxit=2, client=client)
+        nmf(warm, K, seed=1, maxit=2, client=client)  # the kernels are compiled per rank
         d = matrix[0]
         for fmt in ("zarr", "spz", "scan.zarr"):
             A = open_matrix(d / f"A.{fmt}")

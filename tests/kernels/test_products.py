@@ -194,7 +194,7 @@ def test_empty_block_and_all_empty_columns():
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), r=st.integers(0, 200),
-       k=st.sampled_from([1, 2, 3, 8, 10, 16, 17, 30, 64, 65]),
+       k=st.sampled_from([1, 3, 10, 17, 64, 65]),
        dtype=st.sampled_from([np.float64, np.float32]))
 def test_gram_equals_the_row_loop_to_the_bit_and_numpy(seed, r, k, dtype):
     """The width-specific Gram sums the same products in the same order as the row loop (same
