@@ -102,8 +102,9 @@ def product_kernels(data, W, Ht, P):
     scalar ones, rounded lane by lane exactly like the generic loops (same bits). They apply when
     ``data``, ``W``, ``Ht`` and ``P`` share one float dtype, the factors are C-contiguous and
     ``1 ≤ k ≤`` :data:`FIXED_MAX_K`; each rank compiles once (then numba's disk cache).
-    Measured on pbmc3k (one thread, one pass over all blocks): k = 10 gather 8.0 → 3.5 ms,
-    scatter 7.3 → 4.7 ms; k = 30 gather 16.2 → ~9 ms, scatter 14.4 → 9.3 ms.
+    Measured on pbmc3k (one thread, one pass over all blocks): k = 10 gather 8.0 → 2.5 ms,
+    scatter 7.3 → 4.6 ms; k = 30 gather 16.2 → 5.4 ms, scatter 14.4 → 9.1 ms (the gather sums
+    two columns side by side, :func:`~.simd.gather_kernel`).
 
     Examples
     --------
