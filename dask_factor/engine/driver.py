@@ -661,13 +661,12 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
             run.withdraw(ahead)  # its results are not wanted: the fit ends at this step
             ahead = None
         try:  # gathering the state can meet a lost worker too: recover as for a step
-            if ex.distributed and (step % snapshot_every == 0) and not finished:
+            if ex.distributed and _snapshot_due(step, snapshot_every) and not finished:
                 state_v, best_v = run.values([run.state, run.best or {}])
                 run.restore(state_v, best_v)  # plain data again: the scheduler forgets history
                 base = (step, state_v, best_v, list(prog.stats))
                 workers = _workers(ex)
-            if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 \
-                    and not finished:
+            if _checkpoint_due(step, checkpoint, checkpoint_every) and not finished:
                 state_v, best_v = run.values([run.state, run.best or {}])
                 ckpt.save(checkpoint, ckpt.Snapshot(step=step, state=state_v,
                                                     best=best_v if run.best else None,
@@ -703,11 +702,21 @@ def _start_ahead(run: _Run, step: int):
         return None  # nothing changed: submit holds the new state only once it is started
 
 
+def _snapshot_due(step: int, snapshot_every: int) -> bool:
+    """Whether a cluster fit snapshots its state after ``step``."""
+    return step % snapshot_every == 0
+
+
+def _checkpoint_due(step: int, checkpoint, checkpoint_every) -> bool:
+    """Whether the fit writes a checkpoint after ``step``."""
+    return bool(checkpoint is not None and checkpoint_every and step % checkpoint_every == 0)
+
+
 def _gathers_after(step: int, snapshot_every: int, checkpoint, checkpoint_every) -> bool:
     """Whether the driver gathers the state after ``step`` (a snapshot or a checkpoint): no step
     is started ahead of it, so that the state gathered is the held one."""
-    return step % snapshot_every == 0 or bool(
-        checkpoint is not None and checkpoint_every and step % checkpoint_every == 0)
+    return _snapshot_due(step, snapshot_every) or _checkpoint_due(step, checkpoint,
+                                                                  checkpoint_every)
 
 
 def user_stacklevel() -> int:

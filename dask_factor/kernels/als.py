@@ -29,14 +29,14 @@ from .nnls import (
     nnls_workspace,
     sweep_budget,
 )
-from .simd import fixed_width_kernel, gather_kernel, vfma_row, vload
+from .simd import FIXED_MAX_WIDTH, fixed_width_kernel, gather_kernel, vfma_row, vload
 
 #: the fast-math flags of the block kernels (the products may be fused into multiply-adds; no
 #: sum is reordered across stored entries)
 FASTMATH = {"contract", "arcp", "reassoc", "nsz"}
 
 #: ranks with product kernels written out for their width (:func:`product_kernels`)
-FIXED_MAX_K = 64
+FIXED_MAX_K = FIXED_MAX_WIDTH
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .simd import fixed_width_kernel, vaxpy_row, vload
+from .simd import FIXED_MAX_WIDTH, fixed_width_kernel, vaxpy_row, vload
 
 _NAMESPACE = {"np": np, "vload": vload, "vaxpy_row": vaxpy_row,
               "__name__": __name__}  # numba's cache needs __name__
@@ -168,7 +168,8 @@ def gram(F):
     order on another thread count or CPU kernel (``OPENBLAS_CORETYPE``), which would make the
     same fit differ in the last bit between a laptop, a worker and a batch job.
 
-    A C-contiguous float64 ``F`` with 1 ≤ k ≤ 64 takes a kernel written out for its width
+    A C-contiguous float64 ``F`` with 1 ≤ k ≤ 64 (:data:`~.simd.FIXED_MAX_WIDTH`) takes a kernel
+    written out for its width
     (:mod:`.simd`): per row, ``k`` vector updates ``G[f] += F[i, f]·F[i]`` instead of k(k+1)/2
     scalar ones. Each entry sees the same products in the same order as :func:`gram_rows` (and
     ``G[g, f]``'s products equal ``G[f, g]``'s), so the result is the same to the bit.
@@ -182,6 +183,6 @@ def gram(F):
     """
     F = np.asarray(F)
     k = F.shape[1] if F.ndim == 2 else 0
-    if F.dtype == np.float64 and F.flags.c_contiguous and 1 <= k <= 64:
+    if F.dtype == np.float64 and F.flags.c_contiguous and 1 <= k <= FIXED_MAX_WIDTH:
         return fixed_width_kernel(_GRAM, f"gram_w{k}", k, _NAMESPACE, __file__)(F)
     return gram_rows(F)

@@ -24,7 +24,7 @@ An LLVM vector of another length (``<10 x float>``) would be split lane by lane 
 carried around a loop, which made a 20-wide accumulator slower than scalar code. LLVM maps each
 piece to what the CPU has (AVX-512, AVX2, SSE2, NEON).
 
-The width is the literal integer given to :func:`vload`/:func:`vsplat` (it must be a constant in
+The width is the literal integer given to :func:`vload` (it must be a constant in
 the kernel's source; :func:`fixed_width_kernel` writes such kernels out from a template). Arrays
 must be C-contiguous with at least ``b`` columns; rows are read without bounds checks, like
 numba's own indexing. The ``a`` of a multiply-add is converted to the vector's type first.
@@ -44,11 +44,13 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["FVec", "vload", "vstore", "vsplat", "vmuladd", "vfma", "vaxpy_row", "vfma_row",
-           "chunks", "fixed_width_kernel", "gather_kernel"]
+__all__ = ["FVec", "vload", "vstore", "vmuladd", "vfma", "vaxpy_row", "vfma_row",
+           "chunks", "fixed_width_kernel", "gather_kernel", "FIXED_MAX_WIDTH"]
 
 #: bytes of the widest vector piece (one AVX-512 register)
 MAX_PIECE_BYTES = 64
+#: the widest row the kernels written out per width are made for (wider ones use generic loops)
+FIXED_MAX_WIDTH = 64
 
 
 def chunks(width: int, itemsize: int) -> list[tuple[int, int]]:
@@ -182,25 +184,6 @@ def vstore(typingctx, X, i, v):
         return context.get_dummy_value()
 
     return types.void(X, i, v), codegen
-
-
-@intrinsic(prefer_literal=True)
-def vsplat(typingctx, x, width):
-    """A vector of ``width`` copies of ``x``; float32 lanes for a float32 ``x``, else float64."""
-    if not isinstance(width, types.IntegerLiteral) or not isinstance(x, types.Number):
-        return None
-    dtype = types.float32 if x == types.float32 else types.float64
-    vty = FVec(dtype, int(width.literal_value))
-
-    def codegen(context, builder, sig, args):
-        xv = context.cast(builder, args[0], sig.args[0], dtype)
-        val = ir.Constant(ir.LiteralStructType(
-            [ir.VectorType(_lltype(dtype), n) for _, n in vty.pieces]), ir.Undefined)
-        for c, (_, n) in enumerate(vty.pieces):
-            val = builder.insert_value(val, _splat(builder, xv, n), c)
-        return val
-
-    return vty(x, width), codegen
 
 
 def _muladd_intrinsic(flags, doc):
