@@ -1,13 +1,15 @@
 """Count-data losses: time per iteration against least squares and RcppML 1.0, in the same run,
 and each loss's objective against RcppML's model at the same settings (pbmc3k, k = 10).
 
-    python benchmarks/bench_losses.py [--maxit 3] [--losses kl nb ...] [--no-rcppml]
+    python benchmarks/bench_losses.py [--maxit 3] [--losses kl nb ...] [--threads 1 2]
+                                      [--no-rcppml]
                                       [--write tests/data/rcppml_losses_pbmc3k.json]
                                       [--rcppml-dir DIR]
 
 For every loss it runs ``nmf(A, 10, seed=1, rng="rcppml", maxit=M, tol=0, loss=...)`` (the same
 initial W as R's ``set.seed(1); runif``) after a warm-up fit (numba compilation), and RcppML's
-``nmf(A, 10, seed=1, maxit=M, tol=0, loss=..., threads=1)`` through ``benchmarks/rcppml_losses.R``
+``nmf(A, 10, seed=1, maxit=M, tol=0, loss=..., threads=T)`` through ``benchmarks/rcppml_losses.R``,
+for each thread count T of ``--threads`` (ours on T Dask threads with BLAS limited to T)
 (``kl`` is RcppML's ``loss="gp", dispersion="none"``). It prints seconds per iteration, the ratio
 to our least-squares iteration and to RcppML's, and both models' objectives scored the same way
 (``NMFResult.evaluate(A, loss=...)``: every entry the loss covers, NB with each model's own size
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -41,9 +42,9 @@ from peers import dump_csc  # noqa: E402
 LOSSES = ["kl", "nb", "gp", "gamma", "inverse_gaussian", "tweedie"]
 
 
-def run_rcppml(d: Path, k: int, maxit: int, losses: list[str]) -> dict:
-    cmd = ["Rscript", str(HERE / "rcppml_losses.R"), str(d), str(k), str(maxit), "0", "1",
-           *losses]
+def run_rcppml(d: Path, k: int, maxit: int, losses: list[str], threads: int = 1) -> dict:
+    cmd = ["Rscript", str(HERE / "rcppml_losses.R"), str(d), str(k), str(maxit), "0",
+           str(threads), *losses]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return parse_rcppml(out)
 
@@ -86,10 +87,15 @@ def main(argv=None) -> int:
     ap.add_argument("--maxit", type=int, default=3)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--losses", nargs="+", default=LOSSES)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="thread counts: ours (Dask threads, BLAS limited alike) and RcppML's")
     ap.add_argument("--no-rcppml", action="store_true")
     ap.add_argument("--write", default=None)
     ap.add_argument("--rcppml-dir", default=None)
     args = ap.parse_args(argv)
+
+    import dask
+    from threadpoolctl import threadpool_limits
 
     from dask_factor import datasets, nmf
 
@@ -100,52 +106,60 @@ def main(argv=None) -> int:
     nmf(A, k, seed=1, maxit=1, tol=0)  # warm-up: numba caches
     for loss in args.losses:
         nmf(A[:, :200], k, seed=1, maxit=1, tol=0, loss=loss)
-    t0 = time.perf_counter()
-    nmf(A, k, **common)
-    mse_it = (time.perf_counter() - t0) / M
-    print(f"pbmc3k {m}×{n}, k={k}, {M} iterations, tol=0, threads={os.cpu_count()}")
-    print(f"mse: {mse_it * 1e3:.0f} ms/iteration (ours)")
-    rc = {}
+    print(f"pbmc3k {m}×{n}, k={k}, {M} iterations, tol=0; ours and RcppML at the same thread "
+          f"count")
     tmp = tempfile.TemporaryDirectory()
     d = Path(tmp.name)
-    if args.rcppml_dir:
-        d = Path(args.rcppml_dir)
-        rc = parse_rcppml((d / "out.txt").read_text())
-    elif not args.no_rcppml:
+    if not args.rcppml_dir and not args.no_rcppml:
         dump_csc(A, d)
-        rc = run_rcppml(d, k, M, args.losses)
     rows = {}
-    print(f"{'loss':18s} {'ours s/it':>10s} {'/mse':>7s} {'RcppML s/it':>12s} {'ours/RcppML':>12s}"
-          f" {'our objective':>15s} {'RcppML objective':>17s} {'ratio':>8s}")
-    for loss in args.losses:
-        t0 = time.perf_counter()
-        model = nmf(A, k, loss=loss, **common)
-        ours_it = (time.perf_counter() - t0) / M
-        row = dict(ours_s_per_it=ours_it, objective=model.objective)
-        line = f"{loss:18s} {ours_it:10.2f} {ours_it / mse_it:7.1f}"
-        if loss in rc:
-            r_it = rc[loss]["seconds"] / rc[loss]["iterations"]
-            theirs = rcppml_model(d, loss, m, n, k)
-            disp = None
-            if loss == "nb":
-                disp = nb_moments(A, theirs.W, theirs.d, theirs.H)
-            elif loss == "gp":
-                th = d / f"rcppml_{loss}_theta.bin"
-                disp = np.fromfile(th, dtype=np.float64) if th.exists() else np.zeros(m)
-            r_obj = theirs.evaluate(A, loss=loss, dispersion=disp)
-            row.update(rcppml_s_per_it=r_it, rcppml_objective=r_obj,
-                       rcppml_own_loss=rc[loss]["rcppml_loss"])
-            line += (f" {r_it:12.2f} {ours_it / r_it:12.2f} {model.objective:15.6g}"
-                     f" {r_obj:17.6g} {model.objective / r_obj:8.4f}")
-        else:
-            line += f" {'':12s} {'':12s} {model.objective:15.6g}"
-        rows[loss] = row
-        print(line, flush=True)
+    for threads in args.threads:
+        with threadpool_limits(threads), dask.config.set(scheduler="threads",
+                                                           num_workers=threads):
+            t0 = time.perf_counter()
+            nmf(A, k, **common)
+            mse_it = (time.perf_counter() - t0) / M
+            print(f"\nthreads={threads}: mse {mse_it * 1e3:.0f} ms/iteration (ours)")
+            rc = {}
+            if args.rcppml_dir:
+                d = Path(args.rcppml_dir)
+                rc = parse_rcppml((d / "out.txt").read_text())
+            elif not args.no_rcppml:
+                rc = run_rcppml(d, k, M, args.losses, threads)
+            print(f"{'loss':18s} {'ours s/it':>10s} {'/mse':>7s} {'RcppML s/it':>12s}"
+                  f" {'ours/RcppML':>12s} {'our objective':>15s} {'RcppML objective':>17s}"
+                  f" {'ratio':>8s}")
+            for loss in args.losses:
+                t0 = time.perf_counter()
+                model = nmf(A, k, loss=loss, **common)
+                ours_it = (time.perf_counter() - t0) / M
+                row = dict(ours_s_per_it=ours_it, objective=model.objective)
+                line = f"{loss:18s} {ours_it:10.2f} {ours_it / mse_it:7.1f}"
+                if loss in rc:
+                    r_it = rc[loss]["seconds"] / rc[loss]["iterations"]
+                    theirs = rcppml_model(d, loss, m, n, k)
+                    disp = None
+                    if loss == "nb":
+                        disp = nb_moments(A, theirs.W, theirs.d, theirs.H)
+                    elif loss == "gp":
+                        th = d / f"rcppml_{loss}_theta.bin"
+                        disp = np.fromfile(th, dtype=np.float64) if th.exists() else np.zeros(m)
+                    r_obj = theirs.evaluate(A, loss=loss, dispersion=disp)
+                    row.update(rcppml_s_per_it=r_it, rcppml_objective=r_obj,
+                               rcppml_own_loss=rc[loss]["rcppml_loss"])
+                    line += (f" {r_it:12.2f} {ours_it / r_it:12.2f} {model.objective:15.6g}"
+                             f" {r_obj:17.6g} {model.objective / r_obj:8.4f}")
+                else:
+                    line += f" {'':12s} {'':12s} {model.objective:15.6g}"
+                if threads == args.threads[0]:  # --write records the first thread count
+                    rows[loss] = row
+                print(line, flush=True)
     if args.write:
         cmd = "python benchmarks/bench_losses.py " + " ".join(argv if argv else sys.argv[1:])
         new = {loss: {**{kk: float(v) for kk, v in r.items()}, "command": cmd}
                for loss, r in rows.items()}
-        out = {"command": cmd, "rcppml": "RcppML 1.0.0 (zdebruine/RcppML df69ddd), threads=1",
+        out = {"command": cmd,
+               "rcppml": f"RcppML 1.0.0 (zdebruine/RcppML df69ddd), threads={args.threads[0]}",
                "dataset": "pbmc3k", "k": k, "maxit": M, "tol": 0, "seed": 1, "rng": "rcppml",
                "note": "objectives of RcppML's models scored by NMFResult.evaluate(A, loss=...)",
                "losses": new}

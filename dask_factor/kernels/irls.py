@@ -427,52 +427,95 @@ def all_means(Ft, x, mu):
             mu[i] += xf * Ft[f, i]
 
 
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
-def _weighted_rows(F, c, out):
-    """``out = Σᵢ cᵢ Fᵢ`` (k,), rows in order."""
-    k = F.shape[1]
-    for f in range(k):
-        out[f] = 0.0
-    for i in range(F.shape[0]):
-        ci = c[i]
-        for f in range(k):
-            out[f] += ci * F[i, f]
+#: rows per tile of :func:`zero_pull`: the tile's slice of Fᵀ (k × 64 floats) stays in L1
+PULL_TILE = 64
 
 
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
-def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, c, c2, cz, cb):
+@njit(nogil=True, cache=True)
+def pull_scratch(k):
+    """Scratch for :func:`zero_pull` at rank ``k``: (2, (k + 1)·PULL_TILE)."""
+    return np.empty((2, (k + 1) * PULL_TILE))
+
+
+# error_model="numpy": a division by zero (never: r ≥ 1e-10, μ ≥ 0) would give inf rather
+# than raise, and without the check the slopes' loop vectorises
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy")
+def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb):
     """The zeros' pull on column j at ``x`` for NB and Tweedie (q < 2), whose ``ℓ(0, μ)`` is
     concave in μ: ``cz = Σ_zeros ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` in the IRLS subproblem's units
     (:func:`zero_slope`, weight cap included) and ``cb``, the same slope in the objective's
     units (uncapped; NB: equal to ``cz``). ``zmask`` (p,) is 1 at the kept zero rows, else 0;
-    ``mu`` receives ``F x`` at every row; ``c``, ``c2`` (p,) are scratch. O(p·k), vectorised.
+    ``mu`` receives ``F x`` at every row (as :func:`all_means`, to the bit); ``ws`` is scratch
+    of :func:`pull_scratch`'s shape. O(p·k).
+
+    One pass over ``Ft`` (Fᵀ, k × p, C order) in tiles of :data:`PULL_TILE` rows: the tile's
+    means, its slopes, then each factor's products added lane by lane into ``PULL_TILE``
+    partial sums (row i into lane i mod PULL_TILE, rows in order), which are summed in lane
+    order at the end. Every loop runs along contiguous rows, so the compiler vectorises all
+    three without reassociating a sum: a fixed order, the same on every machine.
 
     By concavity ``ℓ(0, μ') ≤ ℓ(0, μ) + ∂ℓ(0, μ)/∂μ · (μ' − μ)``: ``cb·(x' − x)`` bounds the
     change of the zeros' part of the objective from above (:func:`irls_column`'s step test).
     """
-    all_means(Ft, x, mu)
-    p = mu.size
-    if code == NB:
-        if disp_by_col:
-            rr = max(disp[j], 1e-10)
-            for i in range(p):
-                c[i] = zmask[i] * (rr / (rr + max(mu[i], 0.0)))
-        else:
-            for i in range(p):
-                ri = max(disp[i], 1e-10)
-                c[i] = zmask[i] * (ri / (ri + max(mu[i], 0.0)))
-        _weighted_rows(F, c, cz)
-        for f in range(cz.size):
-            cb[f] = cz[f]
-        return
+    k, p = Ft.shape
+    T = PULL_TILE
+    nb = code == NB
+    w1, w2 = ws[0, :T], ws[1, :T]  # the tile's slopes
+    acc = ws[0, T:].reshape((k, T))  # lane partial sums of cz
+    acc2 = ws[1, T:].reshape((k, T))  # of cb (Tweedie)
+    acc[:, :] = 0.0
+    acc2[:, :] = 0.0
+    rr = max(disp[j], 1e-10) if disp_by_col else 0.0
     q1 = 1.0 - power  # Tweedie: ℓ(0, μ) = 2μ^{2−q}/(2−q), slope 2μ^{1−q}; subproblem μ·w(μ)
-    for i in range(p):
-        m = max(mu[i], MU_FLOOR)
-        t = _power(m, q1)
-        c[i] = zmask[i] * min(t, m * W_CAP)
-        c2[i] = zmask[i] * (2.0 * t)
-    _weighted_rows(F, c, cz)
-    _weighted_rows(F, c2, cb)
+    for i0 in range(0, p, T):
+        n = min(T, p - i0)
+        mt = mu[i0:i0 + n]
+        zt = zmask[i0:i0 + n]
+        for t in range(n):
+            mt[t] = 0.0
+        for f in range(k):
+            xf = x[f]
+            ft = Ft[f, i0:i0 + n]
+            for t in range(n):
+                mt[t] += xf * ft[t]
+        if nb:
+            if disp_by_col:
+                for t in range(n):
+                    w1[t] = zt[t] * (rr / (rr + max(mt[t], 0.0)))
+            else:
+                dt = disp[i0:i0 + n]
+                for t in range(n):
+                    ri = max(dt[t], 1e-10)
+                    w1[t] = zt[t] * (ri / (ri + max(mt[t], 0.0)))
+        else:
+            for t in range(n):
+                m = max(mt[t], MU_FLOOR)
+                tt = _power(m, q1)
+                w1[t] = zt[t] * min(tt, m * W_CAP)
+                w2[t] = zt[t] * (2.0 * tt)
+        for f in range(k):
+            ft = Ft[f, i0:i0 + n]
+            af = acc[f]
+            for t in range(n):
+                af[t] += w1[t] * ft[t]
+        if not nb:
+            for f in range(k):
+                ft = Ft[f, i0:i0 + n]
+                af = acc2[f]
+                for t in range(n):
+                    af[t] += w2[t] * ft[t]
+    for f in range(k):
+        s = 0.0
+        for t in range(T):
+            s += acc[f, t]
+        cz[f] = s
+        if nb:
+            cb[f] = s
+        else:
+            s2 = 0.0
+            for t in range(T):
+                s2 += acc2[f, t]
+            cb[f] = s2
 
 
 @njit(nogil=True, cache=True)
@@ -531,18 +574,18 @@ def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, powe
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, power, l1, l2,
-                nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm, G, vk, vp, ms,
+                nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm, G, vk, vp, ws, ms,
                 ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False):
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
-    array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (5, p) with row 3 all ones on entry
-    (it is left so), ``ms`` (p,). Returns the coordinate-descent sweeps made. The column must
-    store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing:
-    no part of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the
-    robust (Huber) fit of :func:`robust_parts`, every step a dense pass over the rows
-    (:func:`robust_column`). ``zpi``: the zero-inflation probabilities (by column of the block
+    array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (3, p) with row 1 all ones on entry
+    (it is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (p,). Returns the coordinate-descent
+    sweeps made. The column must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero
+    weight (held out or missing: no part of the fit); with ``obs_only`` every unstored entry is
+    missing. ``delta`` > 0: the robust (Huber) fit of :func:`robust_parts`, every step a dense
+    pass over the rows (:func:`robust_column`). ``zpi``: the zero-inflation probabilities (by column of the block
     with ``zpi_by_col``, else by row of F; empty: none) — the zeros' pull is then weighted by
     their E-step share.
 
@@ -563,7 +606,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     linear = zeros and not zi and (code == KL or code == GP)
     concave = zeros and not zi and not linear  # NB, Tweedie with 1 ≤ q < 2
     b, r, xold, cz, cb = vk[0], vk[1], vk[2], vk[3], vk[4]
-    mu, c, c2, zmask, mu2 = vp[0], vp[1], vp[2], vp[3], vp[4]
+    mu, zmask, mu2 = vp[0], vp[1], vp[2]
     for f in range(k):
         cz[f] = 0.0
         cb[f] = 0.0
@@ -595,7 +638,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                          l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms)
     for it in range(irls_maxit):
         if concave:
-            zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, c, c2, cz, cb)
+            zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb)
         for f in range(k):
             b[f] = 0.0
             for g in range(k):
@@ -729,8 +772,9 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     Ft = np.ascontiguousarray(F.T) if concave else np.empty((k, 0), dtype=F.dtype)
     G = np.empty((k, k))
     vk = np.empty((5, k))
-    vp = np.empty((5, p if concave else 0))
-    vp[3, :] = 1.0
+    vp = np.empty((3, p if concave else 0))
+    vp[1, :] = 1.0
+    ws = pull_scratch(k if concave else 0)
     ms = np.empty(p)
     x = np.empty(k)
     cap = p if mk[0] else 1
@@ -744,7 +788,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
             x[f] = Xprev[j, f] * xscale[f] if warm else 0.0
         total += irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code,
                              power, l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit,
-                             irls_tol, warm, G, vk, vp, ms, ex_row, ne, mk[5], delta, zpi,
+                             irls_tol, warm, G, vk, vp, ws, ms, ex_row, ne, mk[5], delta, zpi,
                              zpi_by_col)
         for f in range(k):
             Xt[j, f] = x[f]

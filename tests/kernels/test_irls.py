@@ -471,8 +471,8 @@ def test_zero_change_and_the_concave_bound(loss, code, q):
               - column_loss_np(loss, np.zeros(1), np.array([mu1[i]]), r=r[i], q=q)
               for i in np.flatnonzero(z))
     assert got == pytest.approx(ref, rel=1e-9)
-    mu, c, c2, cz, cb = np.empty(p), np.empty(p), np.empty(p), np.empty(k), np.empty(k)
-    K.zero_pull(F, Ft, x1, 0, r, False, code, q, zmask, mu, c, c2, cz, cb)
+    mu, cz, cb = np.empty(p), np.empty(k), np.empty(k)
+    K.zero_pull(F, Ft, x1, 0, r, False, code, q, zmask, mu, K.pull_scratch(k), cz, cb)
     np.testing.assert_allclose(mu, mu1, rtol=1e-12)
     assert cb @ (x2 - x1) >= got
     slope = np.array([K.zero_slope(code, m, ri, q) for m, ri in zip(mu1, r)])
