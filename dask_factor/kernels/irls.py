@@ -437,6 +437,14 @@ def pull_scratch(k):
     return np.empty((2, (k + 1) * PULL_TILE))
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def _powers(m, e, out):
+    """``out[:n] = max(m, MU_FLOOR) ** e`` (n = m.size, :func:`_power`): a loop of its own,
+    which the compiler vectorises (square roots for e = ±½)."""
+    for t in range(m.size):
+        out[t] = _power(max(m[t], MU_FLOOR), e)
+
+
 # error_model="numpy": a division by zero (never: r ≥ 1e-10, μ ≥ 0) would give inf rather
 # than raise, and without the check the slopes' loop vectorises
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy")
@@ -488,22 +496,24 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
                     ri = max(dt[t], 1e-10)
                     w1[t] = zt[t] * (ri / (ri + max(mt[t], 0.0)))
         else:
+            _powers(mt, q1, w2)
             for t in range(n):
-                m = max(mt[t], MU_FLOOR)
-                tt = _power(m, q1)
-                w1[t] = zt[t] * min(tt, m * W_CAP)
+                tt = w2[t]
+                w1[t] = zt[t] * min(tt, max(mt[t], MU_FLOOR) * W_CAP)
                 w2[t] = zt[t] * (2.0 * tt)
-        for f in range(k):
-            ft = Ft[f, i0:i0 + n]
-            af = acc[f]
-            for t in range(n):
-                af[t] += w1[t] * ft[t]
-        if not nb:
+        if nb:
             for f in range(k):
                 ft = Ft[f, i0:i0 + n]
-                af = acc2[f]
+                af = acc[f]
                 for t in range(n):
-                    af[t] += w2[t] * ft[t]
+                    af[t] += w1[t] * ft[t]
+        else:
+            for f in range(k):
+                ft = Ft[f, i0:i0 + n]
+                af, af2 = acc[f], acc2[f]
+                for t in range(n):
+                    af[t] += w1[t] * ft[t]
+                    af2[t] += w2[t] * ft[t]
     for f in range(k):
         s = 0.0
         for t in range(T):
@@ -518,24 +528,35 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
             cb[f] = s2
 
 
-@njit(nogil=True, cache=True)
+# error_model="numpy": Tweedie's loop (no division by zero: μ is floored) then vectorises
+@njit(nogil=True, cache=True, error_model="numpy")
 def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power):
     """``Σ [ℓ(0, μ2ᵢ) − ℓ(0, μᵢ)]`` over the rows where ``zmask`` is set (μ, μ2 given at every
     row). NB sums ``r·log1p((μ2 − μ)/(r + μ))``: one logarithm per row, and a sum of the
-    changes rather than a difference of two large sums (no cancellation near convergence)."""
+    changes rather than a difference of two large sums (no cancellation near convergence).
+    Tweedie (1 ≤ q < 2, ``ℓ(0, μ) = 2μ^{2−q}/(2−q)``) sums ``zmaskᵢ·(μ2ᵢ^{2−q} − μᵢ^{2−q})`` in
+    :data:`PULL_TILE` lane partials (row i into lane i mod PULL_TILE, as :func:`zero_pull`),
+    a loop the compiler vectorises (q = 1.5: square roots)."""
     out = 0.0
-    for i in range(mu.size):
-        if zmask[i] != 0.0:
-            d = disp[j] if disp_by_col else disp[i]
-            if code == NB:
-                r = max(d, 1e-10)
+    if code == NB:
+        for i in range(mu.size):
+            if zmask[i] != 0.0:
+                r = max(disp[j] if disp_by_col else disp[i], 1e-10)
                 a = max(mu[i], MU_FLOOR)
                 out += r * math.log1p((max(mu2[i], MU_FLOOR) - a) / (r + a))
-            else:  # Tweedie, 1 ≤ q < 2: ℓ(0, μ) = 2μ^{2−q}/(2−q)
-                tmp = 2.0 - power
-                out += 2.0 * (_power(max(mu2[i], MU_FLOOR), tmp)
-                              - _power(max(mu[i], MU_FLOOR), tmp)) / tmp
-    return out
+        return out
+    tmp = 2.0 - power
+    T = PULL_TILE
+    acc = np.zeros(T)
+    p = mu.size
+    for i0 in range(0, p, T):
+        n = min(T, p - i0)
+        zt, a, b = zmask[i0:i0 + n], mu[i0:i0 + n], mu2[i0:i0 + n]
+        for t in range(n):
+            acc[t] += zt[t] * (_power(max(b[t], MU_FLOOR), tmp) - _power(max(a[t], MU_FLOOR), tmp))
+    for t in range(T):
+        out += acc[t]
+    return 2.0 * out / tmp
 
 
 @njit(nogil=True, cache=True)
@@ -585,9 +606,9 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     sweeps made. The column must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero
     weight (held out or missing: no part of the fit); with ``obs_only`` every unstored entry is
     missing. ``delta`` > 0: the robust (Huber) fit of :func:`robust_parts`, every step a dense
-    pass over the rows (:func:`robust_column`). ``zpi``: the zero-inflation probabilities (by column of the block
-    with ``zpi_by_col``, else by row of F; empty: none) — the zeros' pull is then weighted by
-    their E-step share.
+    pass over the rows (:func:`robust_column`). ``zpi``: the zero-inflation probabilities (by
+    column of the block with ``zpi_by_col``, else by row of F; empty: none) — the zeros' pull
+    is then weighted by their E-step share.
 
     **The step test.** A step is kept when the column's objective does not rise. The zeros'
     part of the objective is not evaluated entry by entry where it need not be: KL and GP
