@@ -276,7 +276,8 @@ def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: 
     rows = r1 - r0
     warm = pack.t > 0
     Wt = np.empty((rows, k))
-    Xprev = pack.W[r0:r1] if warm else np.zeros((1, k))
+    # one dtype either way: the kernel is compiled once, not again at the second iteration
+    Xprev = pack.W[r0:r1] if warm else np.zeros((1, k), dtype=pack.W.dtype)
     disp_old = np.ascontiguousarray(pack.disp[r0:r1], dtype=np.float64)
     zpi, by_col, zpi_out = NO_PI, False, NO_PI
     if spec.zi == "row":

@@ -49,6 +49,7 @@ from numba import njit
 
 from .masked import column_excluded
 from .nnls import cd_solve, residual, sweep_budget
+from .vmath import vlog, vlog1p
 
 MSE, KL, NB, GAMMA, INVERSE_GAUSSIAN, TWEEDIE, GP = 0, 1, 2, 3, 4, 5, 6
 #: loss name → kernel code
@@ -138,6 +139,34 @@ def zero_slope(code, mu, disp, power):
     return 0.0
 
 
+#: counts up to this take their log-gamma terms as sums of logarithms and a table
+SMALL_COUNT = 16
+#: ``log y!`` for y = 0 … SMALL_COUNT
+LOG_FACTORIAL = np.array([math.lgamma(y + 1.0) for y in range(SMALL_COUNT + 1)])
+
+
+@njit(nogil=True, cache=True, inline="always")
+def log_factorial(y):
+    """``log Γ(y + 1)``: from :data:`LOG_FACTORIAL` for a small whole ``y``."""
+    if 0.0 <= y <= SMALL_COUNT and y == math.floor(y):
+        return LOG_FACTORIAL[int(y)]
+    return math.lgamma(y + 1.0)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def zero_loss(code, mu, disp, power):
+    """``ℓ(0, μ)`` of NB (``r·log1p(μ/r)``) and Tweedie with q < 2 (``2μ^{2−q}/(2−q)``), in
+    arithmetic a loop over rows vectorises (:mod:`.vmath`, :func:`_power`)."""
+    m = max(mu, MU_FLOOR)
+    if code == NB:
+        r = max(disp, 1e-10)
+        return r * vlog1p(m / r)
+    if power == 1.0:
+        return 2.0 * m
+    tmp = 2.0 - power
+    return 2.0 * _power(m, tmp) / tmp
+
+
 @njit(nogil=True, cache=True)
 def unit_loss(code, y, mu, disp, power):
     """ℓ(y, μ) of one entry (NB and GP: the full negative log-likelihood, log y! included)."""
@@ -146,14 +175,19 @@ def unit_loss(code, y, mu, disp, power):
     m = max(mu, MU_FLOOR)
     if code == KL:
         if y > 0.0:
-            return y * math.log(y / m) - y + m
+            return y * vlog(y / m) - y + m
         return m
     if code == NB:
         r = max(disp, 1e-10)
         if y == 0.0:
-            return r * math.log1p(m / r)
-        return (-math.lgamma(y + r) + math.lgamma(r) + math.lgamma(y + 1.0)
-                - r * math.log(r / (r + m)) - y * math.log(m / (r + m)))
+            return zero_loss(code, mu, disp, power)
+        if 0.0 < y <= SMALL_COUNT and y == math.floor(y):  # log Γ(y+r)/Γ(r) = Σ_{t<y} log(r+t)
+            g = LOG_FACTORIAL[int(y)]
+            for t in range(int(y)):
+                g -= vlog(r + t)
+        else:
+            g = -math.lgamma(y + r) + math.lgamma(r) + math.lgamma(y + 1.0)
+        return g + r * vlog1p(m / r) + y * vlog1p(r / m)
     if code == GAMMA:
         return 2.0 * (-math.log(y / m) + (y - m) / m)
     if code == INVERSE_GAUSSIAN:
@@ -168,7 +202,7 @@ def unit_loss(code, y, mu, disp, power):
         omp = 1.0 - power
         tmp = 2.0 - power
         if y == 0.0:
-            return 2.0 * _power(m, tmp) / tmp
+            return zero_loss(code, mu, disp, power)
         return 2.0 * (_power(y, tmp) / (omp * tmp) - y * _power(m, omp) / omp
                       + _power(m, tmp) / tmp)
     # GP: λ = μ/(1+θ), ξ = θ/(1+θ), P(y) = λ(λ+ξy)^{y−1} e^{−λ−ξy} / y!
@@ -177,7 +211,7 @@ def unit_loss(code, y, mu, disp, power):
     xy = th * y / (1.0 + th)
     out = lam + xy
     if y > 0.0:
-        out += -math.log(lam) + math.lgamma(y + 1.0)
+        out += -vlog(lam) + log_factorial(y)
         if y >= 1.0:
             out -= (y - 1.0) * math.log(max(lam + xy, MU_FLOOR))
     return out
@@ -390,28 +424,53 @@ def stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                  ms):
     """``Σ ℓ(yᵢ, μᵢ)`` over the stored, kept entries of column j at ``μ = F x``, up to terms
     free of μ (NB leaves out its log-gamma terms: ``r·log1p(μ/r) + y·log1p(r/μ)``, no large
-    constant to drown a small change when r is large); ``ms``
-    receives each kept entry's μ at its position ``q − indptr[j]``. O(nnz·k)."""
+    constant to drown a small change when r is large). ``ms`` (2, p): row 0 receives each
+    stored entry's μ at its position ``q − indptr[j]``, row 1 its loss (:func:`stored_losses`);
+    the kept entries' losses are then summed in order. O(nnz·k)."""
     start, end = indptr[j], indptr[j + 1]
+    mus, losses = ms[0], ms[1]
+    for q in range(start, end):
+        mus[q - start] = _dot(F, indices[q], x)
+    stored_losses(indices[start:end], data[start:end], mus, disp, j, disp_by_col, code, power,
+                  losses)
     out = 0.0
     e = 0
     for q in range(start, end):
-        i = indices[q]
         if ne > 0:
-            e, skip = _skip(ex_row, ne, e, i)
+            e, skip = _skip(ex_row, ne, e, indices[q])
             if skip:
                 continue
-        mu = _dot(F, i, x)
-        ms[q - start] = mu
-        y = np.float64(data[q])
-        d = disp[j] if disp_by_col else disp[i]
-        if code == NB:
-            rr = max(d, 1e-10)
-            m = max(mu, MU_FLOOR)
-            out += rr * math.log1p(m / rr) + y * math.log1p(rr / m)
-        else:
-            out += unit_loss(code, y, mu, d, power)
+        out += losses[q - start]
     return out
+
+
+# error_model="numpy": no division can be by zero here (μ and r are floored), and the loop
+# vectorises for NB and KL (the logarithms of .vmath; the dispersion gathered by row)
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out):
+    """``out[t] = ℓ(y[t], mus[t])`` for the stored entries ``t`` of a column (rows ``idx``),
+    as :func:`stored_value` counts them (NB without its log-gamma terms)."""
+    n = idx.size
+    if code == NB:
+        if disp_by_col:
+            rr = max(disp[j], 1e-10)
+            for t in range(n):
+                m = max(mus[t], MU_FLOOR)
+                out[t] = rr * vlog1p(m / rr) + np.float64(y[t]) * vlog1p(rr / m)
+        else:
+            for t in range(n):
+                rr = max(disp[idx[t]], 1e-10)
+                m = max(mus[t], MU_FLOOR)
+                out[t] = rr * vlog1p(m / rr) + np.float64(y[t]) * vlog1p(rr / m)
+    elif code == KL:
+        for t in range(n):
+            yt = np.float64(y[t])
+            m = max(mus[t], MU_FLOOR)
+            out[t] = yt * vlog(yt / m) - yt + m if yt > 0.0 else m
+    else:
+        for t in range(n):
+            d = disp[j] if disp_by_col else disp[idx[t]]
+            out[t] = unit_loss(code, np.float64(y[t]), mus[t], d, power)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
@@ -602,7 +661,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
     array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (3, p) with row 1 all ones on entry
-    (it is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (p,). Returns the coordinate-descent
+    (it is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (2, p). Returns the coordinate-descent
     sweeps made. The column must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero
     weight (held out or missing: no part of the fit); with ``obs_only`` every unstored entry is
     missing. ``delta`` > 0: the robust (Huber) fit of :func:`robust_parts`, every step a dense
@@ -678,7 +737,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                         continue
                 y = np.float64(data[q])
                 d = disp[j] if disp_by_col else disp[i]
-                mq = ms[q - start]
+                mq = ms[0, q - start]
                 w = irls_weight(code, mq, d, power)
                 h = step_curvature(code, y, mq, d, power, w) if newton else w
                 t = h * mq - w * (mq - y)
@@ -796,7 +855,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     vp = np.empty((3, p if concave else 0))
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)
-    ms = np.empty(p)
+    ms = np.empty((2, p))
     x = np.empty(k)
     cap = p if mk[0] else 1
     ex_row = np.empty(cap, dtype=np.int64)
@@ -827,7 +886,8 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
     has mass at 0 (O(nnz·k), plus O(p·k) for NB and Tweedie). No explicit zeros stored. Rows
     ``ex_row[:ne]`` are left out; with ``obs_only`` the unstored entries too. ``delta`` > 0:
     the robust objective (:func:`robust_column`); ``zpi``: zero inflation (:func:`zi_entries`).
-    ``Ft`` (Fᵀ in C order) and ``mu`` (p,): the zeros' means in one vectorised pass."""
+    ``Ft`` (Fᵀ in C order) and ``mu`` (p,, scratch): the zeros' means and then their losses,
+    each in one vectorised pass (:func:`all_means`, :func:`zero_losses`)."""
     if delta > 0.0:
         return robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                              delta, ex_row, ne, obs_only, np.empty((0, 0)), np.empty(0),
@@ -851,18 +911,42 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
         if code == KL or disp_by_col:
             scale = 1.0 / (1.0 + max(disp[j], 0.0)) if code == GP else 1.0
             return out + max(_zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne), 0.0) * scale
-    dense = Ft.shape[1] == F.shape[0]  # μ at every row in one vectorised pass
+    dense = Ft.shape[1] == F.shape[0]  # μ and ℓ(0, μ) at every row in vectorised passes
     if dense:
         all_means(Ft, x, mu)
+        zero_losses(mu, disp, j, disp_by_col, code, power)
     q = start
+    if dense and ne == 0:  # the same sum without the exclusions' pointer (3–4× faster)
+        for i in range(F.shape[0]):
+            if q < end and indices[q] == i:
+                q += 1
+            else:
+                out += mu[i]
+        return out
     e = 0
     for i in range(F.shape[0]):
         q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
         if stored or skip:
             continue
-        d = disp[j] if disp_by_col else disp[i]
-        out += unit_loss(code, 0.0, mu[i] if dense else _dot(F, i, x), d, power)
+        if dense:
+            out += mu[i]
+        else:
+            out += unit_loss(code, 0.0, _dot(F, i, x), disp[j] if disp_by_col else disp[i],
+                             power)
     return out
+
+
+# error_model="numpy": no division can be by zero (μ and r are floored); the loop vectorises
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def zero_losses(mu, disp, j, disp_by_col, code, power):
+    """``mu[i] ← ℓ(0, mu[i])`` at every row, in place (:func:`zero_loss`; NB, Tweedie q < 2)."""
+    if disp_by_col:
+        d = disp[j]
+        for i in range(mu.size):
+            mu[i] = zero_loss(code, mu[i], d, power)
+    else:
+        for i in range(mu.size):
+            mu[i] = zero_loss(code, mu[i], disp[i], power)
 
 
 @njit(nogil=True, cache=True)

@@ -435,7 +435,7 @@ def test_nb_stored_value_changes_as_the_full_loss(y, m1, m2, r):
     """stored_value drops NB's μ-free terms: its changes are the full loss's, also at r = 1e6
     where a form with r·log r inside would lose them to rounding."""
     col = sp.csc_matrix(np.array([[float(y)]]))
-    ms = np.empty(1)
+    ms = np.empty((2, 1))
 
     def sv(m):
         return K.stored_value(col.indptr, col.indices, col.data, 0, np.array([[m]]),
@@ -444,7 +444,7 @@ def test_nb_stored_value_changes_as_the_full_loss(y, m1, m2, r):
     full = column_loss_np("nb", np.array([float(y)]), np.array([m2]), r=r) - column_loss_np(
         "nb", np.array([float(y)]), np.array([m1]), r=r)
     assert sv(m2) - sv(m1) == pytest.approx(full, rel=1e-7, abs=1e-9)
-    assert ms[0] == m1  # the μ of the last evaluation
+    assert ms[0, 0] == m1  # the μ of the last evaluation
     # a small step (what the step test compares), against the change in its accurate form
     # (r + y)·log1p(Δ/(r + μ1)) − y·log1p(Δ/μ1)
     m3 = m1 * (1 + 1e-7)
