@@ -194,3 +194,34 @@ def test_no_step_is_started_ahead_when_blocks_are_read_each_pass(hawaiibirds, cl
     held = nmf(A, 4, seed=2, maxit=4, tol=0, client=client)
     assert calls == [2, 3, 4]
     assert streamed.iterations == held.iterations == 4
+
+
+@pytest.mark.cluster
+def test_a_small_w_solve_runs_inside_the_w_update_on_a_cluster(hawaiibirds, client, monkeypatch):
+    """On a cluster a W solve of at most ``FUSED_W_WORK`` (m·k²) is one task with the W update
+    (a task of its own would cost a scheduler round trip); a larger one is split into row-range
+    tasks. Both give the threaded fit's factors bit for bit (each row is solved on its own)."""
+    from dask_factor.engine import als, executor
+
+    tasks: set[str] = set()
+    original = executor.Executor.submit
+
+    def spy(self, dsk, keep, fetch, *rest):
+        tasks.update(label for k, v in dsk.items() if isinstance(k, str) and isinstance(v, tuple)
+                     for label in ("-w-rows-", "-w-update-") if label in k)
+        return original(self, dsk, keep, fetch, *rest)
+
+    A = hawaiibirds.matrix
+    kw = dict(seed=4, maxit=3, tol=0, dtype="float64")
+    with dask.config.set(scheduler="threads"):
+        ref = nmf(A, 5, **kw)
+    monkeypatch.setattr(executor.Executor, "submit", spy)
+    fused = nmf(A, 5, client=client, **kw)
+    assert tasks == {"-w-update-"}
+    tasks.clear()
+    monkeypatch.setattr(als, "FUSED_W_WORK", -1)  # every solve counts as large
+    split = nmf(A, 5, client=client, **kw)
+    assert tasks == {"-w-rows-", "-w-update-"}
+    for got in (fused, split):
+        np.testing.assert_array_equal(got.W, ref.W)
+        np.testing.assert_array_equal(np.asarray(got.H), np.asarray(ref.H))
