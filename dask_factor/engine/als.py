@@ -277,8 +277,8 @@ class ALSKind(FitKind):
         self.row_bounds = row_ranges(m, w_rows_per_task)
 
     def setup(self, ctx):
-        # on a cluster a small W solve runs inside the W update: a task of its own costs a
-        # scheduler round trip (several ms), more than the solve saves by being split
+        # on a cluster a small W solve and the W update run in the reduction's last task: a
+        # task of its own costs a scheduler round trip (several ms), more than a split saves
         m, k = self.W0.shape
         self.fused_w = ctx.ex.distributed and m * k * k <= FUSED_W_WORK
         self.bkeys = ctx.blocks(self.bm)
@@ -297,12 +297,12 @@ class ALSKind(FitKind):
                         self.tkeys[b], cfg)
             new_h.append(g.task("h", (b,), kept_value, hk))
             parts.append(hk)  # the reduction reads the partials straight from the block task
-        red = g.reduce(parts)
         rb = self.row_bounds
-        if self.fused_w:
-            new_pack = g.task("w-update", (), w_update_task, red, pack, self.sq_norm, cfg,
-                              self.gram_target, rb[-1])
+        if self.fused_w:  # the sum's last task goes on to solve W and update it
+            new_pack = g.reduce(parts, then=(w_update_task, pack, self.sq_norm, cfg,
+                                             self.gram_target, rb[-1]))
         else:
+            red = g.reduce(parts)
             rows = [g.task("w-rows", (c,), w_rows_task, red, pack, rb[c], rb[c + 1], cfg)
                     for c in range(len(rb) - 1)]
             new_pack = g.task("w-update", (), w_finish, red, pack, self.sq_norm, cfg,

@@ -171,6 +171,12 @@ def _sum(items):
     return out
 
 
+def _combine_then(combine: Callable, n: int, *args):
+    """``func(combine(*args[:n]), *rest)`` with ``args[n:] = (func, *rest)``: a reduction's root
+    task followed by the step's next task (:meth:`Step.reduce`'s ``then``)."""
+    return args[n](combine(*args[:n]), *args[n + 1:])
+
+
 class Step:
     """The graph of one step under construction (keys, tasks and the one reduction)."""
 
@@ -195,12 +201,15 @@ class Step:
         return key
 
     def reduce(self, parts: list[str], combine: Callable = sum_partials, label: str = "reduce",
-               *, split_every: int = REDUCE_FANIN) -> str:
+               *, split_every: int = REDUCE_FANIN, then: tuple | None = None) -> str:
         """Sum ``parts`` with ``combine`` in a fixed-order tree (the same for any scheduler).
 
         Level-0 groups always get a task, so ``combine`` sees every block output (even a lone
         one, which lets it pick the partials out of a block task's result); later singletons
         pass through. Returns the root's key.
+
+        ``then = (func, *args)``: the root task returns ``func(total, *args)`` instead of the
+        total (the step's next task runs where the sum ends, one scheduler round trip fewer).
 
         On a cluster whose blocks lie in contiguous runs per worker, a level-0 group of
         :func:`sum_partials` that spans workers is summed as a chain: the first worker's run,
@@ -209,8 +218,15 @@ class Step:
         between workers is one partial per run boundary instead of one per block.
         """
         sched = tree_schedule(len(parts), split_every)
+        last = len(sched) - 1
+
+        def task(index, items, root):
+            if root and then is not None:
+                return self.task(label, index, _combine_then, combine, len(items), *items, *then)
+            return self.task(label, index, combine, *items)
+
         if not sched:
-            return self.task(label, (0, 0), combine, parts[0])
+            return task((0, 0), [parts[0]], True)
         for lvl, groups in enumerate(sched):
             nxt = []
             for gi, g in enumerate(groups):
@@ -219,12 +235,13 @@ class Step:
                     continue
                 items = [parts[i] for i in g]
                 runs = self._owner_runs(items) if lvl == 0 and combine is sum_partials else []
+                root = lvl == last
                 if len(runs) <= 1:
-                    nxt.append(self.task(label, (lvl, gi), combine, *items))
+                    nxt.append(task((lvl, gi), items, root))
                     continue
-                acc = self.task(label, (lvl, gi, 0), combine, *runs[0])
+                acc = task((lvl, gi, 0), runs[0], False)
                 for j, run in enumerate(runs[1:], 1):
-                    acc = self.task(label, (lvl, gi, j), combine, acc, *run)
+                    acc = task((lvl, gi, j), [acc, *run], root and j == len(runs) - 1)
                 nxt.append(acc)
             parts = nxt
         return parts[0]
