@@ -300,7 +300,7 @@ class ALSKind(FitKind):
         rb = self.row_bounds
         if self.fused_w:  # the sum's last task goes on to solve W and update it
             new_pack = g.reduce(parts, then=(w_update_task, pack, self.sq_norm, cfg,
-                                             self.gram_target, rb[-1]))
+                                             self.gram_target, rb[-1]), then_label="w-update")
         else:
             red = g.reduce(parts)
             rows = [g.task("w-rows", (c,), w_rows_task, red, pack, rb[c], rb[c + 1], cfg)

@@ -201,7 +201,8 @@ class Step:
         return key
 
     def reduce(self, parts: list[str], combine: Callable = sum_partials, label: str = "reduce",
-               *, split_every: int = REDUCE_FANIN, then: tuple | None = None) -> str:
+               *, split_every: int = REDUCE_FANIN, then: tuple | None = None,
+               then_label: str | None = None) -> str:
         """Sum ``parts`` with ``combine`` in a fixed-order tree (the same for any scheduler).
 
         Level-0 groups always get a task, so ``combine`` sees every block output (even a lone
@@ -209,7 +210,8 @@ class Step:
         pass through. Returns the root's key.
 
         ``then = (func, *args)``: the root task returns ``func(total, *args)`` instead of the
-        total (the step's next task runs where the sum ends, one scheduler round trip fewer).
+        total (the step's next task runs where the sum ends, one scheduler round trip fewer),
+        under ``then_label`` (default ``label``: the name the dashboard shows).
 
         On a cluster whose blocks lie in contiguous runs per worker, a level-0 group of
         :func:`sum_partials` that spans workers is summed as a chain: the first worker's run,
@@ -222,7 +224,8 @@ class Step:
 
         def task(index, items, root):
             if root and then is not None:
-                return self.task(label, index, _combine_then, combine, len(items), *items, *then)
+                return self.task(then_label or label, index, _combine_then, combine, len(items),
+                                 *items, *then)
             return self.task(label, index, combine, *items)
 
         if not sched:
