@@ -145,7 +145,7 @@ SMALL_COUNT = 16
 LOG_FACTORIAL = np.array([math.lgamma(y + 1.0) for y in range(SMALL_COUNT + 1)])
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, error_model="numpy")
 def log_factorial(y):
     """``log Γ(y + 1)``: from :data:`LOG_FACTORIAL` for a small whole ``y``."""
     if 0.0 <= y <= SMALL_COUNT and y == math.floor(y):
