@@ -3,7 +3,8 @@
 ``math.log``/``math.log1p`` are calls into the C library, so a loop that takes one per entry (the
 count-data losses take one or two per stored entry, NB one per zero entry) runs one value at a
 time. These are written out in plain arithmetic on the float's bits, with no branch and no call,
-so LLVM vectorises the loops they are inlined into (eight values per instruction on AVX-512).
+so LLVM vectorises the loops they are inlined into (four values per instruction in the 256-bit
+registers LLVM prefers on x86-64).
 
 **Accuracy.** The reduction is exact (``x = 2ᵏ·m``, √½ ≤ m < √2) and the polynomial is the
 classic one of 4.4BSD/fdlibm's ``log`` (Sun Microsystems, freely redistributable): within 1 ulp
@@ -53,6 +54,11 @@ def _from_bits(typingctx, b):
     return types.float64(types.int64), codegen
 
 
+# The constants and the shape of the reduction follow fdlibm's e_log.c, whose notice reads:
+#   Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
+#   Developed at SunSoft, a Sun Microsystems, Inc. business.
+#   Permission to use, copy, modify, and distribute this software is freely granted,
+#   provided that this notice is preserved.
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits: k·_LN2_HI is exact for |k| < 2¹¹
 _LN2_LO = 1.90821492927058770002e-10  # ln 2 − _LN2_HI
 _LG1 = 6.666666666666735130e-01  # the fdlibm minimax coefficients of
