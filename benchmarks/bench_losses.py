@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     ap.add_argument("--write", default=None)
     ap.add_argument("--rcppml-dir", default=None)
     args = ap.parse_args(argv)
+    if args.rcppml_dir and len(args.threads) != 1:
+        ap.error("--rcppml-dir: the directory holds one RcppML run; give its thread count as "
+                 f"the one --threads value (got {args.threads})")
 
     import dask
     from threadpoolctl import threadpool_limits
@@ -109,8 +112,10 @@ def main(argv=None) -> int:
     print(f"pbmc3k {m}×{n}, k={k}, {M} iterations, tol=0; ours and RcppML at the same thread "
           f"count")
     tmp = tempfile.TemporaryDirectory()
-    d = Path(tmp.name)
-    if not args.rcppml_dir and not args.no_rcppml:
+    d = Path(args.rcppml_dir or tmp.name)
+    if args.rcppml_dir:
+        rc_dir = parse_rcppml((d / "out.txt").read_text())
+    elif not args.no_rcppml:
         dump_csc(A, d)
     rows = {}
     for threads in args.threads:
@@ -122,8 +127,7 @@ def main(argv=None) -> int:
             print(f"\nthreads={threads}: mse {mse_it * 1e3:.0f} ms/iteration (ours)")
             rc = {}
             if args.rcppml_dir:
-                d = Path(args.rcppml_dir)
-                rc = parse_rcppml((d / "out.txt").read_text())
+                rc = rc_dir
             elif not args.no_rcppml:
                 rc = run_rcppml(d, k, M, args.losses, threads)
             print(f"{'loss':18s} {'ours s/it':>10s} {'/mse':>7s} {'RcppML s/it':>12s}"

@@ -154,6 +154,19 @@ def log_factorial(y):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def kl_stored(y, m):
+    """KL's ``ℓ(y, μ)`` of a stored entry (y > 0, m the floored μ)."""
+    return y * vlog(y / m) - y + m
+
+
+@njit(nogil=True, cache=True, inline="always")
+def nb_mu_terms(r, m, y):
+    """NB's ``ℓ(y, μ)`` up to its log-gamma terms: ``r·log1p(μ/r) + y·log1p(r/μ)`` (r, m
+    floored), without the large constants of the other forms."""
+    return r * vlog1p(m / r) + y * vlog1p(r / m)
+
+
+@njit(nogil=True, cache=True, inline="always")
 def zero_loss(code, mu, disp, power):
     """``ℓ(0, μ)`` of NB (``r·log1p(μ/r)``) and Tweedie with q < 2 (``2μ^{2−q}/(2−q)``), in
     arithmetic a loop over rows vectorises (:mod:`.vmath`, :func:`_power`)."""
@@ -175,7 +188,7 @@ def unit_loss(code, y, mu, disp, power):
     m = max(mu, MU_FLOOR)
     if code == KL:
         if y > 0.0:
-            return y * vlog(y / m) - y + m
+            return kl_stored(y, m)
         return m
     if code == NB:
         r = max(disp, 1e-10)
@@ -187,7 +200,7 @@ def unit_loss(code, y, mu, disp, power):
                 g -= vlog(r + t)
         else:
             g = -math.lgamma(y + r) + math.lgamma(r) + math.lgamma(y + 1.0)
-        return g + r * vlog1p(m / r) + y * vlog1p(r / m)
+        return g + nb_mu_terms(r, m, y)
     if code == GAMMA:
         return 2.0 * (-math.log(y / m) + (y - m) / m)
     if code == INVERSE_GAUSSIAN:
@@ -455,18 +468,16 @@ def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out):
         if disp_by_col:
             rr = max(disp[j], 1e-10)
             for t in range(n):
-                m = max(mus[t], MU_FLOOR)
-                out[t] = rr * vlog1p(m / rr) + np.float64(y[t]) * vlog1p(rr / m)
+                out[t] = nb_mu_terms(rr, max(mus[t], MU_FLOOR), np.float64(y[t]))
         else:
             for t in range(n):
-                rr = max(disp[idx[t]], 1e-10)
-                m = max(mus[t], MU_FLOOR)
-                out[t] = rr * vlog1p(m / rr) + np.float64(y[t]) * vlog1p(rr / m)
+                out[t] = nb_mu_terms(max(disp[idx[t]], 1e-10), max(mus[t], MU_FLOOR),
+                                     np.float64(y[t]))
     elif code == KL:
         for t in range(n):
             yt = np.float64(y[t])
             m = max(mus[t], MU_FLOOR)
-            out[t] = yt * vlog(yt / m) - yt + m if yt > 0.0 else m
+            out[t] = kl_stored(yt, m) if yt > 0.0 else m
     else:
         for t in range(n):
             d = disp[j] if disp_by_col else disp[idx[t]]
