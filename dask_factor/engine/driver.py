@@ -586,7 +586,7 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
     from . import checkpoint as ckpt
 
     t0 = time.perf_counter()
-    run = _Run(kind, ex)
+    run = placing(ex, name, lambda: _Run(kind, ex))
     total = kind.warmup_steps + maxit
     # on a cluster, step t + 1 is started before step t's statistics are fetched (kinds whose
     # next step does not depend on what the driver records); the fit is the same, step for step.
@@ -601,7 +601,7 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
             prog.add(st, kind.record(len(prog.stats) + 1, st), tol)
     else:
         done, state_v, best_v = 0, kind.initial_state(), {}
-    run.restore(state_v, best_v)
+    placing(ex, name, lambda: run.restore(state_v, best_v))
     base = (done, state_v, best_v, list(prog.stats))  # the last recovery point (client side)
     reported = done  # steps whose callback has run (a replay does not call it again)
     highest = done
@@ -629,8 +629,7 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
             f"{name}: lost data on the cluster at step {highest + 1} (workers "
             f"{', '.join(lost)}; {type(exc).__name__}); resuming exactly from the snapshot "
             f"of step {b_step}", RuntimeWarning, stacklevel=user_stacklevel())
-        run._resetup()
-        run.restore(b_state, b_best)
+        placing(ex, name, lambda: (run._resetup(), run.restore(b_state, b_best)))
         prog = _Progress()
         for i, st in enumerate(b_stats):
             prog.add(st, kind.record(i + 1, st), tol)
@@ -765,6 +764,37 @@ def wait_for_a_worker(ex: Executor, name: str, lost: list[str], exc: BaseExcepti
         raise WorkerLostError(
             f"{name}: lost workers {', '.join(lost)} and no worker joined the cluster within "
             f"{WORKER_WAIT:.0f} s; the fit cannot go on (last error: {exc!r})") from err
+
+
+#: attempts at placing data on a cluster (scatters) while workers are being lost
+MAX_PLACE_ATTEMPTS = 5
+#: seconds between them, times the attempt: the scheduler needs a moment to notice a dead worker
+PLACE_BACKOFF = 0.5
+
+
+def placing(ex: Executor, name: str, place: Callable[[], Any]) -> Any:
+    """Run ``place()``, which puts data on the workers; if a worker dies meanwhile, wait for one
+    and place again (the scatter may have picked the dead worker before the scheduler knew).
+
+    Placing is idempotent here: every caller places under fresh keys or replaces what it held.
+    Gives up with :class:`WorkerLostError` after :data:`MAX_PLACE_ATTEMPTS` attempts.
+    """
+    for attempt in range(1, MAX_PLACE_ATTEMPTS + 1):
+        try:
+            return place()
+        except Exception as exc:
+            if not (ex.distributed and is_worker_loss(exc)):
+                raise
+            if attempt == MAX_PLACE_ATTEMPTS:
+                raise WorkerLostError(
+                    f"{name}: could not place data on the cluster in {MAX_PLACE_ATTEMPTS} "
+                    f"attempts: workers keep being lost (last error: {exc!r})") from exc
+            warnings.warn(f"{name}: a worker was lost while data were placed on the cluster "
+                          f"({type(exc).__name__}); placing them again", RuntimeWarning,
+                          stacklevel=user_stacklevel())
+            wait_for_a_worker(ex, name, ["(a worker)"], exc)
+            time.sleep(PLACE_BACKOFF * attempt)
+    raise AssertionError("unreachable")
 
 
 def _workers(ex: Executor) -> set[str]:

@@ -32,7 +32,7 @@ from ..kernels.svd import (
     merge_moments,
 )
 from .blocks import BlockedMatrix, block_graph
-from .driver import BlockOutput, Step, kept_value, sum_partials, wait_for_a_worker
+from .driver import BlockOutput, Step, kept_value, placing, sum_partials, wait_for_a_worker
 from .executor import Executor, is_worker_loss
 
 #: attempts at one pass, after lost workers, before the error is raised
@@ -211,7 +211,7 @@ class GramPasses:
         self.seconds: list[float] = []
         self._last_final: tuple[np.ndarray, bool] | None = None
         self._steps = 0  # graphs built (passes and the right-vector step), for unique keys
-        self._place()
+        placing(self.ex, "svd", self._place)
 
     def _place(self, tag: str | None = None):
         self.static, self.bkeys = block_graph(self.bm, self.ex, tag=tag)
@@ -222,18 +222,19 @@ class GramPasses:
         """Run ``build() -> (step graph, keep, fetch)``; after a lost worker, place the blocks
         anew and run the pass again (it is deterministic)."""
         for attempt in range(1, MAX_PASS_ATTEMPTS + 1):
-            g, keep, fetch = build()
-            t0 = time.perf_counter()
-            try:
+            try:  # building places the broadcast pack: a loss can surface there too
+                if attempt > 1:
+                    self._place(tag=uuid.uuid4().hex[:8])
+                    if any(self.convert):
+                        self.prepare(False)
+                g, keep, fetch = build()
+                t0 = time.perf_counter()
                 kept, out = self.ex.run(g.dsk, keep, fetch, g.placement())
             except Exception as exc:
                 if not (self.ex.distributed and is_worker_loss(exc)) \
                         or attempt == MAX_PASS_ATTEMPTS:
                     raise
                 wait_for_a_worker(self.ex, "svd", ["(a worker)"], exc)
-                self._place(tag=uuid.uuid4().hex[:8])
-                if any(self.convert):
-                    self.prepare(False)
                 continue
             self.seconds.append(time.perf_counter() - t0)
             return kept, out

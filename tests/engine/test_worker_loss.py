@@ -226,6 +226,74 @@ def test_recovery_gives_up_with_a_clear_error(cluster, hawaiibirds, monkeypatch)
         nmf(A, 3, seed=1, maxit=6, tol=0, client=cluster)
 
 
+def _fail_once(monkeypatch, method):
+    """Make ``Executor.<method>`` raise the error a scatter to a just-killed worker raises, once
+    (the race no kill timing reproduces reliably: the scheduler still lists the dead worker)."""
+    from distributed.comm.core import CommClosedError
+
+    from dask_factor.engine.executor import Executor
+
+    real = getattr(Executor, method)
+    calls = []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(method)
+        if len(calls) == 1:
+            raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Executor, method, flaky)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["scatter_blocks", "scatter", "scatter_many"])
+def test_fit_survives_a_loss_while_placing_data(cluster, hawaiibirds, monkeypatch, method):
+    """The blocks (``scatter_blocks``), the static data (``scatter``) and the state
+    (``scatter_many``) are placed before the first step: a loss there is waited out and the
+    data placed again, with a warning, and the fit is the undisturbed one."""
+    A = hawaiibirds.matrix
+    kw = dict(seed=2, maxit=5, tol=0, dtype="float64", client=cluster)
+    if method == "scatter":  # a target is static data the fit places (``Context.put``)
+        target = np.random.default_rng(0).random((4, A.shape[1]))
+        kw.update(target_H=target, target_lambda=0.5)
+    ref = nmf(A, 4, **kw)
+    calls = _fail_once(monkeypatch, method)
+    with pytest.warns(RuntimeWarning, match="lost while data were placed"):
+        model = nmf(A, 4, **kw)
+    assert len(calls) >= 2  # failed once, then placed
+    _same(model.W, ref.W, exact=True)
+    _same(model.H, ref.H, exact=True)
+
+
+def test_placing_gives_up_with_a_clear_error(cluster, hawaiibirds, monkeypatch):
+    from distributed.comm.core import CommClosedError
+
+    from dask_factor.engine import driver
+    from dask_factor.engine.executor import Executor
+
+    def dead(self, values):
+        raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+
+    monkeypatch.setattr(driver, "PLACE_BACKOFF", 0.0)
+    monkeypatch.setattr(Executor, "scatter_many", dead)
+    with pytest.raises(driver.WorkerLostError, match="could not place data on the cluster"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nmf(hawaiibirds.matrix, 3, seed=1, maxit=3, tol=0, client=cluster)
+
+
+def test_svd_survives_a_loss_while_placing_its_broadcast(cluster, pbmc3k, monkeypatch):
+    """A pass's broadcast (``Executor.scatter``) meeting a dead worker: the pass is run again."""
+    from dask_factor import svd
+
+    ref = svd(pbmc3k.matrix, 4, client=cluster)
+    ref_V = np.asarray(ref.V)
+    _fail_once(monkeypatch, "scatter")
+    res = svd(pbmc3k.matrix, 4, client=cluster)
+    np.testing.assert_array_equal(res.d, ref.d)
+    np.testing.assert_array_equal(np.asarray(res.V), ref_V)
+
+
 def test_svd_survives_kills(cluster, pbmc3k):
     """SVD passes are pure functions of A and the broadcast: a pass that loses a worker is run
     again, so the triplets equal the undisturbed run's."""
