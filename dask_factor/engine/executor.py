@@ -44,6 +44,10 @@ class Executor:
     def __init__(self, client=None):
         self.client = _distributed_client(client)
         self.get = None if self.client is not None else (get_scheduler() or dask.threaded.get)
+        if self.client is not None:
+            from . import malloc
+
+            malloc.register(self.client)  # blocks decode ~1.7x faster on nanny-started workers
         #: future key -> the worker a block was placed on (:meth:`scatter_blocks`)
         self.owners: dict[str, str] = {}
 
