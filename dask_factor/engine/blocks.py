@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from dask.delayed import Delayed
 
 from ..io.chunking import column_bounds_by_nnz, uniform_column_bounds
-from ..io.validate import cast_values, check_block
+from ..io.validate import cast_values, check_block, is_checked
 from ..kernels.validate import value_stats
 
 #: default target of stored entries per block for in-memory inputs
@@ -65,9 +65,13 @@ def _to_block(x, dtype, sparse, where="A"):
     if sparse:
         if not sp.issparse(x):
             x = sp.csc_matrix(np.asarray(x))
-        x = cast_values(sp.csc_matrix(x), dtype, where=where)
+        elif not (x.format == "csc" and is_checked(x)):
+            # a caller's object gets a wrapper of its own (flags found on it stay ours); one
+            # of our readers' keeps its canonical flag (a new wrapper would look for it again)
+            x = sp.csc_matrix(x)
+        x = cast_values(x, dtype, where=where)
         if not x.has_sorted_indices:
-            x.sort_indices()
+            x = x.sorted_indices()  # a copy: a caller's arrays are never reordered in place
         return x
     if sp.issparse(x):
         x = x.toarray()

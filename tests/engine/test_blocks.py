@@ -78,6 +78,25 @@ def test_unsorted_indices_are_sorted(mat):
     np.testing.assert_array_equal(materialise(as_blocked(X, dtype=np.float64)), mat.toarray())
 
 
+def test_a_callers_unsorted_chunks_are_sorted_in_a_copy():
+    """Chunks of a caller's dask array are sorted in a copy (never in place: the arrays may be
+    shared or read-only); blocks built by our readers are used as they are, no second pass."""
+    from dask_factor.engine.blocks import _to_block
+    from dask_factor.io.validate import csc_from_arrays
+
+    indices = np.array([2, 0, 1], dtype=np.int32)
+    indices.flags.writeable = False
+    theirs = sp.csc_matrix((np.array([1.0, 2.0, 3.0], dtype=np.float32), indices,
+                            np.array([0, 2, 3])), shape=(3, 2))
+    chunk = da.from_delayed(dask.delayed(theirs), (3, 2), meta=theirs[:0, :0])
+    out = materialise(as_blocked(chunk, dtype=np.float32))
+    np.testing.assert_array_equal(out, [[2, 0], [0, 3], [1, 0]])
+    np.testing.assert_array_equal(theirs.indices, [2, 0, 1])
+    ours = csc_from_arrays(np.ones(3, np.float32), np.array([0, 2, 1]), np.array([0, 2, 3]),
+                           (3, 2), where="x")
+    assert _to_block(ours, np.float32, True) is ours
+
+
 def test_chunks_gives_uniform_blocks(mat):
     bm = as_blocked(mat, chunks=64)
     np.testing.assert_array_equal(bm.bounds, [0, 64, 128, 192, 256, 300])

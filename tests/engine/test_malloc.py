@@ -74,6 +74,7 @@ def test_register_once_per_client_and_opt_out():
 
 
 @pytest.mark.cluster
+@pytest.mark.daemons
 @glibc
 def test_a_fit_installs_the_plugin_on_every_worker(hawaiibirds):
     distributed = pytest.importorskip("distributed")
