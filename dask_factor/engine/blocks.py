@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 from dask.delayed import Delayed
 
+from .._graph_spec import task
+from ..io.blocks import ReaderSource, reader_source
 from ..io.chunking import column_bounds_by_nnz, uniform_column_bounds
 from ..io.validate import cast_values, check_block, is_checked
 from ..kernels.validate import value_stats
@@ -96,6 +98,17 @@ def _read_block(dtype, sparse, where, shapes, *parts):
         check_block(p, shape, where=where if len(parts) == 1 else f"{where}, rows {r0}:"
                     f"{r0 + shape[0]}")
     return _stack_rows(dtype, sparse, *parts, where=where)
+
+
+def _read_source_block(src: ReaderSource, b: int, dtype, sparse, where):
+    """Block ``b`` of one of our readers' arrays, read and normalised in one task."""
+    return _read_block(dtype, sparse, where, ((0, (src.m, int(src.bounds[b + 1] -
+                                                             src.bounds[b]))),), src.read(b))
+
+
+def _too_few_blocks(A) -> bool:
+    """Too few column chunks to keep the workers busy: :func:`as_blocked` splits them."""
+    return len(A.chunks[1]) < MIN_BLOCKS and A.shape[1] >= 32 * MIN_BLOCKS
 
 
 def _slice_cols(x, start, stop, dtype, sparse):
@@ -213,11 +226,22 @@ def as_blocked(
     name = uuid.uuid4().hex[:10]
     if isinstance(A, da.Array):
         sparse = _is_sparse_meta(getattr(A, "_meta", None))
+        src = reader_source(A) if bounds is None and chunks is None else None
+        if src is not None and not _too_few_blocks(A):
+            # one of our readers' arrays: each block is read in the task that normalises it
+            bounds = np.asarray(src.bounds, dtype=np.int64)
+            blocks = [Delayed(key, {key: task(key, _read_source_block, src, c, dtype, sparse,
+                                             f"{label}: columns {int(bounds[c])}:"
+                                             f"{int(bounds[c + 1])}")})
+                      for c in range(bounds.size - 1)
+                      for key in [f"block-{name}-{c}"]]
+            return BlockedMatrix(blocks, bounds, tuple(int(s) for s in A.shape), dtype, sparse,
+                                 name=name, source=A)
         if bounds is not None:
             A = A.rechunk({1: tuple(int(c) for c in np.diff(np.asarray(bounds)))})
         elif chunks is not None:
             A = A.rechunk({1: int(chunks)})
-        elif len(A.chunks[1]) < MIN_BLOCKS and A.shape[1] >= 32 * MIN_BLOCKS:
+        elif _too_few_blocks(A):
             # too few column chunks to keep the workers busy: split them (a source chunk is
             # still loaded once per pass, the split is a slice of it)
             A = A.rechunk({1: -(-A.shape[1] // MIN_BLOCKS)})

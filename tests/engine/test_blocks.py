@@ -97,6 +97,27 @@ def test_a_callers_unsorted_chunks_are_sorted_in_a_copy():
     assert _to_block(ours, np.float32, True) is ours
 
 
+def test_reader_arrays_are_read_in_one_task_per_block(mat, tmp_path):
+    """An array opened from a file is read in the task that normalises each block (one task
+    per block, not a chunk task and a block task); anything derived from it takes the general
+    path; both give the same blocks."""
+    from dask_factor.engine.blocks import block_graph
+    from dask_factor.engine.executor import Executor
+    from dask_factor.io import open_matrix, write_matrix
+
+    path = tmp_path / "m.zarr"
+    write_matrix(mat, path, block_nnz=max(1, mat.nnz // 12))  # >= MIN_BLOCKS blocks
+    A = open_matrix(path)
+    fused = as_blocked(A, dtype=np.float32)
+    dsk, keys = block_graph(fused, Executor())
+    assert len(dsk) == len(keys) == fused.n_blocks == A.numblocks[1]
+    general = as_blocked(A.map_blocks(lambda x: x), dtype=np.float32)  # derived: a new array
+    dsk2, keys2 = block_graph(general, Executor())
+    assert len(dsk2) > len(keys2)
+    np.testing.assert_array_equal(materialise(fused), mat.toarray().astype(np.float32))
+    np.testing.assert_array_equal(materialise(general), materialise(fused))
+
+
 def test_chunks_gives_uniform_blocks(mat):
     bm = as_blocked(mat, chunks=64)
     np.testing.assert_array_equal(bm.bounds, [0, 64, 128, 192, 256, 300])
