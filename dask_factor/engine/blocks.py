@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from dask.delayed import Delayed
 
 from .._graph_spec import task
-from ..io.blocks import ReaderSource, reader_source
+from ..io.blocks import call_reader, reader_source
 from ..io.chunking import column_bounds_by_nnz, uniform_column_bounds
 from ..io.validate import cast_values, check_block, is_checked
 from ..kernels.validate import value_stats
@@ -100,10 +100,11 @@ def _read_block(dtype, sparse, where, shapes, *parts):
     return _stack_rows(dtype, sparse, *parts, where=where)
 
 
-def _read_source_block(src: ReaderSource, b: int, dtype, sparse, where):
-    """Block ``b`` of one of our readers' arrays, read and normalised in one task."""
-    return _read_block(dtype, sparse, where, ((0, (src.m, int(src.bounds[b + 1] -
-                                                             src.bounds[b]))),), src.read(b))
+def _read_source_block(reader, start: int, stop: int, m: int, dtype, sparse, where):
+    """Columns ``start:stop`` of one of our readers' arrays, read (and checked, as the array's
+    own task does) and normalised in one task."""
+    return _read_block(dtype, sparse, where, ((0, (m, stop - start)),),
+                       call_reader(reader, start, stop, m))
 
 
 def _too_few_blocks(A) -> bool:
@@ -230,11 +231,13 @@ def as_blocked(
         if src is not None and not _too_few_blocks(A):
             # one of our readers' arrays: each block is read in the task that normalises it
             bounds = np.asarray(src.bounds, dtype=np.int64)
-            blocks = [Delayed(key, {key: task(key, _read_source_block, src, c, dtype, sparse,
-                                             f"{label}: columns {int(bounds[c])}:"
-                                             f"{int(bounds[c + 1])}")})
-                      for c in range(bounds.size - 1)
-                      for key in [f"block-{name}-{c}"]]
+            blocks = []
+            for c in range(bounds.size - 1):
+                key, a, b = f"block-{name}-{c}", int(bounds[c]), int(bounds[c + 1])
+                # the reader and this block's columns only (not the bounds: O(blocks) a task)
+                blocks.append(Delayed(key, {key: task(key, _read_source_block, src.reader, a, b,
+                                                      src.m, dtype, sparse,
+                                                      f"{label}: columns {a}:{b}")}))
             return BlockedMatrix(blocks, bounds, tuple(int(s) for s in A.shape), dtype, sparse,
                                  name=name, source=A)
         if bounds is not None:

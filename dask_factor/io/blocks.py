@@ -98,7 +98,7 @@ def to_block(x, dtype=None, sparse: bool = True, *, where: str | None = None,
     return cast_values(np.asarray(x), dtype, where=what, contiguous=True)
 
 
-def _call_reader(reader, start: int, stop: int, m: int | None = None):
+def call_reader(reader, start: int, stop: int, m: int | None = None):
     """Run a reader in its task; its block is checked (shape, structure) before it leaves."""
     blk = reader(start, stop)
     path = getattr(reader, "path", None)
@@ -151,7 +151,7 @@ def array_from_reader(
     dsk = {}
     for b in range(bounds.size - 1):
         key = (name, 0, b)
-        dsk[key] = task(key, _call_reader, reader, int(bounds[b]), int(bounds[b + 1]), m)
+        dsk[key] = task(key, call_reader, reader, int(bounds[b]), int(bounds[b + 1]), m)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     if n == 0:
         col_chunks: tuple[int, ...] = (0,)
@@ -172,10 +172,6 @@ class ReaderSource:
     bounds: np.ndarray
     m: int
 
-    def read(self, b: int):
-        """Block ``b``, read and checked as the array's own task does."""
-        return _call_reader(self.reader, int(self.bounds[b]), int(self.bounds[b + 1]), self.m)
-
 
 def reader_source(x) -> ReaderSource | None:
     """The reader behind ``x`` if ``x`` is an array made by :func:`array_from_reader` itself
@@ -188,8 +184,8 @@ def reader_source(x) -> ReaderSource | None:
     --------
     >>> x = array_from_reader(lambda a, b: np.ones((2, b - a)), (2, 4), np.array([0, 2, 4]),
     ...                       np.float64, False, "ones")
-    >>> reader_source(x).read(1).shape, reader_source(x[:, :2]) is None
-    ((2, 2), True)
+    >>> reader_source(x).bounds, reader_source(x[:, :2]) is None
+    (array([0, 2, 4]), True)
     """
     src = getattr(x, "_dask_factor_source", None)
     if not isinstance(src, ReaderSource) or tuple(x.chunks[1]) != tuple(
