@@ -90,3 +90,22 @@ def test_a_fit_installs_the_plugin_on_every_worker(hawaiibirds):
         client.wait_for_workers(3)
         seen = client.run(lambda dask_worker: sorted(dask_worker.plugins))
         assert len(seen) == 3 and all(malloc.MallocPlugin.name in p for p in seen.values())
+
+
+@pytest.mark.cluster
+@pytest.mark.daemons
+def test_workers_in_the_clients_process_are_left_alone(hawaiibirds, monkeypatch):
+    """``LocalCluster(processes=False)``: the workers are threads of this process, whose
+    allocator the plugin does not touch."""
+    distributed = pytest.importorskip("distributed")
+    from dask_factor import nmf
+
+    calls = []
+    monkeypatch.setattr(malloc, "set_thresholds", lambda *a: calls.append(a) or True)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as lc, \
+            distributed.Client(lc) as client:
+        nmf(hawaiibirds.matrix, 3, seed=1, maxit=2, tol=0, client=client)
+        assert all(malloc.MallocPlugin.name in p for p in
+                   client.run(lambda dask_worker: sorted(dask_worker.plugins)).values())
+    assert calls == []

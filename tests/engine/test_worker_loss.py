@@ -50,6 +50,8 @@ class Chaos:
 
     def __call__(self, it, score, rel):
         self.calls.append(it)
+        for t in self.timers:  # a delayed kill lands before the fit's next iteration ends (a
+            t.join()           # fast fit could otherwise finish first and lose its result)
         if it in self.at:
             self.at.discard(it)
             self.kills += 1
@@ -305,6 +307,8 @@ def test_svd_survives_kills(cluster, pbmc3k):
     timers = []
 
     def on_pass(i, *_):
+        for t in timers:  # each kill lands during the SVD, not after it
+            t.join()
         if i in (3, 9):
             timers.append(threading.Timer(0.002, _kill_a_worker, (cluster,)))
             timers[-1].start()
