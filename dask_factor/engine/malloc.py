@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+import uuid
 import weakref
 
 import dask
+from distributed.diagnostics.plugin import WorkerPlugin
 
 #: allocations below this come from malloc's heaps (glibc's ``M_MMAP_THRESHOLD``)
 MMAP_THRESHOLD = 32 << 20
@@ -71,10 +72,8 @@ def set_thresholds(mmap_threshold: int = MMAP_THRESHOLD,
     return bool(ok)
 
 
-try:
-    from distributed.diagnostics.plugin import WorkerPlugin
-except ImportError:  # pragma: no cover - distributed is a core dependency
-    WorkerPlugin = object  # type: ignore[assignment,misc]
+#: this process, as the plugin tells it from others (PIDs repeat across hosts and containers)
+PROCESS = uuid.uuid4().hex
 
 
 class MallocPlugin(WorkerPlugin):
@@ -84,18 +83,18 @@ class MallocPlugin(WorkerPlugin):
 
     Examples
     --------
-    >>> MallocPlugin(client_pid=0).name
+    >>> MallocPlugin(PROCESS).name
     'dask-factor-malloc'
     """
 
     name = "dask-factor-malloc"
     idempotent = True  # registered again by every fit: runs once per worker
 
-    def __init__(self, client_pid: int):
-        self.client_pid = int(client_pid)
+    def __init__(self, client_process: str):
+        self.client_process = client_process
 
     def setup(self, worker) -> None:
-        if os.getpid() != self.client_pid:
+        if PROCESS != self.client_process:  # (a worker thread of the client's process)
             set_thresholds()
 
 
@@ -104,5 +103,5 @@ def register(client) -> None:
     config ``dask-factor.worker-malloc`` is False)."""
     if not dask.config.get(CONFIG_KEY, True) or client in _registered:
         return
-    client.register_plugin(MallocPlugin(os.getpid()), name=MallocPlugin.name)
+    client.register_plugin(MallocPlugin(PROCESS), name=MallocPlugin.name)
     _registered.add(client)
