@@ -101,10 +101,9 @@ def _read_block(dtype, sparse, where, shapes, *parts):
 
 
 def _read_source_block(reader, start: int, stop: int, m: int, dtype, sparse, where):
-    """Columns ``start:stop`` of one of our readers' arrays, read (and checked, as the array's
-    own task does) and normalised in one task."""
-    return _read_block(dtype, sparse, where, ((0, (m, stop - start)),),
-                       call_reader(reader, start, stop, m))
+    """Columns ``start:stop`` of one of our readers' arrays, read and normalised in one task
+    (``call_reader`` checks the block's shape and structure, as the array's own task does)."""
+    return _to_block(call_reader(reader, start, stop, m), dtype, sparse, where)
 
 
 def _too_few_blocks(A) -> bool:

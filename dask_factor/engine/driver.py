@@ -629,7 +629,11 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
             f"{name}: lost data on the cluster at step {highest + 1} (workers "
             f"{', '.join(lost)}; {type(exc).__name__}); resuming exactly from the snapshot "
             f"of step {b_step}", RuntimeWarning, stacklevel=user_stacklevel())
-        placing(ex, name, lambda: (run._resetup(), run.restore(b_state, b_best)))
+        def replace():  # fresh keys for the static data, then the snapshot's state
+            run._resetup()
+            run.restore(b_state, b_best)
+
+        placing(ex, name, replace)
         prog = _Progress()
         for i, st in enumerate(b_stats):
             prog.add(st, kind.record(i + 1, st), tol)

@@ -155,8 +155,8 @@ def log_factorial(y):
 
 @njit(nogil=True, cache=True, inline="always")
 def kl_stored(y, m):
-    """KL's ``ℓ(y, μ)`` of a stored entry (y > 0, m the floored μ)."""
-    return y * vlog(y / m) - y + m
+    """KL's ``ℓ(y, μ)`` (m the floored μ): ``y·log(y/μ) − y + μ``, and ``μ`` where y = 0."""
+    return y * vlog(y / m) - y + m if y > 0.0 else m
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -187,9 +187,7 @@ def unit_loss(code, y, mu, disp, power):
         return (y - mu) * (y - mu)
     m = max(mu, MU_FLOOR)
     if code == KL:
-        if y > 0.0:
-            return kl_stored(y, m)
-        return m
+        return kl_stored(y, m)
     if code == NB:
         r = max(disp, 1e-10)
         if y == 0.0:
@@ -475,9 +473,7 @@ def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out):
                                      np.float64(y[t]))
     elif code == KL:
         for t in range(n):
-            yt = np.float64(y[t])
-            m = max(mus[t], MU_FLOOR)
-            out[t] = kl_stored(yt, m) if yt > 0.0 else m
+            out[t] = kl_stored(np.float64(y[t]), max(mus[t], MU_FLOOR))
     else:
         for t in range(n):
             d = disp[j] if disp_by_col else disp[idx[t]]
