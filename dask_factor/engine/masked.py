@@ -129,7 +129,8 @@ def _csc_arrays(block, observed_only: bool = False):
         b.sort_indices()
         return b.indptr, b.indices, b.data, False
     m, n_p = block.shape
-    indptr = np.arange(n_p + 1, dtype=np.int64) * m
+    # int32 offsets when they fit, as sparse blocks have: one compiled kernel for both
+    indptr = np.arange(n_p + 1, dtype=np.int32 if m * n_p < 2**31 else np.int64) * m
     indices = np.tile(np.arange(m, dtype=np.int32), n_p)
     data = np.ascontiguousarray(np.asarray(block).T).ravel()
     return indptr, indices, data, False

@@ -957,17 +957,6 @@ def zero_losses(mu, disp, j, disp_by_col, code, power):
 
 
 @njit(nogil=True, cache=True)
-def penalized_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
-                        l1, l2):
-    """:func:`column_objective` (every entry) plus the penalties ``l1·Σx + ½·l2·‖x‖²``."""
-    out = column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
-                           NO_MASK, 0, False)
-    for f in range(x.size):
-        out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
-    return out
-
-
-@njit(nogil=True, cache=True)
 def _sums_and_gram(F):
     """Column sums ``Σᵢ Fᵢ`` (k,) and Gram ``FᵀF`` (k × k) of F (p × k), float64, in row order."""
     p, k = F.shape

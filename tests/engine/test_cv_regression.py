@@ -87,7 +87,7 @@ def _cold_masked_h(A, W, cd_maxit, cd_tol):
     """The first (cold) masked H half-step of the engine, on the whole of A as one block."""
     m, n = A.shape
     k = W.shape[1]
-    indptr = np.arange(n + 1, dtype=np.int64) * m
+    indptr = np.arange(n + 1, dtype=np.int32) * m  # as the engine's dense blocks
     indices = np.tile(np.arange(m, dtype=np.int32), n)
     data = np.ascontiguousarray(A.T).ravel()
     G = W.T @ W + EPS * np.eye(k)
@@ -97,7 +97,7 @@ def _cold_masked_h(A, W, cd_maxit, cd_tol):
     masked_h_step(indptr, indices, data, 0, m, W, G, 0.0, True, 0.0, np.zeros((1, k)),
                   np.ones(k), False, cd_maxit, cd_tol, True, np.uint64(cv_hash_seed(CV_SEED)),
                   np.uint64(holdout_threshold(FRACTION)), False, False, False, EPS,
-                  Ht, P, Q, C, s, s2, stats, NO_MASK, NO_MASK, NO_GRAM, np.zeros((0, k)))
+                  Ht, P, Q, C, s, s2, stats, NO_MASK, NO_MASK, NO_GRAM, np.zeros((0, k)), False)
     return Ht, P, Q, C, s, stats
 
 

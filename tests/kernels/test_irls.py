@@ -16,6 +16,28 @@ from dask_factor.kernels import irls as K
 LOSSES = ["kl", "nb", "gamma", "inverse_gaussian", "tweedie"]
 
 
+def solve_block(A, F, disp, code, X, *, l1=0.0, l2=0.0, ub=0.0, cd_tol=1e-14, irls_maxit=300,
+                irls_tol=1e-13, mk=K.NO_HOLDOUT, delta=0.0, zpi=K.NO_PI):
+    """``K.irls_block`` from a cold start (the solutions into ``X``), every argument given in
+    the types of the engine's float64 fits: the suite compiles the kernel once for all these
+    tests and the fits (each further signature costs ~10 s of compilation)."""
+    K.irls_block(A.indptr, A.indices, A.data, np.ascontiguousarray(F, dtype=np.float64),
+                 np.asarray(disp, dtype=np.float64), False, int(code), 1.5, float(l1), float(l2),
+                 True, float(ub), X, np.ones(X.shape[1]), False, 200, float(cd_tol),
+                 int(irls_maxit), float(irls_tol), X, mk, K.NO_MASK, K.NO_MASK, float(delta),
+                 zpi, False, K.NO_PI)
+
+
+def update_rows(At, H, disp_old, code, estimate, bounds, Wrows, out_disp, st, mk=K.NO_HOLDOUT,
+                zpi=K.NO_PI, zpi_by_col=False):
+    """``K.row_update`` with every argument given (one compiled signature, as
+    :func:`solve_block`)."""
+    K.row_update(At.indptr, At.indices, At.data, np.ascontiguousarray(H, dtype=np.float64),
+                 np.asarray(disp_old, dtype=np.float64), int(code), 1.5, bool(estimate),
+                 bool(estimate), np.asarray(bounds, dtype=np.float64), Wrows, out_disp, st, mk,
+                 K.NO_MASK, K.NO_MASK, 0.0, zpi, bool(zpi_by_col), K.NO_PI)
+
+
 def column_loss_np(loss, y, mu, r=5.0, q=1.5):
     """The objective of one column, written with numpy only (independent of the kernel)."""
     mu = np.maximum(mu, 1e-10)
@@ -53,8 +75,7 @@ def test_column_irls_reaches_the_scipy_optimum(loss):
     y = draw(loss, mu, rng)
     A = sp.csc_matrix(y[:, None])
     X = np.zeros((1, k))
-    K.irls_block(A.indptr, A.indices, A.data, F, np.full(m, 5.0), False, K.LOSS_CODES[loss],
-                 1.5, 0.0, 0.0, True, 0.0, X, np.ones(k), False, 200, 1e-14, 300, 1e-13, X)
+    solve_block(A, F, np.full(m, 5.0), K.LOSS_CODES[loss], X)
     ref = minimize(lambda x: column_loss_np(loss, y, F @ x), np.ones(k), method="L-BFGS-B",
                    bounds=[(0, None)] * k,
                    options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxfun=100000))
@@ -72,8 +93,7 @@ def test_column_irls_with_penalties_and_bound():
     A = sp.csc_matrix(y[:, None])
     l1, l2, ub = 0.7, 2.0, 2.0
     X = np.zeros((1, k))
-    K.irls_block(A.indptr, A.indices, A.data, F, np.zeros(m), False, K.KL, 1.5, l1, l2, True,
-                 ub, X, np.ones(k), False, 200, 1e-14, 300, 1e-13, X)
+    solve_block(A, F, np.zeros(m), K.KL, X, l1=l1, l2=l2, ub=ub)
 
     def obj(x):
         return column_loss_np("kl", y, F @ x) + l1 * x.sum() + 0.5 * l2 * (x ** 2).sum()
@@ -156,8 +176,7 @@ def test_nb_size_by_moments_matches_the_closed_form_and_the_truth():
     Y = rng.negative_binomial(r_true[:, None], r_true[:, None] / (r_true[:, None] + mu))
     At = sp.csc_matrix(Y.T.astype(float))  # columns of Aᵀ are the rows
     out_disp, st = np.empty(3), np.zeros(len(K.ROW_STATS))
-    K.row_update(At.indptr, At.indices, At.data, H, np.full(3, 10.0), K.NB, 1.5, True, True,
-                 np.array([0.01, 1e6]), Wrows, out_disp, st)
+    update_rows(At, H, np.full(3, 10.0), K.NB, True, [0.01, 1e6], Wrows, out_disp, st)
     closed = (mu ** 2).sum(1) / (((Y - mu) ** 2) - mu).sum(1)
     np.testing.assert_allclose(out_disp, closed, rtol=1e-9)
     np.testing.assert_allclose(out_disp, r_true, rtol=0.1)
@@ -218,21 +237,18 @@ def test_held_out_rows_are_as_if_deleted(loss, transposed):
     disp = np.full(p, 2.0 if loss == "nb" else 0.3)
     code = K.LOSS_CODES[loss]
     X = np.zeros((n, k))
-    K.irls_block(A.indptr, A.indices, A.data, F, disp, False, code, 1.5, 0.0, 0.0, True, 0.0,
-                 X, np.ones(k), False, 200, 1e-12, 20, 1e-10, X, mk, K.NO_MASK, K.NO_MASK)
+    solve_block(A, F, disp, code, X, cd_tol=1e-12, irls_maxit=20, irls_tol=1e-10, mk=mk)
     for j in range(n):
         keep = ~held[:, j]
         Aj = sp.csc_matrix(Y[keep, j][:, None])
         x = np.zeros((1, k))
-        K.irls_block(Aj.indptr, Aj.indices, Aj.data, np.ascontiguousarray(F[keep]),
-                     disp[keep], False, code, 1.5, 0.0, 0.0, True, 0.0, x, np.ones(k), False,
-                     200, 1e-12, 20, 1e-10, x)
+        solve_block(Aj, F[keep], disp[keep], code, x, cd_tol=1e-12, irls_maxit=20,
+                    irls_tol=1e-10)
         np.testing.assert_allclose(X[j], x[0], rtol=1e-5, atol=1e-8)
     # the held-out scores of the solution (dispersion kept: estimate=False)
     out_disp, st = np.empty(n), np.zeros(len(K.ROW_STATS))
     dcol = np.full(n, disp[0])
-    K.row_update(A.indptr, A.indices, A.data, F, dcol, code, 1.5, False, False,
-                 np.array([0.0, 1e6]), X, out_disp, st, mk, K.NO_MASK, K.NO_MASK)
+    update_rows(A, F, dcol, code, False, [0.0, 1e6], X, out_disp, st, mk)
     mu = F @ X.T
     cover = (Y > 0) | bool(K.zeros_observed(code, 1.5))
     # the per-entry loss is checked against scipy above: here, which entries are scored
@@ -278,9 +294,7 @@ def test_robust_column_reaches_the_scipy_optimum(loss, delta):
     assert ent == pytest.approx(robust_np(loss, y, mu, delta), rel=1e-10)
     A = sp.csc_matrix(y[:, None])
     X = np.zeros((1, k))
-    K.irls_block(A.indptr, A.indices, A.data, F, np.zeros(m), False, code, 1.5, 0.0, 0.0, True,
-                 0.0, X, np.ones(k), False, 200, 1e-14, 500, 1e-13, X, K.NO_HOLDOUT, K.NO_MASK,
-                 K.NO_MASK, delta)
+    solve_block(A, F, np.zeros(m), code, X, irls_maxit=500, delta=delta)
     ref = minimize(lambda x: robust_np(loss, y, F @ x, delta), np.ones(k), method="L-BFGS-B",
                    bounds=[(0, None)] * k,
                    options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxfun=100000))
@@ -350,8 +364,8 @@ def test_zero_inflated_dispersion_counts_zeros_by_their_count_share(code):
 
     def estimate(zpi):
         out, st = np.empty(3), np.zeros(len(K.ROW_STATS))
-        K.row_update(At.indptr, At.indices, At.data, H, r_true.copy(), code, 1.5, True, True,
-                     bounds, Wrows, out, st, zpi=zpi, zpi_by_col=True)
+        update_rows(At, H, r_true.copy(), code, True, bounds, Wrows, out, st, zpi=zpi,
+                    zpi_by_col=True)
         return out
 
     weighted, naive = estimate(pi_true.copy()), estimate(K.NO_PI)
@@ -387,9 +401,7 @@ def test_zero_inflated_column_reaches_the_scipy_optimum():
 
     A = sp.csc_matrix(y[:, None])
     X = np.zeros((1, k))
-    K.irls_block(A.indptr, A.indices, A.data, F, np.full(m, r), False, K.NB, 1.5, 0.0, 0.0, True,
-                 0.0, X, np.ones(k), False, 200, 1e-14, 500, 1e-13, X, K.NO_HOLDOUT, K.NO_MASK,
-                 K.NO_MASK, 0.0, np.full(m, pi), False)
+    solve_block(A, F, np.full(m, r), K.NB, X, irls_maxit=500, zpi=np.full(m, pi))
     ref = minimize(nll, np.ones(k), method="L-BFGS-B", bounds=[(0, None)] * k,
                    options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxfun=100000))
     assert nll(X[0]) <= ref.fun * (1 + 1e-8) + 1e-9
