@@ -330,7 +330,12 @@ def computes(dsk: dict) -> bool:
     >>> computes({"a": 1}), computes({"a": (sum, [1, 2])})
     (False, True)
     """
-    return any(_is_task_like(v) and type(v).__name__ != "Future" for v in dsk.values())
+    return any(is_read(v) for v in dsk.values())
+
+
+def is_read(v) -> bool:
+    """Whether a static graph value is a task that reads a block (not a value or future)."""
+    return _is_task_like(v) and type(v).__name__ != "Future"
 
 
 def _is_task_like(v) -> bool:

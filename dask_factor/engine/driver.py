@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import computes
+from .blocks import computes, is_read
 from .executor import Executor, WorkerLostError, is_worker_loss, local_blas_limit
 
 #: partials of this many blocks are summed per reduction task (in block order)
@@ -286,9 +286,49 @@ class Step:
                     return self.owners[x]
         return None
 
+    def with_reads_inlined(self, reads: set[str]) -> dict:
+        """The step's graph with each block read (``reads``: :func:`inlinable_reads`) that one
+        task of the step uses run inside that task: a task and a scheduler round trip fewer
+        per block and pass, and the block is never held or moved on its own."""
+        if not reads:
+            return self.dsk
+        uses: dict[str, int] = {}
+
+        def count(x):
+            if isinstance(x, str):
+                if x in reads:
+                    uses[x] = uses.get(x, 0) + 1
+            elif isinstance(x, (tuple, list)):
+                for y in x:
+                    count(y)
+
+        step_keys = list(self.dsk)[self.n_base:]
+        for key in step_keys:
+            count(self.dsk[key])
+        once = {k for k, n in uses.items() if n == 1}
+        out = {k: v for k, v in self.dsk.items() if k not in once}
+        for key in step_keys:
+            t = out[key]
+            if isinstance(t, tuple) and any(isinstance(a, str) and a in once for a in t[1:]):
+                out[key] = (t[0], *(self.dsk[a] if isinstance(a, str) and a in once else a
+                                    for a in t[1:]))
+        return out
+
     @property
     def size(self) -> int:
         return len(self.dsk) - self.n_base
+
+
+def inlinable_reads(static: dict) -> set[str]:
+    """The keys of a static graph's block reads (tasks run each pass, :func:`computes`) that no
+    other static task depends on: a step may run them inside their one user."""
+    import dask.core
+
+    reads = {k for k, v in static.items() if is_read(v)}
+    if reads:
+        for k in list(static):
+            reads -= dask.core.get_dependencies(static, k)
+    return reads
 
 
 @dataclass
@@ -461,6 +501,7 @@ class _Run:
         ctx = Context(self.ex, self.token, self.kind.prefix)
         self.kind.setup(ctx)
         self.static = ctx.static
+        self.reads = inlinable_reads(self.static)
         self.owners = {k: w for k, v in self.static.items()
                        if (w := self.ex.owner_of(v)) is not None}
 
@@ -510,7 +551,8 @@ class _Run:
         keys = _map(self.state, lambda h: _handle_key(h, g))
         built = self.kind.build(g, keys, step)
         keep = _flat_keys(built.state)
-        kept, stats = self.ex.submit(g.dsk, keep, built.stats, g.placement())
+        dsk = g.with_reads_inlined(self.reads) if self.ex.distributed else g.dsk
+        kept, stats = self.ex.submit(dsk, keep, built.stats, g.placement())
         self.sizes.append(g.size)
         prev = self.state
         self.state = _map(built.state, lambda k: kept[k])

@@ -19,7 +19,7 @@ from dask_factor.engine.blocks import (
     default_bounds,
     sum_stats,
 )
-from dask_factor.engine.driver import Step, sum_partials, tree_schedule
+from dask_factor.engine.driver import Step, inlinable_reads, sum_partials, tree_schedule
 
 
 def materialise(bm):
@@ -284,3 +284,31 @@ def test_blocks_are_placed_in_contiguous_runs_and_fits_match_threads(pbmc3k):
         got = nmf(A, k=4, seed=2, tol=0, maxit=4, chunks=75, client=client)
         assert got.W.tobytes() == ref.W.tobytes()
         assert np.asarray(got.H).tobytes() == np.asarray(ref.H).tobytes()
+
+
+def test_block_reads_used_once_run_inside_their_task():
+    """A step's graph on a cluster: a static block read that exactly one task of the step uses
+    runs inside that task (its key leaves the graph); a read used twice, or one that another
+    static task depends on, stays a task of its own; the values are unchanged."""
+    from dask._task_spec import Task
+
+    static = {
+        "r0": Task("r0", np.arange, 3),
+        "r1": Task("r1", np.arange, 4),
+        "r2": Task("r2", np.arange, 5),
+        "held": 10,
+        "dep": (np.sum, "r2"),  # another static task reads r2
+    }
+    reads = inlinable_reads(static)
+    assert reads == {"r0", "r1", "dep"}  # r2: another static task reads it
+    g = Step("t", "tok", 1, static)
+    a = g.task("a", (), np.sum, "r0")
+    b = g.task("b", (), lambda x, y: x.sum() + y, "r1", "held")
+    c = g.task("c", (), lambda x: x.sum(), "r1")
+    d = g.task("d", (), lambda x, y: x.sum() + y, "r2", "dep")
+    dsk = g.with_reads_inlined(reads)
+    assert "r0" not in dsk and "dep" not in dsk  # each has one user
+    assert "r1" in dsk and "r2" in dsk  # r1 has two users; r2 is read by "dep"
+    assert dsk[a][1] is static["r0"] and dsk[b][1] == "r1" and dsk[d][2] == static["dep"]
+    assert dask.get(dsk, [a, b, c, d]) == dask.get(g.dsk, [a, b, c, d]) == (3, 16, 6, 20)
+    assert g.with_reads_inlined(set()) is g.dsk
