@@ -551,8 +551,8 @@ class _Run:
         keys = _map(self.state, lambda h: _handle_key(h, g))
         built = self.kind.build(g, keys, step)
         keep = _flat_keys(built.state)
-        dsk = g.with_reads_inlined(self.reads) if self.ex.distributed else g.dsk
-        kept, stats = self.ex.submit(dsk, keep, built.stats, g.placement())
+        kept, stats = self.ex.submit(g.with_reads_inlined(self.reads), keep, built.stats,
+                                     g.placement())
         self.sizes.append(g.size)
         prev = self.state
         self.state = _map(built.state, lambda k: kept[k])
