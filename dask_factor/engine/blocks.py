@@ -334,7 +334,8 @@ def computes(dsk: dict) -> bool:
 
 
 def is_read(v) -> bool:
-    """Whether a static graph value is a task that reads a block (not a value or future)."""
+    """Whether a static graph value is a task run each pass (a block read or a step of one),
+    not a value or a future."""
     return _is_task_like(v) and type(v).__name__ != "Future"
 
 

@@ -292,7 +292,8 @@ class Step:
         per block and pass, and the block is never held or moved on its own."""
         if not reads:
             return self.dsk
-        uses: dict[str, int] = {}
+        uses: dict[str, int] = {}  # every mention of a read, nested ones included
+        direct: dict[str, int] = {}  # mentions as a task's own argument (those are replaced)
 
         def count(x):
             if isinstance(x, str):
@@ -304,8 +305,13 @@ class Step:
 
         step_keys = list(self.dsk)[self.n_base:]
         for key in step_keys:
-            count(self.dsk[key])
-        once = {k for k, n in uses.items() if n == 1}
+            t = self.dsk[key]
+            count(t)
+            if isinstance(t, tuple):
+                for a in t[1:]:
+                    if isinstance(a, str) and a in reads:
+                        direct[a] = direct.get(a, 0) + 1
+        once = {k for k, n in uses.items() if n == 1 and direct.get(k) == 1}
         out = {k: v for k, v in self.dsk.items() if k not in once}
         for key in step_keys:
             t = out[key]

@@ -298,17 +298,20 @@ def test_block_reads_used_once_run_inside_their_task():
         "r2": Task("r2", np.arange, 5),
         "held": 10,
         "dep": (np.sum, "r2"),  # another static task reads r2
+        "r3": Task("r3", np.arange, 2),
     }
     reads = inlinable_reads(static)
-    assert reads == {"r0", "r1", "dep"}  # r2: another static task reads it
+    assert reads == {"r0", "r1", "dep", "r3"}  # r2: another static task reads it
     g = Step("t", "tok", 1, static)
     a = g.task("a", (), np.sum, "r0")
     b = g.task("b", (), lambda x, y: x.sum() + y, "r1", "held")
     c = g.task("c", (), lambda x: x.sum(), "r1")
     d = g.task("d", (), lambda x, y: x.sum() + y, "r2", "dep")
+    e = g.task("e", (), lambda xs: xs[0].sum(), ["r3"])  # used once, but inside a list
     dsk = g.with_reads_inlined(reads)
+    assert dsk["r3"] is static["r3"] and dsk[e][1] == ["r3"]  # kept: only direct uses go
     assert "r0" not in dsk and "dep" not in dsk  # each has one user
     assert "r1" in dsk and "r2" in dsk  # r1 has two users; r2 is read by "dep"
     assert dsk[a][1] is static["r0"] and dsk[b][1] == "r1" and dsk[d][2] == static["dep"]
-    assert dask.get(dsk, [a, b, c, d]) == dask.get(g.dsk, [a, b, c, d]) == (3, 16, 6, 20)
+    assert dask.get(dsk, [a, b, c, d, e]) == dask.get(g.dsk, [a, b, c, d, e]) == (3, 16, 6, 20, 1)
     assert g.with_reads_inlined(set()) is g.dsk
