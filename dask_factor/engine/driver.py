@@ -293,7 +293,7 @@ class Step:
         if not reads:
             return self.dsk
         uses: dict[str, int] = {}  # every mention of a read, nested ones included
-        direct: dict[str, int] = {}  # mentions as a task's own argument (those are replaced)
+        direct: set[str] = set()  # reads that are some task's own argument (replaceable)
 
         def count(x):
             if isinstance(x, str):
@@ -308,10 +308,8 @@ class Step:
             t = self.dsk[key]
             count(t)
             if isinstance(t, tuple):
-                for a in t[1:]:
-                    if isinstance(a, str) and a in reads:
-                        direct[a] = direct.get(a, 0) + 1
-        once = {k for k, n in uses.items() if n == 1 and direct.get(k) == 1}
+                direct.update(a for a in t[1:] if isinstance(a, str) and a in reads)
+        once = {k for k in direct if uses[k] == 1}
         out = {k: v for k, v in self.dsk.items() if k not in once}
         for key in step_keys:
             t = out[key]
@@ -638,8 +636,9 @@ def _drive(kind, ex, *, maxit, tol, on_iteration, checkpoint, checkpoint_every, 
     total = kind.warmup_steps + maxit
     # on a cluster, step t + 1 is started before step t's statistics are fetched (kinds whose
     # next step does not depend on what the driver records); the fit is the same, step for step.
-    # Not when the blocks are read each pass: the next step's reads would start at once and
-    # hold the whole matrix in the workers' memory
+    # Not when the blocks are read each pass: reads left as tasks of their own would start at
+    # once and hold the whole matrix in the workers' memory (reads run inside their block solve,
+    # Step.with_reads_inlined, wait for the step's W; look-ahead for those is not tried yet)
     lookahead = ex.distributed and kind.lookahead and not computes(run.static)
     prog = _Progress()
     if resume is not None:

@@ -250,19 +250,19 @@ def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec, mk=NO_H
     k = pack.W.shape[1]
     n_p = indptr.size - 1
     # F and the solutions in float64, as in the W step: irls_block is compiled once for both
-    # steps (~13 s less compilation per process). The same bits: the kernel multiplies every
-    # entry of F by a float64, and rounding the solutions to the stored dtype after the solve
-    # equals rounding them in the store.
-    H64 = np.empty((n_p, k))
+    # steps (about 15 s less compilation in a fresh process). The same bits: the kernel
+    # multiplies every entry of F by a float64, and rounding the solutions to the stored dtype
+    # after the solve equals rounding them in the store.
+    Hx = np.empty((n_p, k))
     warm = hprev is not None
     Xprev = hprev if warm else np.zeros((1, k), dtype=cfg.dtype)
     irls_block(indptr, indices, data, np.asarray(pack.W, dtype=np.float64), pack.disp, False,
                spec.code, spec.power, cfg.L1[1], cfg.L2[1] + EPS_GRAM, cfg.nonneg[1],
                cfg.upper_bound[1], Xprev, pack.xscale, warm, cfg.cd_maxit, cfg.cd_tol,
-               spec.irls_max_iter, spec.irls_tol, H64, mk, mptr, midx, spec.robust, zpi, by_col,
+               spec.irls_max_iter, spec.irls_tol, Hx, mk, mptr, midx, spec.robust, zpi, by_col,
                zpi_out)
-    Ht = H64.astype(cfg.dtype)
-    H64 = Ht.astype(np.float64)
+    Ht = Hx.astype(cfg.dtype, copy=False)  # the kept H: rounded to the stored dtype
+    H64 = Ht.astype(np.float64, copy=False)
     return BlockOutput(((Ht, zpi_out if by_col else None),
                         (np.abs(H64).sum(axis=0), (H64 * H64).sum(axis=0))))
 

@@ -31,7 +31,8 @@ def solve_block(A, F, disp, code, X, *, l1=0.0, l2=0.0, ub=0.0, cd_tol=1e-14, ir
 def update_rows(At, H, disp_old, code, estimate, bounds, Wrows, out_disp, st, mk=K.NO_HOLDOUT,
                 zpi=K.NO_PI, zpi_by_col=False):
     """``K.row_update`` with every argument given (one compiled signature, as
-    :func:`solve_block`)."""
+    :func:`solve_block`); the block's objective is scored with the new dispersion exactly when
+    it is estimated (``score_new = estimate``, as in every call here)."""
     K.row_update(At.indptr, At.indices, At.data, np.ascontiguousarray(H, dtype=np.float64),
                  np.asarray(disp_old, dtype=np.float64), int(code), 1.5, bool(estimate),
                  bool(estimate), np.asarray(bounds, dtype=np.float64), Wrows, out_disp, st, mk,
