@@ -1,5 +1,5 @@
-"""The vectorisable logarithms (kernels/vmath.py) against numpy's, in ulps, and where they
-are used: NB's log-gamma terms of small counts."""
+"""The vectorisable logarithms and exponential (kernels/vmath.py) against numpy's, in ulps, and
+where they are used: NB's log-gamma terms of small counts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from numba import njit
 from scipy.special import gammaln
 
 from dask_factor.kernels import irls as K
-from dask_factor.kernels.vmath import vlog, vlog1p
+from dask_factor.kernels.vmath import vexp, vlog, vlog1p
 
 
 @njit(fastmath={"contract"}, error_model="numpy")
@@ -27,6 +27,12 @@ def _logs(x, out):  # as the kernels call them: inlined into a loop, products co
 def _log1ps(x, out):
     for i in range(x.size):
         out[i] = vlog1p(x[i])
+
+
+@njit(fastmath={"contract"}, error_model="numpy")
+def _exps(x, out):
+    for i in range(x.size):
+        out[i] = vexp(x[i])
 
 
 def _ulps(got, ref):
@@ -82,6 +88,37 @@ def test_special_values_follow_c():
     _log1ps(z, out)
     assert out[0] == -np.inf and out[1] == np.inf and np.isnan(out[2]) and out[3] == 0.0
     assert np.isnan(out[4])
+
+
+def test_vexp_within_one_ulp_down_to_the_subnormals():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.uniform(-745.1, 709.78, 400_000),
+                        rng.uniform(-1.0, 1.0, 100_000),  # around 1
+                        rng.uniform(-1e-12, 1e-12, 20_000),
+                        rng.uniform(-745.1, -708.0, 50_000)])  # subnormal results
+    out = np.empty_like(x)
+    _exps(x, out)
+    ref = np.exp(x)
+    assert np.all(np.abs(out - ref) <= np.spacing(ref))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.floats(min_value=-800.0, max_value=800.0, allow_nan=False))
+def test_vexp_matches_numpy_anywhere(x):
+    out = np.empty(1)
+    _exps(np.array([x]), out)
+    with np.errstate(over="ignore"):
+        ref = np.exp(x)
+    assert out[0] == ref or abs(out[0] - ref) <= np.spacing(ref)
+
+
+def test_vexp_special_values_follow_c():
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 709.79, -745.14, 709.78, -745.13])
+    out = np.empty_like(x)
+    _exps(x, out)
+    assert out[0] == 1.0 and out[1] == 1.0 and out[2] == np.inf and out[3] == 0.0
+    assert np.isnan(out[4]) and out[5] == np.inf and out[6] == 0.0
+    assert out[7] == np.exp(709.78) and out[8] == 5e-324
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
