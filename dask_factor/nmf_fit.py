@@ -214,7 +214,8 @@ class NMFResult:
                          solver="cd", cd_maxit=100, cd_tol=1e-8, dtype=np.dtype(s["dtype"]))
 
     def evaluate(self, A, *, loss: str | None = None, dispersion=None,
-                 tweedie_power: float | None = None, client=None) -> float:
+                 tweedie_power: float | None = None, robust: bool | str | float = False,
+                 zi: str = "none", pi=None, client=None) -> float:
         """Mean squared error, or a count-data loss, of the model against a matrix, exactly.
 
         One pass over A's column blocks (out of core for file inputs), float64 sums in a fixed
@@ -233,11 +234,22 @@ class NMFResult:
             loss (required otherwise for ``"nb"``/``"gp"``).
         tweedie_power : float, optional
             Default: the model's ``tweedie_power`` setting, else 1.5.
+        robust : bool, "mae" or float > 0, default False
+            Score the Huber-robust objective of ``nmf(robust=...)`` (True is δ = 1.345,
+            ``"mae"`` δ = 1e-4), under ``loss`` (least squares included: then the sum, not the
+            mean). The default scores the plain loss whatever the model was fitted with.
+        zi : {"none", "row", "col"}, default "none"
+            Score the zero-inflated negative log-likelihood of ``nmf(zi=...)`` (``loss="nb"``
+            or ``"gp"``) with the extra-zero probabilities ``pi``.
+        pi : array of shape (m,) for ``zi="row"``, (n,) for ``zi="col"``, optional
+            Probabilities in [0, 1); default: the model's own ``pi`` when it was fitted with
+            that ``zi`` (required otherwise).
 
         Returns
         -------
         float
-            ``mean((A − W diag(d) H)²)`` over all m·n entries, or ``Σ ℓ(A_ij, μ_ij)``.
+            ``mean((A − W diag(d) H)²)`` over all m·n entries, or ``Σ ℓ(A_ij, μ_ij)`` (robust
+            or zero-inflated as asked): a model's own settings give its ``objective``.
 
         Examples
         --------
@@ -249,10 +261,16 @@ class NMFResult:
         >>> kl = nmf(A, 4, seed=1, maxit=5, loss="kl")
         >>> abs(kl.evaluate(A, loss="kl") - kl.objective) < 1e-6 * kl.objective
         True
+        >>> nb = nmf(A, 4, seed=1, maxit=5, loss="nb", zi="row")
+        >>> abs(nb.evaluate(A, loss="nb", zi="row") - nb.objective) < 1e-6 * nb.objective
+        True
         """
         client = client or self._client
-        if loss is not None:
-            check_value("loss", loss, PARAMETERS["loss"])
+        v = validate_params({"loss": "mse" if loss is None else loss, "robust": robust,
+                             "zi": zi}, entry="evaluate")
+        delta = huber_delta(v["robust"])
+        if v["robust"] is not False:
+            loss = v["loss"]
         disp = None
         if loss in ("nb", "gp"):
             disp = dispersion if dispersion is not None else (
@@ -265,6 +283,22 @@ class NMFResult:
                                    (self.W.shape[0],)).copy()
         power = tweedie_power if tweedie_power is not None else float(
             self.settings.get("tweedie_power", 1.5))
+        zpi = None
+        if zi != "none":
+            size = self.W.shape[0] if zi == "row" else self.H_dask.shape[1]
+            zpi = pi if pi is not None else (
+                self.pi if self.settings.get("zi", "none") == zi else None)
+            if zpi is None:
+                raise ValueError(f"pi: zi={zi!r} needs the probability of an extra zero per "
+                                 f"{zi} (the model was fitted with zi="
+                                 f"{self.settings.get('zi', 'none')!r})")
+            zpi = np.asarray(zpi, dtype=np.float64)
+            if zpi.shape != (size,):
+                raise ValueError(f"pi: expected {size} probabilities (one per {zi}), got shape "
+                                 f"{zpi.shape}")
+            if not np.all((zpi >= 0) & (zpi < 1)):
+                raise ValueError(f"pi: expected probabilities in [0, 1), got values from "
+                                 f"{np.min(zpi)} to {np.max(zpi)}")
         prep = prepare_input(A, name="A", dtype=np.float64, client=client)
         m, n = prep.shape
         if (m, n) != (self.W.shape[0], self.H_dask.shape[1]):
@@ -274,11 +308,12 @@ class NMFResult:
         # slices of the distributed H: nothing is gathered on the client or embedded in graphs
         h_blocks = [self.H_dask[:, a:b].T
                     for a, b in zip(prep.bm.bounds[:-1], prep.bm.bounds[1:])]
-        if loss is not None and loss != "mse":
-            if prep.n_negative:
+        if (loss is not None and loss != "mse") or delta > 0:
+            if loss != "mse" and prep.n_negative:
                 raise ValueError(f"A: loss={loss!r} needs non-negative data; found "
                                  f"{prep.n_negative} negative entries")
-            return evaluate_loss(prep.bm, Wd, h_blocks, loss, disp, power, client)[0]
+            return evaluate_loss(prep.bm, Wd, h_blocks, loss, disp, power, client, delta=delta,
+                                 pi=zpi, zi=zi)[0]
         sse, _ = reconstruction_sse(prep.bm, Wd, h_blocks, client)
         return sse / (m * n)
 

@@ -525,18 +525,20 @@ def fit_irls(bm: BlockedMatrix, W0: np.ndarray, cfg: ALSConfig, spec: LossSpec, 
 # evaluation of any model under a loss
 
 
-def _block_loss(block, Wd, Ht, code, disp, power):
+def _block_loss(block, Wd, Ht, code, disp, power, delta, zpi, zpi_by_col):
     indptr, indices, data = csc_arrays(block)
     obj, sse = block_objective(indptr, indices, data, Wd, np.ascontiguousarray(Ht, np.float64),
-                               disp, False, code, power)
+                               disp, False, code, power, float(delta), zpi, zpi_by_col)
     return np.array([obj, sse])
 
 
 def evaluate_loss(bm: BlockedMatrix, Wd: np.ndarray, h_blocks: list, loss: str,
-                  dispersion: np.ndarray | None = None, power: float = 1.5, client=None):
+                  dispersion: np.ndarray | None = None, power: float = 1.5, client=None, *,
+                  delta: float = 0.0, pi: np.ndarray | None = None, zi: str = "none"):
     """``(Σ ℓ(A_ij, μ_ij), Σ (A_ij − μ_ij)²)`` of ``μ = Wd Hᵀ`` (``h_blocks[p]`` = H_pᵀ), exact,
     in float64, one task per column block and a fixed-order sum; nothing gathered but the two
-    numbers. ``dispersion`` (m,) is the NB size or GP θ per row."""
+    numbers. ``dispersion`` (m,) is the NB size or GP θ per row; ``delta`` > 0 scores the
+    robust objective; ``zi`` ``"row"``/``"col"`` the zero-inflated one with ``pi`` (m,) / (n,)."""
     import uuid
 
     import dask
@@ -548,9 +550,17 @@ def evaluate_loss(bm: BlockedMatrix, Wd: np.ndarray, h_blocks: list, loss: str,
     disp = np.zeros(bm.shape[0]) if dispersion is None else np.asarray(dispersion, np.float64)
     Wd = dask.delayed(np.ascontiguousarray(Wd, dtype=np.float64), name=f"lwd-{tok}")
     dd = dask.delayed(disp, name=f"ldisp-{tok}")
+    bounds = bm.bounds
+    if zi == "none":
+        zpis = [NO_PI] * len(bm.blocks)
+    else:
+        pi = np.asarray(pi, dtype=np.float64)
+        zpis = ([dask.delayed(pi, name=f"lpi-{tok}")] * len(bm.blocks) if zi == "row" else
+                [pi[a:b].copy() for a, b in zip(bounds[:-1], bounds[1:])])
     parts = [dask.delayed(_block_loss, pure=True)(b, Wd, h, code, dd, float(power),
+                                                  float(delta), z, zi == "col",
                                                   dask_key_name=f"loss-{tok}-{i}")
-             for i, (b, h) in enumerate(zip(bm.blocks, h_blocks))]
+             for i, (b, h, z) in enumerate(zip(bm.blocks, h_blocks, zpis))]
     total = dask.delayed(sum_partials, pure=True)(*parts, dask_key_name=f"loss-{tok}")
     out = compute_on(total, client)
     return float(out[0]), max(float(out[1]), 0.0)

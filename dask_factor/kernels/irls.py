@@ -49,7 +49,7 @@ from numba import njit
 
 from .masked import column_excluded
 from .nnls import cd_solve, residual, sweep_budget
-from .vmath import vlog, vlog1p
+from .vmath import vexp, vlog, vlog1p
 
 MSE, KL, NB, GAMMA, INVERSE_GAUSSIAN, TWEEDIE, GP = 0, 1, 2, 3, 4, 5, 6
 #: loss name → kernel code
@@ -304,91 +304,295 @@ def zi_zero(code, mu, disp, power, pi):
     return -math.log(mix), (1.0 - pi) * p0 / mix
 
 
-@njit(nogil=True, cache=True)
-def zi_entries(indptr, indices, j, F, x, disp, disp_by_col, code, power, zpi, zpi_by_col,
-               ex_row, ne, cz, want_cz):
-    """The zero-inflated part of column j's objective over its kept entries: ``−log(1 − π)`` per
-    stored entry and the mixture loss of each zero (:func:`zi_zero`); with ``want_cz`` also
-    ``cz = Σ_zeros (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``, the zeros' pull (the gradient of the mixture's
-    loss: the E-step's weights at the current μ). π is ``zpi[j]`` (``zpi_by_col``) or
-    ``zpi[i]``. O(p·k)."""
-    k = x.size
-    start, end = indptr[j], indptr[j + 1]
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _zi_term(code, mu, disp, pi):
+    """``(ℓ, 1 − z, ∂ℓ(0, μ)/∂μ)`` of a zero at ``μ`` under zero inflation π (:func:`zi_zero`
+    and :func:`zero_slope` for NB, GP and KL, in arithmetic a loop over rows vectorises)."""
+    m = max(mu, MU_FLOOR)
+    if code == NB:
+        r = max(disp, 1e-10)
+        l0 = r * vlog1p(m / r)
+        slope = r / (r + max(mu, 0.0))
+    elif code == GP:
+        l0 = m / (1.0 + max(disp, 0.0))
+        slope = 1.0
+    else:  # KL
+        l0 = m
+        slope = 1.0
+    p0 = vexp(-l0)
+    mix = max(pi + (1.0 - pi) * p0, 1e-300)
+    return -vlog(mix), (1.0 - pi) * p0 / mix, slope
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+def zi_rows(Ft, x, j, disp, disp_by_col, code, zpi, zpi_by_col, mu, cz, want_cz):
+    """``Σᵢ`` over every row of the mixture loss a zero at ``μᵢ = (F x)ᵢ`` would have
+    (:func:`_zi_term`; π is ``zpi[j]`` with ``zpi_by_col``, else ``zpi[i]``), with ``mu`` ← F x
+    (as :func:`all_means`, to the bit) and, with ``want_cz``, ``cz`` ← ``Σᵢ (1 − zᵢ)·
+    ∂ℓ(0, μᵢ)/∂μ·Fᵢ``. ``Ft`` is Fᵀ (k × p, C order). O(p·k), in tiles of :data:`PULL_TILE`
+    rows whose sums go lane by lane into partials added in lane order at the end (as
+    :func:`zero_pull`): every loop vectorises and the order is fixed."""
+    k, p = Ft.shape
+    T = PULL_TILE
+    acc = np.zeros((k, T))
+    ls = np.zeros(T)
+    w1 = np.empty(T)
+    dt = np.empty(T)
+    pt = np.empty(T)
+    for i0 in range(0, p, T):
+        n = min(T, p - i0)
+        mt = mu[i0:i0 + n]
+        for t in range(n):
+            mt[t] = 0.0
+        for f in range(k):
+            xf = x[f]
+            ft = Ft[f, i0:i0 + n]
+            for t in range(n):
+                mt[t] += xf * ft[t]
+        if disp_by_col:
+            dt[:n] = disp[j]
+        else:
+            dt[:n] = disp[i0:i0 + n]
+        if zpi_by_col:
+            pt[:n] = zpi[j]
+        else:
+            pt[:n] = zpi[i0:i0 + n]
+        for t in range(n):
+            ell, keep, slope = _zi_term(code, mt[t], dt[t], pt[t])
+            ls[t] += ell
+            w1[t] = keep * slope
+        if want_cz:
+            for f in range(k):
+                ft = Ft[f, i0:i0 + n]
+                af = acc[f]
+                for t in range(n):
+                    af[t] += w1[t] * ft[t]
+    out = 0.0
+    for t in range(T):
+        out += ls[t]
     if want_cz:
         for f in range(k):
-            cz[f] = 0.0
-    out = 0.0
-    q = start
-    e = 0
-    for i in range(F.shape[0]):
-        q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
-        if skip:
-            continue
-        pi = zpi[j] if zpi_by_col else zpi[i]
-        if stored:
-            out -= math.log1p(-pi)
-            continue
-        d = disp[j] if disp_by_col else disp[i]
-        mu = _dot(F, i, x)
-        ell, keep = zi_zero(code, mu, d, power, pi)
-        out += ell
-        if want_cz:
-            c = keep * zero_slope(code, mu, d, power)
-            for f in range(k):
-                cz[f] += c * F[i, f]
+            s_ = 0.0
+            for t in range(T):
+                s_ += acc[f, t]
+            cz[f] = s_
     return out
 
 
 @njit(nogil=True, cache=True)
-def zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, zpi, ex_row, ne):
-    """One walk over the kept entries of column j at ``μ = F x`` under zero inflation:
-    ``(kept, Σ zᵢ, Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, the last three over its zeros, ``zᵢ`` the
-    posterior of being an extra zero (:func:`zi_zero`) with π = ``zpi[i]`` when ``zpi`` has
-    entries, else ``pi``. O(p·k)."""
-    start, end = indptr[j], indptr[j + 1]
-    q = start
+def zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi, zpi_by_col,
+               ex_row, ne, mu, cz, want_cz):
+    """The zero-inflated part of column j's objective over its kept entries: ``−log(1 − π)`` per
+    stored entry and the mixture loss of each zero (:func:`zi_zero`); with ``want_cz`` also
+    ``cz = Σ_zeros (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``, the zeros' pull (the gradient of the mixture's
+    loss: the E-step's weights at the current μ). π is ``zpi[j]`` (``zpi_by_col``) or
+    ``zpi[i]``; ``code`` NB, GP or KL. ``Ft`` (Fᵀ, C order) and ``mu`` (p,, scratch): every row
+    is first scored as a zero in vectorised passes (:func:`zi_rows`), then the stored and the
+    excluded rows' zero terms are taken back out (O(nnz)); an empty ``Ft`` is made here.
+    O(p·k)."""
+    if Ft.shape[1] != F.shape[0] or mu.size != F.shape[0]:
+        Ft = np.ascontiguousarray(F.T)
+        mu = np.empty(F.shape[0])
+    k = x.size
+    out = zi_rows(Ft, x, j, disp, disp_by_col, code, zpi, zpi_by_col, mu, cz, want_cz)
     e = 0
-    kept = 0
+    for q in range(indptr[j], indptr[j + 1]):
+        i = indices[q]
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:  # taken out with the exclusions below
+            continue
+        pi = zpi[j] if zpi_by_col else zpi[i]
+        ell, keep, slope = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i], pi)
+        out += -math.log1p(-pi) - ell
+        if want_cz:
+            for f in range(k):
+                cz[f] -= keep * slope * F[i, f]
+    for e in range(ne):
+        i = ex_row[e]
+        pi = zpi[j] if zpi_by_col else zpi[i]
+        ell, keep, slope = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i], pi)
+        out -= ell
+        if want_cz:
+            for f in range(k):
+                cz[f] -= keep * slope * F[i, f]
+    return out
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+def _share_rows(Ft, x, j, disp, disp_by_col, code, zpi, pi, mu):
+    """``(Σ zᵢ, Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)`` over every row scored as a zero at ``μ = F x``
+    (:func:`_zi_term`; π is ``zpi[i]`` when ``zpi`` has entries, else ``pi``), with ``mu`` ←
+    F x; tiles and lane partials as :func:`zi_rows`."""
+    k, p = Ft.shape
+    T = PULL_TILE
+    a0 = np.zeros(T)
+    a1 = np.zeros(T)
+    a2 = np.zeros(T)
+    dt = np.empty(T)
+    pt = np.empty(T)
+    for i0 in range(0, p, T):
+        n = min(T, p - i0)
+        mt = mu[i0:i0 + n]
+        for t in range(n):
+            mt[t] = 0.0
+        for f in range(k):
+            xf = x[f]
+            ft = Ft[f, i0:i0 + n]
+            for t in range(n):
+                mt[t] += xf * ft[t]
+        if disp_by_col:
+            dt[:n] = disp[j]
+        else:
+            dt[:n] = disp[i0:i0 + n]
+        if zpi.size > 0:
+            pt[:n] = zpi[i0:i0 + n]
+        else:
+            pt[:n] = pi
+        for t in range(n):
+            _, keep, _ = _zi_term(code, mt[t], dt[t], pt[t])
+            a0[t] += 1.0 - keep
+            a1[t] += keep * mt[t]
+            a2[t] += keep * mt[t] * mt[t]
     tz = 0.0
     s1 = 0.0
     s2 = 0.0
-    for i in range(F.shape[0]):
-        q, e, stored, skip = _walk(indices, end, q, ex_row, ne, e, i)
-        if skip:
-            continue
-        kept += 1
-        if stored:
-            continue
-        d = disp[j] if disp_by_col else disp[i]
-        mu = _dot(F, i, x)
-        w = zi_zero(code, mu, d, power, zpi[i] if zpi.size > 0 else pi)[1]
-        tz += 1.0 - w
-        s1 += w * mu
-        s2 += w * mu * mu
-    return kept, tz, s1, s2
+    for t in range(T):
+        tz += a0[t]
+        s1 += a1[t]
+        s2 += a2[t]
+    return tz, s1, s2
 
 
 @njit(nogil=True, cache=True)
-def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_row, ne):
+def zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, zpi, ex_row, ne,
+                Ft=NO_FT, mu=NO_PI):
+    """The kept entries of column j at ``μ = F x`` under zero inflation: ``(kept, Σ zᵢ,
+    Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, the last three over its zeros, ``zᵢ`` the posterior of
+    being an extra zero (:func:`zi_zero`) with π = ``zpi[i]`` when ``zpi`` has entries, else
+    ``pi``; ``code`` NB, GP or KL. ``Ft`` (Fᵀ, C order) and ``mu`` (p,, scratch): every row is
+    scored as a zero in vectorised passes (:func:`_share_rows`), then the stored and excluded
+    rows are taken back out (O(nnz)); an empty ``Ft`` is made here. O(p·k)."""
+    if Ft.shape[1] != F.shape[0] or mu.size != F.shape[0]:
+        Ft = np.ascontiguousarray(F.T)
+        mu = np.empty(F.shape[0])
+    tz, s1, s2 = _share_rows(Ft, x, j, disp, disp_by_col, code, zpi, pi, mu)
+    e = 0
+    for q in range(indptr[j], indptr[j + 1]):
+        i = indices[q]
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:  # taken out with the exclusions below
+            continue
+        _, keep, _ = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i],
+                              zpi[i] if zpi.size > 0 else pi)
+        tz -= 1.0 - keep
+        s1 -= keep * mu[i]
+        s2 -= keep * mu[i] * mu[i]
+    for e in range(ne):
+        i = ex_row[e]
+        _, keep, _ = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i],
+                              zpi[i] if zpi.size > 0 else pi)
+        tz -= 1.0 - keep
+        s1 -= keep * mu[i]
+        s2 -= keep * mu[i] * mu[i]
+    return F.shape[0] - ne, tz, s1, s2
+
+
+@njit(nogil=True, cache=True)
+def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_row, ne,
+               Ft=NO_FT, mu=NO_PI):
     """One EM step of column j's zero-inflation probability at ``μ = F x``: the mean over its
     kept entries of the posterior ``z`` of being an extra zero (0 for a stored entry)."""
     kept, total, _, _ = zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power,
-                                    pi, NO_PI, ex_row, ne)
+                                    pi, NO_PI, ex_row, ne, Ft, mu)
     if kept == 0:
         return pi
-    return min(total / kept, PI_MAX)
+    return min(max(total, 0.0) / kept, PI_MAX)
+
+
+@njit(nogil=True, cache=True)
+def _robust_mse_column(indptr, indices, data, j, F, Ft, Q, x, delta, ex_row, ne, mu, G, b,
+                       gram):
+    """:func:`robust_column` for least squares with the zeros in the fit, from the Gram
+    ``Q = FᵀF``: every kept entry has weight 1 but the outliers (``|y − μ| > δ``, weight
+    ``δ/|y − μ|``), so ``Σ`` over the rows is ``xᵀQx`` (``G`` ← Q) corrected at the stored and
+    excluded rows (O(nnz·k²)) and at the zeros whose ``|μ| > δ`` (found in one pass over ``μ``,
+    computed in vectorised passes, :func:`all_means`): O(p·k + (nnz + outliers)·k²) instead
+    of O(p·k²)."""
+    k = x.size
+    p = F.shape[0]
+    all_means(Ft, x, mu)
+    out = 0.0
+    for f in range(k):
+        s_ = 0.0
+        for g in range(k):
+            s_ += Q[f, g] * x[g]
+        out += x[f] * s_
+    if gram:
+        for f in range(k):
+            for g in range(f + 1):
+                G[f, g] += Q[f, g]
+    start, end = indptr[j], indptr[j + 1]
+    e = 0
+    for q in range(start, end):  # a stored entry: its own term instead of a zero's
+        i = indices[q]
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:
+            continue
+        y = np.float64(data[q])
+        m = mu[i]
+        ent, h = robust_parts(MSE, y, m, 0.0, 0.0, delta)
+        out += ent - m * m
+        if gram:
+            for f in range(k):
+                hf = (h - 1.0) * F[i, f]
+                b[f] += h * y * F[i, f]
+                for g in range(f + 1):
+                    G[f, g] += hf * F[i, g]
+    for e in range(ne):  # an excluded row: no term
+        i = ex_row[e]
+        out -= mu[i] * mu[i]
+        if gram:
+            for f in range(k):
+                for g in range(f + 1):
+                    G[f, g] -= F[i, f] * F[i, g]
+    q = start
+    e = 0
+    for i in range(p):  # a zero beyond δ: Huber's linear part
+        r = abs(mu[i])
+        if r <= delta:
+            continue
+        while q < end and indices[q] < i:
+            q += 1
+        while e < ne and ex_row[e] < i:
+            e += 1
+        if (q < end and indices[q] == i) or (e < ne and ex_row[e] == i):
+            continue
+        out -= (r - delta) * (r - delta)
+        if gram:
+            c = 1.0 - delta / r
+            for f in range(k):
+                cf = c * F[i, f]
+                for g in range(f + 1):
+                    G[f, g] -= cf * F[i, g]
+    return out
 
 
 @njit(nogil=True, cache=True)
 def robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
-                  ex_row, ne, obs_only, G, b, gram):
+                  ex_row, ne, obs_only, G, b, gram, Ft=NO_FT, Q=NO_FT, mu=NO_PI):
     """``Σ`` of :func:`robust_parts`' entries over every kept entry of column j (a dense pass over
     the rows of F: zeros too when the loss covers them); with ``gram`` also the weighted normal
     equations ``G += Σ hᵢwᵢ FᵢFᵢᵀ`` (lower triangle), ``b += Σ hᵢwᵢ yᵢ Fᵢ`` of the robust IRLS
     step, every kept entry a quadratic term (a zero's has the gradient of its own loss,
-    ``wᵢμᵢ = ∂ℓ(0, μᵢ)/∂μ``). O(p·k²) with ``gram``, O(p·k) without."""
+    ``wᵢμᵢ = ∂ℓ(0, μᵢ)/∂μ``). O(p·k²) with ``gram``, O(p·k) without. Least squares with the
+    zeros in the fit, given ``Ft`` (Fᵀ, C order), ``Q`` (FᵀF) and ``mu`` (p,, scratch), takes
+    :func:`_robust_mse_column`'s shortcut (the same sums, in another order)."""
     k = x.size
     zeros = zeros_observed(code, power) and not obs_only
+    if (code == MSE and zeros and Q.shape[0] == k and Ft.shape[1] == F.shape[0]
+            and mu.size == F.shape[0]):
+        return _robust_mse_column(indptr, indices, data, j, F, Ft, Q, x, delta, ex_row, ne, mu,
+                                  G, b, gram)
     start, end = indptr[j], indptr[j + 1]
     q = start
     e = 0
@@ -638,7 +842,7 @@ def _relative_change(x, xold):
 
 @njit(nogil=True, cache=True)
 def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1, l2,
-                 ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms):
+                 ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q):
     """The part of column j's penalised objective at ``x`` that :func:`irls_column` evaluates:
     the penalties plus the robust objective of every kept entry (``delta`` > 0,
     :func:`robust_column`), or the stored entries' loss (:func:`stored_value`, which fills
@@ -650,19 +854,19 @@ def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, powe
     if delta > 0.0:
         return out + robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search,
                                    power, delta, ex_row, ne, obs_only, np.empty((0, 0)), cz,
-                                   False)
+                                   False, Ft, Q, mu)
     out += stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
                         ex_row, ne, ms)
     if zpi.size > 0 and not obs_only and zeros_observed(search, power):
-        out += zi_entries(indptr, indices, j, F, x, disp, disp_by_col, search, power, zpi,
-                          zpi_by_col, ex_row, ne, cz, True)
+        out += zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, search, zpi,
+                          zpi_by_col, ex_row, ne, mu, cz, True)
     return out
 
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, power, l1, l2,
                 nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm, G, vk, vp, ws, ms,
-                ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False):
+                ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Q=NO_FT):
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
@@ -672,9 +876,9 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     sweeps made. The column must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero
     weight (held out or missing: no part of the fit); with ``obs_only`` every unstored entry is
     missing. ``delta`` > 0: the robust (Huber) fit of :func:`robust_parts`, every step a dense
-    pass over the rows (:func:`robust_column`). ``zpi``: the zero-inflation probabilities (by
-    column of the block with ``zpi_by_col``, else by row of F; empty: none) — the zeros' pull
-    is then weighted by their E-step share.
+    pass over the rows (:func:`robust_column`; least squares from the Gram ``Q`` = FᵀF).
+    ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
+    by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
 
     **The step test.** A step is kept when the column's objective does not rise. The zeros'
     part of the objective is not evaluated entry by entry where it need not be: KL and GP
@@ -722,7 +926,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     sweeps = 0
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
     v_old = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1,
-                         l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms)
+                         l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q)
     for it in range(irls_maxit):
         if concave:
             zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb)
@@ -732,7 +936,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                 G[f, g] = 0.0
         if robust:
             robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
-                          delta, ex_row, ne, obs_only, G, b, True)
+                          delta, ex_row, ne, obs_only, G, b, True, Ft, Q, mu)
         else:  # μ at the stored entries: from the last evaluation, at this x
             newton = warm or it > 0  # a cold start (x = 0) has no curvature to observe
             e = 0
@@ -775,7 +979,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
         while True:
             v_new = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search,
                                  power, l1, l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col,
-                                 cz, ms)
+                                 cz, ms, Ft, mu, Q)
             lin = 0.0
             for f in range(k):
                 lin += cb[f] * (x[f] - xold[f])
@@ -856,10 +1060,13 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
         for f in range(k):
             Fsum[f] += F[i, f]
     concave = (code == NB or (code == TWEEDIE and power < 2.0)) and delta == 0.0
-    Ft = np.ascontiguousarray(F.T) if concave else np.empty((k, 0), dtype=F.dtype)
+    robust_ls = code == MSE and delta > 0.0  # robust least squares: from FᵀF
+    rows = concave or zpi.size > 0 or robust_ls  # passes over every row of F: Fᵀ and μ
+    Ft = np.ascontiguousarray(F.T) if rows else np.empty((k, 0), dtype=F.dtype)
+    Q = _sums_and_gram(F)[1] if robust_ls else np.empty((0, 0))
     G = np.empty((k, k))
     vk = np.empty((5, k))
-    vp = np.empty((3, p if concave else 0))
+    vp = np.empty((3, p if rows else 0))
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)
     ms = np.empty((2, p))
@@ -876,29 +1083,30 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
         total += irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code,
                              power, l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit,
                              irls_tol, warm, G, vk, vp, ws, ms, ex_row, ne, mk[5], delta, zpi,
-                             zpi_by_col)
+                             zpi_by_col, Q)
         for f in range(k):
             Xt[j, f] = x[f]
         if zpi_out.size > 0:
             zpi_out[j] = zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power,
-                                    zpi[j], ex_row, ne)
+                                    zpi[j], ex_row, ne, Ft, vp[0])
     return total
 
 
 @njit(nogil=True, cache=True)
 def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
                      ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Ft=NO_FT,
-                     mu=NO_PI):
+                     mu=NO_PI, Q=NO_FT):
     """``Σᵢ ℓ(y_ij, μᵢ)`` of column ``j`` with ``μ = F x``, zero entries included when the loss
     has mass at 0 (O(nnz·k), plus O(p·k) for NB and Tweedie). No explicit zeros stored. Rows
     ``ex_row[:ne]`` are left out; with ``obs_only`` the unstored entries too. ``delta`` > 0:
     the robust objective (:func:`robust_column`); ``zpi``: zero inflation (:func:`zi_entries`).
     ``Ft`` (Fᵀ in C order) and ``mu`` (p,, scratch): the zeros' means and then their losses,
-    each in one vectorised pass (:func:`all_means`, :func:`zero_losses`)."""
+    each in one vectorised pass (:func:`all_means`, :func:`zero_losses`); ``Q`` (FᵀF): robust
+    least squares from the Gram (:func:`robust_column`)."""
     if delta > 0.0:
         return robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                              delta, ex_row, ne, obs_only, np.empty((0, 0)), np.empty(0),
-                             False)
+                             False, Ft, Q, mu)
     start, end = indptr[j], indptr[j + 1]
     out = 0.0
     e = 0
@@ -912,8 +1120,8 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
     if obs_only or not zeros_observed(code, power):
         return out
     if zpi.size > 0:
-        return out + zi_entries(indptr, indices, j, F, x, disp, disp_by_col, code, power, zpi,
-                                zpi_by_col, ex_row, ne, x, False)
+        return out + zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi,
+                                zpi_by_col, ex_row, ne, mu, x, False)
     if code == KL or code == GP:  # ℓ(0, μ) is linear in μ: Σ_zeros from Σ_all − Σ_stored
         if code == KL or disp_by_col:
             scale = 1.0 / (1.0 + max(disp[j], 0.0)) if code == GP else 1.0
@@ -1029,26 +1237,33 @@ def _column_test(F, x, disp, disp_by_col, j, code, power, ex_row, ex_val, ex_tes
 
 
 @njit(nogil=True, cache=True)
-def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power):
+def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power, delta,
+                    zpi, zpi_by_col):
     """``(Σ ℓ, Σ (y − μ)²)`` over a CSC block (p × n) with ``μ = F Xtᵀ``, all entries, float64.
 
     The exact objective and squared error of ``evaluate(A, loss=...)``: one serial pass per
-    column (O(p·k) per column for the zeros, O(nnz·k) for the stored entries).
+    column (O(p·k) per column for the zeros, O(nnz·k) for the stored entries). ``delta`` > 0:
+    the robust objective (least squares included); ``zpi`` (non-empty): the zero-inflated one,
+    π per row, or per column of the block (``zpi_by_col``), as :func:`column_objective`.
     """
     n = indptr.size - 1
     k = F.shape[1]
     Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
+    rows = code == NB or code == TWEEDIE or zpi.size > 0 or (code == MSE and delta > 0.0)
+    Ft = np.ascontiguousarray(F.T) if rows else np.empty((k, 0))
+    mu = np.empty(Ft.shape[1])
     obj = 0.0
     sse = 0.0
     for j in range(n):
         for f in range(k):
             x[f] = Xt[j, f]
-        if code != MSE:
+        if code != MSE or delta > 0.0:
             obj += column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col,
-                                    code, power, NO_MASK, 0, False)
+                                    code, power, NO_MASK, 0, False, delta, zpi, zpi_by_col,
+                                    Ft, mu, Q)
         sse = _column_sse(indptr, indices, data, j, F, x, Q, sse, NO_MASK, 0, False)
-    if code == MSE:
+    if code == MSE and delta == 0.0:
         obj = sse
     return obj, sse
 
@@ -1170,7 +1385,9 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
     p, k = F.shape
     Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
-    Ft = np.ascontiguousarray(F.T) if code == NB or code == TWEEDIE else np.empty((k, 0))
+    Ft = (np.ascontiguousarray(F.T)
+          if code == NB or code == TWEEDIE or zpi.size > 0 or (code == MSE and delta > 0.0)
+          else np.empty((k, 0)))
     mu = np.empty(Ft.shape[1])
     cap = p if mk[0] else 1
     ex_row = np.empty(cap, dtype=np.int64)
@@ -1192,7 +1409,7 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         if weigh:
             _, _, z1, z2 = zero_shares(indptr, indices, j, F, x, disp_old, True, code, power,
                                        zpi[j] if zpi_by_col else 0.0,
-                                       NO_PI if zpi_by_col else zpi, ex_row, ne)
+                                       NO_PI if zpi_by_col else zpi, ex_row, ne, Ft, mu)
         if estimate and code == NB:
             num, den = nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row, ne,
                                        obs_only or weigh)
@@ -1211,11 +1428,11 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         pis = zpi
         if zpi_out.size > 0:
             zpi_out[j] = zi_pi_step(indptr, indices, j, F, x, disp, True, code, power, zpi[j],
-                                    ex_row, ne)
+                                    ex_row, ne, Ft, mu)
             pis = zpi_out
         out_stats[0] += column_objective(indptr, indices, data, j, F, x, Fsum, disp, True, code,
                                          power, ex_row, ne, obs_only, delta, pis, zpi_by_col,
-                                         Ft, mu)
+                                         Ft, mu, Q)
         sse = _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only)
         # counts of the training entries: all rows but the excluded (stored kept ones only
         # when the zeros are missing or outside the loss's support)

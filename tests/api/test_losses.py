@@ -94,6 +94,59 @@ def test_result_fields_and_evaluate(counts):
     assert kl.evaluate(sp.csr_matrix(counts)) == pytest.approx(kl.mse, rel=1e-5)
 
 
+def _huber(ell, dev, s, delta):
+    """The robust entry of docs/losses.md from a loss and its squared deviance residual."""
+    rt = np.sqrt(np.maximum(dev, 0.0))
+    return np.where(rt <= delta, ell, ell - s * (rt - delta) ** 2)
+
+
+def test_evaluate_scores_robust_and_zero_inflated_objectives(counts):
+    """evaluate(robust=, zi=) gives the objective a robust or zero-inflated fit reports, and
+    equals a dense scipy computation of it (Huber on the residual; the NB mixture)."""
+    Y = counts.toarray()
+    # robust least squares: Huber's loss at δ = 1.345, summed over every entry
+    rob = nmf(counts, 3, seed=2, maxit=4, tol=0, robust=True)
+    mu = (rob.W * rob.d) @ rob.H
+    r = np.abs(Y - mu)
+    ref = np.where(r <= 1.345, r ** 2, 2 * 1.345 * r - 1.345 ** 2).sum()
+    assert rob.evaluate(counts, robust=True) == pytest.approx(ref, rel=1e-7)
+    assert rob.objective == pytest.approx(ref, rel=1e-6)
+    assert rob.evaluate(counts) == pytest.approx(((Y - mu) ** 2).mean(), rel=1e-6)  # plain MSE
+    # robust KL at δ = 0.5: half the Poisson deviance, Huberized on its square root
+    kl = nmf(counts, 3, seed=2, maxit=4, tol=0, loss="kl", robust=0.5)
+    mu = np.maximum((kl.W * kl.d) @ kl.H, 1e-10)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ell = np.where(Y > 0, Y * np.log(Y / mu), 0.0) - Y + mu
+    ref = _huber(ell, 2 * ell, 0.5, 0.5).sum()
+    assert kl.evaluate(counts, loss="kl", robust=0.5) == pytest.approx(ref, rel=1e-7)
+    assert kl.objective == pytest.approx(ref, rel=1e-6)
+    # zero-inflated NB, π per row and per column
+    for zi, axis in (("row", 1), ("col", 0)):
+        fit = nmf(counts, 3, seed=2, maxit=4, tol=0, loss="nb", zi=zi)
+        mu = np.maximum((fit.W * fit.d) @ fit.H, 1e-10)
+        size = fit.dispersion[:, None]
+        pi = np.expand_dims(fit.pi, axis)
+        logp = nbinom.logpmf(Y, size, size / (size + mu))
+        ref = np.where(Y > 0, -np.log1p(-pi) - logp,
+                       -np.log(pi + (1 - pi) * np.exp(logp))).sum()
+        assert fit.evaluate(counts, loss="nb", zi=zi) == pytest.approx(ref, rel=1e-7)
+        assert fit.objective == pytest.approx(ref, rel=1e-6)
+        # other probabilities: a given pi is used, π = 0 is the plain NB likelihood
+        zero = np.zeros(fit.pi.size)
+        plain = fit.evaluate(counts, loss="nb")
+        assert fit.evaluate(counts, loss="nb", zi=zi, pi=zero) == pytest.approx(plain, rel=1e-9)
+    with pytest.raises(ValueError, match="pi: zi='row' needs the probability"):
+        rob.evaluate(counts, loss="nb", dispersion=2.0, zi="row")
+    with pytest.raises(ValueError, match=r"pi: expected 60 probabilities \(one per row\)"):
+        fit.evaluate(counts, loss="nb", zi="row", pi=np.zeros(300))
+    with pytest.raises(ValueError, match=r"pi: expected probabilities in \[0, 1\)"):
+        fit.evaluate(counts, loss="nb", zi="row", pi=np.full(60, 1.0))
+    with pytest.raises(ValueError, match="zi: zi='row' requires loss='nb' or loss='gp'"):
+        fit.evaluate(counts, loss="kl", zi="row", pi=np.zeros(60))
+    with pytest.raises(ValueError, match="robust: expected"):
+        fit.evaluate(counts, loss="kl", robust=-1.0)
+
+
 def _mean_best_r(fit, true):
     k = true.shape[1]
     C = np.corrcoef(np.hstack([true, fit]).T)[:k, k:]

@@ -156,7 +156,7 @@ def test_block_objective_is_the_dense_sum(loss):
     disp = rng.uniform(0.5, 4.0, m)
     A = sp.csc_matrix(Y)
     obj, sse = K.block_objective(A.indptr, A.indices, A.data, W, np.ascontiguousarray(H.T),
-                                 disp, False, K.LOSS_CODES[loss], 1.5)
+                                 disp, False, K.LOSS_CODES[loss], 1.5, 0.0, K.NO_PI, False)
     code = K.LOSS_CODES[loss]
     ref = sum(K.unit_loss(code, Y[i, j], mu[i, j], disp[i], 1.5)
               for i in range(m) for j in range(n)
@@ -490,3 +490,88 @@ def test_zero_change_and_the_concave_bound(loss, code, q):
     assert cb @ (x2 - x1) >= got
     slope = np.array([K.zero_slope(code, m, ri, q) for m, ri in zip(mu1, r)])
     np.testing.assert_allclose(cz, F.T @ (slope * zmask), rtol=1e-10)
+
+
+def _column_case(seed, p=150, k=3, n_ex=0):
+    """One CSC column of counts against F (p × k) with zeros at large means, and ``n_ex``
+    excluded rows (sorted)."""
+    rng = np.random.default_rng(seed)
+    F = rng.gamma(1.0, 1.0, (p, k))
+    x = rng.gamma(1.0, 1.0, k)
+    y = rng.poisson(F @ x) * (rng.random(p) < 0.6)
+    y[rng.random(p) < 0.05] += 30  # outliers
+    A = sp.csc_matrix(y.astype(float)[:, None])
+    ex = np.sort(rng.choice(p, n_ex, replace=False)).astype(np.int64)
+    return rng, F, x, y.astype(float), A, ex
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), by_col=st.booleans(),
+       code=st.sampled_from([K.NB, K.GP, K.KL]), n_ex=st.integers(0, 6))
+def test_zero_inflated_sums_equal_the_row_by_row_mixture(seed, by_col, code, n_ex):
+    """zi_entries and zero_shares (every row scored as a zero in vectorised passes, the stored
+    and excluded rows taken back out) equal the mixture's terms summed row by row in numpy
+    (P₀ = (r/(r+μ))^r for NB, e^{−μ/(1+θ)} for GP, e^{−μ} for KL), over tiles and a remainder
+    (p = 150) and with excluded rows."""
+    rng, F, x, y, A, ex = _column_case(seed, n_ex=n_ex)
+    p, k = F.shape
+    disp = rng.uniform(0.2, 5.0, p)
+    zpi = rng.uniform(0.0, 0.6, 1 if by_col else p)
+    pis = np.full(p, zpi[0]) if by_col else zpi
+    mu = F @ x
+    if code == K.NB:
+        p0 = (disp / (disp + mu)) ** disp
+        slope = disp / (disp + mu)
+    else:
+        p0 = np.exp(-mu / (1.0 + disp)) if code == K.GP else np.exp(-mu)
+        slope = np.ones(p)
+    mix = pis + (1 - pis) * p0
+    keep = (1 - pis) * p0 / mix
+    kept = np.ones(p, bool)
+    kept[ex] = False
+    zero = kept & (y == 0)
+    ref = (-np.log1p(-pis[kept & (y > 0)])).sum() - np.log(mix[zero]).sum()
+    ref_cz = ((keep * slope)[zero, None] * F[zero]).sum(0)
+    cz = np.zeros(k)
+    got = K.zi_entries(A.indptr, A.indices, 0, F, np.ascontiguousarray(F.T), x, disp, False,
+                       code, zpi, by_col, ex, n_ex, np.empty(p), cz, True)
+    assert got == pytest.approx(ref, rel=1e-12)
+    np.testing.assert_allclose(cz, ref_cz, rtol=1e-11)
+    # without Fᵀ it is made inside, to the same value
+    assert K.zi_entries(A.indptr, A.indices, 0, F, K.NO_FT, x, disp, False, code, zpi, by_col,
+                        ex, n_ex, K.NO_PI, cz, False) == got
+    n_kept, tz, s1, s2 = K.zero_shares(A.indptr, A.indices, 0, F, x, disp, False, code, 1.5,
+                                       zpi[0] if by_col else 0.0, K.NO_PI if by_col else zpi,
+                                       ex, n_ex)
+    assert n_kept == kept.sum()
+    assert tz == pytest.approx((1 - keep[zero]).sum(), rel=1e-10, abs=1e-10)
+    assert s1 == pytest.approx((keep * mu)[zero].sum(), rel=1e-10, abs=1e-10)
+    assert s2 == pytest.approx((keep * mu ** 2)[zero].sum(), rel=1e-10, abs=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_ex=st.integers(0, 6),
+       delta=st.sampled_from([1e-4, 0.5, 1.345, 4.0]))
+def test_robust_least_squares_from_the_gram_equals_the_dense_pass(seed, n_ex, delta):
+    """Robust least squares from FᵀF (corrected at the stored, excluded and outlying zero rows)
+    gives the dense pass's objective and weighted normal equations, and the objective is
+    Huber's loss of the kept residuals (numpy)."""
+    rng, F, x, y, A, ex = _column_case(seed, n_ex=n_ex)
+    p, k = F.shape
+    args = (A.indptr, A.indices, A.data, 0, F, x, np.zeros(p), False, K.MSE, 1.5, delta, ex,
+            n_ex, False)
+    G1, b1 = np.zeros((k, k)), np.zeros(k)
+    dense = K.robust_column(*args, G1, b1, True)
+    G2, b2 = np.zeros((k, k)), np.zeros(k)
+    fast = K.robust_column(*args, G2, b2, True, np.ascontiguousarray(F.T), F.T @ F, np.empty(p))
+    kept = np.ones(p, bool)
+    kept[ex] = False
+    r = np.abs(y - F @ x)[kept]
+    huber = np.where(r <= delta, r ** 2, 2 * delta * r - delta ** 2).sum()
+    assert dense == pytest.approx(huber, rel=1e-10)
+    assert fast == pytest.approx(huber, rel=1e-10)
+    # Q minus the corrections: rounding relative to FᵀF (at δ = 1e-4 nearly every row is an
+    # outlier and the weighted Gram is ~δ times smaller than FᵀF)
+    scale = np.abs(F.T @ F).max()
+    np.testing.assert_allclose(np.tril(G2), np.tril(G1), rtol=0, atol=1e-13 * scale)
+    np.testing.assert_allclose(b2, b1, rtol=1e-12, atol=1e-12 * np.abs(b1).max())
