@@ -40,6 +40,22 @@ sys.path.insert(0, str(HERE))  # benchmarks/peers.py
 from peers import dump_csc  # noqa: E402
 
 LOSSES = ["kl", "nb", "gp", "gamma", "inverse_gaussian", "tweedie"]
+#: a case is a loss, or a loss with options after "+": ``zi_row``/``zi_col`` (zero inflation),
+#: ``robust`` (Huber, δ = 1.345) or ``mae``; rcppml_losses.R reads the same names
+OPTIONS = {"zi_row": {"zi": "row"}, "zi_col": {"zi": "col"}, "robust": {"robust": True},
+           "mae": {"robust": "mae"}}
+
+
+def case_kwargs(case: str) -> dict:
+    """``nmf()`` keyword arguments of a case name: ``"nb+zi_row"`` → loss="nb", zi="row"."""
+    loss, *opts = case.split("+")
+    if loss not in LOSSES + ["mse"] or any(o not in OPTIONS for o in opts):
+        raise SystemExit(f"--losses: unknown case {case!r} (a loss of {LOSSES + ['mse']}, "
+                         f"optionally followed by +{'/+'.join(OPTIONS)})")
+    out = {"loss": loss}
+    for o in opts:
+        out.update(OPTIONS[o])
+    return out
 
 
 def run_rcppml(d: Path, k: int, maxit: int, losses: list[str], threads: int = 1) -> dict:
@@ -70,6 +86,27 @@ def rcppml_model(d: Path, loss: str, m: int, n: int, k: int):
     return NMFResult(W=W, d=dd, H_dask=da.from_array(H), iterations=0, converged=False,
                      sse=np.nan, mse=np.nan, loss_history=[], tol_history=[],
                      settings={"tweedie_power": 1.5})
+
+
+def score_rcppml(A, d: Path, case: str, m: int, n: int, k: int) -> float:
+    """RcppML's model of ``case`` scored by our objective of the same case: NB with each row's
+    size by moments on its model, GP with its θ, zero inflation with its π (by row or column),
+    robust fits with the same δ."""
+    kw = case_kwargs(case)
+    loss = kw["loss"]
+    theirs = rcppml_model(d, case, m, n, k)
+    disp = None
+    if loss == "nb":
+        disp = nb_moments(A, theirs.W, theirs.d, theirs.H)
+    elif loss == "gp":
+        th = d / f"rcppml_{case}_theta.bin"
+        disp = np.fromfile(th, dtype=np.float64) if th.exists() else np.zeros(m)
+    extra = {}
+    if "zi" in kw:
+        extra = dict(zi=kw["zi"], pi=np.fromfile(d / f"rcppml_{case}_pi.bin", dtype=np.float64))
+    if "robust" in kw:
+        extra = dict(robust=kw["robust"])
+    return theirs.evaluate(A, loss=loss, dispersion=disp, **extra)
 
 
 def nb_moments(A, W, d, H, lo=0.01, hi=1e6):
@@ -108,7 +145,7 @@ def main(argv=None) -> int:
     common = dict(seed=1, rng="rcppml", maxit=M, tol=0)
     nmf(A, k, seed=1, maxit=1, tol=0)  # warm-up: numba caches
     for loss in args.losses:  # two iterations: the cold and the warm-started solves
-        nmf(A[:, :200], k, seed=1, maxit=2, tol=0, loss=loss)
+        nmf(A[:, :200], k, seed=1, maxit=2, tol=0, **case_kwargs(loss))
     print(f"pbmc3k {m}×{n}, k={k}, {M} iterations, tol=0; ours and RcppML at the same thread "
           f"count")
     tmp = tempfile.TemporaryDirectory()
@@ -135,20 +172,13 @@ def main(argv=None) -> int:
                   f" {'ratio':>8s}")
             for loss in args.losses:
                 t0 = time.perf_counter()
-                model = nmf(A, k, loss=loss, **common)
+                model = nmf(A, k, **case_kwargs(loss), **common)
                 ours_it = (time.perf_counter() - t0) / M
                 row = dict(ours_s_per_it=ours_it, objective=model.objective)
                 line = f"{loss:18s} {ours_it:10.2f} {ours_it / mse_it:7.1f}"
                 if loss in rc:
                     r_it = rc[loss]["seconds"] / rc[loss]["iterations"]
-                    theirs = rcppml_model(d, loss, m, n, k)
-                    disp = None
-                    if loss == "nb":
-                        disp = nb_moments(A, theirs.W, theirs.d, theirs.H)
-                    elif loss == "gp":
-                        th = d / f"rcppml_{loss}_theta.bin"
-                        disp = np.fromfile(th, dtype=np.float64) if th.exists() else np.zeros(m)
-                    r_obj = theirs.evaluate(A, loss=loss, dispersion=disp)
+                    r_obj = score_rcppml(A, d, loss, m, n, k)
                     row.update(rcppml_s_per_it=r_it, rcppml_objective=r_obj,
                                rcppml_own_loss=rc[loss]["rcppml_loss"])
                     line += (f" {r_it:12.2f} {ours_it / r_it:12.2f} {model.objective:15.6g}"
@@ -160,7 +190,8 @@ def main(argv=None) -> int:
                 print(line, flush=True)
     if args.write:
         cmd = "python benchmarks/bench_losses.py " + " ".join(argv if argv else sys.argv[1:])
-        new = {loss: {**{kk: float(v) for kk, v in r.items()}, "command": cmd}
+        new = {loss: {**{kk: float(v) for kk, v in r.items()}, "command": cmd,
+                      "kwargs": case_kwargs(loss)}
                for loss, r in rows.items()}
         out = {"command": cmd,
                "rcppml": f"RcppML 1.0.0 (zdebruine/RcppML df69ddd), threads={args.threads[0]}",
