@@ -10,10 +10,13 @@ For every loss it runs ``nmf(A, 10, seed=1, rng="rcppml", maxit=M, tol=0, loss=.
 initial W as R's ``set.seed(1); runif``) after a warm-up fit (numba compilation), and RcppML's
 ``nmf(A, 10, seed=1, maxit=M, tol=0, loss=..., threads=T)`` through ``benchmarks/rcppml_losses.R``,
 for each thread count T of ``--threads`` (ours on T Dask threads with BLAS limited to T)
-(``kl`` is RcppML's ``loss="gp", dispersion="none"``). It prints seconds per iteration, the ratio
+(``kl`` is RcppML's ``loss="gp", dispersion="none"``). A case may add zero inflation or a robust
+fit after ``+`` (``nb+zi_row``, ``gp+zi_col``, ``mse+robust``, ``kl+mae``: :data:`OPTIONS`), run
+the same way on both sides. It prints seconds per iteration, the ratio
 to our least-squares iteration and to RcppML's, and both models' objectives scored the same way
-(``NMFResult.evaluate(A, loss=...)``: every entry the loss covers, NB with each model's own size
-per row — RcppML's from its moments estimate on its final model when it does not return one).
+(``NMFResult.evaluate(A, loss=..., zi=..., robust=...)``: every entry the loss covers, NB with
+each model's own size per row — RcppML's from its moments estimate on its final model when it
+does not return one —, zero inflation with each model's own π).
 
 ``--write`` stores RcppML's scored objectives with the command that produced them (losses already
 in the file at the same settings are kept, each with its own command); the slow test
