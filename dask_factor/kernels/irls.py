@@ -829,6 +829,156 @@ def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power):
     return 2.0 * out / tmp
 
 
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _huber_zero(ell, s, delta):
+    """``(ρ, h)`` of a zero entry whose loss is ``ell`` (deviance ``ell/s``) under ``robust=δ``:
+    ``ρ = ℓ − s·max(√(ℓ/s) − δ, 0)²`` (:func:`robust_parts` at y = 0) and the Huber factor
+    ``h = min(1, δ/√(ℓ/s))`` (ℓ > 0: the mean is floored)."""
+    rt = math.sqrt(ell / s)
+    over = max(rt - delta, 0.0)
+    return ell - s * over * over, min(1.0, delta / rt)
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _nb_zero(mu, r):
+    """NB's ``(ℓ(0, μ), ∂ℓ(0, μ)/∂μ)`` with ``r`` the floored size: ``r·log1p(μ/r)``,
+    ``r/(r + μ)`` (:func:`zero_loss`, :func:`zero_slope`)."""
+    return r * vlog1p(max(mu, MU_FLOOR) / r), r / (r + max(mu, 0.0))
+
+
+# The zeros of a robust fit (KL, NB, Tweedie q < 2, whose ℓ(0, μ) is concave and increasing):
+# a zero's Huberised loss ρ is concave in μ too (its slope h·ℓ' is a product of two
+# non-increasing positive factors), so its tangent bounds its change from above, as for the
+# plain NB and Tweedie zeros. One loop per loss below (no branch inside: they vectorise).
+# error_model="numpy": no division by zero (μ and r are floored)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy")
+def robust_zero_pull(Ft, x, j, disp, disp_by_col, code, power, delta, zmask, mu, ws, cz, cb):
+    """:func:`zero_pull` under ``robust=δ`` for KL, NB and Tweedie (q < 2): the zeros' pull
+    ``cz = Σ_zeros hᵢ·∂ℓ(0, μᵢ)/∂μ·Fᵢ`` in the IRLS subproblem's units (:func:`zero_slope`,
+    weight cap included) and ``cb``, the slope of their robust loss in the objective's units
+    (:func:`_huber_zero`), whose concavity makes ``cb·Δx`` an upper bound of their change;
+    ``mu`` ← F x at every row. Tiles and lane partials as :func:`zero_pull` (a fixed order).
+    O(p·k)."""
+    k, p = Ft.shape
+    T = PULL_TILE
+    w1, w2 = ws[0, :T], ws[1, :T]
+    acc = ws[0, T:].reshape((k, T))
+    acc2 = ws[1, T:].reshape((k, T))
+    acc[:, :] = 0.0
+    acc2[:, :] = 0.0
+    dt = np.empty(T)
+    q1 = 1.0 - power
+    for i0 in range(0, p, T):
+        n = min(T, p - i0)
+        mt = mu[i0:i0 + n]
+        zt = zmask[i0:i0 + n]
+        for t in range(n):
+            mt[t] = 0.0
+        for f in range(k):
+            xf = x[f]
+            ft = Ft[f, i0:i0 + n]
+            for t in range(n):
+                mt[t] += xf * ft[t]
+        if code == KL:  # ℓ = μ (half the Poisson deviance), slope 1
+            for t in range(n):
+                w1[t] = zt[t] * _huber_zero(max(mt[t], MU_FLOOR), 0.5, delta)[1]
+                w2[t] = w1[t]
+        elif code == NB:
+            if disp_by_col:
+                dt[:n] = max(disp[j], 1e-10)
+            else:
+                for t in range(n):
+                    dt[t] = max(disp[i0 + t], 1e-10)
+            for t in range(n):
+                ell, slope = _nb_zero(mt[t], dt[t])
+                w1[t] = zt[t] * _huber_zero(ell, 0.5, delta)[1] * slope
+                w2[t] = w1[t]
+        else:  # Tweedie: ℓ = 2μ^{2−q}/(2−q), slope 2μ^{1−q}; subproblem μ·w(μ), capped
+            _powers(mt, q1, w2)
+            for t in range(n):
+                m = max(mt[t], MU_FLOOR)
+                tt = w2[t]
+                h = _huber_zero(2.0 * m * tt / (2.0 - power), 1.0, delta)[1]
+                w1[t] = zt[t] * h * min(tt, m * W_CAP)
+                w2[t] = zt[t] * h * (2.0 * tt)
+        for f in range(k):
+            ft = Ft[f, i0:i0 + n]
+            af, af2 = acc[f], acc2[f]
+            for t in range(n):
+                af[t] += w1[t] * ft[t]
+                af2[t] += w2[t] * ft[t]
+    for f in range(k):
+        s1 = 0.0
+        s2 = 0.0
+        for t in range(T):
+            s1 += acc[f, t]
+            s2 += acc2[f, t]
+        cz[f] = s1
+        cb[f] = s2
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+def robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, delta):
+    """``Σ [ρ(μ2ᵢ) − ρ(μᵢ)]`` of the zeros' robust losses (:func:`_huber_zero`) over the rows
+    where ``zmask`` is set (KL, NB, Tweedie q < 2), in :data:`PULL_TILE` lane partials (a
+    fixed order)."""
+    T = PULL_TILE
+    acc = np.zeros(T)
+    dt = np.empty(T)
+    pa = np.empty(T)
+    pb = np.empty(T)
+    p = mu.size
+    tmp = 2.0 - power
+    for i0 in range(0, p, T):
+        n = min(T, p - i0)
+        a, b, zt = mu[i0:i0 + n], mu2[i0:i0 + n], zmask[i0:i0 + n]
+        if code == KL:
+            for t in range(n):
+                acc[t] += zt[t] * (_huber_zero(max(b[t], MU_FLOOR), 0.5, delta)[0]
+                                   - _huber_zero(max(a[t], MU_FLOOR), 0.5, delta)[0])
+        elif code == NB:
+            if disp_by_col:
+                dt[:n] = max(disp[j], 1e-10)
+            else:
+                for t in range(n):
+                    dt[t] = max(disp[i0 + t], 1e-10)
+            for t in range(n):
+                acc[t] += zt[t] * (_huber_zero(_nb_zero(b[t], dt[t])[0], 0.5, delta)[0]
+                                   - _huber_zero(_nb_zero(a[t], dt[t])[0], 0.5, delta)[0])
+        else:
+            _powers(b[:n], tmp, pb)
+            _powers(a[:n], tmp, pa)
+            for t in range(n):
+                acc[t] += zt[t] * (_huber_zero(2.0 * pb[t] / tmp, 1.0, delta)[0]
+                                   - _huber_zero(2.0 * pa[t] / tmp, 1.0, delta)[0])
+    out = 0.0
+    for t in range(T):
+        out += acc[t]
+    return out
+
+
+@njit(nogil=True, cache=True)
+def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
+                  ex_row, ne, ms):
+    """``Σ`` of :func:`robust_parts`' entries over the stored, kept entries of column j at
+    ``μ = F x``; ``ms[0]`` receives each stored entry's μ at ``q − indptr[j]`` (as
+    :func:`stored_value`). O(nnz·k)."""
+    start, end = indptr[j], indptr[j + 1]
+    out = 0.0
+    e = 0
+    for q in range(start, end):
+        i = indices[q]
+        m = _dot(F, i, x)
+        ms[0, q - start] = m
+        if ne > 0:
+            e, skip = _skip(ex_row, ne, e, i)
+            if skip:
+                continue
+        out += robust_parts(code, np.float64(data[q]), m, disp[j] if disp_by_col else disp[i],
+                            power, delta)[0]
+    return out
+
+
 @njit(nogil=True, cache=True)
 def _relative_change(x, xold):
     """``maxᵢ |xᵢ − xoldᵢ| / (|xoldᵢ| + 1e-12)``, the IRLS stopping rule's measure."""
@@ -842,7 +992,7 @@ def _relative_change(x, xold):
 
 @njit(nogil=True, cache=True)
 def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1, l2,
-                 ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q):
+                 ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q, rpull):
     """The part of column j's penalised objective at ``x`` that :func:`irls_column` evaluates:
     the penalties plus the robust objective of every kept entry (``delta`` > 0,
     :func:`robust_column`), or the stored entries' loss (:func:`stored_value`, which fills
@@ -851,6 +1001,9 @@ def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, powe
     out = 0.0
     for f in range(x.size):
         out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
+    if rpull:  # robust, the zeros left to the step test (:func:`robust_zero_pull`)
+        return out + robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, search,
+                                   power, delta, ex_row, ne, ms)
     if delta > 0.0:
         return out + robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search,
                                    power, delta, ex_row, ne, obs_only, np.empty((0, 0)), cz,
@@ -875,8 +1028,11 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     (it is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (2, p). Returns the coordinate-descent
     sweeps made. The column must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero
     weight (held out or missing: no part of the fit); with ``obs_only`` every unstored entry is
-    missing. ``delta`` > 0: the robust (Huber) fit of :func:`robust_parts`, every step a dense
-    pass over the rows (:func:`robust_column`; least squares from the Gram ``Q`` = FᵀF).
+    missing. ``delta`` > 0: the robust (Huber) fit of :func:`robust_parts`: least squares
+    makes every kept entry a weighted term of each step (:func:`robust_column`, from the Gram
+    ``Q`` = FᵀF); KL, GP, NB and Tweedie weigh their stored entries by the Huber factor and take
+    their zeros by their pull, as the plain fit does (:func:`robust_zero_pull`: a zero's
+    Huberised loss is concave in μ too).
     ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
     by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
 
@@ -892,10 +1048,12 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     k = x.size
     start, end = indptr[j], indptr[j + 1]
     robust = delta > 0.0
-    zeros = zeros_observed(code, power) and not obs_only and not robust
+    # robust least squares keeps every entry a weighted quadratic term (from the Gram)
+    zeros = zeros_observed(code, power) and not obs_only and not (robust and code == MSE)
     zi = zeros and zpi.size > 0
-    linear = zeros and not zi and (code == KL or code == GP)
-    concave = zeros and not zi and not linear  # NB, Tweedie with 1 ≤ q < 2
+    linear = zeros and not zi and not robust and (code == KL or code == GP)
+    concave = zeros and not zi and not linear  # NB, Tweedie with 1 ≤ q < 2; robust KL/GP too
+    rpull = robust and concave  # robust: the zeros' Huberised losses are concave as well
     b, r, xold, cz, cb = vk[0], vk[1], vk[2], vk[3], vk[4]
     mu, zmask, mu2 = vp[0], vp[1], vp[2]
     for f in range(k):
@@ -926,15 +1084,19 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     sweeps = 0
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
     v_old = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1,
-                         l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q)
+                         l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q,
+                         rpull)
     for it in range(irls_maxit):
-        if concave:
+        if rpull:
+            robust_zero_pull(Ft, x, j, disp, disp_by_col, search, power, delta, zmask, mu, ws,
+                             cz, cb)
+        elif concave:
             zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb)
         for f in range(k):
             b[f] = 0.0
             for g in range(k):
                 G[f, g] = 0.0
-        if robust:
+        if robust and not rpull:
             robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
                           delta, ex_row, ne, obs_only, G, b, True, Ft, Q, mu)
         else:  # μ at the stored entries: from the last evaluation, at this x
@@ -951,6 +1113,10 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                 mq = ms[0, q - start]
                 w = irls_weight(code, mq, d, power)
                 h = step_curvature(code, y, mq, d, power, w) if newton else w
+                if rpull:  # the Huber factor on the weight and the curvature
+                    hr = robust_parts(search, y, mq, d, power, delta)[1]
+                    w *= hr
+                    h *= hr
                 t = h * mq - w * (mq - y)
                 for f in range(k):
                     Fif = F[i, f]
@@ -979,15 +1145,19 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
         while True:
             v_new = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search,
                                  power, l1, l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col,
-                                 cz, ms, Ft, mu, Q)
+                                 cz, ms, Ft, mu, Q, rpull)
             lin = 0.0
             for f in range(k):
                 lin += cb[f] * (x[f] - xold[f])
             ok = v_new - v_old + lin <= 0.0
             if not ok and concave:  # the bound is inconclusive: the zeros' exact change
                 all_means(Ft, x, mu2)
-                ok = v_new - v_old + zero_change(mu, mu2, zmask, j, disp, disp_by_col, code,
-                                                 power) <= 0.0
+                if rpull:
+                    dz = robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, search,
+                                            power, delta)
+                else:
+                    dz = zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power)
+                ok = v_new - v_old + dz <= 0.0
             if ok or tries == MAX_BACKTRACK or _relative_change(x, xold) < irls_tol:
                 break
             for f in range(k):
@@ -1059,7 +1229,8 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     for i in range(p):
         for f in range(k):
             Fsum[f] += F[i, f]
-    concave = (code == NB or (code == TWEEDIE and power < 2.0)) and delta == 0.0
+    concave = ((code == NB or (code == TWEEDIE and power < 2.0)) and delta == 0.0
+               or (delta > 0.0 and code != MSE and zeros_observed(code, power)))
     robust_ls = code == MSE and delta > 0.0  # robust least squares: from FᵀF
     rows = concave or zpi.size > 0 or robust_ls  # passes over every row of F: Fᵀ and μ
     Ft = np.ascontiguousarray(F.T) if rows else np.empty((k, 0), dtype=F.dtype)

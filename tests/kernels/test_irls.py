@@ -264,14 +264,22 @@ def test_held_out_rows_are_as_if_deleted(loss, transposed):
     assert stats["sse"] == pytest.approx(((Y - mu) ** 2)[~held].sum(), rel=1e-9)
 
 
-def robust_np(loss, y, mu, delta):
-    """The robust objective written with numpy: ℓ − s·max(√dev − δ, 0)² (docs/losses.md)."""
+def robust_np(loss, y, mu, delta, r=5.0):
+    """The robust objective written with numpy: ℓ − s·max(√dev − δ, 0)² (docs/losses.md); NB
+    with size ``r``, Tweedie with q = 1.5."""
     mu = np.maximum(mu, 1e-10)
     if loss == "mse":
         ell, s = (y - mu) ** 2, 1.0
     elif loss == "kl":
         ell = np.where(y > 0, y * np.log(np.maximum(y, 1e-300) / mu), 0.0) - y + mu
         s = 0.5
+    elif loss == "nb":  # the deviance: the NLL less its value at μ = y
+        ell = -nbinom.logpmf(y, r, r / (r + mu))
+        sat = np.where(y > 0, -nbinom.logpmf(y, r, r / (r + np.maximum(y, 1e-300))), 0.0)
+        rt = np.sqrt(np.maximum(2 * (ell - sat), 0.0))
+        return np.sum(ell - 0.5 * np.maximum(rt - delta, 0.0) ** 2)
+    elif loss == "tweedie":  # q = 1.5: 2(y^½/(−¼) + 2y μ^−½ + 2μ^½), 4√μ at y = 0
+        ell, s = 2 * (-4 * np.sqrt(y) + 2 * y / np.sqrt(mu) + 2 * np.sqrt(mu)), 1.0
     else:  # gamma: zeros left out
         y, mu = y[y > 0], mu[y > 0]
         ell, s = 2 * (-np.log(y / mu) + (y - mu) / mu), 1.0
@@ -279,10 +287,13 @@ def robust_np(loss, y, mu, delta):
     return np.sum(ell - s * np.maximum(rt - delta, 0.0) ** 2)
 
 
-@pytest.mark.parametrize("loss,delta", [("mse", 1.345), ("kl", 1.0), ("gamma", 0.5)])
+@pytest.mark.parametrize("loss,delta", [("mse", 1.345), ("kl", 1.0), ("kl", 0.2),
+                                        ("nb", 1.0), ("tweedie", 0.5), ("gamma", 0.5)])
 def test_robust_column_reaches_the_scipy_optimum(loss, delta):
     """robust=δ: a column's IRLS solution minimises the Huber-robustified objective (scipy on
-    the NumPy objective), and robust_parts is that objective entry by entry."""
+    the NumPy objective), and robust_parts is that objective entry by entry. (KL, NB and
+    Tweedie take their zeros by their pull and a step test: at δ = 0.2 most zeros are beyond
+    δ, where their robust loss is concave.)"""
     rng = np.random.default_rng(4)
     m, k = 90, 3
     F = rng.gamma(1.0, 1.0, (m, k))
@@ -290,12 +301,13 @@ def test_robust_column_reaches_the_scipy_optimum(loss, delta):
     y = rng.poisson(mu).astype(float) if loss != "gamma" else rng.gamma(4.0, mu / 4.0)
     y[:6] += 40.0  # outliers
     code = K.LOSS_CODES[loss]
-    ent = sum(K.robust_parts(code, y[i], mu[i], 0.0, 1.5, delta)[0] for i in range(m)
+    disp = np.full(m, 5.0)  # NB's size
+    ent = sum(K.robust_parts(code, y[i], mu[i], 5.0, 1.5, delta)[0] for i in range(m)
               if y[i] > 0 or loss != "gamma")
     assert ent == pytest.approx(robust_np(loss, y, mu, delta), rel=1e-10)
     A = sp.csc_matrix(y[:, None])
     X = np.zeros((1, k))
-    solve_block(A, F, np.zeros(m), code, X, irls_maxit=500, delta=delta)
+    solve_block(A, F, disp, code, X, irls_maxit=500, delta=delta)
     ref = minimize(lambda x: robust_np(loss, y, F @ x, delta), np.ones(k), method="L-BFGS-B",
                    bounds=[(0, None)] * k,
                    options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxfun=100000))
