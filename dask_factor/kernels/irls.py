@@ -325,17 +325,18 @@ def _zi_term(code, mu, disp, pi):
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
-def zi_rows(Ft, x, j, disp, disp_by_col, code, zpi, zpi_by_col, mu, cz, want_cz):
-    """``Σᵢ`` over every row of the mixture loss a zero at ``μᵢ = (F x)ᵢ`` would have
-    (:func:`_zi_term`; π is ``zpi[j]`` with ``zpi_by_col``, else ``zpi[i]``), with ``mu`` ← F x
-    (as :func:`all_means`, to the bit) and, with ``want_cz``, ``cz`` ← ``Σᵢ (1 − zᵢ)·
-    ∂ℓ(0, μᵢ)/∂μ·Fᵢ``. ``Ft`` is Fᵀ (k × p, C order). O(p·k), in tiles of :data:`PULL_TILE`
-    rows whose sums go lane by lane into partials added in lane order at the end (as
-    :func:`zero_pull`): every loop vectorises and the order is fixed."""
+def zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, out, cz, want_cz):
+    """Every row of F scored as a zero at ``μᵢ = (F x)ᵢ`` under zero inflation (:func:`_zi_term`;
+    π is ``zrow[i]`` when ``zrow`` has entries, else ``pj``): ``out`` (4,) ← ``(Σ ℓᵢ, Σ zᵢ,
+    Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, ``mu`` ← F x (as :func:`all_means`, to the bit) and, with
+    ``want_cz``, ``cz`` ← ``Σᵢ (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``. ``Ft`` is Fᵀ (k × p, C order).
+    O(p·k), in tiles of :data:`PULL_TILE` rows whose sums go lane by lane into partials added
+    in lane order at the end (as :func:`zero_pull`): every loop vectorises, the order is
+    fixed."""
     k, p = Ft.shape
     T = PULL_TILE
     acc = np.zeros((k, T))
-    ls = np.zeros(T)
+    lanes = np.zeros((4, T))
     w1 = np.empty(T)
     dt = np.empty(T)
     pt = np.empty(T)
@@ -349,17 +350,20 @@ def zi_rows(Ft, x, j, disp, disp_by_col, code, zpi, zpi_by_col, mu, cz, want_cz)
             ft = Ft[f, i0:i0 + n]
             for t in range(n):
                 mt[t] += xf * ft[t]
-        if disp_by_col:
+        if disp_by_col:  # the tile's dispersions and π first: the next loop has no branch
             dt[:n] = disp[j]
         else:
             dt[:n] = disp[i0:i0 + n]
-        if zpi_by_col:
-            pt[:n] = zpi[j]
+        if zrow.size > 0:
+            pt[:n] = zrow[i0:i0 + n]
         else:
-            pt[:n] = zpi[i0:i0 + n]
+            pt[:n] = pj
         for t in range(n):
             ell, keep, slope = _zi_term(code, mt[t], dt[t], pt[t])
-            ls[t] += ell
+            lanes[0, t] += ell
+            lanes[1, t] += 1.0 - keep
+            lanes[2, t] += keep * mt[t]
+            lanes[3, t] += keep * mt[t] * mt[t]
             w1[t] = keep * slope
         if want_cz:
             for f in range(k):
@@ -367,100 +371,76 @@ def zi_rows(Ft, x, j, disp, disp_by_col, code, zpi, zpi_by_col, mu, cz, want_cz)
                 af = acc[f]
                 for t in range(n):
                     af[t] += w1[t] * ft[t]
-    out = 0.0
-    for t in range(T):
-        out += ls[t]
+    for s_ in range(4):
+        out[s_] = 0.0
+        for t in range(T):
+            out[s_] += lanes[s_, t]
     if want_cz:
         for f in range(k):
-            s_ = 0.0
+            c = 0.0
             for t in range(T):
-                s_ += acc[f, t]
-            cz[f] = s_
-    return out
+                c += acc[f, t]
+            cz[f] = c
+
+
+@njit(nogil=True, cache=True)
+def zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zrow, pj, ex_row, ne, mu,
+            cz, want_cz):
+    """Column j's kept entries at ``μ = F x`` under zero inflation (π is ``zrow[i]`` when
+    ``zrow`` has entries, else ``pj``; ``code`` NB, GP or KL): ``(part, kept, Σ zᵢ,
+    Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, ``part`` the zero-inflated part of its objective
+    (``−log(1 − π)`` per stored entry, the mixture loss of each zero: :func:`zi_zero`), the
+    sums over its zeros of their posterior ``zᵢ`` of being an extra zero; with ``want_cz`` also
+    ``cz = Σ_zeros (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``, the zeros' pull (the gradient of the mixture's
+    loss: the E-step's weights at the current μ). ``Ft`` (Fᵀ, C order) and ``mu`` (p,,
+    scratch): every row is first scored as a zero in vectorised passes (:func:`zi_rows`), then
+    the stored and the excluded rows' zero terms are taken back out (O(nnz)); an empty ``Ft``
+    is made here. O(p·k)."""
+    if Ft.shape[1] != F.shape[0] or mu.size != F.shape[0]:
+        Ft = np.ascontiguousarray(F.T)
+        mu = np.empty(F.shape[0])
+    k = x.size
+    s = np.empty(4)
+    zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, s, cz, want_cz)
+    part, tz, s1, s2 = s[0], s[1], s[2], s[3]
+    e = 0
+    q = indptr[j]
+    end = indptr[j + 1]
+    for pass_ in range(2):  # the stored rows (not excluded), then the excluded rows
+        top = end if pass_ == 0 else ne
+        for t in range(q if pass_ == 0 else 0, top):
+            if pass_ == 0:
+                i = indices[t]
+                e, skip = _skip(ex_row, ne, e, i)
+                if skip:  # taken out with the exclusions
+                    continue
+            else:
+                i = ex_row[t]
+            pi = zrow[i] if zrow.size > 0 else pj
+            ell, keep, slope = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i], pi)
+            part -= ell
+            if pass_ == 0:
+                part -= math.log1p(-pi)
+            tz -= 1.0 - keep
+            s1 -= keep * mu[i]
+            s2 -= keep * mu[i] * mu[i]
+            if want_cz:
+                for f in range(k):
+                    cz[f] -= keep * slope * F[i, f]
+    return part, F.shape[0] - ne, tz, s1, s2
 
 
 @njit(nogil=True, cache=True)
 def zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi, zpi_by_col,
                ex_row, ne, mu, cz, want_cz):
-    """The zero-inflated part of column j's objective over its kept entries: ``−log(1 − π)`` per
-    stored entry and the mixture loss of each zero (:func:`zi_zero`); with ``want_cz`` also
-    ``cz = Σ_zeros (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``, the zeros' pull (the gradient of the mixture's
-    loss: the E-step's weights at the current μ). π is ``zpi[j]`` (``zpi_by_col``) or
-    ``zpi[i]``; ``code`` NB, GP or KL. ``Ft`` (Fᵀ, C order) and ``mu`` (p,, scratch): every row
-    is first scored as a zero in vectorised passes (:func:`zi_rows`), then the stored and the
-    excluded rows' zero terms are taken back out (O(nnz)); an empty ``Ft`` is made here.
-    O(p·k)."""
-    if Ft.shape[1] != F.shape[0] or mu.size != F.shape[0]:
-        Ft = np.ascontiguousarray(F.T)
-        mu = np.empty(F.shape[0])
-    k = x.size
-    out = zi_rows(Ft, x, j, disp, disp_by_col, code, zpi, zpi_by_col, mu, cz, want_cz)
-    e = 0
-    for q in range(indptr[j], indptr[j + 1]):
-        i = indices[q]
-        e, skip = _skip(ex_row, ne, e, i)
-        if skip:  # taken out with the exclusions below
-            continue
-        pi = zpi[j] if zpi_by_col else zpi[i]
-        ell, keep, slope = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i], pi)
-        out += -math.log1p(-pi) - ell
-        if want_cz:
-            for f in range(k):
-                cz[f] -= keep * slope * F[i, f]
-    for e in range(ne):
-        i = ex_row[e]
-        pi = zpi[j] if zpi_by_col else zpi[i]
-        ell, keep, slope = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i], pi)
-        out -= ell
-        if want_cz:
-            for f in range(k):
-                cz[f] -= keep * slope * F[i, f]
-    return out
-
-
-@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
-def _share_rows(Ft, x, j, disp, disp_by_col, code, zpi, pi, mu):
-    """``(Σ zᵢ, Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)`` over every row scored as a zero at ``μ = F x``
-    (:func:`_zi_term`; π is ``zpi[i]`` when ``zpi`` has entries, else ``pi``), with ``mu`` ←
-    F x; tiles and lane partials as :func:`zi_rows`."""
-    k, p = Ft.shape
-    T = PULL_TILE
-    a0 = np.zeros(T)
-    a1 = np.zeros(T)
-    a2 = np.zeros(T)
-    dt = np.empty(T)
-    pt = np.empty(T)
-    for i0 in range(0, p, T):
-        n = min(T, p - i0)
-        mt = mu[i0:i0 + n]
-        for t in range(n):
-            mt[t] = 0.0
-        for f in range(k):
-            xf = x[f]
-            ft = Ft[f, i0:i0 + n]
-            for t in range(n):
-                mt[t] += xf * ft[t]
-        if disp_by_col:
-            dt[:n] = disp[j]
-        else:
-            dt[:n] = disp[i0:i0 + n]
-        if zpi.size > 0:
-            pt[:n] = zpi[i0:i0 + n]
-        else:
-            pt[:n] = pi
-        for t in range(n):
-            _, keep, _ = _zi_term(code, mt[t], dt[t], pt[t])
-            a0[t] += 1.0 - keep
-            a1[t] += keep * mt[t]
-            a2[t] += keep * mt[t] * mt[t]
-    tz = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    for t in range(T):
-        tz += a0[t]
-        s1 += a1[t]
-        s2 += a2[t]
-    return tz, s1, s2
+    """The zero-inflated part of column j's objective over its kept entries, with π
+    ``zpi[j]`` (``zpi_by_col``) or ``zpi[i]``, and with ``want_cz`` the zeros' pull ``cz``
+    (:func:`zi_sums`). O(p·k)."""
+    if zpi_by_col:
+        return zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, NO_PI, zpi[j],
+                       ex_row, ne, mu, cz, want_cz)[0]
+    return zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi, 0.0, ex_row, ne,
+                   mu, cz, want_cz)[0]
 
 
 @njit(nogil=True, cache=True)
@@ -469,32 +449,10 @@ def zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, zp
     """The kept entries of column j at ``μ = F x`` under zero inflation: ``(kept, Σ zᵢ,
     Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, the last three over its zeros, ``zᵢ`` the posterior of
     being an extra zero (:func:`zi_zero`) with π = ``zpi[i]`` when ``zpi`` has entries, else
-    ``pi``; ``code`` NB, GP or KL. ``Ft`` (Fᵀ, C order) and ``mu`` (p,, scratch): every row is
-    scored as a zero in vectorised passes (:func:`_share_rows`), then the stored and excluded
-    rows are taken back out (O(nnz)); an empty ``Ft`` is made here. O(p·k)."""
-    if Ft.shape[1] != F.shape[0] or mu.size != F.shape[0]:
-        Ft = np.ascontiguousarray(F.T)
-        mu = np.empty(F.shape[0])
-    tz, s1, s2 = _share_rows(Ft, x, j, disp, disp_by_col, code, zpi, pi, mu)
-    e = 0
-    for q in range(indptr[j], indptr[j + 1]):
-        i = indices[q]
-        e, skip = _skip(ex_row, ne, e, i)
-        if skip:  # taken out with the exclusions below
-            continue
-        _, keep, _ = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i],
-                              zpi[i] if zpi.size > 0 else pi)
-        tz -= 1.0 - keep
-        s1 -= keep * mu[i]
-        s2 -= keep * mu[i] * mu[i]
-    for e in range(ne):
-        i = ex_row[e]
-        _, keep, _ = _zi_term(code, mu[i], disp[j] if disp_by_col else disp[i],
-                              zpi[i] if zpi.size > 0 else pi)
-        tz -= 1.0 - keep
-        s1 -= keep * mu[i]
-        s2 -= keep * mu[i] * mu[i]
-    return F.shape[0] - ne, tz, s1, s2
+    ``pi``; ``code`` NB, GP or KL (:func:`zi_sums`). O(p·k)."""
+    _, kept, tz, s1, s2 = zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi,
+                                  pi, ex_row, ne, mu, np.empty(0), False)
+    return kept, tz, s1, s2
 
 
 @njit(nogil=True, cache=True)
@@ -718,7 +676,7 @@ def _powers(m, e, out):
 # error_model="numpy": a division by zero (never: r ≥ 1e-10, μ ≥ 0) would give inf rather
 # than raise, and without the check the slopes' loop vectorises
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy")
-def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb):
+def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb, delta=0.0):
     """The zeros' pull on column j at ``x`` for NB and Tweedie (q < 2), whose ``ℓ(0, μ)`` is
     concave in μ: ``cz = Σ_zeros ∂ℓ(0, μᵢ)/∂μ · Fᵢ`` in the IRLS subproblem's units
     (:func:`zero_slope`, weight cap included) and ``cb``, the same slope in the objective's
@@ -734,11 +692,15 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
 
     By concavity ``ℓ(0, μ') ≤ ℓ(0, μ) + ∂ℓ(0, μ)/∂μ · (μ' − μ)``: ``cb·(x' − x)`` bounds the
     change of the zeros' part of the objective from above (:func:`irls_column`'s step test).
+
+    ``delta`` > 0: a robust fit's zeros (KL too), each slope times its Huber factor ``h``
+    (:func:`_huber_zero`): the slope of the zero's Huberised loss, concave as well.
     """
     k, p = Ft.shape
     T = PULL_TILE
-    nb = code == NB
+    nb = code == NB or code == KL  # one slope in both units (cb = cz)
     w1, w2 = ws[0, :T], ws[1, :T]  # the tile's slopes
+    dt = w2  # a robust NB's sizes (w2 is free when cb = cz)
     acc = ws[0, T:].reshape((k, T))  # lane partial sums of cz
     acc2 = ws[1, T:].reshape((k, T))  # of cb (Tweedie)
     acc[:, :] = 0.0
@@ -756,7 +718,28 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
             ft = Ft[f, i0:i0 + n]
             for t in range(n):
                 mt[t] += xf * ft[t]
-        if nb:
+        if delta > 0.0:  # robust: one loop per loss, no branch inside (they vectorise)
+            if code == KL:  # ℓ = μ (half the Poisson deviance), slope 1
+                for t in range(n):
+                    w1[t] = zt[t] * _huber_zero(max(mt[t], MU_FLOOR), 0.5, delta)[1]
+            elif code == NB:
+                if disp_by_col:
+                    dt[:n] = rr
+                else:
+                    for t in range(n):
+                        dt[t] = max(disp[i0 + t], 1e-10)
+                for t in range(n):
+                    ell, slope = _nb_zero(mt[t], dt[t])
+                    w1[t] = zt[t] * _huber_zero(ell, 0.5, delta)[1] * slope
+            else:  # Tweedie
+                _powers(mt, q1, w2)
+                for t in range(n):
+                    m = max(mt[t], MU_FLOOR)
+                    tt = w2[t]
+                    h = _huber_zero(2.0 * m * tt / (2.0 - power), 1.0, delta)[1]
+                    w1[t] = zt[t] * h * min(tt, m * W_CAP)
+                    w2[t] = zt[t] * h * (2.0 * tt)
+        elif nb:
             if disp_by_col:
                 for t in range(n):
                     w1[t] = zt[t] * (rr / (rr + max(mt[t], 0.0)))
@@ -850,73 +833,6 @@ def _nb_zero(mu, r):
 # a zero's Huberised loss ρ is concave in μ too (its slope h·ℓ' is a product of two
 # non-increasing positive factors), so its tangent bounds its change from above, as for the
 # plain NB and Tweedie zeros. One loop per loss below (no branch inside: they vectorise).
-# error_model="numpy": no division by zero (μ and r are floored)
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy")
-def robust_zero_pull(Ft, x, j, disp, disp_by_col, code, power, delta, zmask, mu, ws, cz, cb):
-    """:func:`zero_pull` under ``robust=δ`` for KL, NB and Tweedie (q < 2): the zeros' pull
-    ``cz = Σ_zeros hᵢ·∂ℓ(0, μᵢ)/∂μ·Fᵢ`` in the IRLS subproblem's units (:func:`zero_slope`,
-    weight cap included) and ``cb``, the slope of their robust loss in the objective's units
-    (:func:`_huber_zero`), whose concavity makes ``cb·Δx`` an upper bound of their change;
-    ``mu`` ← F x at every row. Tiles and lane partials as :func:`zero_pull` (a fixed order).
-    O(p·k)."""
-    k, p = Ft.shape
-    T = PULL_TILE
-    w1, w2 = ws[0, :T], ws[1, :T]
-    acc = ws[0, T:].reshape((k, T))
-    acc2 = ws[1, T:].reshape((k, T))
-    acc[:, :] = 0.0
-    acc2[:, :] = 0.0
-    dt = np.empty(T)
-    q1 = 1.0 - power
-    for i0 in range(0, p, T):
-        n = min(T, p - i0)
-        mt = mu[i0:i0 + n]
-        zt = zmask[i0:i0 + n]
-        for t in range(n):
-            mt[t] = 0.0
-        for f in range(k):
-            xf = x[f]
-            ft = Ft[f, i0:i0 + n]
-            for t in range(n):
-                mt[t] += xf * ft[t]
-        if code == KL:  # ℓ = μ (half the Poisson deviance), slope 1
-            for t in range(n):
-                w1[t] = zt[t] * _huber_zero(max(mt[t], MU_FLOOR), 0.5, delta)[1]
-                w2[t] = w1[t]
-        elif code == NB:
-            if disp_by_col:
-                dt[:n] = max(disp[j], 1e-10)
-            else:
-                for t in range(n):
-                    dt[t] = max(disp[i0 + t], 1e-10)
-            for t in range(n):
-                ell, slope = _nb_zero(mt[t], dt[t])
-                w1[t] = zt[t] * _huber_zero(ell, 0.5, delta)[1] * slope
-                w2[t] = w1[t]
-        else:  # Tweedie: ℓ = 2μ^{2−q}/(2−q), slope 2μ^{1−q}; subproblem μ·w(μ), capped
-            _powers(mt, q1, w2)
-            for t in range(n):
-                m = max(mt[t], MU_FLOOR)
-                tt = w2[t]
-                h = _huber_zero(2.0 * m * tt / (2.0 - power), 1.0, delta)[1]
-                w1[t] = zt[t] * h * min(tt, m * W_CAP)
-                w2[t] = zt[t] * h * (2.0 * tt)
-        for f in range(k):
-            ft = Ft[f, i0:i0 + n]
-            af, af2 = acc[f], acc2[f]
-            for t in range(n):
-                af[t] += w1[t] * ft[t]
-                af2[t] += w2[t] * ft[t]
-    for f in range(k):
-        s1 = 0.0
-        s2 = 0.0
-        for t in range(T):
-            s1 += acc[f, t]
-            s2 += acc2[f, t]
-        cz[f] = s1
-        cb[f] = s2
-
-
 @njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, delta):
     """``Σ [ρ(μ2ᵢ) − ρ(μᵢ)]`` of the zeros' robust losses (:func:`_huber_zero`) over the rows
@@ -1001,7 +917,7 @@ def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, powe
     out = 0.0
     for f in range(x.size):
         out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
-    if rpull:  # robust, the zeros left to the step test (:func:`robust_zero_pull`)
+    if rpull:  # robust, the zeros left to the step test (:func:`zero_pull` with delta)
         return out + robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, search,
                                    power, delta, ex_row, ne, ms)
     if delta > 0.0:
@@ -1031,7 +947,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     missing. ``delta`` > 0: the robust (Huber) fit of :func:`robust_parts`: least squares
     makes every kept entry a weighted term of each step (:func:`robust_column`, from the Gram
     ``Q`` = FᵀF); KL, GP, NB and Tweedie weigh their stored entries by the Huber factor and take
-    their zeros by their pull, as the plain fit does (:func:`robust_zero_pull`: a zero's
+    their zeros by their pull, as the plain fit does (:func:`zero_pull` with ``delta``: a zero's
     Huberised loss is concave in μ too).
     ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
     by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
@@ -1087,11 +1003,9 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                          l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q,
                          rpull)
     for it in range(irls_maxit):
-        if rpull:
-            robust_zero_pull(Ft, x, j, disp, disp_by_col, search, power, delta, zmask, mu, ws,
-                             cz, cb)
-        elif concave:
-            zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb)
+        if concave:
+            zero_pull(F, Ft, x, j, disp, disp_by_col, search, power, zmask, mu, ws, cz, cb,
+                      delta if rpull else 0.0)
         for f in range(k):
             b[f] = 0.0
             for g in range(k):
