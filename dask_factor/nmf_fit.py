@@ -284,6 +284,9 @@ class NMFResult:
         power = tweedie_power if tweedie_power is not None else float(
             self.settings.get("tweedie_power", 1.5))
         zpi = None
+        if pi is not None and zi == "none":
+            raise ValueError("pi: extra-zero probabilities are scored with zi='row' or "
+                             "zi='col' (got zi='none')")
         if zi != "none":
             size = self.W.shape[0] if zi == "row" else self.H_dask.shape[1]
             zpi = pi if pi is not None else (

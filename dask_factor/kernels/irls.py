@@ -304,7 +304,7 @@ def zi_zero(code, mu, disp, power, pi):
     return -math.log(mix), (1.0 - pi) * p0 / mix
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy")
 def _zi_term(code, mu, disp, pi):
     """``(ℓ, 1 − z, ∂ℓ(0, μ)/∂μ)`` of a zero at ``μ`` under zero inflation π (:func:`zi_zero`
     and :func:`zero_slope` for NB, GP and KL, in arithmetic a loop over rows vectorises)."""
@@ -325,11 +325,11 @@ def _zi_term(code, mu, disp, pi):
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
-def zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, out, cz, want_cz):
+def zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, out, cz):
     """Every row of F scored as a zero at ``μᵢ = (F x)ᵢ`` under zero inflation (:func:`_zi_term`;
     π is ``zrow[i]`` when ``zrow`` has entries, else ``pj``): ``out`` (4,) ← ``(Σ ℓᵢ, Σ zᵢ,
-    Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, ``mu`` ← F x (as :func:`all_means`, to the bit) and, with
-    ``want_cz``, ``cz`` ← ``Σᵢ (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``. ``Ft`` is Fᵀ (k × p, C order).
+    Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, ``mu`` ← F x (as :func:`all_means`, to the bit) and ``cz``
+    ← ``Σᵢ (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``. ``Ft`` is Fᵀ (k × p, C order).
     O(p·k), in tiles of :data:`PULL_TILE` rows whose sums go lane by lane into partials added
     in lane order at the end (as :func:`zero_pull`): every loop vectorises, the order is
     fixed."""
@@ -365,33 +365,31 @@ def zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, out, cz, want_cz):
             lanes[2, t] += keep * mt[t]
             lanes[3, t] += keep * mt[t] * mt[t]
             w1[t] = keep * slope
-        if want_cz:
-            for f in range(k):
-                ft = Ft[f, i0:i0 + n]
-                af = acc[f]
-                for t in range(n):
-                    af[t] += w1[t] * ft[t]
+        for f in range(k):
+            ft = Ft[f, i0:i0 + n]
+            af = acc[f]
+            for t in range(n):
+                af[t] += w1[t] * ft[t]
     for s_ in range(4):
         out[s_] = 0.0
         for t in range(T):
             out[s_] += lanes[s_, t]
-    if want_cz:
-        for f in range(k):
-            c = 0.0
-            for t in range(T):
-                c += acc[f, t]
-            cz[f] = c
+    for f in range(k):
+        c = 0.0
+        for t in range(T):
+            c += acc[f, t]
+        cz[f] = c
 
 
 @njit(nogil=True, cache=True)
 def zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zrow, pj, ex_row, ne, mu,
-            cz, want_cz):
+            cz):
     """Column j's kept entries at ``μ = F x`` under zero inflation (π is ``zrow[i]`` when
     ``zrow`` has entries, else ``pj``; ``code`` NB, GP or KL): ``(part, kept, Σ zᵢ,
     Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, ``part`` the zero-inflated part of its objective
     (``−log(1 − π)`` per stored entry, the mixture loss of each zero: :func:`zi_zero`), the
-    sums over its zeros of their posterior ``zᵢ`` of being an extra zero; with ``want_cz`` also
-    ``cz = Σ_zeros (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``, the zeros' pull (the gradient of the mixture's
+    sums over its zeros of their posterior ``zᵢ`` of being an extra zero, and ``cz`` (k,) ←
+    ``Σ_zeros (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``, the zeros' pull (the gradient of the mixture's
     loss: the E-step's weights at the current μ). ``Ft`` (Fᵀ, C order) and ``mu`` (p,,
     scratch): every row is first scored as a zero in vectorised passes (:func:`zi_rows`), then
     the stored and the excluded rows' zero terms are taken back out (O(nnz)); an empty ``Ft``
@@ -401,7 +399,7 @@ def zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zrow, pj, ex_
         mu = np.empty(F.shape[0])
     k = x.size
     s = np.empty(4)
-    zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, s, cz, want_cz)
+    zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, s, cz)
     part, tz, s1, s2 = s[0], s[1], s[2], s[3]
     e = 0
     q = indptr[j]
@@ -424,9 +422,8 @@ def zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zrow, pj, ex_
             tz -= 1.0 - keep
             s1 -= keep * mu[i]
             s2 -= keep * mu[i] * mu[i]
-            if want_cz:
-                for f in range(k):
-                    cz[f] -= keep * slope * F[i, f]
+            for f in range(k):
+                cz[f] -= keep * slope * F[i, f]
     return part, F.shape[0] - ne, tz, s1, s2
 
 
@@ -435,12 +432,12 @@ def zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi, zpi_b
                ex_row, ne, mu, cz, want_cz):
     """The zero-inflated part of column j's objective over its kept entries, with π
     ``zpi[j]`` (``zpi_by_col``) or ``zpi[i]``, and with ``want_cz`` the zeros' pull ``cz``
-    (:func:`zi_sums`). O(p·k)."""
-    if zpi_by_col:
-        return zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, NO_PI, zpi[j],
-                       ex_row, ne, mu, cz, want_cz)[0]
-    return zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi, 0.0, ex_row, ne,
-                   mu, cz, want_cz)[0]
+    (:func:`zi_sums`; else ``cz`` is left as it was). O(p·k)."""
+    pull = cz if want_cz else np.empty(x.size)
+    # zpi[:0], not NO_PI: one compiled zi_sums (a constant array is typed read-only)
+    zrow = zpi[:0] if zpi_by_col else zpi
+    return zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zrow,
+                   zpi[j] if zpi_by_col else 0.0, ex_row, ne, mu, pull)[0]
 
 
 @njit(nogil=True, cache=True)
@@ -451,7 +448,7 @@ def zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, zp
     being an extra zero (:func:`zi_zero`) with π = ``zpi[i]`` when ``zpi`` has entries, else
     ``pi``; ``code`` NB, GP or KL (:func:`zi_sums`). O(p·k)."""
     _, kept, tz, s1, s2 = zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi,
-                                  pi, ex_row, ne, mu, np.empty(0), False)
+                                  pi, ex_row, ne, mu, np.empty(x.size))
     return kept, tz, s1, s2
 
 
@@ -461,7 +458,7 @@ def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_
     """One EM step of column j's zero-inflation probability at ``μ = F x``: the mean over its
     kept entries of the posterior ``z`` of being an extra zero (0 for a stored entry)."""
     kept, total, _, _ = zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power,
-                                    pi, NO_PI, ex_row, ne, Ft, mu)
+                                    pi, np.empty(0), ex_row, ne, Ft, mu)
     if kept == 0:
         return pi
     return min(max(total, 0.0) / kept, PI_MAX)
@@ -812,7 +809,7 @@ def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power):
     return 2.0 * out / tmp
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy")
 def _huber_zero(ell, s, delta):
     """``(ρ, h)`` of a zero entry whose loss is ``ell`` (deviance ``ell/s``) under ``robust=δ``:
     ``ρ = ℓ − s·max(√(ℓ/s) − δ, 0)²`` (:func:`robust_parts` at y = 0) and the Huber factor
@@ -822,7 +819,7 @@ def _huber_zero(ell, s, delta):
     return ell - s * over * over, min(1.0, delta / rt)
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy")
 def _nb_zero(mu, r):
     """NB's ``(ℓ(0, μ), ∂ℓ(0, μ)/∂μ)`` with ``r`` the floored size: ``r·log1p(μ/r)``,
     ``r/(r + μ)`` (:func:`zero_loss`, :func:`zero_slope`)."""
@@ -1468,6 +1465,9 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
     """
     n = indptr.size - 1
     p, k = F.shape
+    # the dispersion is by column of Aᵀ here: a True known only at run time, so the callees
+    # compile once for both half-steps (a literal True would be a specialisation of its own)
+    by_col = n >= 0
     Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
     Ft = (np.ascontiguousarray(F.T)
@@ -1492,9 +1492,9 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         weigh = estimate and zpi.size > 0 and not obs_only and (code == NB or code == GP)
         z1 = z2 = 0.0
         if weigh:
-            _, _, z1, z2 = zero_shares(indptr, indices, j, F, x, disp_old, True, code, power,
+            _, _, z1, z2 = zero_shares(indptr, indices, j, F, x, disp_old, by_col, code, power,
                                        zpi[j] if zpi_by_col else 0.0,
-                                       NO_PI if zpi_by_col else zpi, ex_row, ne, Ft, mu)
+                                       zpi[:0] if zpi_by_col else zpi, ex_row, ne, Ft, mu)
         if estimate and code == NB:
             num, den = nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row, ne,
                                        obs_only or weigh)
@@ -1512,10 +1512,10 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         disp = out_disp if score_new else disp_old
         pis = zpi
         if zpi_out.size > 0:
-            zpi_out[j] = zi_pi_step(indptr, indices, j, F, x, disp, True, code, power, zpi[j],
+            zpi_out[j] = zi_pi_step(indptr, indices, j, F, x, disp, by_col, code, power, zpi[j],
                                     ex_row, ne, Ft, mu)
             pis = zpi_out
-        out_stats[0] += column_objective(indptr, indices, data, j, F, x, Fsum, disp, True, code,
+        out_stats[0] += column_objective(indptr, indices, data, j, F, x, Fsum, disp, by_col, code,
                                          power, ex_row, ne, obs_only, delta, pis, zpi_by_col,
                                          Ft, mu, Q)
         sse = _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only)
@@ -1530,6 +1530,6 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
         out_stats[4] += stored if obs_only else p - ne
         out_stats[6] += p - ne if covers_zeros else stored
         if ne:
-            _column_test(F, x, disp, True, j, code, power, ex_row, ex_val, ex_test, ne,
+            _column_test(F, x, disp, by_col, j, code, power, ex_row, ex_val, ex_test, ne,
                          obs_only, out_stats, pis, zpi_by_col)
     out_stats[1] = sse

@@ -141,6 +141,8 @@ def test_evaluate_scores_robust_and_zero_inflated_objectives(counts):
         fit.evaluate(counts, loss="nb", zi="row", pi=np.zeros(300))
     with pytest.raises(ValueError, match=r"pi: expected probabilities in \[0, 1\)"):
         fit.evaluate(counts, loss="nb", zi="row", pi=np.full(60, 1.0))
+    with pytest.raises(ValueError, match="pi: extra-zero probabilities are scored with"):
+        fit.evaluate(counts, loss="nb", pi=fit.pi)
     with pytest.raises(ValueError, match="zi: zi='row' requires loss='nb' or loss='gp'"):
         fit.evaluate(counts, loss="kl", zi="row", pi=np.zeros(60))
     with pytest.raises(ValueError, match="robust: expected"):
