@@ -304,7 +304,7 @@ def zi_zero(code, mu, disp, power, pi):
     return -math.log(mix), (1.0 - pi) * p0 / mix
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _zi_term(code, mu, disp, pi):
     """``(ℓ, 1 − z, ∂ℓ(0, μ)/∂μ)`` of a zero at ``μ`` under zero inflation π (:func:`zi_zero`
     and :func:`zero_slope` for NB, GP and KL, in arithmetic a loop over rows vectorises)."""
