@@ -343,13 +343,7 @@ def zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, out, cz):
     for i0 in range(0, p, T):
         n = min(T, p - i0)
         mt = mu[i0:i0 + n]
-        for t in range(n):
-            mt[t] = 0.0
-        for f in range(k):
-            xf = x[f]
-            ft = Ft[f, i0:i0 + n]
-            for t in range(n):
-                mt[t] += xf * ft[t]
+        tile_means(Ft, x, i0, mt)
         if disp_by_col:  # the tile's dispersions and π first: the next loop has no branch
             dt[:n] = disp[j]
         else:
@@ -652,6 +646,20 @@ def all_means(Ft, x, mu):
             mu[i] += xf * Ft[f, i]
 
 
+@njit(nogil=True, cache=True)
+def tile_means(Ft, x, i0, mt):
+    """``mt ← (F x)`` at rows ``i0 : i0 + mt.size`` from Fᵀ (k × p, C order): the tile loop of
+    :func:`zero_pull` and :func:`zi_rows`, in the order of :func:`all_means` (to the bit)."""
+    n = mt.size
+    for t in range(n):
+        mt[t] = 0.0
+    for f in range(x.size):
+        xf = x[f]
+        ft = Ft[f, i0:i0 + n]
+        for t in range(n):
+            mt[t] += xf * ft[t]
+
+
 #: rows per tile of :func:`zero_pull`: the tile's slice of Fᵀ (k × 64 floats) stays in L1
 PULL_TILE = 64
 
@@ -708,13 +716,7 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
         n = min(T, p - i0)
         mt = mu[i0:i0 + n]
         zt = zmask[i0:i0 + n]
-        for t in range(n):
-            mt[t] = 0.0
-        for f in range(k):
-            xf = x[f]
-            ft = Ft[f, i0:i0 + n]
-            for t in range(n):
-                mt[t] += xf * ft[t]
+        tile_means(Ft, x, i0, mt)
         if delta > 0.0:  # robust: one loop per loss, no branch inside (they vectorise)
             if code == KL:  # ℓ = μ (half the Poisson deviance), slope 1
                 for t in range(n):
