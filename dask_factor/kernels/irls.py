@@ -304,6 +304,8 @@ def zi_zero(code, mu, disp, power, pi):
     return -math.log(mix), (1.0 - pi) * p0 / mix
 
 
+# inline="always": left to LLVM, the call stays a call and zi_rows' loop runs one row at a
+# time (nb with zi="row" on pbmc3k: 12.6 → 43.3 s an iteration, measured)
 @njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _zi_term(code, mu, disp, pi):
     """``(ℓ, 1 − z, ∂ℓ(0, μ)/∂μ)`` of a zero at ``μ`` under zero inflation π (:func:`zi_zero`
