@@ -440,6 +440,7 @@ PARAMETERS: dict[str, list[Constraint]] = {
     "dispersion": [StrOptions(("per_row", "global", "none"))],
     "irls_max_iter": [_COUNT],
     "irls_tol": [Interval(_REAL, 0.0, None)],
+    "irls_gain_tol": [Interval(_REAL, 0.0, 1.0, closed="left")],
     "tweedie_power": [Interval(_REAL, 1.0, None)],
     "nb_size_init": [Interval(_REAL, 0.0, None, closed="neither")],
     "nb_size_min": [Interval(_REAL, 0.0, None, closed="neither")],

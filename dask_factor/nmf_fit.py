@@ -560,7 +560,8 @@ def loss_spec(p: dict) -> LossSpec:
     return LossSpec(loss=loss, dispersion=p["dispersion"], disp_init=float(init),
                     disp_min=float(lo), disp_max=float(hi), power=float(p["tweedie_power"]),
                     irls_max_iter=int(p["irls_max_iter"]), irls_tol=float(p["irls_tol"]),
-                    robust=huber_delta(p["robust"]), zi=p["zi"])
+                    irls_gain_tol=float(p["irls_gain_tol"]), robust=huber_delta(p["robust"]),
+                    zi=p["zi"])
 
 
 def huber_delta(robust) -> float:
@@ -601,7 +602,8 @@ def fit_irls_model(prep, W0, cfg: ALSConfig, p: dict, *, m, n, seed, client, on_
                     chunks=[int(x) for x in np.diff(prep.bm.bounds)],
                     n_negative=prep.n_negative, target_lambda=0.0, loss=spec.loss,
                     dispersion=spec.dispersion, irls_max_iter=spec.irls_max_iter,
-                    irls_tol=spec.irls_tol, tweedie_power=spec.power, robust=spec.robust,
+                    irls_tol=spec.irls_tol, irls_gain_tol=spec.irls_gain_tol,
+                    tweedie_power=spec.power, robust=spec.robust,
                     zi=spec.zi,
                     dispersion_init=spec.disp_init, dispersion_bounds=(spec.disp_min,
                                                                        spec.disp_max),
@@ -681,6 +683,7 @@ def fit_nmf(
     dispersion: str = "per_row",
     irls_max_iter: int = 5,
     irls_tol: float = 1e-4,
+    irls_gain_tol: float = 0.05,
     tweedie_power: float = 1.5,
     nb_size_init: float = 10.0,
     nb_size_min: float = 0.01,

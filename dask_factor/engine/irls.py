@@ -84,6 +84,9 @@ class LossSpec:
         Tweedie variance power.
     irls_max_iter, irls_tol : int, float
         IRLS steps per column and their stopping rule (max relative change of x).
+    irls_gain_tol : float
+        A column's IRLS also stops at a step that lowers its objective by at most this share
+        of what its earlier steps did (0: off; kernels.irls.irls_column).
     robust : float
         Huber δ of ``robust=`` (0: off; kernels.irls.robust_parts).
     zi : {"none", "row", "col"}
@@ -99,6 +102,7 @@ class LossSpec:
     power: float = 1.5
     irls_max_iter: int = 5
     irls_tol: float = 1e-4
+    irls_gain_tol: float = 0.05
     robust: float = 0.0
     zi: str = "none"
 
@@ -260,7 +264,7 @@ def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec, mk=NO_H
                spec.code, spec.power, cfg.L1[1], cfg.L2[1] + EPS_GRAM, cfg.nonneg[1],
                cfg.upper_bound[1], Xprev, pack.xscale, warm, cfg.cd_maxit, cfg.cd_tol,
                spec.irls_max_iter, spec.irls_tol, Hx, mk, mptr, midx, spec.robust, zpi, by_col,
-               zpi_out)
+               zpi_out, spec.irls_gain_tol)
     Ht = Hx.astype(cfg.dtype, copy=False)  # the kept H: rounded to the stored dtype
     H64 = Ht.astype(np.float64, copy=False)
     return BlockOutput(((Ht, zpi_out if by_col else None),
@@ -293,7 +297,7 @@ def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: 
     irls_block(indptr, indices, data, Hn, disp_old, True, spec.code, spec.power, cfg.L1[0],
                cfg.L2[0] + EPS_GRAM, cfg.nonneg[0], cfg.upper_bound[0], Xprev, dh, warm,
                cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol, Wt, mk, mptr, midx,
-               spec.robust, zpi, by_col, NO_PI)  # every argument given: one signature
+               spec.robust, zpi, by_col, NO_PI, spec.irls_gain_tol)  # every argument: one signature
     new_disp = np.empty(rows)
     st = np.zeros(len(ROW_STATS))
     estimate = spec.has_dispersion and spec.dispersion != "none"

@@ -52,6 +52,9 @@ from .nnls import cd_solve, residual, sweep_budget
 from .vmath import vexp, vlog, vlog1p
 
 MSE, KL, NB, GAMMA, INVERSE_GAUSSIAN, TWEEDIE, GP = 0, 1, 2, 3, 4, 5, 6
+# the codes as numpy scalars, for calls with a fixed loss: numba types a Python int constant as
+# a literal and compiles the callee once more for it (unit_loss four times, ~3 s); these are int64
+ANY_MSE, ANY_KL = np.int64(MSE), np.int64(KL)
 #: loss name → kernel code
 LOSS_CODES = {"mse": MSE, "kl": KL, "nb": NB, "gamma": GAMMA, "inverse_gaussian": INVERSE_GAUSSIAN,
               "tweedie": TWEEDIE, "gp": GP}
@@ -246,10 +249,10 @@ def robust_parts(code, y, mu, disp, power, delta):
     else:
         s = 1.0
     if code == NB:
-        sat = unit_loss(NB, y, y, disp, power) if y > 0.0 else 0.0
+        sat = unit_loss(code, y, y, disp, power) if y > 0.0 else 0.0
         dev = (ell - sat) / s
     elif code == GP:
-        dev = unit_loss(KL, y, mu, disp, power) / s
+        dev = unit_loss(ANY_KL, y, mu, disp, power) / s
     else:
         dev = ell / s
     rt = math.sqrt(max(dev, 0.0))
@@ -491,7 +494,7 @@ def _robust_mse_column(indptr, indices, data, j, F, Ft, Q, x, delta, ex_row, ne,
             continue
         y = np.float64(data[q])
         m = mu[i]
-        ent, h = robust_parts(MSE, y, m, 0.0, 0.0, delta)
+        ent, h = robust_parts(ANY_MSE, y, m, 0.0, 0.0, delta)
         out += ent - m * m
         if gram:
             for f in range(k):
@@ -933,10 +936,47 @@ def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, powe
     return out
 
 
+@njit(nogil=True, cache=True)
+def scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne, zeros, ub, x):
+    """A cold start of column j: ``x = c·1`` with ``c`` the scale at which the model's sum
+    over the kept entries equals the column's (``Σ μᵢ = Σ yᵢ``, rows ``ex_row[:ne]`` left
+    out; over the stored entries only when zeros are not part of the fit), capped at ``ub``
+    when ``ub`` > 0. Leaves ``x`` at 0 and returns False when the column or the model has
+    nothing to scale (no positive sum)."""
+    k = x.size
+    num = 0.0
+    den = 0.0
+    e = 0
+    for q in range(indptr[j], indptr[j + 1]):
+        i = indices[q]
+        e, skip = _skip(ex_row, ne, e, i)
+        if skip:
+            continue
+        num += np.float64(data[q])
+        if not zeros:
+            for f in range(k):
+                den += F[i, f]
+    if zeros:
+        for f in range(k):
+            den += Fsum[f]
+        for e in range(ne):
+            for f in range(k):
+                den -= F[ex_row[e], f]
+    if not (num > 0.0 and den > 0.0):
+        return False
+    c = num / den
+    if ub > 0.0:
+        c = min(c, ub)
+    for f in range(k):
+        x[f] = c
+    return True
+
+
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, power, l1, l2,
                 nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm, G, vk, vp, ws, ms,
-                ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Q=NO_FT):
+                ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Q=NO_FT,
+                gain_tol=0.0):
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
@@ -952,6 +992,13 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     Huberised loss is concave in μ too).
     ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
     by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
+
+    **When it stops.** After ``irls_maxit`` steps, when a step moves no coordinate by more than
+    ``irls_tol`` relative to its start (RcppML's rule, :func:`_relative_change`), when no
+    decrease is found, or (``gain_tol`` > 0) when a step lowers the objective by at most
+    ``gain_tol`` times what the column's steps have lowered it so far: past that point the
+    steps converge linearly (the zeros' curvature is left out of each subproblem) and the
+    further gain is a small fraction of the gain made (docs/decisions.md).
 
     **The step test.** A step is kept when the column's objective does not rise. The zeros'
     part of the objective is not evaluated entry by entry where it need not be: KL and GP
@@ -998,7 +1045,11 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
             zmask[indices[q]] = 0.0
         for e in range(ne):
             zmask[ex_row[e]] = 0.0
+    if not warm and code != MSE:  # a start from 0 has infinite weights: start at the scale
+        warm = scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne,
+                           zeros and not obs_only, ub, x)
     sweeps = 0
+    gain = 0.0  # the decrease of the column's objective over the accepted steps
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
     v_old = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1,
                          l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q,
@@ -1064,7 +1115,8 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
             lin = 0.0
             for f in range(k):
                 lin += cb[f] * (x[f] - xold[f])
-            ok = v_new - v_old + lin <= 0.0
+            change = v_new - v_old + lin  # bounds the objective's change from above
+            ok = change <= 0.0
             if not ok and concave:  # the bound is inconclusive: the zeros' exact change
                 all_means(Ft, x, mu2)
                 if rpull:
@@ -1072,7 +1124,8 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                                             power, delta)
                 else:
                     dz = zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power)
-                ok = v_new - v_old + dz <= 0.0
+                change = v_new - v_old + dz
+                ok = change <= 0.0
             if ok or tries == MAX_BACKTRACK or _relative_change(x, xold) < irls_tol:
                 break
             for f in range(k):
@@ -1083,7 +1136,8 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                 x[f] = xold[f]
             break
         v_old = v_new
-        if _relative_change(x, xold) < irls_tol:
+        gain -= change
+        if _relative_change(x, xold) < irls_tol or -change <= gain_tol * gain:
             break
     if concave:
         for q in range(start, end):
@@ -1116,7 +1170,7 @@ def exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_t
 def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2, nonneg, ub,
                Xprev, xscale, warm, cd_maxit, cd_tol, irls_maxit, irls_tol, Xt,
                mk=NO_HOLDOUT, mptr=NO_MASK, midx=NO_MASK, delta=0.0, zpi=NO_PI,
-               zpi_by_col=False, zpi_out=NO_PI):
+               zpi_by_col=False, zpi_out=NO_PI, gain_tol=0.0):
     """IRLS-NNLS for every column of a CSC matrix (p × n) against ``F`` (p × k).
 
     ``Xprev`` (n × k) times ``xscale`` (k,) is the warm start when ``warm``; ``Xt`` (n × k)
@@ -1124,8 +1178,9 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     missing entries, which get zero weight (:func:`exclusions`); ``delta`` > 0 the robust fit
     (:func:`robust_parts`). ``zpi``, ``zpi_by_col``: zero inflation (:func:`irls_column`); with
     ``zpi_by_col`` and a non-empty ``zpi_out`` (n,), each column's π after one EM step at its
-    solution (:func:`zi_pi_step`, with the loss's own P₀). Returns the total coordinate-descent
-    sweeps.
+    solution (:func:`zi_pi_step`, with the loss's own P₀). ``gain_tol``: each column's IRLS
+    also stops at a step that gains at most that share of its gain so far (:func:`irls_column`).
+    Returns the total coordinate-descent sweeps.
 
     Examples
     --------
@@ -1169,7 +1224,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
         total += irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code,
                              power, l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit,
                              irls_tol, warm, G, vk, vp, ws, ms, ex_row, ne, mk[5], delta, zpi,
-                             zpi_by_col, Q)
+                             zpi_by_col, Q, gain_tol)
         for f in range(k):
             Xt[j, f] = x[f]
         if zpi_out.size > 0:

@@ -26,6 +26,7 @@ def counts():
     ({"loss": "gp", "theta_max": 0.05}, ValueError, "theta_init: expected theta_min"),
     ({"loss": "nb", "irls_max_iter": 0}, ValueError, "irls_max_iter: expected an integer"),
     ({"loss": "nb", "irls_tol": -1.0}, ValueError, "irls_tol: expected"),
+    ({"loss": "nb", "irls_gain_tol": 1.0}, ValueError, "irls_gain_tol: expected"),
     ({"robust": "median"}, ValueError, "robust: expected one of"),
     ({"loss": "kl", "zi": "row"}, ValueError, "zi: zi='row' requires loss='nb' or loss='gp'"),
     ({"loss": "nb", "zi": "col", "robust": True}, ValueError, "zi: zero inflation is not"),

@@ -25,7 +25,35 @@ def solve_block(A, F, disp, code, X, *, l1=0.0, l2=0.0, ub=0.0, cd_tol=1e-14, ir
                  np.asarray(disp, dtype=np.float64), False, int(code), 1.5, float(l1), float(l2),
                  True, float(ub), X, np.ones(X.shape[1]), False, 200, float(cd_tol),
                  int(irls_maxit), float(irls_tol), X, mk, K.NO_MASK, K.NO_MASK, float(delta),
-                 zpi, False, K.NO_PI)
+                 zpi, False, K.NO_PI, 0.0)
+
+
+def test_scale_start_matches_the_column_sums():
+    """A cold solve's start: the constant x whose model sums to the column's total over the
+    kept entries (all rows when zeros are fitted, the stored rows when not), capped at the
+    upper bound; nothing to scale leaves x at 0."""
+    rng = np.random.default_rng(3)
+    F = rng.uniform(size=(30, 4))
+    col = np.zeros(30)
+    col[[2, 5, 11, 17, 29]] = [3.0, 1.0, 4.0, 1.0, 5.0]
+    A = sp.csc_matrix(col[:, None])
+    ex = np.array([5, 8, 20], dtype=np.int64)
+    kept = np.setdiff1d(np.arange(30), ex)
+    stored = np.setdiff1d([2, 11, 17, 29], ex)
+    Fsum = F.sum(0)
+    for zeros, rows in ((True, kept), (False, stored)):
+        x = np.zeros(4)
+        assert K.scale_start(A.indptr, A.indices, A.data, 0, F, Fsum, ex, ex.size, zeros, 0.0, x)
+        np.testing.assert_allclose(x, np.full(4, col[stored].sum() / F[rows].sum()), rtol=1e-14)
+        assert np.allclose((F[rows] @ x).sum(), col[stored].sum())
+    x = np.zeros(4)
+    assert K.scale_start(A.indptr, A.indices, A.data, 0, F, Fsum, ex, 0, True, 0.01, x)
+    np.testing.assert_array_equal(x, np.full(4, 0.01))
+    empty = sp.csc_matrix(np.zeros((30, 1)))
+    x = np.zeros(4)
+    assert not K.scale_start(empty.indptr, empty.indices, empty.data, 0, F, Fsum, ex, 0, True,
+                             0.0, x)
+    assert not x.any()
 
 
 def update_rows(At, H, disp_old, code, estimate, bounds, Wrows, out_disp, st, mk=K.NO_HOLDOUT,
