@@ -787,10 +787,12 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
 
 # error_model="numpy": Tweedie's loop (no division by zero: μ is floored) then vectorises
 @njit(nogil=True, cache=True, error_model="numpy")
-def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power):
+def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, base=NO_PI):
     """``Σ [ℓ(0, μ2ᵢ) − ℓ(0, μᵢ)]`` over the rows where ``zmask`` is set (μ, μ2 given at every
     row). NB sums ``r·log1p((μ2 − μ)/(r + μ))``: one logarithm per row, and a sum of the
     changes rather than a difference of two large sums (no cancellation near convergence).
+    Tweedie: ``base``, when not empty, holds ``max(μᵢ, MU_FLOOR)^{2−q}`` at every row
+    (:func:`_powers`; the same sum, one power a row fewer).
     Tweedie (1 ≤ q < 2, ``ℓ(0, μ) = 2μ^{2−q}/(2−q)``) sums ``zmaskᵢ·(μ2ᵢ^{2−q} − μᵢ^{2−q})`` in
     :data:`PULL_TILE` lane partials (row i into lane i mod PULL_TILE, as :func:`zero_pull`),
     a loop the compiler vectorises (q = 1.5: square roots)."""
@@ -809,8 +811,14 @@ def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power):
     for i0 in range(0, p, T):
         n = min(T, p - i0)
         zt, a, b = zmask[i0:i0 + n], mu[i0:i0 + n], mu2[i0:i0 + n]
-        for t in range(n):
-            acc[t] += zt[t] * (_power(max(b[t], MU_FLOOR), tmp) - _power(max(a[t], MU_FLOOR), tmp))
+        if base.size > 0:
+            c = base[i0:i0 + n]
+            for t in range(n):
+                acc[t] += zt[t] * (_power(max(b[t], MU_FLOOR), tmp) - c[t])
+        else:
+            for t in range(n):
+                acc[t] += zt[t] * (_power(max(b[t], MU_FLOOR), tmp)
+                                   - _power(max(a[t], MU_FLOOR), tmp))
     for t in range(T):
         out += acc[t]
     return 2.0 * out / tmp
@@ -981,7 +989,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
-    array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (3, p) with row 1 all ones on entry
+    array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (5, p) with row 1 all ones on entry
     (it is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (2, p). Returns the coordinate-descent
     sweeps made. The column must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero
     weight (held out or missing: no part of the fit); with ``obs_only`` every unstored entry is
@@ -1019,7 +1027,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     concave = zeros and not zi and not linear  # NB, Tweedie with 1 ≤ q < 2; robust KL/GP too
     rpull = robust and concave  # robust: the zeros' Huberised losses are concave as well
     b, r, xold, cz, cb = vk[0], vk[1], vk[2], vk[3], vk[4]
-    mu, zmask, mu2 = vp[0], vp[1], vp[2]
+    mu, zmask, mu2, dmu, mub = vp[0], vp[1], vp[2], vp[3], vp[4]
     for f in range(k):
         cz[f] = 0.0
         cb[f] = 0.0
@@ -1118,12 +1126,22 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
             change = v_new - v_old + lin  # bounds the objective's change from above
             ok = change <= 0.0
             if not ok and concave:  # the bound is inconclusive: the zeros' exact change
-                all_means(Ft, x, mu2)
+                if tries == 0:  # μ at the full step, and its change along the step
+                    all_means(Ft, x, mu2)
+                    for i in range(mu.size):
+                        dmu[i] = mu2[i] - mu[i]
+                    if code == TWEEDIE:  # the start's zero losses, for every halving
+                        _powers(mu, 2.0 - power, mub)
+                else:  # halved steps lie on the same ray: μ + 2⁻ᵗ·Δμ, O(p) instead of O(p·k)
+                    a = 0.5 ** tries
+                    for i in range(mu.size):
+                        mu2[i] = mu[i] + a * dmu[i]
                 if rpull:
                     dz = robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, search,
                                             power, delta)
                 else:
-                    dz = zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power)
+                    dz = zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power,
+                                     mub if code == TWEEDIE else NO_PI)
                 change = v_new - v_old + dz
                 ok = change <= 0.0
             if ok or tries == MAX_BACKTRACK or _relative_change(x, xold) < irls_tol:
@@ -1207,7 +1225,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     Q = _sums_and_gram(F)[1] if robust_ls else np.empty((0, 0))
     G = np.empty((k, k))
     vk = np.empty((5, k))
-    vp = np.empty((3, p if rows else 0))
+    vp = np.empty((5, p if rows else 0))
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)
     ms = np.empty((2, p))

@@ -524,6 +524,10 @@ def test_zero_change_and_the_concave_bound(loss, code, q):
               - column_loss_np(loss, np.zeros(1), np.array([mu1[i]]), r=r[i], q=q)
               for i in np.flatnonzero(z))
     assert got == pytest.approx(ref, rel=1e-9)
+    if code == K.TWEEDIE:  # the start's powers given (irls_column's halvings): the same sum
+        base = np.empty(p)
+        K._powers(mu1, 2.0 - q, base)
+        assert K.zero_change(mu1, mu2, zmask, 0, r, False, code, q, base) == got
     mu, cz, cb = np.empty(p), np.empty(k), np.empty(k)
     K.zero_pull(F, Ft, x1, 0, r, False, code, q, zmask, mu, K.pull_scratch(k), cz, cb)
     np.testing.assert_allclose(mu, mu1, rtol=1e-12)
