@@ -28,11 +28,13 @@ and solves the NNLS
 where the zero entries enter through the derivative of their loss, ``cᵢ = ∂ℓ(0, μ)/∂μ`` in the
 same units (1 for KL and GP, r/(r+μ) for NB, μ·w(μ) = μ^{1−q} for Tweedie). The gradient of this
 subproblem at the current ``x`` is the gradient of the true objective (``wᵢ(μᵢ − yᵢ)`` is each
-stored entry's), so its solution is a descent direction: the step is halved until the column's
-objective does not rise (monotone fits), and a fixed point is a stationary point of the loss over
-*all* entries. The quadratic is built over the stored entries only (O(nnz·k²)); the zero entries
-cost O(k) per column for KL/GP (``cᵢ`` ≡ 1: ``Σ_zeros Fᵢ = Σ_all Fᵢ − Σ_stored Fᵢ``) and O(p·k)
-for NB/Tweedie (:func:`zero_pull`). Gamma and inverse Gaussian have no mass at 0: a zero entry is
+stored entry's) wherever the weight cap does not bind (it does for Tweedie's zeros at μ < 1e-4,
+whose pull is then smaller: kept, as the exact slope settles in worse fits), so its solution
+is a descent direction: the step is halved until the column's objective does not rise
+(monotone fits), and a fixed point is a stationary point of the loss over *all* entries. The
+quadratic is built over the stored entries only (O(nnz·k²)); the zero entries cost O(k) per
+column for KL/GP (``cᵢ`` ≡ 1: ``Σ_zeros Fᵢ = Σ_all Fᵢ − Σ_stored Fᵢ``) and O(p·k) for
+NB/Tweedie (:func:`zero_pull`). Gamma and inverse Gaussian have no mass at 0: a zero entry is
 outside their support and is not part of the fit or the objective.
 
 The columns are solved serially (Dask runs blocks in parallel); sums are float64 in a fixed order.
