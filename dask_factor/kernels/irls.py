@@ -19,7 +19,8 @@ objective ``Σᵢ ℓ(yᵢ, μᵢ)`` with ℓ the loss's unit negative log-likel
 
 One IRLS step fixes the weights ``wᵢ = 1/V(μᵢ)`` at the current ``x`` (μ floored, weights capped at
 ``W_CAP``; the KL/GP weight is ``1/max(μ, 1e-4)``, RcppML's), each stored entry's curvature
-``hᵢ = max(wᵢ, ∂²ℓ(yᵢ, μᵢ)/∂μ²)`` (:func:`step_curvature`; ``hᵢ = wᵢ`` in a cold start's first step)
+``hᵢ = max(wᵢ, ∂²ℓ(yᵢ, μᵢ)/∂μ²)`` (:func:`step_curvature`; ``hᵢ = wᵢ`` in the first step from
+x = 0, which a cold solve takes only when :func:`scale_start` has nothing to scale)
 and solves the NNLS
 
     minimise  ½ Σ_{yᵢ>0} hᵢ (zᵢ − Fᵢᵀx)²  +  Σ_{yᵢ=0} cᵢ Fᵢᵀx  (+ L1·Σx + ½ L2 ‖x‖²),
