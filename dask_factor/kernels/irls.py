@@ -56,7 +56,7 @@ from .vmath import vexp, vlog, vlog1p
 
 MSE, KL, NB, GAMMA, INVERSE_GAUSSIAN, TWEEDIE, GP = 0, 1, 2, 3, 4, 5, 6
 # the codes as numpy scalars, for calls with a fixed loss: numba types a Python int constant as
-# a literal and compiles the callee once more for it (unit_loss four times, ~3 s); these are int64
+# a literal and compiles the callee once more for it (unit_loss was compiled four times); int64
 ANY_MSE, ANY_KL = np.int64(MSE), np.int64(KL)
 #: loss name → kernel code
 LOSS_CODES = {"mse": MSE, "kl": KL, "nb": NB, "gamma": GAMMA, "inverse_gaussian": INVERSE_GAUSSIAN,
