@@ -1057,8 +1057,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
         for e in range(ne):
             zmask[ex_row[e]] = 0.0
     if not warm and code != MSE:  # a start from 0 has infinite weights: start at the scale
-        warm = scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne,
-                           zeros and not obs_only, ub, x)
+        warm = scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne, zeros, ub, x)
     sweeps = 0
     gain = 0.0  # the decrease of the column's objective over the accepted steps
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
