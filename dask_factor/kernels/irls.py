@@ -187,6 +187,19 @@ def zero_loss(code, mu, disp, power):
 
 
 @njit(nogil=True, cache=True)
+def nb_log_gamma(y, r):
+    """NB's terms free of μ at a count ``y`` > 0 and size ``r``: ``log y! + log Γ(r) −
+    log Γ(y + r)`` (a sum of logarithms for a small whole y, ``log Γ(y+r)/Γ(r) =
+    Σ_{t<y} log(r + t)``)."""
+    if y <= SMALL_COUNT and y == math.floor(y):
+        g = LOG_FACTORIAL[int(y)]
+        for t in range(int(y)):
+            g -= vlog(r + t)
+        return g
+    return -math.lgamma(y + r) + math.lgamma(r) + math.lgamma(y + 1.0)
+
+
+@njit(nogil=True, cache=True)
 def unit_loss(code, y, mu, disp, power):
     """ℓ(y, μ) of one entry (NB and GP: the full negative log-likelihood, log y! included)."""
     if code == MSE:
@@ -198,13 +211,7 @@ def unit_loss(code, y, mu, disp, power):
         r = max(disp, 1e-10)
         if y == 0.0:
             return zero_loss(code, mu, disp, power)
-        if 0.0 < y <= SMALL_COUNT and y == math.floor(y):  # log Γ(y+r)/Γ(r) = Σ_{t<y} log(r+t)
-            g = LOG_FACTORIAL[int(y)]
-            for t in range(int(y)):
-                g -= vlog(r + t)
-        else:
-            g = -math.lgamma(y + r) + math.lgamma(r) + math.lgamma(y + 1.0)
-        return g + nb_mu_terms(r, m, y)
+        return nb_log_gamma(y, r) + nb_mu_terms(r, m, y)
     if code == GAMMA:
         return 2.0 * (-math.log(y / m) + (y - m) / m)
     if code == INVERSE_GAUSSIAN:
@@ -246,22 +253,42 @@ def robust_parts(code, y, mu, disp, power, delta):
     entry equals ℓ while ``√dev ≤ δ`` and grows linearly in ``√dev`` beyond, and its derivative
     in μ is ``h·∂ℓ/∂μ``: the IRLS weight ``h/V(μ)`` is exact for this objective.
     """
-    ell = unit_loss(code, y, mu, disp, power)
-    if code == KL or code == NB or code == GP:
-        s = 0.5
-    else:
-        s = 1.0
+    ent, h = robust_terms(code, y, mu, disp, power, delta)
+    if code == NB and y > 0.0:
+        ent += nb_log_gamma(y, max(disp, 1e-10))
+    return ent, h
+
+
+@njit(nogil=True, cache=True)
+def robust_terms(code, y, mu, disp, power, delta):
+    """:func:`robust_parts` up to terms free of μ: NB leaves out its log-gamma terms
+    (:func:`nb_mu_terms`; its deviance is their difference at μ and at y, which they cancel
+    from), the other losses are whole. What the IRLS step test compares."""
     if code == NB:
-        sat = unit_loss(code, y, y, disp, power) if y > 0.0 else 0.0
+        r = max(disp, 1e-10)
+        ell = nb_mu_terms(r, max(mu, MU_FLOOR), y)
+        sat = nb_mu_terms(r, y, y) if y > 0.0 else 0.0
+        s = 0.5
         dev = (ell - sat) / s
-    elif code == GP:
-        dev = unit_loss(ANY_KL, y, mu, disp, power) / s
     else:
-        dev = ell / s
+        ell = unit_loss(code, y, mu, disp, power)
+        s = 0.5 if code == KL or code == GP else 1.0
+        if code == GP:
+            dev = unit_loss(ANY_KL, y, mu, disp, power) / s
+        else:
+            dev = ell / s
+    return huber(ell, dev, s, delta)
+
+
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def huber(ell, dev, s, delta):
+    """``(ρ, h)`` of an entry whose loss is ``ell`` and squared deviance residual ``dev`` (its
+    scale ``s``) under ``robust=δ``: ``ρ = ℓ − s·max(√dev − δ, 0)²`` and the Huber factor
+    ``h = min(1, δ/√dev)`` (1 at dev = 0). Branch-free, so loops over entries vectorise;
+    ``ρ`` is ``ℓ`` to the bit while ``√dev ≤ δ``."""
     rt = math.sqrt(max(dev, 0.0))
-    if rt <= delta:
-        return ell, 1.0
-    return ell - s * (rt - delta) * (rt - delta), delta / rt
+    over = max(rt - delta, 0.0)
+    return ell - s * over * over, min(1.0, delta / rt)
 
 
 @njit(nogil=True, cache=True)
@@ -720,15 +747,24 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
     acc2[:, :] = 0.0
     rr = max(disp[j], 1e-10) if disp_by_col else 0.0
     q1 = 1.0 - power  # Tweedie: ℓ(0, μ) = 2μ^{2−q}/(2−q), slope 2μ^{1−q}; subproblem μ·w(μ)
+    flat = huber_flat_mean(code, power, delta) if delta > 0.0 else 0.0
     for i0 in range(0, p, T):
         n = min(T, p - i0)
         mt = mu[i0:i0 + n]
         zt = zmask[i0:i0 + n]
         tile_means(Ft, x, i0, mt)
         if delta > 0.0:  # robust: one loop per loss, no branch inside (they vectorise)
+            # the tile's slopes with h = 1, then h at the few rows above ``flat`` (the same
+            # bits as h everywhere: h is exactly 1 at or below it, :func:`huber_flat_mean`)
+            big = 0.0
             if code == KL:  # ℓ = μ (half the Poisson deviance), slope 1
                 for t in range(n):
-                    w1[t] = zt[t] * _huber_zero(max(mt[t], MU_FLOOR), 0.5, delta)[1]
+                    w1[t] = zt[t]
+                    big = max(big, mt[t])
+                if big > flat:
+                    for t in range(n):
+                        if mt[t] > flat:
+                            w1[t] = zt[t] * _huber_zero(max(mt[t], MU_FLOOR), 0.5, delta)[1]
             elif code == NB:
                 if disp_by_col:
                     dt[:n] = rr
@@ -736,16 +772,29 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
                     for t in range(n):
                         dt[t] = max(disp[i0 + t], 1e-10)
                 for t in range(n):
-                    ell, slope = _nb_zero(mt[t], dt[t])
-                    w1[t] = zt[t] * _huber_zero(ell, 0.5, delta)[1] * slope
+                    w1[t] = zt[t] * (dt[t] / (dt[t] + max(mt[t], 0.0)))
+                    big = max(big, mt[t])
+                if big > flat:
+                    for t in range(n):
+                        if mt[t] > flat:
+                            ell, slope = _nb_zero(mt[t], dt[t])
+                            w1[t] = zt[t] * _huber_zero(ell, 0.5, delta)[1] * slope
             else:  # Tweedie
                 _powers(mt, q1, w2)
                 for t in range(n):
                     m = max(mt[t], MU_FLOOR)
                     tt = w2[t]
-                    h = _huber_zero(2.0 * m * tt / (2.0 - power), 1.0, delta)[1]
-                    w1[t] = zt[t] * h * min(tt, m * W_CAP)
-                    w2[t] = zt[t] * h * (2.0 * tt)
+                    w1[t] = zt[t] * min(tt, m * W_CAP)
+                    w2[t] = zt[t] * (2.0 * tt)
+                    big = max(big, mt[t])
+                if big > flat:
+                    for t in range(n):
+                        if mt[t] > flat:
+                            m = max(mt[t], MU_FLOOR)
+                            tt = _power(m, q1)
+                            h = _huber_zero(2.0 * m * tt / (2.0 - power), 1.0, delta)[1]
+                            w1[t] = zt[t] * h * min(tt, m * W_CAP)
+                            w2[t] = zt[t] * h * (2.0 * tt)
         elif nb:
             if disp_by_col:
                 for t in range(n):
@@ -832,9 +881,22 @@ def _huber_zero(ell, s, delta):
     """``(ρ, h)`` of a zero entry whose loss is ``ell`` (deviance ``ell/s``) under ``robust=δ``:
     ``ρ = ℓ − s·max(√(ℓ/s) − δ, 0)²`` (:func:`robust_parts` at y = 0) and the Huber factor
     ``h = min(1, δ/√(ℓ/s))`` (ℓ > 0: the mean is floored)."""
-    rt = math.sqrt(ell / s)
-    over = max(rt - delta, 0.0)
-    return ell - s * over * over, min(1.0, delta / rt)
+    return huber(ell, ell / s, s, delta)
+
+
+@njit(nogil=True, cache=True)
+def huber_flat_mean(code, power, delta):
+    """A mean at or below which a zero entry's Huber factor is exactly 1 under ``robust=δ``
+    (KL, NB, Tweedie q < 2): ``ℓ(0, μ)/s ≤ δ²`` there, with a relative margin of 10⁻⁹ for
+    rounding. KL's ``ℓ(0, μ) = μ`` and NB's ``r·log1p(μ/r) ≤ μ`` (s = ½) give ``δ²/2``;
+    Tweedie's ``2μ^{2−q}/(2−q)`` (s = 1) gives ``(δ²(2−q)/2)^{1/(2−q)}``. Most zeros of a
+    count matrix have means far below it, and their robust terms are then the plain ones."""
+    if code == KL or code == NB:
+        flat = 0.5 * delta * delta
+    else:
+        tmp = 2.0 - power
+        flat = (0.5 * delta * delta * tmp) ** (1.0 / tmp)
+    return flat * (1.0 - 1e-9)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -858,30 +920,52 @@ def robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, delta)
     dt = np.empty(T)
     pa = np.empty(T)
     pb = np.empty(T)
+    vt = np.empty(T)  # the tile's changes
     p = mu.size
     tmp = 2.0 - power
+    flat = huber_flat_mean(code, power, delta)
+    # each tile: the plain losses' changes (ρ = ℓ where both means are at or below ``flat``),
+    # then ρ's at the few rows above it (the same bits as ρ everywhere)
     for i0 in range(0, p, T):
         n = min(T, p - i0)
         a, b, zt = mu[i0:i0 + n], mu2[i0:i0 + n], zmask[i0:i0 + n]
+        big = 0.0
+        for t in range(n):
+            big = max(big, max(a[t], b[t]))
         if code == KL:
             for t in range(n):
-                acc[t] += zt[t] * (_huber_zero(max(b[t], MU_FLOOR), 0.5, delta)[0]
-                                   - _huber_zero(max(a[t], MU_FLOOR), 0.5, delta)[0])
+                vt[t] = max(b[t], MU_FLOOR) - max(a[t], MU_FLOOR)
+            if big > flat:
+                for t in range(n):
+                    if a[t] > flat or b[t] > flat:
+                        vt[t] = (_huber_zero(max(b[t], MU_FLOOR), 0.5, delta)[0]
+                                 - _huber_zero(max(a[t], MU_FLOOR), 0.5, delta)[0])
         elif code == NB:
             if disp_by_col:
                 dt[:n] = max(disp[j], 1e-10)
             else:
                 for t in range(n):
                     dt[t] = max(disp[i0 + t], 1e-10)
-            for t in range(n):
-                acc[t] += zt[t] * (_huber_zero(_nb_zero(b[t], dt[t])[0], 0.5, delta)[0]
-                                   - _huber_zero(_nb_zero(a[t], dt[t])[0], 0.5, delta)[0])
+            for t in range(n):  # as :func:`zero_change`: one logarithm, no cancellation
+                am = max(a[t], MU_FLOOR)
+                vt[t] = dt[t] * vlog1p((max(b[t], MU_FLOOR) - am) / (dt[t] + am))
+            if big > flat:
+                for t in range(n):
+                    if a[t] > flat or b[t] > flat:
+                        vt[t] = (_huber_zero(_nb_zero(b[t], dt[t])[0], 0.5, delta)[0]
+                                 - _huber_zero(_nb_zero(a[t], dt[t])[0], 0.5, delta)[0])
         else:
             _powers(b[:n], tmp, pb)
             _powers(a[:n], tmp, pa)
             for t in range(n):
-                acc[t] += zt[t] * (_huber_zero(2.0 * pb[t] / tmp, 1.0, delta)[0]
-                                   - _huber_zero(2.0 * pa[t] / tmp, 1.0, delta)[0])
+                vt[t] = 2.0 * pb[t] / tmp - 2.0 * pa[t] / tmp
+            if big > flat:
+                for t in range(n):
+                    if a[t] > flat or b[t] > flat:
+                        vt[t] = (_huber_zero(2.0 * pb[t] / tmp, 1.0, delta)[0]
+                                 - _huber_zero(2.0 * pa[t] / tmp, 1.0, delta)[0])
+        for t in range(n):
+            acc[t] += zt[t] * vt[t]
     out = 0.0
     for t in range(T):
         out += acc[t]
@@ -889,24 +973,45 @@ def robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, delta)
 
 
 @njit(nogil=True, cache=True)
+def nb_saturated(indptr, indices, data, j, disp, disp_by_col, out):
+    """``out[q − indptr[j]]`` = NB's :func:`nb_mu_terms` at μ = y for each stored entry of
+    column j: the saturated terms its deviance is measured from (:func:`robust_stored`)."""
+    start = indptr[j]
+    for q in range(start, indptr[j + 1]):
+        y = np.float64(data[q])
+        r = max(disp[j] if disp_by_col else disp[indices[q]], 1e-10)
+        out[q - start] = nb_mu_terms(r, y, y) if y > 0.0 else 0.0
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
                   ex_row, ne, ms):
-    """``Σ`` of :func:`robust_parts`' entries over the stored, kept entries of column j at
-    ``μ = F x``; ``ms[0]`` receives each stored entry's μ at ``q − indptr[j]`` (as
-    :func:`stored_value`). O(nnz·k)."""
+    """``Σ`` of :func:`robust_terms`' entries over the stored, kept entries of column j at
+    ``μ = F x`` (KL, NB, Tweedie): the plain losses (:func:`stored_losses`), then each one's
+    Huber transform (:func:`huber`). ``ms[0]`` receives each stored entry's μ at its position
+    ``q − indptr[j]`` (as :func:`stored_value`), ``ms[1]`` its Huber factor there (the next
+    IRLS step's); NB reads its saturated terms from ``ms[2]`` (:func:`nb_saturated`).
+    O(nnz·k)."""
     start, end = indptr[j], indptr[j + 1]
+    mus, hs = ms[0], ms[1]
+    for q in range(start, end):
+        mus[q - start] = _dot(F, indices[q], x)
+    stored_losses(indices[start:end], data[start:end], mus, disp, j, disp_by_col, code, power,
+                  hs)
+    s = 0.5 if code == KL or code == NB else 1.0
     out = 0.0
     e = 0
     for q in range(start, end):
-        i = indices[q]
-        m = _dot(F, i, x)
-        ms[0, q - start] = m
+        t = q - start
         if ne > 0:
-            e, skip = _skip(ex_row, ne, e, i)
+            e, skip = _skip(ex_row, ne, e, indices[q])
             if skip:
                 continue
-        out += robust_parts(code, np.float64(data[q]), m, disp[j] if disp_by_col else disp[i],
-                            power, delta)[0]
+        ell = hs[t]
+        dev = (ell - ms[2, t]) / s if code == NB else ell / s
+        ent, h = huber(ell, dev, s, delta)
+        hs[t] = h
+        out += ent
     return out
 
 
@@ -992,15 +1097,15 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
-    array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (5, p) with row 1 all ones on entry
-    (it is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (2, p). Returns the coordinate-descent
-    sweeps made. The column must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero
-    weight (held out or missing: no part of the fit); with ``obs_only`` every unstored entry is
-    missing. ``delta`` > 0: the robust (Huber) fit of :func:`robust_parts`: least squares
-    makes every kept entry a weighted term of each step (:func:`robust_column`, from the Gram
-    ``Q`` = FᵀF); KL, GP, NB and Tweedie weigh their stored entries by the Huber factor and take
-    their zeros by their pull, as the plain fit does (:func:`zero_pull` with ``delta``: a zero's
-    Huberised loss is concave in μ too).
+    array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (5, p) with row 1 all ones on entry (it
+    is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (2, p; 3 rows for a robust NB fit,
+    :func:`robust_stored`). Returns the coordinate-descent sweeps made. The column must store no
+    explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part
+    of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the robust
+    (Huber) fit of :func:`robust_parts`: least squares makes every kept entry a weighted term of
+    each step (:func:`robust_column`, from the Gram ``Q`` = FᵀF); KL, GP, NB and Tweedie weigh
+    their stored entries by the Huber factor and take their zeros by their pull, as the plain
+    fit does (:func:`zero_pull` with ``delta``: a zero's Huberised loss is concave in μ too).
     ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
     by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
 
@@ -1056,6 +1161,8 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
             zmask[indices[q]] = 0.0
         for e in range(ne):
             zmask[ex_row[e]] = 0.0
+    if rpull and code == NB:  # the deviances' saturated terms, once for the column
+        nb_saturated(indptr, indices, data, j, disp, disp_by_col, ms[2])
     if not warm and code != MSE:  # a start from 0 has infinite weights: start at the scale
         warm = scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne, zeros, ub, x)
     sweeps = 0
@@ -1089,8 +1196,8 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                 mq = ms[0, q - start]
                 w = irls_weight(code, mq, d, power)
                 h = step_curvature(code, y, mq, d, power, w) if newton else w
-                if rpull:  # the Huber factor on the weight and the curvature
-                    hr = robust_parts(search, y, mq, d, power, delta)[1]
+                if rpull:  # the Huber factor at μ, from the same evaluation
+                    hr = ms[1, q - start]
                     w *= hr
                     h *= hr
                 t = h * mq - w * (mq - y)
@@ -1230,7 +1337,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     vp = np.empty((5, p if rows else 0))
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)
-    ms = np.empty((2, p))
+    ms = np.empty((3 if concave and delta > 0.0 and code == NB else 2, p))
     x = np.empty(k)
     cap = p if mk[0] else 1
     ex_row = np.empty(cap, dtype=np.int64)
