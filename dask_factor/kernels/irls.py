@@ -1371,7 +1371,12 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
     ``Ft`` (Fᵀ in C order) and ``mu`` (p,, scratch): the zeros' means and then their losses,
     each in one vectorised pass (:func:`all_means`, :func:`zero_losses`); ``Q`` (FᵀF): robust
     least squares from the Gram (:func:`robust_column`)."""
-    if delta > 0.0:
+    zeros = zeros_observed(code, power) and not obs_only
+    dense = Ft.shape[1] == F.shape[0]  # μ and ℓ(0, μ) at every row in vectorised passes
+    robust = delta > 0.0
+    # a robust fit's zeros by the vectorised passes below (KL, NB, Tweedie: a zero's deviance
+    # is its loss over s); least squares, GP and fits without their zeros entry by entry
+    if robust and not (zeros and dense and (code == KL or code == NB or code == TWEEDIE)):
         return robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                              delta, ex_row, ne, obs_only, np.empty((0, 0)), np.empty(0),
                              False, Ft, Q, mu)
@@ -1384,20 +1389,24 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
         if skip:
             continue
         d = disp[j] if disp_by_col else disp[i]
-        out += unit_loss(code, np.float64(data[q]), _dot(F, i, x), d, power)
-    if obs_only or not zeros_observed(code, power):
+        if robust:
+            out += robust_parts(code, np.float64(data[q]), _dot(F, i, x), d, power, delta)[0]
+        else:
+            out += unit_loss(code, np.float64(data[q]), _dot(F, i, x), d, power)
+    if not zeros:
         return out
     if zpi.size > 0:
         return out + zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi,
                                 zpi_by_col, ex_row, ne, mu, x, False)
-    if code == KL or code == GP:  # ℓ(0, μ) is linear in μ: Σ_zeros from Σ_all − Σ_stored
+    if (code == KL or code == GP) and not robust:  # ℓ(0, μ) is linear in μ: Σ_all − Σ_stored
         if code == KL or disp_by_col:
             scale = 1.0 / (1.0 + max(disp[j], 0.0)) if code == GP else 1.0
             return out + max(_zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne), 0.0) * scale
-    dense = Ft.shape[1] == F.shape[0]  # μ and ℓ(0, μ) at every row in vectorised passes
     if dense:
         all_means(Ft, x, mu)
         zero_losses(mu, disp, j, disp_by_col, code, power)
+        if robust:
+            huber_losses(mu, 0.5 if code == KL or code == NB else 1.0, delta)
     q = start
     if dense and ne == 0:  # the same sum without the exclusions' pointer (3–4× faster)
         for i in range(F.shape[0]):
@@ -1422,7 +1431,12 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
 # error_model="numpy": no division can be by zero (μ and r are floored); the loop vectorises
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def zero_losses(mu, disp, j, disp_by_col, code, power):
-    """``mu[i] ← ℓ(0, mu[i])`` at every row, in place (:func:`zero_loss`; NB, Tweedie q < 2)."""
+    """``mu[i] ← ℓ(0, mu[i])`` at every row, in place (:func:`zero_loss`; NB, Tweedie q < 2;
+    KL's ``ℓ(0, μ) = μ``, floored)."""
+    if code == KL:
+        for i in range(mu.size):
+            mu[i] = max(mu[i], MU_FLOOR)
+        return
     if disp_by_col:
         d = disp[j]
         for i in range(mu.size):
@@ -1430,6 +1444,14 @@ def zero_losses(mu, disp, j, disp_by_col, code, power):
     else:
         for i in range(mu.size):
             mu[i] = zero_loss(code, mu[i], disp[i], power)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def huber_losses(ell, s, delta):
+    """``ell[i] ← ρ`` of :func:`huber` at every row, in place: zeros' losses whose deviance is
+    the loss over ``s`` (KL, NB, Tweedie), under ``robust=δ``. A loop that vectorises."""
+    for i in range(ell.size):
+        ell[i] = huber(ell[i], ell[i] / s, s, delta)[0]
 
 
 @njit(nogil=True, cache=True)
@@ -1518,7 +1540,7 @@ def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power
     k = F.shape[1]
     Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
-    rows = code == NB or code == TWEEDIE or zpi.size > 0 or (code == MSE and delta > 0.0)
+    rows = code == NB or code == TWEEDIE or zpi.size > 0 or delta > 0.0
     Ft = np.ascontiguousarray(F.T) if rows else np.empty((k, 0))
     mu = np.empty(Ft.shape[1])
     obj = 0.0
@@ -1657,7 +1679,7 @@ def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_
     Fsum, Q = _sums_and_gram(F)
     x = np.empty(k)
     Ft = (np.ascontiguousarray(F.T)
-          if code == NB or code == TWEEDIE or zpi.size > 0 or (code == MSE and delta > 0.0)
+          if code == NB or code == TWEEDIE or zpi.size > 0 or delta > 0.0
           else np.empty((k, 0)))
     mu = np.empty(Ft.shape[1])
     cap = p if mk[0] else 1

@@ -344,6 +344,66 @@ def test_robust_column_reaches_the_scipy_optimum(loss, delta):
     np.testing.assert_allclose(X[0], ref.x, rtol=2e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("loss", ["kl", "nb", "tweedie"])
+@pytest.mark.parametrize("delta", [0.2, 1.345, 50.0])
+def test_robust_block_objective_is_the_numpy_objective(loss, delta):
+    """block_objective under robust=δ (the scoring of every iteration and of evaluate) is the
+    NumPy objective over every entry, zeros included: at δ = 0.2 most zeros' means lie beyond
+    the Huber threshold, at δ = 50 none do (the plain loss)."""
+    rng = np.random.default_rng(11)
+    p, n, k = 70, 40, 3
+    F = rng.gamma(1.0, 1.0, (p, k))
+    X = rng.gamma(1.0, 1.0, (n, k))
+    mu = F @ X.T
+    Y = rng.poisson(mu).astype(float)
+    Y[rng.random(Y.shape) < 0.3] = 0.0
+    Y[:3, :4] += 30.0
+    A = sp.csc_matrix(Y)
+    A.sort_indices()
+    code = K.LOSS_CODES[loss]
+    obj, _ = K.block_objective(A.indptr, A.indices, A.data, F, X, np.full(p, 5.0), False, code,
+                               1.5, delta, K.NO_PI, False)
+    assert obj == pytest.approx(robust_np(loss, Y.ravel(), mu.ravel(), delta), rel=1e-10)
+    # the fit's own pass (robust_column, entry by entry) agrees
+    per = sum(K.robust_column(A.indptr, A.indices, A.data, j, F, X[j], np.full(p, 5.0), False,
+                              code, 1.5, delta, K.NO_MASK, 0, False, np.empty((0, 0)),
+                              np.empty(0), False) for j in range(n))
+    assert obj == pytest.approx(per, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["kl", "nb", "tweedie"])
+def test_robust_zero_pull_and_change_are_the_per_entry_sums(loss):
+    """zero_pull and robust_zero_change with δ > 0 (which take the Huber factor only where a
+    zero's mean can reach δ) equal the sums of the per-entry robust slope and loss change
+    (robust_parts at y = 0, a numerical derivative for the slope)."""
+    rng = np.random.default_rng(12)
+    p, k = 300, 4
+    F = rng.gamma(1.0, 1.0, (p, k)) * rng.choice([0.01, 1.0], (p, 1))
+    x = rng.gamma(1.0, 0.5, k)
+    x2 = x * rng.uniform(0.5, 1.5, k)
+    zmask = (rng.random(p) < 0.7).astype(float)
+    disp = rng.uniform(0.5, 8.0, p)
+    code = K.LOSS_CODES[loss]
+    delta = 1.0
+    mu, mu2 = F @ x, F @ x2
+    assert (mu[zmask > 0] > K.huber_flat_mean(code, 1.5, delta)).any()
+    assert (mu[zmask > 0] < K.huber_flat_mean(code, 1.5, delta)).any()
+    Ft = np.ascontiguousarray(F.T)
+    cz, cb, m = np.zeros(k), np.zeros(k), np.empty(p)
+    K.zero_pull(F, Ft, x, 0, disp, False, code, 1.5, zmask, m, K.pull_scratch(k), cz, cb, delta)
+    np.testing.assert_allclose(m, mu, rtol=1e-13)
+
+    def rho(i, v):
+        return K.robust_parts(code, 0.0, v, disp[i], 1.5, delta)[0]
+
+    slope = np.array([(rho(i, mu[i] * (1 + 1e-6)) - rho(i, mu[i] * (1 - 1e-6))) / (2e-6 * mu[i])
+                      for i in range(p)])
+    np.testing.assert_allclose(cb, F.T @ (zmask * slope), rtol=1e-5)
+    change = K.robust_zero_change(mu, mu2, zmask, 0, disp, False, code, 1.5, delta)
+    ref = sum(zmask[i] * (rho(i, mu2[i]) - rho(i, mu[i])) for i in range(p))
+    assert change == pytest.approx(ref, rel=1e-10)
+
+
 def test_zero_inflation_em_reaches_the_closed_form_and_the_truth():
     """Zero-inflated NB counts with a known π and mean: iterating the kernel's EM step for π
     (μ fixed) converges to the maximum-likelihood π̂ = (n₀/N − P₀)/(1 − P₀), close to the true
