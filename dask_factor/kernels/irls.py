@@ -114,7 +114,9 @@ def irls_weight(code, mu, disp, power):
 @njit(nogil=True, cache=True)
 def step_curvature(code, y, mu, disp, power, w):
     """The curvature an IRLS step gives a stored entry: the larger of its Fisher weight ``w``
-    and the observed second derivative of ℓ in μ (subproblem units)."""
+    and the observed second derivative of ℓ in μ (subproblem units), capped at :data:`W_CAP`
+    but for Tweedie: a count whose mean is near 0 has a curvature far above the cap there, and
+    capping it let the step overshoot (more halvings, a higher objective; docs/losses.md)."""
     if code == KL or code == GP:
         m = max(mu, KL_FLOOR)
         obs = y / (m * m)
@@ -128,6 +130,8 @@ def step_curvature(code, y, mu, disp, power, w):
         m = max(mu, MU_FLOOR)
         q = 2.0 if code == GAMMA else (3.0 if code == INVERSE_GAUSSIAN else power)
         obs = w * (1.0 + q * (y - m) / m)
+        if code == TWEEDIE:
+            return max(w, obs)
     return min(max(w, obs), W_CAP)
 
 
