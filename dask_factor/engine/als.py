@@ -203,13 +203,11 @@ def w_finish(red, wpack_prev, sq_norm, cfg: ALSConfig, gram_target, *rows):
     dh = factor_scale(s, s2, cfg.norm)
     Wt = np.vstack(rows) if len(rows) > 1 else rows[0]
     d = column_scale(Wt, cfg.norm)
-    Wn = Wt / d
-    Wn_store = Wn.astype(cfg.dtype)
+    Wn_store = (Wt / d).astype(cfg.dtype)
     W64 = Wn_store.astype(np.float64)
-    Pn = P / dh
     Qn = Q / np.outer(dh, dh)
     WtW = gram(W64)
-    cross = float(np.sum(d * np.einsum("ik,ik->k", W64, Pn)))
+    cross = float(np.sum(d * np.einsum("ik,ik->k", W64, P) / dh))  # no m × k temporary P/dh
     quad = float(np.sum(np.outer(d, d) * WtW * Qn))
     sse = sq_norm - 2.0 * cross + quad
     pack = make_wpack(Wn_store, wpack_prev.t + 1, cfg, dh=dh, d=d, gram_target=gram_target,

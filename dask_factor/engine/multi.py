@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels.nnls import cholesky_clip_batch, gram_cholesky, nnls_cd_batch, sweep_budget
-from ..kernels.products import csc_a_ht, csc_wt_a, gram
+from ..kernels.products import column_sums, csc_a_ht, csc_wt_a, gram
 from . import checkpoint
 from .driver import BlockOutput
 from .plan import LayerSpec, SideSpec
@@ -121,12 +121,12 @@ def factor_scale(s: np.ndarray, s2: np.ndarray, norm: str) -> np.ndarray:
 def column_scale(F: np.ndarray, norm: str) -> np.ndarray:
     """Per-column scale of a dense ``F`` (r × k): :func:`factor_scale` of its column sums of
     ``|F|`` or of ``F²`` (only the one ``norm`` uses is computed)."""
-    F = np.asarray(F, dtype=np.float64)
+    F = np.asarray(F)
     k = F.shape[1]
     if norm == "L1":
-        return factor_scale(np.abs(F).sum(axis=0), np.zeros(k), norm)
+        return factor_scale(column_sums(F, False), np.zeros(k), norm)
     if norm == "L2":
-        return factor_scale(np.zeros(k), (F * F).sum(axis=0), norm)
+        return factor_scale(np.zeros(k), column_sums(F, True), norm)
     return np.ones(k)
 
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dask_factor.kernels.products import (
+    column_sums,
     csc_a_ht,
     csc_a_v,
     csc_residual_parts,
@@ -206,3 +207,22 @@ def test_gram_equals_the_row_loop_to_the_bit_and_numpy(seed, r, k, dtype):
     F64 = F.astype(np.float64)
     np.testing.assert_allclose(G, F64.T @ F64, rtol=1e-12, atol=1e-12 * (1 + r))
     np.testing.assert_array_equal(gram(np.asfortranarray(F64)), gram_rows(F64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 3000), ks, st.sampled_from(["f4", "f8"]),
+       st.booleans())
+def test_column_sums_are_the_rows_summed_in_order(seed, r, k, dtype, squares):
+    """column_sums: per column Σ|F| (or ΣF²) in float64, the rows added one after another (the
+    left fold; numpy's axis-0 sum switches to pairwise sums for a single column), equal to
+    numpy's sum up to rounding."""
+    rng = np.random.default_rng(seed)
+    F = (rng.standard_normal((r, k)) * 10.0 ** rng.integers(-3, 4, (r, 1))).astype(dtype)
+    got = column_sums(F, squares)
+    ref = np.zeros(k)
+    for row in F.astype(np.float64):
+        ref += row * row if squares else np.abs(row)
+    assert got.dtype == np.float64 and np.array_equal(got, ref)
+    F64 = F.astype(np.float64)
+    np.testing.assert_allclose(got, (F64 * F64 if squares else np.abs(F64)).sum(axis=0),
+                               rtol=1e-12)
