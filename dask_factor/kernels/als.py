@@ -25,8 +25,10 @@ from .nnls import (
     cholesky_clip_batch,
     cholesky_solve,
     clip_bounds,
+    factor_cache,
     nnls_cd_batch,
     nnls_workspace,
+    no_factor_cache,
     sweep_budget,
 )
 from .simd import FIXED_MAX_WIDTH, fixed_width_kernel, gather_kernel, vfma_row, vload
@@ -143,6 +145,9 @@ def solve_block(Ht, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, war
     x = np.empty(k, dtype=np.float64)
     r = np.empty(k, dtype=np.float64)
     ws = nnls_workspace(k)
+    # the block's problems share G: each free set's factor is made once (kernels.nnls)
+    cs, cf = (factor_cache(k) if exact and nonneg and ub <= 0.0 and not use_chol
+              else no_factor_cache())
     has_target = tlam != 0.0
     sweeps = 0
     for j in range(n):
@@ -156,7 +161,7 @@ def solve_block(Ht, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, war
             clip_bounds(x, nonneg, ub)
         else:
             sweeps += cd_from(G, b, x, r, Xprev[j if warm else 0], xscale, warm, nonneg, ub,
-                              cd_maxit, cd_tol, exact, ws)
+                              cd_maxit, cd_tol, exact, ws, cs, cf)
         for f in range(k):
             Ht[j, f] = x[f]
             x[f] = Ht[j, f]  # the stored (possibly float32) value feeds the partials

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .nnls import cd_from, nnls_workspace
+from .nnls import cd_from, nnls_workspace, no_factor_cache
 from .rng import splitmix64_mix
 
 GOLDEN_ROW = 0x9E3779B97F4A7C15
@@ -239,6 +239,7 @@ def masked_h_step(
     xx = np.empty(kk, dtype=np.float64)  # packed x xᵀ of the current column
     Gj = np.empty((k, k), dtype=np.float64)
     ws = nnls_workspace(k)
+    cs, cf = no_factor_cache()  # each column has its own Gram
     cap = m if all_rows else 1
     for jl in range(n_p):
         c = indptr[jl + 1] - indptr[jl]
@@ -318,7 +319,7 @@ def masked_h_step(
                 x[f] = Xprev[jl, f]
         else:
             sweeps += cd_from(Gj, b, x, r, Xprev[jl if warm else 0], xscale, warm, nonneg, ub,
-                              cd_maxit, cd_tol, exact, ws)
+                              cd_maxit, cd_tol, exact, ws, cs, cf)
         for f in range(k):
             Ht[jl, f] = x[f]
             x[f] = Ht[jl, f]
@@ -424,6 +425,7 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
     r = np.empty(k, dtype=np.float64)
     unit = np.ones(k, dtype=np.float64)  # the warm start is used as given
     ws = nnls_workspace(k)
+    cs, cf = no_factor_cache()  # each row has its own Gram
     for i in range(r_):
         q = 0
         for f in range(k):
@@ -437,6 +439,6 @@ def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, w
             b[f] = Pn[i, f] - l1
         _add_penalties(Gi, b, Gx, Bx, i)
         cd_from(Gi, b, x, r, Xwarm[i if warm else 0], unit, warm, nonneg, ub, cd_maxit, cd_tol,
-                exact, ws)
+                exact, ws, cs, cf)
         for f in range(k):
             Xt[i, f] = x[f]

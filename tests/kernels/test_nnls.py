@@ -15,13 +15,16 @@ from hypothesis import strategies as st
 from scipy.optimize import lsq_linear, nnls
 
 from dask_factor.kernels.nnls import (
+    CACHE_MAX_K,
     bpp_solve,
     cd_solve,
     cholesky_clip_batch,
+    factor_cache,
     free_set_finish,
     gram_cholesky,
     nnls_cd_batch,
     nnls_workspace,
+    no_factor_cache,
 )
 
 CONVERGE = dict(maxit=20000, tol=1e-15)
@@ -332,16 +335,53 @@ def test_bpp_from_any_start_equals_scipy_nnls(problem, start_seed):
     seed, k, n = problem
     M, Y, G, Bt = ls_problem(seed, k, n)
     rng = np.random.default_rng(start_seed)
+    cache = factor_cache(k)  # the problems share G: one factor per free set for all of them
     for j in range(n):
-        x = rng.random(k) * (rng.random(k) < 0.5)
-        assert bpp_solve(G, Bt[j], x, nnls_workspace(k), 5 * k + 10)
+        start = rng.random(k) * (rng.random(k) < 0.5)
+        x = start.copy()
+        assert bpp_solve(G, Bt[j], x, nnls_workspace(k), 5 * k + 10, *no_factor_cache())
         ref = nnls(M, Y[:, j], maxiter=50 * k)[0]
         np.testing.assert_allclose(x, ref, rtol=1e-7, atol=1e-9 * (1 + np.abs(ref).max()))
+        xc = start.copy()
+        assert bpp_solve(G, Bt[j], xc, nnls_workspace(k), 5 * k + 10, *cache)
+        assert np.array_equal(xc, x)  # a cached factor is the one made per problem
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, CACHE_MAX_K), st.integers(1, 300))
+def test_factor_cache_fills_once_per_free_set(seed, k, n):
+    """A batch sharing one Gram (nnls_cd_batch with exact): the cache holds one factor per free
+    set met (flag 1, or −1 for a singular one), each equal to numpy's Cholesky factor of G_FF;
+    the solutions equal the uncached solver's, to the bit."""
+    rng = np.random.default_rng(seed)
+    M = rng.random((k + 3, k)) * (rng.random(k) < 0.9)  # some dead columns: singular sets
+    G = M.T @ M
+    Bt = rng.standard_normal((n, k))
+    Xt = np.zeros((n, k))
+    nnls_cd_batch(G, Bt, Xt, False, True, 0.0, 100, 1e-10, True)
+    cs, cf = factor_cache(k)
+    x, ws = np.zeros(k), nnls_workspace(k)
+    solved = False
+    for j in range(n):
+        x[:] = 0.0
+        xu = x.copy()
+        okc = bpp_solve(G, Bt[j], x, ws, 5 * k + 10, cs, cf)
+        oku = bpp_solve(G, Bt[j], xu, ws, 5 * k + 10, *no_factor_cache())
+        assert okc == oku and np.array_equal(x, xu)
+        if okc:
+            assert np.array_equal(x, Xt[j])
+            solved = True
+    assert set(np.unique(cf)) <= {-1, 0, 1} and (not solved or (cf == 1).any())
+    for mask in np.flatnonzero(cf == 1):
+        F = [i for i in range(k) if mask >> i & 1]
+        L = np.tril(cs[mask][:len(F), :len(F)])
+        np.testing.assert_allclose(L, np.linalg.cholesky(G[np.ix_(F, F)]), rtol=1e-9,
+                                   atol=1e-12 * np.abs(G).max())
 
 
 def test_bpp_refuses_a_dead_coordinate():
     """``G_ii = 0`` (a dead factor): not BPP's problem; x and r untouched."""
     G = np.diag([1.0, 0.0])
     x = np.array([0.5, 0.0])
-    assert not bpp_solve(G, np.array([0.6, 0.0]), x, nnls_workspace(2), 10)
+    assert not bpp_solve(G, np.array([0.6, 0.0]), x, nnls_workspace(2), 10, *factor_cache(2))
     assert x.tolist() == [0.5, 0.0]
