@@ -66,6 +66,10 @@ KL_FLOOR = 1e-4
 W_CAP = 1e6
 #: halvings of an IRLS step before it is abandoned (the start is kept)
 MAX_BACKTRACK = 10
+#: halvings of a step that is no descent direction (its slope at the start is ≥ 0): the
+#: objective is not convex along the step, so a shorter one may still lower it, but on pbmc3k
+#: (Tweedie) no step that failed a first halving passed a later one
+ASCENT_HALVINGS = 1
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -133,6 +137,26 @@ def step_curvature(code, y, mu, disp, power, w):
         if code == TWEEDIE:
             return max(w, obs)
     return min(max(w, obs), W_CAP)
+
+
+@njit(nogil=True, cache=True)
+def unit_slope(code, y, mu, disp, power):
+    """``∂ℓ(y, μ)/∂μ`` of a stored entry in the objective's units (μ floored as
+    :func:`unit_loss` floors it): the slope a step's directional derivative is made of
+    (:func:`irls_column`'s backtracking)."""
+    m = max(mu, MU_FLOOR)
+    if code == KL or code == GP:
+        return 1.0 - y / m
+    if code == NB:
+        r = max(disp, 1e-10)
+        return r * (m - y) / (m * (r + m))
+    if code == MSE:
+        return 2.0 * (mu - y)
+    if code == GAMMA:
+        return 2.0 * (m - y) / (m * m)
+    if code == INVERSE_GAUSSIAN:
+        return 2.0 * (m - y) / (m * m * m)
+    return 2.0 * (m - y) * _power(m, -power)
 
 
 @njit(nogil=True, cache=True)
@@ -1020,6 +1044,16 @@ def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power
 
 
 @njit(nogil=True, cache=True)
+def _step_slope(gs, cb, l1, l2, xold, x):
+    """The directional derivative of a column's objective at ``xold`` along ``x − xold``: the
+    stored entries' slope ``gs``, the zeros' ``cb`` and the penalties' (objective units)."""
+    dd = 0.0
+    for f in range(x.size):
+        dd += (gs[f] + cb[f] + l1 + l2 * xold[f]) * (x[f] - xold[f])
+    return dd
+
+
+@njit(nogil=True, cache=True)
 def _relative_change(x, xold):
     """``maxᵢ |xᵢ − xoldᵢ| / (|xoldᵢ| + 1e-12)``, the IRLS stopping rule's measure."""
     change = 0.0
@@ -1101,7 +1135,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
-    array). Scratch: ``G`` (k, k), ``vk`` (5, k), ``vp`` (5, p) with row 1 all ones on entry (it
+    array). Scratch: ``G`` (k, k), ``vk`` (6, k), ``vp`` (5, p) with row 1 all ones on entry (it
     is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (2, p; 3 rows for a robust NB fit,
     :func:`robust_stored`). Returns the coordinate-descent sweeps made. The column must store no
     explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part
@@ -1127,7 +1161,9 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     ``cb·Δx`` (:func:`zero_pull`) bounds its change from above and a step passing the bounded
     test lowers the true objective. Only when the bound is inconclusive are the zeros' losses
     compared (:func:`zero_change`): the accepted steps are those of the exact test. A step is
-    halved until it passes, at most :data:`MAX_BACKTRACK` times and not below ``irls_tol``.
+    halved until it passes, at most :data:`MAX_BACKTRACK` times and not below ``irls_tol``;
+    a step whose slope at its start is not negative (the capped weights and zero slopes can
+    make one) only :data:`ASCENT_HALVINGS` times.
     """
     k = x.size
     start, end = indptr[j], indptr[j + 1]
@@ -1138,7 +1174,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     linear = zeros and not zi and not robust and (code == KL or code == GP)
     concave = zeros and not zi and not linear  # NB, Tweedie with 1 ≤ q < 2; robust KL/GP too
     rpull = robust and concave  # robust: the zeros' Huberised losses are concave as well
-    b, r, xold, cz, cb = vk[0], vk[1], vk[2], vk[3], vk[4]
+    b, r, xold, cz, cb, gs = vk[0], vk[1], vk[2], vk[3], vk[4], vk[5]
     mu, zmask, mu2, dmu, mub = vp[0], vp[1], vp[2], vp[3], vp[4]
     for f in range(k):
         cz[f] = 0.0
@@ -1181,8 +1217,10 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                       delta if rpull else 0.0)
         for f in range(k):
             b[f] = 0.0
-            for g in range(k):
+            gs[f] = 0.0  # the stored entries' slope Σ ∂ℓ/∂μ·Fᵢ (objective units): the step's
+            for g in range(k):  # directional derivative, for the backtracking below
                 G[f, g] = 0.0
+        slopes = not (robust and not rpull)
         if robust and not rpull:
             robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
                           delta, ex_row, ne, obs_only, G, b, True, Ft, Q, mu)
@@ -1200,14 +1238,17 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                 mq = ms[0, q - start]
                 w = irls_weight(code, mq, d, power)
                 h = step_curvature(code, y, mq, d, power, w) if newton else w
+                dl = unit_slope(search, y, mq, d, power)
                 if rpull:  # the Huber factor at μ, from the same evaluation
                     hr = ms[1, q - start]
                     w *= hr
                     h *= hr
+                    dl *= hr
                 t = h * mq - w * (mq - y)
                 for f in range(k):
                     Fif = F[i, f]
                     b[f] += t * Fif
+                    gs[f] += dl * Fif
                     hf = h * Fif
                     for g in range(f + 1):
                         G[f, g] += hf * F[i, g]
@@ -1223,11 +1264,16 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
         # plain sweeps (exact=False: the free-set workspace is never touched, G stands in)
         sweeps += cd_solve(G, x, r, nonneg, ub, sweep_budget(warm or it > 0, cd_maxit), cd_tol,
                            False, G)
-        # the step x − xold is a descent direction of the true objective (the subproblem has
-        # its gradient at xold and a convex quadratic): halve it until the objective does not
+        # the step x − xold is a descent direction of the true objective when the subproblem
+        # has its gradient at xold (a convex quadratic): halve it until the objective does not
         # rise, so every column's objective falls monotonically
         # halvings stop once the step is within irls_tol of the start (a smaller one would end
         # the IRLS loop anyway: the decrease is then below the sums' rounding)
+        # the capped weights and zero slopes (Tweedie's μ^{1−q} at μ < 1e-4) can give the
+        # subproblem another gradient, and the step an ascent direction: its slope D at xold
+        # (stored entries, zeros, penalties) is then ≥ 0 and it gets ASCENT_HALVINGS halvings
+        known = slopes and not zi  # zero inflation's zeros are not in cb
+        dd = _step_slope(gs, cb, l1, l2, xold, x) if known else 0.0
         tries = 0
         while True:
             v_new = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search,
@@ -1257,7 +1303,8 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                                      mub if code == TWEEDIE else NO_PI)
                 change = v_new - v_old + dz
                 ok = change <= 0.0
-            if ok or tries == MAX_BACKTRACK or _relative_change(x, xold) < irls_tol:
+            if (ok or tries == MAX_BACKTRACK or _relative_change(x, xold) < irls_tol
+                    or (known and dd >= 0.0 and tries >= ASCENT_HALVINGS)):
                 break
             for f in range(k):
                 x[f] = xold[f] + 0.5 * (x[f] - xold[f])
@@ -1337,7 +1384,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     Ft = np.ascontiguousarray(F.T) if rows else np.empty((k, 0), dtype=F.dtype)
     Q = _sums_and_gram(F)[1] if robust_ls else np.empty((0, 0))
     G = np.empty((k, k))
-    vk = np.empty((5, k))
+    vk = np.empty((6, k))
     vp = np.empty((5, p if rows else 0))
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import gammaln
 from scipy.stats import nbinom
@@ -342,6 +344,22 @@ def test_robust_column_reaches_the_scipy_optimum(loss, delta):
     ours = robust_np(loss, y, F @ X[0], delta)
     assert ours <= ref.fun * (1 + 1e-7) + 1e-9
     np.testing.assert_allclose(X[0], ref.x, rtol=2e-3, atol=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["kl", "gp", "nb", "gamma", "inverse_gaussian", "tweedie"]),
+       st.integers(0, 40), st.floats(0.01, 50.0), st.floats(0.3, 20.0))
+def test_unit_slope_is_the_derivative_of_unit_loss(loss, y, mu, disp):
+    """unit_slope (the backtracking's directional derivative) is ∂ℓ/∂μ of unit_loss, by a
+    central difference, for every loss (GP: KL's, whose objective its factor updates fit)."""
+    code = K.LOSS_CODES[loss]
+    y = float(y) if loss not in ("gamma", "inverse_gaussian") else float(y) + 0.5
+    search = K.KL if code == K.GP else code
+    h = 1e-6 * mu
+    num = (K.unit_loss(search, y, mu + h, disp, 1.5)
+           - K.unit_loss(search, y, mu - h, disp, 1.5)) / (2 * h)
+    got = K.unit_slope(code, y, mu, disp, 1.5)
+    assert got == pytest.approx(num, rel=1e-5, abs=1e-7 * (1 + abs(num)))
 
 
 @pytest.mark.parametrize("loss", ["kl", "nb", "tweedie"])
