@@ -387,6 +387,19 @@ def test_robust_block_objective_is_the_numpy_objective(loss, delta):
                               code, 1.5, delta, K.NO_MASK, 0, False, np.empty((0, 0)),
                               np.empty(0), False) for j in range(n))
     assert obj == pytest.approx(per, rel=1e-12)
+    # a masked fit's training objective (row_update, held-out entries left out)
+    from dask_factor.kernels.masked import cv_hash_seed, holdout_threshold, speckled_mask
+
+    held = speckled_mask(p, n, 0.3, 7)
+    mk = (True, np.uint64(cv_hash_seed(7)), np.uint64(holdout_threshold(0.3)), True, False,
+          False, False, np.int64(0))
+    st = np.zeros(len(K.ROW_STATS))
+    K.row_update(A.indptr, A.indices, A.data, F, np.full(n, 5.0), code, 1.5, False, False,
+                 np.array([0.0, 1e6]), X, np.empty(n), st, mk, K.NO_MASK, K.NO_MASK, delta,
+                 K.NO_PI, False, K.NO_PI)
+    keep = ~held
+    assert held.any() and keep.any()
+    assert st[0] == pytest.approx(robust_np(loss, Y[keep], mu[keep], delta), rel=1e-10)
 
 
 @pytest.mark.parametrize("loss", ["kl", "nb", "tweedie"])
