@@ -311,12 +311,13 @@ def robust_terms(code, y, mu, disp, power, delta):
 @njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def huber(ell, dev, s, delta):
     """``(ρ, h)`` of an entry whose loss is ``ell`` and squared deviance residual ``dev`` (its
-    scale ``s``) under ``robust=δ``: ``ρ = ℓ − s·max(√dev − δ, 0)²`` and the Huber factor
-    ``h = min(1, δ/√dev)`` (1 at dev = 0). Branch-free, so loops over entries vectorise;
-    ``ρ`` is ``ℓ`` to the bit while ``√dev ≤ δ``."""
+    scale ``s``) under ``robust=δ`` (δ > 0): ``ρ = ℓ − s·max(√dev − δ, 0)²`` and the Huber
+    factor ``h = min(1, δ/√dev)``, computed as ``δ/max(√dev, δ)`` (exactly 1 while
+    ``√dev ≤ δ``, an exact fit included: no division by zero). Branch-free, so loops over
+    entries vectorise; ``ρ`` is ``ℓ`` to the bit while ``√dev ≤ δ``."""
     rt = math.sqrt(max(dev, 0.0))
     over = max(rt - delta, 0.0)
-    return ell - s * over * over, min(1.0, delta / rt)
+    return ell - s * over * over, delta / max(rt, delta)
 
 
 @njit(nogil=True, cache=True)

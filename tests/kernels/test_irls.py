@@ -362,6 +362,20 @@ def test_unit_slope_is_the_derivative_of_unit_loss(loss, y, mu, disp):
     assert got == pytest.approx(num, rel=1e-5, abs=1e-7 * (1 + abs(num)))
 
 
+@pytest.mark.parametrize("loss", ["mse", "kl", "gp", "nb", "gamma", "inverse_gaussian",
+                                  "tweedie"])
+def test_robust_parts_of_an_exact_fit(loss):
+    """An entry fitted exactly (y = μ: a zero deviance) has its plain loss and Huber factor 1;
+    no division by its zero residual (an all-zero row of A fits μ = 0 exactly; there the means'
+    floor leaves Tweedie a deviance of 4·10⁻⁵, within δ = 1.345)."""
+    code = K.LOSS_CODES[loss]
+    for y in ([0.0, 2.0] if loss not in ("gamma", "inverse_gaussian") else [2.0]):
+        for delta in ((1e-4, 1.345) if y > 0 else (1.345,)):
+            ent, h = K.robust_parts(code, y, y, 5.0, 1.5, delta)
+            assert h == 1.0
+            assert ent == pytest.approx(K.unit_loss(code, y, y, 5.0, 1.5), rel=1e-12, abs=1e-12)
+
+
 @pytest.mark.parametrize("loss", ["kl", "nb", "tweedie"])
 @pytest.mark.parametrize("delta", [0.2, 1.345, 50.0])
 def test_robust_block_objective_is_the_numpy_objective(loss, delta):
