@@ -21,14 +21,13 @@ import numpy as np
 from numba import njit
 
 from .nnls import (
+    batch_factor_cache,
     cd_from,
     cholesky_clip_batch,
     cholesky_solve,
     clip_bounds,
-    factor_cache,
     nnls_cd_batch,
     nnls_workspace,
-    no_factor_cache,
     sweep_budget,
 )
 from .simd import FIXED_MAX_WIDTH, fixed_width_kernel, gather_kernel, vfma_row, vload
@@ -146,8 +145,7 @@ def solve_block(Ht, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, war
     r = np.empty(k, dtype=np.float64)
     ws = nnls_workspace(k)
     # the block's problems share G: each free set's factor is made once (kernels.nnls)
-    cs, cf = (factor_cache(k) if exact and nonneg and ub <= 0.0 and not use_chol
-              else no_factor_cache())
+    cs, cf = batch_factor_cache(k, exact and not use_chol, nonneg, ub)
     has_target = tlam != 0.0
     sweeps = 0
     for j in range(n):

@@ -142,7 +142,8 @@ def step_curvature(code, y, mu, disp, power, w):
 @njit(nogil=True, cache=True)
 def unit_slope(code, y, mu, disp, power):
     """``∂ℓ(y, μ)/∂μ`` of a stored entry in the objective's units (μ floored as
-    :func:`unit_loss` floors it): the slope a step's directional derivative is made of
+    :func:`unit_loss` floors it), for the IRLS losses (least squares, robust or not, is fitted
+    from its Gram and never asks): the slope a step's directional derivative is made of
     (:func:`irls_column`'s backtracking)."""
     m = max(mu, MU_FLOOR)
     if code == KL or code == GP:
@@ -150,8 +151,6 @@ def unit_slope(code, y, mu, disp, power):
     if code == NB:
         r = max(disp, 1e-10)
         return r * (m - y) / (m * (r + m))
-    if code == MSE:
-        return 2.0 * (mu - y)
     if code == GAMMA:
         return 2.0 * (m - y) / (m * m)
     if code == INVERSE_GAUSSIAN:
@@ -786,10 +785,11 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
             # the tile's slopes with h = 1, then h at the few rows above ``flat`` (the same
             # bits as h everywhere: h is exactly 1 at or below it, :func:`huber_flat_mean`)
             big = 0.0
+            for t in range(n):
+                big = max(big, mt[t])
             if code == KL:  # ℓ = μ (half the Poisson deviance), slope 1
                 for t in range(n):
                     w1[t] = zt[t]
-                    big = max(big, mt[t])
                 if big > flat:
                     for t in range(n):
                         if mt[t] > flat:
@@ -802,7 +802,6 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
                         dt[t] = max(disp[i0 + t], 1e-10)
                 for t in range(n):
                     w1[t] = zt[t] * (dt[t] / (dt[t] + max(mt[t], 0.0)))
-                    big = max(big, mt[t])
                 if big > flat:
                     for t in range(n):
                         if mt[t] > flat:
@@ -815,7 +814,6 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
                     tt = w2[t]
                     w1[t] = zt[t] * min(tt, m * W_CAP)
                     w2[t] = zt[t] * (2.0 * tt)
-                    big = max(big, mt[t])
                 if big > flat:
                     for t in range(n):
                         if mt[t] > flat:
@@ -1016,17 +1014,13 @@ def nb_saturated(indptr, indices, data, j, disp, disp_by_col, out):
 def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
                   ex_row, ne, ms):
     """``Σ`` of :func:`robust_terms`' entries over the stored, kept entries of column j at
-    ``μ = F x`` (KL, NB, Tweedie): the plain losses (:func:`stored_losses`), then each one's
-    Huber transform (:func:`huber`). ``ms[0]`` receives each stored entry's μ at its position
-    ``q − indptr[j]`` (as :func:`stored_value`), ``ms[1]`` its Huber factor there (the next
-    IRLS step's); NB reads its saturated terms from ``ms[2]`` (:func:`nb_saturated`).
-    O(nnz·k)."""
+    ``μ = F x`` (KL, NB, Tweedie): the plain losses (:func:`stored_value`, which leaves each
+    stored entry's μ in ``ms[0]`` and its loss in ``ms[1]``), then each one's Huber transform
+    (:func:`huber`); ``ms[1]`` then holds the kept entries' Huber factors (the next IRLS
+    step's). NB reads its saturated terms from ``ms[2]`` (:func:`nb_saturated`). O(nnz·k)."""
     start, end = indptr[j], indptr[j + 1]
-    mus, hs = ms[0], ms[1]
-    for q in range(start, end):
-        mus[q - start] = _dot(F, indices[q], x)
-    stored_losses(indices[start:end], data[start:end], mus, disp, j, disp_by_col, code, power,
-                  hs)
+    stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, ex_row, ne, ms)
+    hs = ms[1]
     s = 0.5 if code == KL or code == NB else 1.0
     out = 0.0
     e = 0

@@ -79,6 +79,16 @@ def factor_cache(k):
     return np.empty((1 << k, k, k)), np.zeros(1 << k, dtype=np.int8)
 
 
+@njit(nogil=True, cache=True)
+def batch_factor_cache(k, exact, nonneg, ub):
+    """The factor cache of a batch of rank-k problems sharing one Gram: :func:`factor_cache`
+    when their solves go through :func:`bpp_solve` (``exact``, plain non-negativity), else
+    empty (:func:`no_factor_cache`)."""
+    if exact and nonneg and ub <= 0.0:
+        return factor_cache(k)
+    return no_factor_cache()
+
+
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
 def _free_cholesky_solve(G, pos, nf, rhs, S, z):
     """``z[:nf] = G_FF⁻¹ rhs_F`` with ``F = pos[:nf]``, by Cholesky into ``S``; False when
@@ -406,7 +416,7 @@ def nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, maxit, tol, exact):
     r = np.empty(k, dtype=np.float64)
     b = np.empty(k, dtype=np.float64)
     ws = nnls_workspace(k)
-    cs, cf = factor_cache(k) if exact and nonneg and ub <= 0.0 else no_factor_cache()
+    cs, cf = batch_factor_cache(k, exact, nonneg, ub)
     total = 0
     for j in range(n):
         for f in range(k):
