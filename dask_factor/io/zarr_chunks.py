@@ -12,8 +12,13 @@ default chunk-key encoding, no sharding, and the codecs our writers use (the ``b
 then ``blosc`` or ``zstd``, then optionally ``crc32c``) — :func:`plan_of` describes where its
 chunks live, and :func:`read_range` reads the chunk files a range touches, checks each CRC32C,
 checks the compressed header's sizes and decompresses every whole chunk directly into its place
-in the result (the two edge chunks through one scratch buffer).  Anything else (another store,
-codec or layout) gets no plan and is read through zarr as before.  The chunk files and their
+in the result (the two edge chunks through one scratch buffer).  :func:`iter_decoded` gives the
+chunks of a range one at a time through a per-thread scratch buffer instead, for a reader that
+transforms what it reads (summing the scan layout's row differences, widening its uint16
+counts): each chunk is used while it is still in the core's cache and no range-sized
+temporary is allocated (on the 200,000-cell scan store this cut a block read's CPU by about
+30 %, ``docs/io.md``).  Anything else (another store, codec or layout) gets no plan and is
+read through zarr as before.  The chunk files and their
 names are zarr's v3 format (the specification's chunk-key encoding), not zarr internals; this
 module is the only one that reads them.
 
@@ -33,7 +38,7 @@ import numpy as np
 
 from .errors import MatrixFormatError
 
-__all__ = ["ChunkPlan", "plan_of", "read_range"]
+__all__ = ["ChunkPlan", "iter_decoded", "plan_of", "read_range"]
 
 _BLOSC_HEADER = 16
 #: decoded chunks :func:`read_range` keeps per process when asked (``keep=True``: the column
@@ -248,8 +253,89 @@ def _kept_chunk(plan: ChunkPlan, c: int, where: str) -> np.ndarray:
     return out
 
 
+def _spans(plan: ChunkPlan, start: int, stop: int):
+    """``(c, lo, hi)``: each chunk ``c`` the entries ``start:stop`` touch and the entries
+    ``lo:hi`` of the range it holds."""
+    ch = plan.chunk
+    for c in range(start // ch, (stop - 1) // ch + 1):
+        yield c, max(start, c * ch), min(stop, (c + 1) * ch)
+
+
+#: scratch buffers up to this size are kept per thread for the next read (a few per thread: the
+#: chunk of each stored dtype a read decodes through)
+SCRATCH_KEEP_BYTES = 8 << 20
+_scratch = threading.local()
+
+
+def _take_scratch(plan: ChunkPlan) -> np.ndarray:
+    """A buffer of one chunk, this thread's kept one when free (no fresh pages to fault in at
+    every read), else a new one."""
+    key = (plan.dtype, plan.chunk)
+    pool = getattr(_scratch, "pool", None)
+    if pool is None:
+        pool = _scratch.pool = {}
+    free = pool.get(key)
+    return free.pop() if free else np.empty(plan.chunk, dtype=np.dtype(plan.dtype))
+
+
+def _give_scratch(plan: ChunkPlan, buf: np.ndarray) -> None:
+    if buf.nbytes <= SCRATCH_KEEP_BYTES:
+        free = _scratch.pool.setdefault((plan.dtype, plan.chunk), [])
+        if not free:  # one per key and thread is all a read uses
+            free.append(buf)
+
+
+def iter_decoded(plan: ChunkPlan, start: int, stop: int, *, where: str):
+    """Entries ``start:stop`` decoded one chunk at a time: yields ``(offset, piece)``, the
+    entries ``start + offset : start + offset + len(piece)`` in the stored dtype.
+
+    Each piece is a view of a scratch buffer of this thread that the next piece overwrites:
+    use it (decode, convert, copy) before asking for the next.  A chunk's decoded bytes are
+    still in the core's cache when they are used, and no range-sized buffer of the stored type
+    is allocated (its pages faulted in) at every read.
+
+    Parameters
+    ----------
+    plan : ChunkPlan
+    start, stop : int
+        ``0 <= start <= stop <= plan.size`` (checked).
+    where : str
+        Names the source in errors.
+
+    Yields
+    ------
+    (int, numpy.ndarray)
+
+    Examples
+    --------
+    >>> import tempfile, zarr
+    >>> a = zarr.create_array(tempfile.mkdtemp(), shape=(10,), chunks=(4,), dtype="int32")
+    >>> a[:] = np.arange(10)
+    >>> [(off, piece.tolist()) for off, piece in iter_decoded(plan_of(a), 3, 9, where="x")]
+    [(0, [3]), (1, [4, 5, 6, 7]), (5, [8])]
+    """
+    start, stop = _check_range(plan, start, stop, where)
+    if stop == start:
+        return
+    buf = _take_scratch(plan)
+    try:
+        for c, lo, hi in _spans(plan, start, stop):
+            _decode_into(plan, _payload(plan, c, where), buf, c, where)
+            yield lo - start, buf[lo - c * plan.chunk : hi - c * plan.chunk]
+    finally:
+        _give_scratch(plan, buf)
+
+
+def _check_range(plan: ChunkPlan, start: int, stop: int, where: str) -> tuple[int, int]:
+    start, stop = int(start), int(stop)
+    if not 0 <= start <= stop <= plan.size:
+        raise MatrixFormatError(f"{where}: entries {start}:{stop} are outside the stored "
+                                f"{plan.size} (expected 0 <= start <= stop <= {plan.size})")
+    return start, stop
+
+
 def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
-               keep: bool = False) -> np.ndarray:
+               keep: bool = False, dtype=None) -> np.ndarray:
     """Entries ``start:stop`` of the array ``plan`` describes, decoded from its chunk files.
 
     Parameters
@@ -263,10 +349,15 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
         Keep the decoded chunks in this process (up to :data:`KEEP_BYTES`, the least recently
         used dropped first) and reuse them while their files are unchanged: for small arrays
         read a little at a time, such as a column pointer.
+    dtype : numpy dtype, optional
+        Return this dtype instead of the stored one, converted chunk by chunk as each is
+        decoded (:func:`iter_decoded`); the conversion must be exact for every value of the
+        stored type (``numpy.can_cast(stored, dtype, "safe")``: uint16 counts to float32, not
+        int32 to float32), else ``TypeError``.
 
     Returns
     -------
-    numpy.ndarray of shape (stop - start,), the stored dtype.
+    numpy.ndarray of shape (stop - start,), the stored dtype or ``dtype``.
 
     Examples
     --------
@@ -275,28 +366,39 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
     >>> a[:] = np.arange(10)
     >>> read_range(plan_of(a), 3, 9, where="x")
     array([3, 4, 5, 6, 7, 8], dtype=int32)
+    >>> read_range(plan_of(a), 3, 9, where="x", dtype="float64")
+    array([3., 4., 5., 6., 7., 8.])
     """
-    start, stop = int(start), int(stop)
-    if not 0 <= start <= stop <= plan.size:
-        raise MatrixFormatError(f"{where}: entries {start}:{stop} are outside the stored "
-                                f"{plan.size} (expected 0 <= start <= stop <= {plan.size})")
-    dtype = np.dtype(plan.dtype)
-    out = np.empty(stop - start, dtype=dtype)
+    start, stop = _check_range(plan, start, stop, where)
+    stored = np.dtype(plan.dtype)
+    if dtype is not None and np.dtype(dtype) != stored:
+        dtype = np.dtype(dtype)
+        if not np.can_cast(stored, dtype, "safe"):
+            raise TypeError(f"{where}: {stored} values do not all convert exactly to {dtype}")
+        out = np.empty(stop - start, dtype=dtype)
+        for off, piece in iter_decoded(plan, start, stop, where=where):
+            out[off : off + piece.size] = piece
+        return out
+    out = np.empty(stop - start, dtype=stored)
     if stop == start:
         return out
     ch = plan.chunk
     scratch = None
-    for c in range(start // ch, (stop - 1) // ch + 1):
-        lo, hi = max(start, c * ch), min(stop, (c + 1) * ch)
-        if keep:
-            out[lo - start : hi - start] = _kept_chunk(plan, c, where)[lo - c * ch : hi - c * ch]
-            continue
-        body = _payload(plan, c, where)
-        if lo == c * ch and hi == (c + 1) * ch:
-            _decode_into(plan, body, out[lo - start : hi - start], c, where)
-            continue
-        if scratch is None:
-            scratch = np.empty(ch, dtype=dtype)
-        _decode_into(plan, body, scratch, c, where)
-        out[lo - start : hi - start] = scratch[lo - c * ch : hi - c * ch]
+    try:
+        for c, lo, hi in _spans(plan, start, stop):
+            if keep:
+                out[lo - start : hi - start] = _kept_chunk(plan, c, where)[lo - c * ch :
+                                                                          hi - c * ch]
+                continue
+            body = _payload(plan, c, where)
+            if lo == c * ch and hi == (c + 1) * ch:
+                _decode_into(plan, body, out[lo - start : hi - start], c, where)
+                continue
+            if scratch is None:
+                scratch = _take_scratch(plan)
+            _decode_into(plan, body, scratch, c, where)
+            out[lo - start : hi - start] = scratch[lo - c * ch : hi - c * ch]
+    finally:
+        if scratch is not None:
+            _give_scratch(plan, scratch)
     return out

@@ -49,7 +49,7 @@ import scipy.sparse as sp
 import zarr
 
 from .._optional import require
-from ..kernels.delta import delta_decode, delta_encode
+from ..kernels.delta import delta_decode, delta_decode_piece, delta_encode
 from .blocks import (
     BlockStream,
     PathLike,
@@ -63,7 +63,7 @@ from .errors import MatrixFormatError, reading
 from .limits import check_budget, get_limits, source_size
 from .stamp import Stamp, check_stamp, stamp
 from .validate import cast_values, check_full_pointer, check_pointer_slice, csc_from_arrays
-from .zarr_chunks import plan_of, read_range
+from .zarr_chunks import iter_decoded, plan_of, read_range
 
 #: bytes per stored entry while a sparse block is read: indices, values, a cast, a sort copy
 BYTES_PER_ENTRY = 32
@@ -186,19 +186,32 @@ class ZarrCSCReader:
             # the whole pointer slice is checked (monotone, inside the stored entries) before
             # the differences are summed along it, then the usual check
             check_full_pointer(local, p1 - p0, where=where)
-            deltas = entries(1, p0, p1)
-            if deltas.dtype.kind not in "iu" or deltas.size != p1 - p0:
-                raise MatrixFormatError(f"{where}: indices hold {deltas.dtype} x {deltas.size}, "
-                                        f"expected {p1 - p0} integers")
             indices = np.empty(p1 - p0, dtype=np.int32)
-            delta_decode(local, deltas, indices)
+            plan = self.plans[1]
+            if plan is not None and np.dtype(plan.dtype).kind in "iu":
+                # summed chunk by chunk as each is decoded (zarr_chunks.iter_decoded)
+                state = np.zeros(2, dtype=np.int64)
+                for off, piece in iter_decoded(plan, p0, p1, where=f"{where}, indices"):
+                    delta_decode_piece(local, piece, off, indices, state)
+            else:
+                deltas = entries(1, p0, p1)
+                if deltas.dtype.kind not in "iu" or deltas.size != p1 - p0:
+                    raise MatrixFormatError(f"{where}: indices hold {deltas.dtype} x "
+                                            f"{deltas.size}, expected {p1 - p0} integers")
+                delta_decode(local, deltas, indices)
         else:
             indices = entries(1, p0, p1)
-        data = entries(2, p0, p1)
         if delta and target is None:
             target = g.attrs["dtype"]
-        if target is not None:
-            data = cast_values(data, target, where=where)
+        plan = self.plans[2]
+        if (target is not None and plan is not None
+                and np.can_cast(np.dtype(plan.dtype), np.dtype(target), "safe")):
+            # narrow stored values (uint8/uint16 counts) converted chunk by chunk, exactly
+            data = read_range(plan, p0, p1, where=f"{where}, data", dtype=target)
+        else:
+            data = entries(2, p0, p1)
+            if target is not None:
+                data = cast_values(data, target, where=where)
         return csc_from_arrays(data, indices, local, (self.m, stop - start), where=where,
                                offset=start)
 

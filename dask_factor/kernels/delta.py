@@ -6,8 +6,8 @@ the previous one; with sorted indices and fewer than 2**16 rows every stored num
 
 :func:`delta_decode` does not validate: its output goes through
 :func:`dask_factor.io.validate.csc_from_arrays` (the one structural check) before any other
-kernel reads it; a sum that leaves the int32 range is clamped to 2**31 - 1, which that check
-reports as out of range.
+kernel reads it; a sum that leaves the int32 range is clamped to it, which that check reports
+as out of range.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 _INT32_MAX = np.int64(2**31 - 1)
+_INT32_MIN = np.int64(-(2**31))
 
 
 @njit(nogil=True, cache=True)
@@ -39,13 +40,49 @@ def delta_encode(indptr, indices, out):
 
 
 @njit(nogil=True, cache=True)
+def delta_decode_piece(indptr, deltas, offset, out, state):
+    """:func:`delta_decode` of the entries ``offset : offset + deltas.size`` only (a chunk of
+    the stored differences at a time); ``state`` (int64, 2) carries the column and the running
+    sum from one piece to the next: zeros before the first piece, which starts at offset 0.
+
+    The sums are int64; a sum outside the int32 range is clamped to it (then reported by the
+    structural check as an index out of range, never wrapped into a valid-looking row). The hot
+    loop only notes that one was (the clamp is off the sum's dependency chain), and a column
+    stretch where one was is summed again with the clamp: ~3× the speed of clamping every
+    entry.  Entries past ``indptr[-1]`` or ``out``'s end are not written (the caller has
+    checked that there are none: the pointer ends at the stored entries, ``out`` holds them)."""
+    j = state[0]
+    acc = state[1]
+    p = np.int64(offset)
+    end = min(p + deltas.size, np.int64(out.size))
+    last = indptr.size - 1
+    uoff = np.uint64(offset)
+    while p < end:
+        while j < last and indptr[j + 1] <= p:  # the columns that end here (empty ones too)
+            j += 1
+            acc = 0
+        if j >= last:
+            break
+        stop = min(np.int64(indptr[j + 1]), end)
+        acc0 = acc
+        over = False
+        for q in range(np.uint64(p), np.uint64(stop)):  # unsigned: no wraparound checks
+            acc += np.int64(deltas[q - uoff])
+            out[q] = np.int32(acc)
+            over |= (acc > _INT32_MAX) | (acc < _INT32_MIN)
+        if over:  # a damaged or hostile store: the same sums, clamped
+            acc = acc0
+            for q in range(np.uint64(p), np.uint64(stop)):
+                acc += np.int64(deltas[q - uoff])
+                out[q] = min(max(acc, _INT32_MIN), _INT32_MAX)
+        p = stop
+    state[0] = j
+    state[1] = acc
+
+
+@njit(nogil=True, cache=True)
 def delta_decode(indptr, deltas, out):
     """Inverse of :func:`delta_encode`: running sums of ``deltas`` restarted at every column
     start of ``indptr`` (which must be non-decreasing, from 0 to ``deltas.size``, checked by
     the caller), into the int32 array ``out``."""
-    n = indptr.size - 1
-    for j in range(n):
-        acc = np.int64(0)
-        for p in range(indptr[j], indptr[j + 1]):
-            acc += np.int64(deltas[p])
-            out[p] = acc if acc < _INT32_MAX else _INT32_MAX
+    delta_decode_piece(indptr, deltas, 0, out, np.zeros(2, dtype=np.int64))

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dask_factor.io import MatrixFormatError, open_matrix, write_matrix
-from dask_factor.io.zarr_chunks import plan_of, read_range
+from dask_factor.io.zarr_chunks import iter_decoded, plan_of, read_range
 
 CODECS = {
     "blosc+crc": [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
@@ -53,6 +53,34 @@ def test_ranges_equal_zarr(tmp_path_factory, size, chunk, dtype, codec, data):
         got = read_range(plan, a, b, where="x", keep=keep)
         assert got.dtype == np.dtype(dtype) and got.flags.writeable
         np.testing.assert_array_equal(got, np.asarray(arr[a:b]))
+    # decoded chunk by chunk: the pieces tile the range in order
+    pieces = [(off, piece.copy()) for off, piece in iter_decoded(plan, a, b, where="x")]
+    assert [off for off, _ in pieces] == list(np.cumsum([0] + [p.size for _, p in pieces])[:-1])
+    joined = np.concatenate([p for _, p in pieces]) if pieces else np.empty(0, dtype)
+    np.testing.assert_array_equal(joined, np.asarray(arr[a:b]))
+    # converted as they are decoded, where every stored value converts exactly
+    for to in ("float32", "float64", "int64"):
+        if np.can_cast(np.dtype(dtype), np.dtype(to), "safe"):
+            got = read_range(plan, a, b, where="x", dtype=to)
+            assert got.dtype == np.dtype(to)
+            np.testing.assert_array_equal(got, np.asarray(arr[a:b]).astype(to))
+        else:
+            with pytest.raises(TypeError, match="do not all convert exactly"):
+                read_range(plan, a, b, where="x", dtype=to)
+
+
+def test_interleaved_decodes_in_one_thread_do_not_share_a_buffer(tmp_path):
+    values = np.arange(1000, dtype=np.uint16)
+    plan = plan_of(_array(tmp_path, values, 64, CODECS["blosc+crc"]), all_written=True)
+    one, two = iter_decoded(plan, 3, 900, where="x"), iter_decoded(plan, 100, 999, where="x")
+    got_one, got_two = [], []
+    for (o1, p1), (o2, p2) in zip(one, two):  # both pieces alive at once
+        got_one.append((o1, p1.copy()))
+        got_two.append((o2, p2.copy()))
+    got_one += [(o, p.copy()) for o, p in one]
+    got_two += [(o, p.copy()) for o, p in two]
+    np.testing.assert_array_equal(np.concatenate([p for _, p in got_one]), values[3:900])
+    np.testing.assert_array_equal(np.concatenate([p for _, p in got_two]), values[100:999])
 
 
 def test_outside_the_array_is_refused(tmp_path):
