@@ -5,8 +5,8 @@
 
 1. Simulates the count matrix (genes × cells, 6 % dense) straight to the zarr *scan* layout
    (``dask-factor simulate --layout scan``), or reuses ``DIR/atlas-<cells>x<genes>.zarr``.
-2. Reads every block once in one thread (decode throughput, non-zeros/s/core) and once with
-   dask's threads (seconds per pass of I/O alone).
+2. Reads every block in one thread (decode throughput, non-zeros/s/core: the faster of two
+   passes) and once with dask's threads (seconds per pass of I/O alone).
 3. Fits ``nmf(path, k, cache="none")`` to convergence (default tol) on dask's threaded
    scheduler, then on a 2-worker ``LocalCluster`` (one thread each, ``--memory-limit`` per
    worker): both stream the store at every iteration.
@@ -175,18 +175,22 @@ def _online(path: str, args, exact: dict, label: str, client=None) -> dict:
 
 
 def _read_passes(path: str) -> dict:
-    """One pass reading every block in one thread (decode/core) and one with dask's threads."""
+    """Reading every block in one thread (decode/core: the faster of two passes) and once with
+    dask's threads."""
     import dask
 
     from dask_factor.io import open_matrix
 
     x = open_matrix(path)
     blocks = x.to_delayed().ravel()
-    nnz = 0
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    for b in blocks:
-        nnz += dask.compute(b, scheduler="sync")[0].nnz
-    serial, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    serial = cpu = float("inf")
+    for _ in range(2):  # the faster of two passes: the first also grows the process's heap
+        nnz = 0
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for b in blocks:
+            nnz += dask.compute(b, scheduler="sync")[0].nnz
+        serial = min(serial, time.perf_counter() - t0)
+        cpu = min(cpu, time.process_time() - cpu0)
     t0 = time.perf_counter()
     sizes = dask.compute(*[dask.delayed(lambda blk: blk.nnz)(b) for b in blocks],
                          scheduler="threads")
