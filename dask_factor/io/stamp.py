@@ -99,11 +99,13 @@ def _store_parts(path: str) -> tuple[int, int, int]:
     for d in dirs:
         for name in _META:
             f = os.path.join(d, name)
-            if os.path.isfile(f):
+            try:  # (one stat for a file seen before; none twice)
                 s, t, c = _file_parts(f)
-                size += s
-                mtime = max(mtime, t)
-                crc = zlib.crc32(f"{os.path.relpath(f, path)}:{c}".encode(), crc)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                continue
+            size += s
+            mtime = max(mtime, t)
+            crc = zlib.crc32(f"{os.path.relpath(f, path)}:{c}".encode(), crc)
     return size, mtime, crc
 
 
