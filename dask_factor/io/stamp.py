@@ -14,9 +14,7 @@ content cheaply — and every task checks it before reading a block:
   file changes); the zstd checksums of stores we write still refuse a damaged one.
 
 A mismatch raises :class:`~dask_factor.io.errors.SourceChangedError` naming the file and what
-changed.  Checking costs one ``stat`` per file and block, and an 8 KiB read when the file's
-identity (inode, size, modification and change times) is not the one seen last in this process
-(or the file changed in the last two seconds).
+changed.  Checking costs one ``stat`` and an 8 KiB read per block.
 
 Examples
 --------
@@ -35,7 +33,6 @@ dask_factor.io.errors.SourceChangedError: path='...x.bin' changed since it was o
 from __future__ import annotations
 
 import os
-import time
 import zlib
 from dataclasses import dataclass
 
@@ -57,23 +54,7 @@ class Stamp:
     crc: int
 
 
-#: per process: a file's identity as ``stat`` gives it -> its parts, so that a file seen
-#: unchanged (same inode, size, modification and change times) is not read again
-_SEEN_MAX = 4096
-#: a file changed more recently than this (ns) is not remembered (see :func:`_file_parts`)
-RACY_NS = 2 * 10**9
-_seen: dict[str, tuple[tuple, tuple[int, int, int]]] = {}
-
-
-def _identity(st: os.stat_result) -> tuple:
-    # st_ctime_ns changes with every write and cannot be set by a user (utime sets mtime only)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _file_parts(path: str) -> tuple[int, int, int]:
-    hit = _seen.get(path)
-    if hit is not None and hit[0] == _identity(os.stat(path)):
-        return hit[1]
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         head = f.read(_EDGE)
@@ -81,15 +62,7 @@ def _file_parts(path: str) -> tuple[int, int, int]:
         if st.st_size > _EDGE:
             f.seek(max(_EDGE, st.st_size - _EDGE))
             tail = f.read(_EDGE)
-    parts = (st.st_size, st.st_mtime_ns, zlib.crc32(tail, zlib.crc32(head)))
-    # file times tick coarsely (a few ms; seconds on some file systems): a file changed less
-    # than RACY_NS ago could change again with the same identity, so it is read every time
-    # until it is older (git's "racily clean" rule)
-    if time.time_ns() - st.st_ctime_ns > RACY_NS:
-        if len(_seen) >= _SEEN_MAX:
-            _seen.clear()
-        _seen[path] = (_identity(st), parts)
-    return parts
+    return st.st_size, st.st_mtime_ns, zlib.crc32(tail, zlib.crc32(head))
 
 
 def _store_parts(path: str) -> tuple[int, int, int]:
@@ -99,13 +72,11 @@ def _store_parts(path: str) -> tuple[int, int, int]:
     for d in dirs:
         for name in _META:
             f = os.path.join(d, name)
-            try:  # (one stat for a file seen before; none twice)
+            if os.path.isfile(f):
                 s, t, c = _file_parts(f)
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                continue
-            size += s
-            mtime = max(mtime, t)
-            crc = zlib.crc32(f"{os.path.relpath(f, path)}:{c}".encode(), crc)
+                size += s
+                mtime = max(mtime, t)
+                crc = zlib.crc32(f"{os.path.relpath(f, path)}:{c}".encode(), crc)
     return size, mtime, crc
 
 

@@ -279,8 +279,11 @@ def _take_scratch(plan: ChunkPlan) -> np.ndarray:
 
 
 def _give_scratch(plan: ChunkPlan, buf: np.ndarray) -> None:
+    pool = getattr(_scratch, "pool", None)
+    if pool is None:  # (a generator finished in another thread than the one it ran in)
+        return
     if buf.nbytes <= SCRATCH_KEEP_BYTES:
-        free = _scratch.pool.setdefault((plan.dtype, plan.chunk), [])
+        free = pool.setdefault((plan.dtype, plan.chunk), [])
         if not free:  # one per key and thread is all a read uses
             free.append(buf)
 
@@ -353,7 +356,7 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
         Return this dtype instead of the stored one, converted chunk by chunk as each is
         decoded (:func:`iter_decoded`); the conversion must be exact for every value of the
         stored type (``numpy.can_cast(stored, dtype, "safe")``: uint16 counts to float32, not
-        int32 to float32), else ``TypeError``.
+        int32 to float32), else ``TypeError``; not with ``keep``.
 
     Returns
     -------
@@ -372,6 +375,9 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
     start, stop = _check_range(plan, start, stop, where)
     stored = np.dtype(plan.dtype)
     if dtype is not None and np.dtype(dtype) != stored:
+        if keep:
+            raise ValueError("read_range: keep=True keeps chunks in the stored dtype; pass "
+                             "dtype=None with it")
         dtype = np.dtype(dtype)
         if not np.can_cast(stored, dtype, "safe"):
             raise TypeError(f"{where}: {stored} values do not all convert exactly to {dtype}")

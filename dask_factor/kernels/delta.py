@@ -42,15 +42,45 @@ def delta_encode(indptr, indices, out):
 @njit(nogil=True, cache=True)
 def delta_decode_piece(indptr, deltas, offset, out, state):
     """:func:`delta_decode` of the entries ``offset : offset + deltas.size`` only (a chunk of
-    the stored differences at a time); ``state`` (int64, 2) carries the column and the running
-    sum from one piece to the next: zeros before the first piece, which starts at offset 0.
+    the stored differences at a time).
 
     The sums are int64; a sum outside the int32 range is clamped to it (then reported by the
     structural check as an index out of range, never wrapped into a valid-looking row). The hot
     loop only notes that one was (the clamp is off the sum's dependency chain), and a column
     stretch where one was is summed again with the clamp: ~3× the speed of clamping every
-    entry.  Entries past ``indptr[-1]`` or ``out``'s end are not written (the caller has
-    checked that there are none: the pointer ends at the stored entries, ``out`` holds them)."""
+    entry.
+
+    Parameters
+    ----------
+    indptr : (n + 1,) integer array
+        The block's column pointer, from 0, non-decreasing (checked by the caller).
+    deltas : (len,) integer array
+        The stored differences of entries ``offset : offset + len``.
+    offset : int
+        Position of ``deltas[0]`` in the block (>= 0).
+    out : (nnz,) int32 array
+        Receives the row indices; entries past ``indptr[-1]`` or ``out``'s end are not written.
+    state : (2,) int64 array
+        The column and the running sum carried from one piece to the next: zeros before the
+        first piece (offset 0), then left as this call leaves it.
+
+    Raises
+    ------
+    ValueError
+        ``offset`` or ``state[0]`` negative.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> indptr, out, state = np.array([0, 3, 5]), np.empty(5, np.int32), np.zeros(2, np.int64)
+    >>> deltas = np.array([2, 1, 4, 0, 7], np.uint16)
+    >>> delta_decode_piece(indptr, deltas[:2], 0, out, state)
+    >>> delta_decode_piece(indptr, deltas[2:], 2, out, state)
+    >>> out.tolist()
+    [2, 3, 7, 0, 7]
+    """
+    if offset < 0 or state[0] < 0:
+        raise ValueError("delta_decode_piece: offset and state[0] must be >= 0")
     j = state[0]
     acc = state[1]
     p = np.int64(offset)

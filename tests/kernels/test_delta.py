@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,3 +60,11 @@ def test_writes_nothing_past_the_pointer_or_the_output():
     short = np.full(1, -5, np.int32)
     delta_decode_piece(indptr, np.array([1, 2], np.uint16), 0, short, np.zeros(2, np.int64))
     np.testing.assert_array_equal(short, [1])
+
+
+def test_a_negative_offset_or_column_is_refused():
+    indptr, out = np.array([0, 2], np.int64), np.zeros(2, np.int32)
+    with pytest.raises(ValueError, match="offset and state"):
+        delta_decode_piece(indptr, np.ones(2, np.uint16), -3, out, np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="offset and state"):
+        delta_decode_piece(indptr, np.ones(2, np.uint16), 0, out, np.array([-5, 0]))
