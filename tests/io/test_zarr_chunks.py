@@ -152,22 +152,25 @@ def test_damage_is_refused(tmp_path, codec):
         bad = bytearray(good)
         bad[len(bad) // 2] ^= 0x20
         f.write_bytes(bytes(bad))
-        with pytest.raises(MatrixFormatError, match="chunk 3"):
-            read_range(plan, 250, 450, where="x")
+        for dtype in (None, "float32"):  # in place, and chunk by chunk (iter_decoded)
+            with pytest.raises(MatrixFormatError, match="chunk 3"):
+                read_range(plan, 250, 450, where="x", dtype=dtype)
     # truncated
     f.write_bytes(good[: len(good) // 2])
-    with pytest.raises(MatrixFormatError, match="chunk 3"):
-        read_range(plan, 250, 450, where="x")
+    for dtype in (None, "float32"):
+        with pytest.raises(MatrixFormatError, match="chunk 3"):
+            read_range(plan, 250, 450, where="x", dtype=dtype)
     # another chunk size (the chunk of an array with 50-entry chunks)
     other = plan_of(_array(tmp_path, values[:50], 50, CODECS[codec], name="y"))
     f.write_bytes(_chunk_file(other, 0).read_bytes())
-    with pytest.raises(MatrixFormatError, match="chunk 3"):
-        read_range(plan, 250, 450, where="x")
+    for dtype in (None, "float32"):
+        with pytest.raises(MatrixFormatError, match="chunk 3"):
+            read_range(plan, 250, 450, where="x", dtype=dtype)
     # missing
     f.unlink()
-    for keep in (False, True):
+    for keep, dtype in ((False, None), (True, None), (False, "float32")):
         with pytest.raises(MatrixFormatError, match="chunk 3 .* is missing"):
-            read_range(plan, 250, 450, where="x", keep=keep)
+            read_range(plan, 250, 450, where="x", keep=keep, dtype=dtype)
     f.write_bytes(good)
     np.testing.assert_array_equal(read_range(plan, 250, 450, where="x"), values[250:450])
 
