@@ -380,7 +380,8 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
                              "dtype=None with it")
         dtype = np.dtype(dtype)
         if not np.can_cast(stored, dtype, "safe"):
-            raise TypeError(f"{where}: {stored} values do not all convert exactly to {dtype}")
+            raise TypeError(f"{where}: {stored} values do not all convert exactly to {dtype} "
+                            f"(expected a dtype numpy.can_cast({stored}, ..., 'safe') allows)")
         out = np.empty(stop - start, dtype=dtype)
         for off, piece in iter_decoded(plan, start, stop, where=where):
             out[off : off + piece.size] = piece

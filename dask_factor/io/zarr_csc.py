@@ -49,7 +49,7 @@ import scipy.sparse as sp
 import zarr
 
 from .._optional import require
-from ..kernels.delta import delta_decode, delta_decode_piece, delta_encode
+from ..kernels.delta import delta_decode_piece, delta_encode
 from .blocks import (
     BlockStream,
     PathLike,
@@ -186,19 +186,21 @@ class ZarrCSCReader:
             # the whole pointer slice is checked (monotone, inside the stored entries) before
             # the differences are summed along it, then the usual check
             check_full_pointer(local, p1 - p0, where=where)
-            indices = np.empty(p1 - p0, dtype=np.int32)
             plan = self.plans[1]
-            if plan is not None and np.dtype(plan.dtype).kind in "iu":
-                # summed chunk by chunk as each is decoded (zarr_chunks.iter_decoded)
-                state = np.zeros(2, dtype=np.int64)
-                for off, piece in iter_decoded(plan, p0, p1, where=f"{where}, indices"):
-                    delta_decode_piece(local, piece, off, indices, state)
-            else:
+            if plan is not None:  # summed chunk by chunk as each is decoded
+                kind, size = np.dtype(plan.dtype), p1 - p0
+                pieces = iter_decoded(plan, p0, p1, where=f"{where}, indices")
+            else:  # read through zarr: the whole slice is one piece
                 deltas = entries(1, p0, p1)
-                if deltas.dtype.kind not in "iu" or deltas.size != p1 - p0:
-                    raise MatrixFormatError(f"{where}: indices hold {deltas.dtype} x "
-                                            f"{deltas.size}, expected {p1 - p0} integers")
-                delta_decode(local, deltas, indices)
+                kind, size = deltas.dtype, deltas.size
+                pieces = [(0, deltas)]
+            if kind.kind not in "iu" or size != p1 - p0:
+                raise MatrixFormatError(f"{where}: indices hold {kind} x {size}, expected "
+                                        f"{p1 - p0} integers")
+            indices = np.empty(p1 - p0, dtype=np.int32)
+            state = np.zeros(2, dtype=np.int64)
+            for off, piece in pieces:
+                delta_decode_piece(local, piece, off, indices, state)
         else:
             indices = entries(1, p0, p1)
         if delta and target is None:

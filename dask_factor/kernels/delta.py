@@ -47,7 +47,7 @@ def delta_decode_piece(indptr, deltas, offset, out, state):
     The sums are int64; a sum outside the int32 range is clamped to it (then reported by the
     structural check as an index out of range, never wrapped into a valid-looking row). The hot
     loop only notes that one was (the clamp is off the sum's dependency chain), and a column
-    stretch where one was is summed again with the clamp: ~3× the speed of clamping every
+    stretch where one was is summed again with the clamp: ~2.4× the speed of clamping every
     entry.
 
     Parameters
