@@ -25,6 +25,7 @@ __all__ = [
     "write_varint",
     "read_freq_table",
     "rans_decode",
+    "rans_decode_pair",
     "rans_capacity_ok",
     "check_table",
     "normalize_freqs",
@@ -283,6 +284,108 @@ def rans_decode(buf, start, stop, freq, count, out):
         return E_RANS_TAIL
     return 0
 
+
+
+@njit(nogil=True, cache=True)
+def _decode_tables(freq, fc, lut):
+    """``lut[slot]`` = the symbol owning the slot, ``fc[s]`` = ``freq[s] << 16 | cum[s]`` (one
+    load gives both numbers of a decoding step).  False (nothing written past ``lut``) unless
+    ``freq`` is a table of 256 non-negative frequencies summing to 16384."""
+    if freq.size != 256:
+        return False
+    total = np.int64(0)
+    for s in range(256):
+        if freq[s] < 0:
+            return False
+        total += freq[s]
+    if total != PROB_SCALE:
+        return False
+    c = np.int64(0)
+    for s in range(256):
+        fc[s] = (freq[s] << 16) | c
+        for k in range(c, c + freq[s]):
+            lut[k] = s
+        c += freq[s]
+    return True
+
+
+@njit(nogil=True, cache=True)
+def rans_decode_pair(buf, a0, a1, fa, b0, b1, fb, count, outa, outb):
+    """Decode two independent streams of ``count`` symbols each in one loop.
+
+    Stream A is ``buf[a0:a1]`` with table ``fa`` into ``outa[:count]``, stream B likewise.
+    A single-state rANS decoder is one chain of dependent loads and multiplies per symbol; two
+    streams decoded side by side run their chains in parallel on one core (a chunk's gaps and
+    values together cost about what its gaps alone did).  The renormalisation is branch-free:
+    after a step the state is at least 2⁹ (at least 2²³ before, every frequency ≥ 1), so
+    0, 1 or 2 bytes bring it back into range.
+
+    Returns 0 when both streams decode exactly as :func:`rans_decode` would decode them, else 1
+    without saying why: the caller then decodes them one by one, which names the error (this
+    path is for well-formed data; it never reads or writes outside its arrays).  Tables are
+    256 frequencies as :func:`read_freq_table` gives them (1 for anything else); the caller
+    checks each stream's capacity (:func:`rans_capacity_ok`) before allocating the outputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> syms = np.array([0, 1, 1, 2, 0, 1], np.uint8)
+    >>> freq = np.zeros(256, np.int64)
+    >>> freq[:3] = normalize_freqs(np.bincount(syms).astype(np.int64), 3)
+    >>> out = np.zeros(64, np.uint8)
+    >>> end = rans_encode(syms, freq, out, 0)
+    >>> buf = np.concatenate([out[:end], out[:end]])
+    >>> a, b = np.empty(6, np.uint8), np.empty(6, np.uint8)
+    >>> rans_decode_pair(buf, 0, end, freq, end, 2 * end, freq, 6, a, b)
+    0
+    >>> a.tolist() == b.tolist() == syms.tolist()
+    True
+    """
+    if a0 < 0 or b0 < 0 or a1 - a0 < 4 or b1 - b0 < 4 or a1 > buf.size or b1 > buf.size:
+        return 1
+    if outa.size < count or outb.size < count:
+        return 1
+    fca = np.empty(256, np.int64)
+    fcb = np.empty(256, np.int64)
+    luta = np.empty(PROB_SCALE, np.uint8)
+    lutb = np.empty(PROB_SCALE, np.uint8)
+    if not (_decode_tables(fa, fca, luta) and _decode_tables(fb, fcb, lutb)):
+        return 1
+    xa = ((np.int64(buf[a0]) << 24) | (np.int64(buf[a0 + 1]) << 16)
+          | (np.int64(buf[a0 + 2]) << 8) | np.int64(buf[a0 + 3]))
+    xb = ((np.int64(buf[b0]) << 24) | (np.int64(buf[b0 + 1]) << 16)
+          | (np.int64(buf[b0 + 2]) << 8) | np.int64(buf[b0 + 3]))
+    top = np.int64(1) << 31
+    if xa < RANS_L or xa >= top or xb < RANS_L or xb >= top:
+        return 1
+    pa = a0 + 4
+    pb = b0 + 4
+    la = a1 - 1  # the last byte of each stream: a byte read past it is clamped and unused
+    lb = b1 - 1
+    for i in range(count):
+        sa = xa & (PROB_SCALE - 1)
+        sb = xb & (PROB_SCALE - 1)
+        ya = luta[sa]
+        yb = lutb[sb]
+        ea = fca[ya]
+        eb = fcb[yb]
+        xa = (ea >> 16) * (xa >> PROB_BITS) + sa - (ea & 0xFFFF)
+        xb = (eb >> 16) * (xb >> PROB_BITS) + sb - (eb & 0xFFFF)
+        na = np.int64(xa < RANS_L) + np.int64(xa < (1 << 15))  # bytes to read: 0, 1 or 2
+        nb = np.int64(xb < RANS_L) + np.int64(xb < (1 << 15))
+        if pa + na > a1 or pb + nb > b1:
+            return 1
+        va = (np.int64(buf[min(pa, la)]) << 8) | np.int64(buf[min(pa + 1, la)])
+        vb = (np.int64(buf[min(pb, lb)]) << 8) | np.int64(buf[min(pb + 1, lb)])
+        xa = (xa << (8 * na)) | (va >> (8 * (2 - na)))
+        xb = (xb << (8 * nb)) | (vb >> (8 * (2 - nb)))
+        pa += na
+        pb += nb
+        outa[i] = ya
+        outb[i] = yb
+    if pa != a1 or xa != RANS_L or pb != b1 or xb != RANS_L:
+        return 1
+    return 0
 
 # ---------------------------------------------------------------------------------------------
 # frequency normalisation, with an emulation of libstdc++'s std::sort (introsort) so that ties
