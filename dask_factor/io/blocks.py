@@ -198,14 +198,20 @@ def merge_bounds(stored: np.ndarray, stored_nnz_offsets: np.ndarray, block_nnz: 
     """Group consecutive stored blocks into blocks of about ``block_nnz`` entries.
 
     ``stored_nnz_offsets[i]`` is the number of entries before stored block ``i``.  Blocks are
-    never split: the result is a subset of ``stored``.
+    never split: the result is a subset of ``stored``, and ``stored`` itself when every stored
+    block already holds ``block_nnz`` entries or more.
 
     Examples
     --------
     >>> merge_bounds(np.array([0, 2, 4, 6, 8]), np.array([0, 10, 20, 30, 40]), 20)
     array([0, 4, 8])
+    >>> merge_bounds(np.array([0, 2, 4, 6]), np.array([0, 10, 30, 35]), 5)
+    array([0, 2, 4, 6])
     """
-    coarse = column_bounds_by_nnz(np.asarray(stored_nnz_offsets, dtype=np.int64), block_nnz)
+    offsets = np.asarray(stored_nnz_offsets, dtype=np.int64)
+    if offsets.size < 2 or int(np.diff(offsets).min()) >= block_nnz:
+        return np.asarray(stored, dtype=np.int64)
+    coarse = column_bounds_by_nnz(offsets, block_nnz)
     return np.asarray(stored, dtype=np.int64)[coarse]
 
 

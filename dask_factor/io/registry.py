@@ -263,12 +263,13 @@ def open_matrix(
         into memory once: it cannot be read by column range; use ``convert`` for big files).
         In-memory objects are cut into column blocks by non-zeros.
     block_nnz : int, optional
-        Target stored entries per block.  Default: the file's own blocks (zarr block bounds,
-        ``.spz`` chunks), the chunks of a dask array, ~2,000,000 entries otherwise.  ``.spz``
-        blocks are groups of whole chunks.  What the client reads to cut blocks: attributes
-        and headers only, except the cell pointer of a CSR AnnData X (n + 1 integers), a zarr
-        store's column pointer when smaller blocks than the stored ones are asked for, and one
-        counting pass over a dask array's blocks when ``block_nnz`` is given for it.
+        Target stored entries per block.  Default: the file's own blocks (zarr block bounds),
+        the chunks of a dask array, ~2,000,000 entries otherwise.  ``.spz`` blocks are runs of
+        whole chunks (``block_nnz=1``: one chunk each).  What the client reads to cut blocks:
+        attributes and headers only, except the cell pointer of a CSR AnnData X (n + 1
+        integers), a zarr store's column pointer when smaller blocks than the stored ones are
+        asked for, and one counting pass over a dask array's blocks when ``block_nnz`` is given
+        for it.
     dtype : numpy dtype, optional
         Value dtype of the blocks (default: the source's).
     verify_crc : bool

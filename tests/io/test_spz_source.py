@@ -47,8 +47,10 @@ def test_fixture_equals_manifest(block_nnz):
     np.testing.assert_array_equal(got.toarray(), _tiny_int())
     bounds = set(np.concatenate([[0], np.cumsum(x.chunks[1])]).tolist())
     assert bounds <= {0, 2, 4, 5}  # whole chunks of 2 columns, never split
-    if block_nnz == 100:
+    if block_nnz in (None, 100):  # the default groups chunks into ~2 M entries: one block here
         assert x.numblocks[1] == 1
+    if block_nnz == 1:
+        assert x.numblocks[1] == 3  # one chunk a block
 
 
 def test_dtype_option():
@@ -59,9 +61,10 @@ def test_dtype_option():
 
 
 def test_dense_v3():
-    x = open_matrix(DATA / "tiny_dense.raw.transpose.chunk2.spz")
+    x = open_matrix(DATA / "tiny_dense.raw.transpose.chunk2.spz", block_nnz=1)
     ref = scipy.io.mmread(DATA / "tiny_dense.mtx")
     assert isinstance(x._meta, np.ndarray) and x.chunks == ((7,), (2, 2, 1))
+    assert open_matrix(DATA / "tiny_dense.raw.transpose.chunk2.spz").chunks == ((7,), (5,))
     blk = x.blocks[0, 0].compute()
     assert blk.flags["C_CONTIGUOUS"]
     np.testing.assert_allclose(x.compute(), ref, rtol=1e-7)
@@ -97,7 +100,7 @@ def test_only_header_read_on_client(monkeypatch):
 
     monkeypatch.setattr(os, "pread", counting_pread)
     path = DATA / "tiny_int.chunk2.spz"
-    x = open_matrix(path, verify_crc=False)
+    x = open_matrix(path, verify_crc=False, block_nnz=1)
     header_and_index = 128 + 48 * 3 + 4 + 48 * 4 + 16  # + transpose index, footer
     assert read["bytes"] <= header_and_index + 64, read
     assert x.numblocks == (1, 3) and not calls
@@ -106,7 +109,7 @@ def test_only_header_read_on_client(monkeypatch):
 
 
 def test_graph_small_and_picklable():
-    x = open_matrix(DATA / "tiny_int.chunk2.spz", verify_crc=False)
+    x = open_matrix(DATA / "tiny_int.chunk2.spz", verify_crc=False, block_nnz=1)
     graph = dict(x.__dask_graph__())
     assert len(pickle.dumps(graph)) < 400 * len(graph)
     clone = pickle.loads(pickle.dumps(x))
