@@ -280,29 +280,62 @@ class SpzFile:
             return self._lay.decode_all(dt)
         d = sec.desc[c]
         k, nnz = int(d["num_cols"]), int(d["nnz"])
-        buf = self._chunk_bytes(sec, c, what)
-        forward = sec is self._lay.fwd
-        unsorted = forward and self.row_sorted
-        # everything checkable without decoding, before the per-entry arrays are allocated
-        err = preflight_chunk(buf, int(d["gap_size"]), int(d["value_size"]), k, nnz, sec.rows,
-                              int(self._lay.header.value_type), float(d["quant_scale"]))
-        if err:
-            raise SpzFormatError(f"{self.path}: {what} chunk {c}: {ERRORS.get(err, err)}")
         indptr = np.empty(k + 1, np.int64)
         rows = np.empty(nnz, np.int32 if sec.rows <= _I32_MAX else np.int64)
         vals = np.empty(nnz, dt)
-        err = decode_chunk(buf, int(d["gap_size"]), int(d["value_size"]), k, nnz, sec.rows,
-                           int(self._lay.header.value_type), float(d["quant_scale"]),
-                           float(d["quant_offset"]), not unsorted, indptr, rows, vals)
-        if err:
-            raise SpzFormatError(f"{self.path}: {what} chunk {c}: {ERRORS.get(err, err)}")
-        if unsorted:
+        self._decode_into(sec, c, what, indptr, rows, vals)
+        if sec is self._lay.fwd and self.row_sorted:
             rows = self._lay.true_row[rows].astype(rows.dtype)
             if sort_within_columns(indptr, rows, vals):
                 raise SpzFormatError(
                     f"{self.path}: {what} chunk {c}: duplicate row indices within a column"
                 )
         return indptr, rows, vals
+
+    def _decode_into(self, sec: Section, c: int, what: str, indptr: np.ndarray,
+                     rows: np.ndarray, vals: np.ndarray) -> None:
+        """Decode chunk ``c`` of a v2 section into ``indptr`` (k + 1, int64, local from 0) and
+        the ``nnz``-long ``rows`` and ``vals`` (views of a block's arrays, or its own)."""
+        d = sec.desc[c]
+        k, nnz = int(d["num_cols"]), int(d["nnz"])
+        buf = self._chunk_bytes(sec, c, what)
+        unsorted = sec is self._lay.fwd and self.row_sorted
+        # everything checkable without decoding, before the per-entry arrays are allocated
+        err = preflight_chunk(buf, int(d["gap_size"]), int(d["value_size"]), k, nnz, sec.rows,
+                              int(self._lay.header.value_type), float(d["quant_scale"]))
+        if err:
+            raise SpzFormatError(f"{self.path}: {what} chunk {c}: {ERRORS.get(err, err)}")
+        err = decode_chunk(buf, int(d["gap_size"]), int(d["value_size"]), k, nnz, sec.rows,
+                           int(self._lay.header.value_type), float(d["quant_scale"]),
+                           float(d["quant_offset"]), not unsorted, indptr, rows, vals)
+        if err:
+            raise SpzFormatError(f"{self.path}: {what} chunk {c}: {ERRORS.get(err, err)}")
+
+    def _decode_run(self, sec: Section, c0: int, c1: int, what: str, dt: np.dtype,
+                    nrows: int) -> sp.csc_matrix:
+        """Chunks ``c0:c1`` (whole) of a v2 section, each decoded straight into its place in
+        the block's arrays: no per-chunk arrays to gather, half the fresh memory of a read."""
+        desc = sec.desc[c0:c1]
+        counts = desc["nnz"].astype(np.int64)
+        total = int(counts.sum())
+        idx_t = np.int32 if (total <= _I32_MAX and nrows <= _I32_MAX) else np.int64
+        ncols = int(sec.bounds[c1] - sec.bounds[c0])
+        indptr = np.empty(ncols + 1, idx_t)
+        indptr[0] = 0
+        rows = np.empty(total, idx_t)
+        vals = np.empty(total, dt)
+        local = np.empty(int(desc["num_cols"].max(initial=0)) + 1, np.int64)
+        col = off = 0
+        for i, c in enumerate(range(c0, c1)):
+            k, nnz = int(desc["num_cols"][i]), int(counts[i])
+            self._decode_into(sec, c, what, local[: k + 1], rows[off : off + nnz],
+                              vals[off : off + nnz])
+            indptr[col + 1 : col + k + 1] = local[1 : k + 1] + off
+            col += k
+            off += nnz
+        mat = sp.csc_matrix((vals, rows, indptr), shape=(nrows, ncols), copy=False)
+        mat.has_sorted_indices = True
+        return mat
 
     def _sparse_range(self, sec: Section, start: int, stop: int, what: str, dt: np.dtype,
                       nrows: int) -> sp.csc_matrix:
@@ -312,6 +345,9 @@ class SpzFile:
         if stop > start:
             c0 = int(np.searchsorted(b, start, side="right") - 1)
             c1 = int(np.searchsorted(b, stop, side="left"))
+            whole = int(b[c0]) == start and int(b[c1]) == stop
+            if whole and self.version != 1 and not (sec is self._lay.fwd and self.row_sorted):
+                return self._decode_run(sec, c0, c1, what, dt, nrows)
             for c in range(c0, c1):
                 ip, r, v = self._decode_sparse(sec, c, what, dt)
                 lo = max(start, int(b[c])) - int(b[c])
