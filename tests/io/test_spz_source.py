@@ -53,6 +53,25 @@ def test_fixture_equals_manifest(block_nnz):
         assert x.numblocks[1] == 3  # one chunk a block
 
 
+def test_default_blocks_are_runs_of_whole_chunks(tmp_path):
+    """Narrow chunks (RcppML writes 100 columns at 20,000 genes) are grouped into blocks of
+    about ``block_nnz`` entries, never split; ``block_nnz=1`` keeps one chunk a block."""
+    A = sp.random(300, 3000, density=0.05, format="csc", random_state=3, dtype=np.float64)
+    A.data = np.ceil(A.data * 20)  # counts: stored as integers
+    path = tmp_path / "narrow.spz"
+    spz.write_spz(A, str(path), chunk_cols=100)
+    chunks = set(range(0, 3001, 100))
+    per_chunk = int(A.nnz / 30)
+    for block_nnz, expect in [(None, 1), (1, 30), (10 * per_chunk, 3)]:
+        x = open_matrix(path, block_nnz=block_nnz)
+        bounds = np.concatenate([[0], np.cumsum(x.chunks[1])])
+        assert set(bounds.tolist()) <= chunks  # whole chunks
+        assert abs(x.numblocks[1] - expect) <= 1, (block_nnz, x.chunks[1])
+        got = x.compute()
+        np.testing.assert_array_equal(got.toarray(), A.toarray())
+        assert got.has_sorted_indices and got.indices.dtype == np.int32
+
+
 def test_dtype_option():
     x = open_matrix(DATA / "tiny_int.chunk2.spz", dtype=np.float64)
     assert x.dtype == np.float64 and x.compute().dtype == np.float64
