@@ -20,16 +20,12 @@ from dask.delayed import Delayed
 
 from .._graph_spec import task
 from ..io.blocks import call_reader, reader_source
-from ..io.chunking import column_bounds_by_nnz, uniform_column_bounds
+from ..io.chunking import MIN_BLOCKS, column_bounds_by_nnz, min_blocks, uniform_column_bounds
 from ..io.validate import cast_values, check_block, is_checked
 from ..kernels.validate import value_stats
 
 #: default target of stored entries per block for in-memory inputs
 BLOCK_NNZ = 1_000_000
-#: in-memory inputs are split into at least this many blocks (when they have the columns), so that
-#: small matrices spread over threads; fixed, not taken from the machine, so that the chunking and
-#: hence the factors do not depend on where the fit runs
-MIN_BLOCKS = 8
 
 
 @dataclass
@@ -169,8 +165,7 @@ def default_bounds(A=None, block_nnz: int | None = None, *, indptr=None) -> np.n
         else:
             indptr = np.arange(n + 1, dtype=np.int64) * m  # dense: every entry counts
     n = np.asarray(indptr).size - 1
-    min_blocks = min(MIN_BLOCKS, max(1, n // 32))
-    return column_bounds_by_nnz(indptr, int(block_nnz or BLOCK_NNZ), min_blocks=min_blocks)
+    return column_bounds_by_nnz(indptr, int(block_nnz or BLOCK_NNZ), min_blocks=min_blocks(n))
 
 
 def as_blocked(

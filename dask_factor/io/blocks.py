@@ -194,24 +194,28 @@ def reader_source(x) -> ReaderSource | None:
     return src
 
 
-def merge_bounds(stored: np.ndarray, stored_nnz_offsets: np.ndarray, block_nnz: int) -> np.ndarray:
+def merge_bounds(stored: np.ndarray, stored_nnz_offsets: np.ndarray, block_nnz: int,
+                 min_blocks: int = 1) -> np.ndarray:
     """Group consecutive stored blocks into blocks of about ``block_nnz`` entries.
 
     ``stored_nnz_offsets[i]`` is the number of entries before stored block ``i``.  Blocks are
-    never split: the result is a subset of ``stored``, and ``stored`` itself when every stored
+    never split: the result is a subset of ``stored``, at least ``min_blocks`` blocks when there
+    are that many stored ones, and ``stored`` itself when ``block_nnz`` is 1 or every stored
     block already holds ``block_nnz`` entries or more.
 
     Examples
     --------
     >>> merge_bounds(np.array([0, 2, 4, 6, 8]), np.array([0, 10, 20, 30, 40]), 20)
     array([0, 4, 8])
+    >>> merge_bounds(np.array([0, 2, 4, 6, 8]), np.array([0, 10, 20, 30, 40]), 20, min_blocks=4)
+    array([0, 2, 4, 6, 8])
     >>> merge_bounds(np.array([0, 2, 4, 6]), np.array([0, 10, 30, 35]), 5)
     array([0, 2, 4, 6])
     """
     offsets = np.asarray(stored_nnz_offsets, dtype=np.int64)
-    if offsets.size < 2 or int(np.diff(offsets).min()) >= block_nnz:
+    if offsets.size < 2 or block_nnz <= 1 or int(np.diff(offsets).min()) >= block_nnz:
         return np.asarray(stored, dtype=np.int64)
-    coarse = column_bounds_by_nnz(offsets, block_nnz)
+    coarse = column_bounds_by_nnz(offsets, block_nnz, min_blocks=min_blocks)
     return np.asarray(stored, dtype=np.int64)[coarse]
 
 

@@ -6,6 +6,20 @@ import numpy as np
 
 #: default target of stored entries per column block (about 24 MB of CSC at float32/int32)
 DEFAULT_BLOCK_NNZ = 2_000_000
+#: inputs are split into at least this many blocks (when they have the columns or stored blocks
+#: for it), so that small matrices spread over threads; fixed, not taken from the machine, so
+#: that the chunking and hence the factors do not depend on where the fit runs
+MIN_BLOCKS = 8
+
+
+def min_blocks(n_cols: int) -> int:
+    """The fewest blocks ``n_cols`` columns are cut into: :data:`MIN_BLOCKS`, or fewer when
+    blocks would hold under 32 columns.
+
+    >>> min_blocks(10_000), min_blocks(100), min_blocks(5)
+    (8, 3, 1)
+    """
+    return min(MIN_BLOCKS, max(1, int(n_cols) // 32))
 
 
 def column_bounds_by_nnz(

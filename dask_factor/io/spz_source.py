@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .blocks import BlockStream, PathLike, array_from_reader, file_token, merge_bounds, to_block
-from .chunking import DEFAULT_BLOCK_NNZ
+from .chunking import DEFAULT_BLOCK_NNZ, min_blocks
 from .errors import reading
 from .limits import Limits, get_limits
 from .stamp import Stamp, check_stamp, stamp
@@ -107,7 +107,9 @@ def _chunk_nnz(f) -> np.ndarray | None:
 
 
 def _bounds(f, block_nnz: int | None) -> np.ndarray:
-    """Runs of whole chunks of about ``block_nnz`` entries (default :data:`DEFAULT_BLOCK_NNZ`).
+    """Runs of whole chunks of about ``block_nnz`` entries (default :data:`DEFAULT_BLOCK_NNZ`),
+    at least :func:`~dask_factor.io.chunking.min_blocks` of them where the file has the chunks
+    for it (``block_nnz=1``: one chunk each).
 
     RcppML writes chunks of a few hundred columns (256 in its pbmc3k.spz, ~0.2 M entries): one
     block each would give an atlas thousands of blocks, and every block of a fit adds an m × k
@@ -123,7 +125,9 @@ def _bounds(f, block_nnz: int | None) -> np.ndarray:
     if per_chunk is None:  # assume an even spread
         per_chunk = np.diff(chunks) * (f.nnz / max(f.shape[1], 1))
     offsets = np.concatenate([[0], np.cumsum(per_chunk)]).astype(np.int64)
-    return merge_bounds(chunks, offsets, int(block_nnz))
+    # as many runs as the engine wants blocks at the least (io.chunking.min_blocks): fewer
+    # would make it split them again, by slicing runs that one task reads whole
+    return merge_bounds(chunks, offsets, block_nnz, min_blocks=min_blocks(int(f.shape[1])))
 
 
 def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None,
@@ -157,11 +161,13 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     >>> import os, tempfile, scipy.sparse as sp
     >>> from dask_factor.io.spz import write_spz
     >>> path = os.path.join(tempfile.mkdtemp(), "a.spz")
-    >>> A = sp.random(50, 3000, density=0.1, format="csc", random_state=0)
-    >>> _ = write_spz(A, path, value_type="float64", chunk_cols=256)
-    >>> x = open_array(path, block_nnz=3000)
+    >>> A = sp.random(50, 30000, density=0.01, format="csc", random_state=0)
+    >>> _ = write_spz(A, path, value_type="float64", chunk_cols=256)  # 118 chunks
+    >>> x = open_array(path, block_nnz=1500)
     >>> x.shape, x.npartitions, all(c % 256 == 0 for c in x.chunks[1][:-1])  # whole chunks
-    ((50, 3000), 5, True)
+    ((50, 30000), 10, True)
+    >>> open_array(path).npartitions, open_array(path, block_nnz=1).npartitions
+    (8, 118)
     """
     spath = str(Path(path).resolve())
     limits = get_limits()
@@ -202,14 +208,16 @@ def info(path: PathLike) -> dict:
     """
     with _codec().SpzFile(str(path), verify_crc=False) as f:
         raw = f.info()
+        n_blocks = int(_bounds(f, None).size - 1)  # the blocks open_matrix reads by default
     m, n = raw["shape"]
     out = {
         "shape": (int(m), int(n)), "nnz": int(raw["nnz"]), "dense": bool(f.is_dense),
         "value_type": raw["value_type"] if not f.is_dense
         else f"{raw['value_type']} ({raw.get('codec')})",
         "version": raw["version"],
-        "chunking": f"{raw['num_chunks']} chunks of {raw['chunk_cols']} columns",
-        "n_blocks": raw["num_chunks"], "chunk_cols": raw["chunk_cols"],
+        "chunking": f"{raw['num_chunks']} chunks of {raw['chunk_cols']} columns, read in "
+                    f"{n_blocks} blocks of whole chunks",
+        "n_blocks": n_blocks, "n_chunks": raw["num_chunks"], "chunk_cols": raw["chunk_cols"],
         "has_transpose": raw.get("has_transpose"), "file_size": raw.get("file_size"),
         "row_meta_columns": raw.get("obs_columns") or [],
         "col_meta_columns": raw.get("var_columns") or [],

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_factor.io.spz.codecs import decode_chunk, encode_chunk, fast_int_streams
+from dask_factor.io.spz.codecs import _fast_int_streams, decode_chunk, encode_chunk
 from dask_factor.io.spz.rans import normalize_freqs, rans_decode, rans_decode_pair, rans_encode
 
 VMAX = {0: 255, 1: 65535, 2: 4294967295}
@@ -39,23 +39,29 @@ def int_chunks(draw):
     return indptr, rows, np.array(vals, np.float64), m, vtype
 
 
-def _decode(buf, gap, nnz, ncols, m, vtype, fast):
+def _decode(buf, gap, nnz, ncols, m, vtype, fast, sorted_rows=True, rows_dtype=np.int64,
+            vals_dtype=np.float64):
     indptr = np.zeros(ncols + 1, np.int64)
-    rows = np.zeros(nnz, np.int64)
-    vals = np.zeros(nnz, np.float64)
-    err = decode_chunk(buf, gap, buf.size - gap, ncols, nnz, m, vtype, 1.0, 0.0, True,
+    rows = np.zeros(nnz, rows_dtype)
+    vals = np.zeros(nnz, vals_dtype)
+    err = decode_chunk(buf, gap, buf.size - gap, ncols, nnz, m, vtype, 1.0, 0.0, sorted_rows,
                        indptr, rows, vals, fast)
     return err, indptr, rows, vals
 
 
 def _same(buf, gap, nnz, ncols, m, vtype):
-    a = _decode(buf, gap, nnz, ncols, m, vtype, True)
-    b = _decode(buf, gap, nnz, ncols, m, vtype, False)
-    assert a[0] == b[0]
-    if a[0] == 0:
-        for x, y in zip(a[1:], b[1:]):
-            np.testing.assert_array_equal(x, y)
-    return a
+    """Both paths, with the row order checked (every file but row-sorted ones) and not, into
+    int64/float64 and int32/float32 outputs: the same error code, the same output."""
+    first = None
+    for sorted_rows, rdt, vdt in [(True, np.int64, np.float64), (False, np.int32, np.float32)]:
+        a = _decode(buf, gap, nnz, ncols, m, vtype, True, sorted_rows, rdt, vdt)
+        b = _decode(buf, gap, nnz, ncols, m, vtype, False, sorted_rows, rdt, vdt)
+        assert a[0] == b[0]
+        if a[0] == 0:
+            for x, y in zip(a[1:], b[1:]):
+                np.testing.assert_array_equal(x, y)
+        first = first or a
+    return first
 
 
 def _encoded(chunk):
@@ -82,7 +88,7 @@ def test_written_chunks_take_the_fast_path_and_decode_exactly(chunk):
         cc_len, pos, _ = read_u32(buf, 0, gap)
         ip2 = indptr.copy()
         r2, v2 = np.zeros(nnz, np.int64), np.zeros(nnz, np.float64)
-        assert fast_int_streams(buf, pos + cc_len, gap, buf.size, ncols, nnz, m, vtype, True,
+        assert _fast_int_streams(buf, pos + cc_len, gap, buf.size, ncols, nnz, m, vtype, True,
                                 ip2, r2, v2)
         np.testing.assert_array_equal(r2, rows)
         np.testing.assert_array_equal(v2, vals)

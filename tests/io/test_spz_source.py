@@ -47,7 +47,7 @@ def test_fixture_equals_manifest(block_nnz):
     np.testing.assert_array_equal(got.toarray(), _tiny_int())
     bounds = set(np.concatenate([[0], np.cumsum(x.chunks[1])]).tolist())
     assert bounds <= {0, 2, 4, 5}  # whole chunks of 2 columns, never split
-    if block_nnz in (None, 100):  # the default groups chunks into ~2 M entries: one block here
+    if block_nnz in (None, 100):  # runs of ~2 M entries by default: one block of 5 columns
         assert x.numblocks[1] == 1
     if block_nnz == 1:
         assert x.numblocks[1] == 3  # one chunk a block
@@ -55,18 +55,25 @@ def test_fixture_equals_manifest(block_nnz):
 
 def test_default_blocks_are_runs_of_whole_chunks(tmp_path):
     """Narrow chunks (RcppML writes 100 columns at 20,000 genes) are grouped into blocks of
-    about ``block_nnz`` entries, never split; ``block_nnz=1`` keeps one chunk a block."""
-    A = sp.random(300, 3000, density=0.05, format="csc", random_state=3, dtype=np.float64)
+    about ``block_nnz`` entries, never split, at least 8 of them (the engine's minimum, which
+    it would otherwise make by slicing); ``block_nnz=1`` keeps one chunk a block, empty ones
+    included."""
+    A = sp.random(300, 30000, density=0.005, format="csc", random_state=3, dtype=np.float64)
     A.data = np.ceil(A.data * 20)  # counts: stored as integers
+    A[:, 200:300] = 0  # an empty chunk
+    A.eliminate_zeros()
     path = tmp_path / "narrow.spz"
     spz.write_spz(A, str(path), chunk_cols=100)
-    chunks = set(range(0, 3001, 100))
-    per_chunk = int(A.nnz / 30)
-    for block_nnz, expect in [(None, 1), (1, 30), (10 * per_chunk, 3)]:
+    chunks = set(range(0, 30001, 100))
+    per_chunk = int(A.nnz / 300)
+    for block_nnz, expect in [(None, 8), (1, 300), (10 * per_chunk, 30)]:
         x = open_matrix(path, block_nnz=block_nnz)
         bounds = np.concatenate([[0], np.cumsum(x.chunks[1])])
         assert set(bounds.tolist()) <= chunks  # whole chunks
-        assert abs(x.numblocks[1] - expect) <= 1, (block_nnz, x.chunks[1])
+        if block_nnz == 1:
+            assert x.numblocks[1] == expect
+        else:
+            assert abs(x.numblocks[1] - expect) <= 1, (block_nnz, x.chunks[1])
         got = x.compute()
         np.testing.assert_array_equal(got.toarray(), A.toarray())
         assert got.has_sorted_indices and got.indices.dtype == np.int32

@@ -285,7 +285,6 @@ def rans_decode(buf, start, stop, freq, count, out):
     return 0
 
 
-
 @njit(nogil=True, cache=True)
 def _decode_tables(freq, fc, lut):
     """``lut[slot]`` = the symbol owning the slot, ``fc[s]`` = ``freq[s] << 16 | cum[s]`` (one
@@ -386,6 +385,7 @@ def rans_decode_pair(buf, a0, a1, fa, b0, b1, fb, count, outa, outb):
     if pa != a1 or xa != RANS_L or pb != b1 or xb != RANS_L:
         return 1
     return 0
+
 
 # ---------------------------------------------------------------------------------------------
 # frequency normalisation, with an emulation of libstdc++'s std::sort (introsort) so that ties

@@ -27,7 +27,8 @@ __all__ = ["check_declared", "check_read", "DECODE_BYTES_PER_ENTRY", "RESULT_BYT
 #: bytes per entry while a sparse chunk decodes: gap and value symbols (1 + 1), gaps and
 #: integer values as uint64 (8 + 8), rows (int32/int64) and values (float64)
 DECODE_BYTES_PER_ENTRY = 34
-#: bytes per entry of a sparse read's result: the decoded parts and their concatenation
+#: bytes per entry of a sparse read's result: the decoded parts and their concatenation (a
+#: read of whole chunks decodes into the result directly and needs about half)
 RESULT_BYTES_PER_ENTRY = 24
 #: bytes per value while a dense panel decodes: raw bytes (<= 8), float32 values, a copy
 PANEL_BYTES_PER_VALUE = 24
