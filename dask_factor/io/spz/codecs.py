@@ -77,6 +77,47 @@ def varint_minimal(buf, start, stop):
 
 
 @njit(nogil=True, cache=True)
+def escape_symbols_header(buf, pos, end, count, freq):
+    """The head of an escape-rANS block: its table into ``freq`` (length 256), then the length
+    of its rANS bytes, checked against ``end`` and against what ``count`` symbols need
+    (:func:`rans_capacity_ok`, before anything is allocated for them).  Returns ``(nsym,
+    enc_start, enc_end, err)``.
+
+    >>> out = np.zeros(4096, np.uint8)  # room for a 256-symbol table
+    >>> end = encode_escape(np.array([1, 2, 300], np.uint64), out, 0)
+    >>> nsym, a, b, err = escape_symbols_header(out, 0, end, 3, np.empty(256, np.int64))
+    >>> int(nsym), int(err)
+    (256, 0)
+    """
+    nsym, pos, err = read_freq_table(buf, pos, end, freq)
+    if err:
+        return 0, pos, pos, err
+    enc_len, pos, err = read_u32(buf, pos, end)
+    if err:
+        return 0, pos, pos, err
+    if pos + enc_len > end:
+        return 0, pos, pos, E_TRUNCATED
+    if not rans_capacity_ok(freq, count, enc_len):
+        return 0, pos, pos, E_CAPACITY
+    return nsym, pos, pos + enc_len, 0
+
+
+@njit(nogil=True, cache=True)
+def escape_overflow_list(buf, pos, end, nsym, strict):
+    """The tail of an escape-rANS block at ``pos`` (after its rANS bytes): ``(ov_start, ov_end,
+    err)`` of its overflow list, which must fit before ``end`` and, with ``strict`` (v2), be
+    non-empty exactly when the table has an escape symbol (``nsym == 256``)."""
+    ov_len, pos, err = read_u32(buf, pos, end)
+    if err:
+        return pos, pos, err
+    if pos + ov_len > end:
+        return pos, pos, E_TRUNCATED
+    if strict and (ov_len > 0) != (nsym == 256):
+        return pos, pos, E_ESCAPE
+    return pos, pos + ov_len, 0
+
+
+@njit(nogil=True, cache=True)
 def decode_escape(buf, pos, end, count, out, strict):
     """Escape-rANS block -> ``out[:count]`` (uint64).  Returns ``(new_pos, err)``.
 
@@ -86,33 +127,21 @@ def decode_escape(buf, pos, end, count, out, strict):
     literal 255 without an overflow list, so legacy reads pass False.
     """
     freq = np.empty(256, np.int64)
-    nsym, pos, err = read_freq_table(buf, pos, end, freq)
+    nsym, pos, enc_end, err = escape_symbols_header(buf, pos, end, count, freq)
     if err:
         return pos, err
-    enc_len, pos, err = read_u32(buf, pos, end)
-    if err:
-        return pos, err
-    if pos + enc_len > end:
-        return pos, E_TRUNCATED
-    if not rans_capacity_ok(freq, count, enc_len):
-        return pos, E_CAPACITY
     syms = np.empty(count, np.uint8)
-    err = rans_decode(buf, pos, pos + enc_len, freq, count, syms)
+    err = rans_decode(buf, pos, enc_end, freq, count, syms)
     if err:
         return pos, err
     if strict:
         err = check_table(freq, nsym, syms, count, I0)
         if err:
             return pos, err
-    pos += enc_len
-    ov_len, pos, err = read_u32(buf, pos, end)
+    pos, ov_end, err = escape_overflow_list(buf, enc_end, end, nsym, strict)
     if err:
         return pos, err
-    ov_end = pos + ov_len
-    if ov_end > end:
-        return pos, E_TRUNCATED
-    if strict and (ov_len > 0) != (nsym == 256):
-        return pos, E_ESCAPE
+    ov_len = ov_end - pos
     if ov_len > 0:
         for i in range(count):
             s = syms[i]
@@ -222,20 +251,17 @@ def quant8_possible(sc, off, q, nnz):
 
 @njit(nogil=True, cache=True)
 def _escape_header(buf, pos, end, count, freq):
-    """The parts of an escape-rANS block before its symbols are decoded: ``(nsym, enc_start,
+    """An escape-rANS block's positions before its symbols are decoded: ``(nsym, enc_start,
     enc_end, ov_start, ov_end)``, or ``nsym = 0`` when something is wrong (the caller's
-    one-by-one path names it).  The capacity is checked before anything is allocated."""
-    nsym, pos, err = read_freq_table(buf, pos, end, freq)
+    one-by-one path names it): :func:`escape_symbols_header` then
+    :func:`escape_overflow_list`, as :func:`decode_escape` reads them."""
+    nsym, enc_start, enc_end, err = escape_symbols_header(buf, pos, end, count, freq)
     if err:
         return 0, 0, 0, 0, 0
-    enc_len, pos, err = read_u32(buf, pos, end)
-    if err or pos + enc_len > end or not rans_capacity_ok(freq, count, enc_len):
+    ov_start, ov_end, err = escape_overflow_list(buf, enc_end, end, nsym, YES)
+    if err:
         return 0, 0, 0, 0, 0
-    enc_end = pos + enc_len
-    ov_len, ov_start, err = read_u32(buf, enc_end, end)
-    if err or ov_start + ov_len > end or (ov_len > 0) != (nsym == 256):
-        return 0, 0, 0, 0, 0
-    return nsym, pos, enc_end, ov_start, ov_start + ov_len
+    return nsym, enc_start, enc_end, ov_start, ov_end
 
 
 @njit(nogil=True, cache=True)

@@ -243,49 +243,6 @@ def check_table(freq, nsym, syms, count, want_nsym):
 
 
 @njit(nogil=True, cache=True)
-def rans_decode(buf, start, stop, freq, count, out):
-    """Decode ``count`` symbols from ``buf[start:stop]`` into ``out[:count]``.
-
-    ``freq`` must be a validated table (sum 16384).  The stream must be consumed exactly and
-    must end in the encoder's initial state 2**23; anything else is reported as corruption.
-    """
-    if stop - start < 4 or start < 0:
-        return E_TRUNCATED
-    if not rans_capacity_ok(freq, count, stop - start):
-        return E_CAPACITY
-    cum = np.empty(257, np.int64)
-    cum[0] = 0
-    for s in range(256):
-        cum[s + 1] = cum[s] + freq[s]
-    lut = np.empty(PROB_SCALE, np.uint8)
-    for s in range(256):
-        for k in range(cum[s], cum[s + 1]):
-            lut[k] = s
-    x = (
-        (np.int64(buf[start]) << 24)
-        | (np.int64(buf[start + 1]) << 16)
-        | (np.int64(buf[start + 2]) << 8)
-        | np.int64(buf[start + 3])
-    )
-    if x < RANS_L or x >= (np.int64(1) << 31):
-        return E_RANS_STATE
-    p = start + 4
-    for i in range(count):
-        slot = x & (PROB_SCALE - 1)
-        s = lut[slot]
-        x = freq[s] * (x >> PROB_BITS) + slot - cum[s]
-        while x < RANS_L and p < stop:
-            x = (x << 8) | np.int64(buf[p])
-            p += 1
-        if x < RANS_L:
-            return E_RANS_STATE
-        out[i] = s
-    if p != stop or x != RANS_L:
-        return E_RANS_TAIL
-    return 0
-
-
-@njit(nogil=True, cache=True)
 def _decode_tables(freq, fc, lut):
     """``lut[slot]`` = the symbol owning the slot, ``fc[s]`` = ``freq[s] << 16 | cum[s]`` (one
     load gives both numbers of a decoding step).  False (nothing written past ``lut``) unless
@@ -306,6 +263,48 @@ def _decode_tables(freq, fc, lut):
             lut[k] = s
         c += freq[s]
     return True
+
+
+@njit(nogil=True, cache=True)
+def rans_decode(buf, start, stop, freq, count, out):
+    """Decode ``count`` symbols from ``buf[start:stop]`` into ``out[:count]``.
+
+    ``freq`` must be a table of 256 frequencies summing to 16384 (:func:`read_freq_table`);
+    anything else is refused (``E_FREQ_SUM``) before the slot table is written.  The stream
+    must be consumed exactly and must end in the encoder's initial state 2**23; anything else
+    is reported as corruption.
+    """
+    if stop - start < 4 or start < 0:
+        return E_TRUNCATED
+    if not rans_capacity_ok(freq, count, stop - start):
+        return E_CAPACITY
+    fc = np.empty(256, np.int64)
+    lut = np.empty(PROB_SCALE, np.uint8)
+    if not _decode_tables(freq, fc, lut):
+        return E_FREQ_SUM
+    x = (
+        (np.int64(buf[start]) << 24)
+        | (np.int64(buf[start + 1]) << 16)
+        | (np.int64(buf[start + 2]) << 8)
+        | np.int64(buf[start + 3])
+    )
+    if x < RANS_L or x >= (np.int64(1) << 31):
+        return E_RANS_STATE
+    p = start + 4
+    for i in range(count):
+        slot = x & (PROB_SCALE - 1)
+        s = lut[slot]
+        e = fc[s]
+        x = (e >> 16) * (x >> PROB_BITS) + slot - (e & 0xFFFF)
+        while x < RANS_L and p < stop:
+            x = (x << 8) | np.int64(buf[p])
+            p += 1
+        if x < RANS_L:
+            return E_RANS_STATE
+        out[i] = s
+    if p != stop or x != RANS_L:
+        return E_RANS_TAIL
+    return 0
 
 
 @njit(nogil=True, cache=True)

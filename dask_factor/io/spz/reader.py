@@ -318,7 +318,7 @@ class SpzFile:
         desc = sec.desc[c0:c1]
         counts = desc["nnz"].astype(np.int64)
         total = int(counts.sum())
-        idx_t = np.int32 if (total <= _I32_MAX and nrows <= _I32_MAX) else np.int64
+        idx_t = _index_dtype(total, nrows)
         ncols = int(sec.bounds[c1] - sec.bounds[c0])
         indptr = np.empty(ncols + 1, idx_t)
         indptr[0] = 0
@@ -333,9 +333,7 @@ class SpzFile:
             indptr[col + 1 : col + k + 1] = local[1 : k + 1] + off
             col += k
             off += nnz
-        mat = sp.csc_matrix((vals, rows, indptr), shape=(nrows, ncols), copy=False)
-        mat.has_sorted_indices = True
-        return mat
+        return _sorted_csc(vals, rows, indptr, (nrows, ncols))
 
     def _sparse_range(self, sec: Section, start: int, stop: int, what: str, dt: np.dtype,
                       nrows: int) -> sp.csc_matrix:
@@ -661,12 +659,22 @@ def _as_csc(m: sp.spmatrix, dt: np.dtype) -> sp.csc_matrix:
 def _assemble(parts_r: list, parts_v: list, parts_c: list, shape: tuple[int, int],
               dt: np.dtype) -> sp.csc_matrix:
     counts = np.concatenate(parts_c) if parts_c else np.zeros(0, np.int64)
-    nnz = int(counts.sum())
-    idx_t = np.int32 if (nnz <= _I32_MAX and shape[0] <= _I32_MAX) else np.int64
+    idx_t = _index_dtype(int(counts.sum()), shape[0])
     indptr = np.zeros(shape[1] + 1, idx_t)
     np.cumsum(counts, out=indptr[1:])
     rows = np.concatenate(parts_r).astype(idx_t, copy=False) if parts_r else np.zeros(0, idx_t)
     vals = np.concatenate(parts_v) if parts_v else np.zeros(0, dt)
+    return _sorted_csc(vals, rows, indptr, shape)
+
+
+def _index_dtype(nnz: int, nrows: int) -> type:
+    """int32 indices and pointers while both fit, else int64."""
+    return np.int32 if (nnz <= _I32_MAX and nrows <= _I32_MAX) else np.int64
+
+
+def _sorted_csc(vals, rows, indptr, shape) -> sp.csc_matrix:
+    """A read's result around its arrays (no copy); its rows ascend in every column (checked
+    while decoding)."""
     mat = sp.csc_matrix((vals, rows, indptr), shape=shape, copy=False)
     mat.has_sorted_indices = True
     return mat
