@@ -130,7 +130,8 @@ def nmf(
         masked and cross-validated fits too (each column's own Gram gets the same terms).
     target_lambda : float, default 0
     chunks : int, optional
-        Columns per block (default: blocks of about one million stored entries, at least 8).
+        Columns per block (default: blocks of about 400 stored entries per row of A, between
+        2 and 16 million, at least 8 blocks; files keep runs of their own blocks).
     block_nnz : int, optional
         Target stored entries per block for in-memory inputs.
     dtype : {"float32", "float64"}, default "float32"

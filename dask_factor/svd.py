@@ -307,7 +307,8 @@ def svd(
     block_size : int, optional
         Vectors per pass of the Krylov methods (overrides the default above).
     chunks : int, optional
-        Columns per block (default: about one million stored entries per block, at least 8).
+        Columns per block (default: blocks of about 400 stored entries per row of A, between
+        2 and 16 million, at least 8 blocks; files keep runs of their own blocks).
     block_nnz : int, optional
         Target stored entries per block for in-memory inputs.
     dtype : {"float64", "float32"}, default "float64"

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from numba import njit
 
 from ..io.blocks import array_from_reader
-from ..io.chunking import DEFAULT_BLOCK_NNZ
+from ..io.chunking import default_block_nnz
 from ..io.registry import write_matrix
 
 #: columns per random-number group (fixed: changing it changes every simulated matrix)
@@ -281,8 +281,9 @@ def simulate_counts(
     format : str, optional
         Output format (default: from the suffix of ``path``).
     block_cols : int, optional
-        Columns per block (default: about 2,000,000 expected non-zeros per block, a multiple
-        of 256).  Changes only the chunking, never the values.
+        Columns per block (default: the expected non-zeros of
+        :func:`~dask_factor.io.chunking.default_block_nnz`, 8,000,000 at 20,000 genes, a
+        multiple of 256).  Changes only the chunking, never the values.
     dtype : {"float32", "float64"}
         Value dtype (counts are exact in both).
     return_factors : bool
@@ -312,7 +313,8 @@ def simulate_counts(
                        np.dtype(dtype).name)
     if block_cols is None:
         per_col = max(density * n_features, 1.0)
-        block_cols = max(GROUP_COLS, int(DEFAULT_BLOCK_NNZ / per_col) // GROUP_COLS * GROUP_COLS)
+        block_cols = max(GROUP_COLS, int(default_block_nnz(n_features) / per_col) // GROUP_COLS
+                         * GROUP_COLS)
     bounds = np.unique(np.append(np.arange(0, n_samples, block_cols), n_samples)).astype(np.int64)
     token = repr(model)
     model.scale  # noqa: B018 -- calibrate once on the client, not in every task

@@ -20,12 +20,15 @@ from dask.delayed import Delayed
 
 from .._graph_spec import task
 from ..io.blocks import call_reader, reader_source
-from ..io.chunking import MIN_BLOCKS, column_bounds_by_nnz, min_blocks, uniform_column_bounds
+from ..io.chunking import (
+    MIN_BLOCKS,
+    column_bounds_by_nnz,
+    default_block_nnz,
+    min_blocks,
+    uniform_column_bounds,
+)
 from ..io.validate import cast_values, check_block, is_checked
 from ..kernels.validate import value_stats
-
-#: default target of stored entries per block for in-memory inputs
-BLOCK_NNZ = 1_000_000
 
 
 @dataclass
@@ -149,23 +152,34 @@ def row_ranges(m: int, rows_per_task: int | None = None) -> list[int]:
     return [(i * int(m)) // n for i in range(n)] + [int(m)]
 
 
-def default_bounds(A=None, block_nnz: int | None = None, *, indptr=None) -> np.ndarray:
+def default_bounds(A=None, block_nnz: int | None = None, *, indptr=None,
+                   rows: int | None = None) -> np.ndarray:
     """The engine's one column-blocking rule for data it holds in memory.
 
-    About ``block_nnz`` (default :data:`BLOCK_NNZ`) stored entries a block (dense: every entry
-    counts) and at least :data:`MIN_BLOCKS` blocks when there are 32 columns a block for them.
-    The rule depends only on the data, never on the machine or the cluster, so the same data give
-    the same chunking, and hence the same factors, everywhere. Pass the matrix ``A`` or the CSC
-    ``indptr`` of the stored entries per column.
+    About ``block_nnz`` stored entries a block (dense: every entry counts; default
+    :func:`~dask_factor.io.chunking.default_block_nnz` of the rows: 2 M, or 400 a row for
+    taller matrices, at most 16 M) and at least :data:`MIN_BLOCKS` blocks when there are 32
+    columns a block for them. The rule depends only on the data, never on the machine or the
+    cluster, so the same data give the same chunking, and hence the same factors, everywhere.
+    Pass the matrix ``A``, or the CSC ``indptr`` of the stored entries per column with the
+    ``rows`` they span (inputs that share their columns: the rows of all of them).
+
+    Examples
+    --------
+    >>> default_bounds(indptr=np.arange(0, 1001, 10), rows=50, block_nnz=100)
+    array([  0,  10,  20,  30,  40,  50,  60,  70,  80,  90, 100])
     """
     if indptr is None:
-        m, n = A.shape
+        rows, n = A.shape
         if sp.issparse(A):
             indptr = sp.csc_matrix(A).indptr
         else:
-            indptr = np.arange(n + 1, dtype=np.int64) * m  # dense: every entry counts
+            indptr = np.arange(n + 1, dtype=np.int64) * rows  # dense: every entry counts
+    elif rows is None and block_nnz is None:
+        raise ValueError("default_bounds: give rows= (or block_nnz=) with indptr")
     n = np.asarray(indptr).size - 1
-    return column_bounds_by_nnz(indptr, int(block_nnz or BLOCK_NNZ), min_blocks=min_blocks(n))
+    target = int(block_nnz or default_block_nnz(rows))
+    return column_bounds_by_nnz(indptr, target, min_blocks=min_blocks(n))
 
 
 def as_blocked(
@@ -190,7 +204,8 @@ def as_blocked(
         Columns per block (overrides the non-zero based choice). Dask arrays keep their column
         chunks unless ``chunks`` is given or they have fewer than ``MIN_BLOCKS`` of them.
     block_nnz : int, optional
-        Target stored entries per block for in-memory inputs (default 1,000,000).
+        Target stored entries per block for in-memory inputs (default
+        :func:`~dask_factor.io.chunking.default_block_nnz` of the rows).
     name : str
         Names the input in error messages.
     bounds : array of int, optional

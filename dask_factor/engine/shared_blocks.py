@@ -40,7 +40,9 @@ def common_bounds(preps: list[PreparedInput], datas: list, *, chunks: int | None
         return np.asarray(lazy[0].bm.bounds, dtype=np.int64)
     counts = sum(_column_counts(p, d) for p, d in zip(preps, datas))
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return default_bounds(indptr=indptr, block_nnz=block_nnz)
+    # every input's block task has a partial of its own rows: the rows of all count
+    return default_bounds(indptr=indptr, block_nnz=block_nnz,
+                          rows=sum(int(p.shape[0]) for p in preps))
 
 
 def reblock(prep: PreparedInput, data, bounds: np.ndarray, dtype) -> BlockedMatrix:

@@ -37,7 +37,7 @@ from .blocks import (
     from_memory,
     to_block,
 )
-from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .chunking import column_bounds_by_nnz, default_block_nnz
 from .errors import MatrixFormatError, MissingElementError, reading
 from .limits import check_budget, get_limits, source_size
 from .registry import detect_format
@@ -293,11 +293,11 @@ def open_array(
     """
     backend = anndata_backend(path)
     key = _element_key(layer, raw)
-    target = int(block_nnz or DEFAULT_BLOCK_NNZ)
     budget = get_limits().budget(source_size(path))
     st = stamp(Path(path).resolve())
     with _Container(str(path), backend) as f:
         enc, (n_cells, n_genes), src_dtype, nnz = describe_element(f, key, path)
+        target = int(block_nnz or default_block_nnz(n_genes))
         check_budget(8 * (max(n_cells, n_genes) + 1), budget, where=f"path={str(path)!r}",
                      what=f"{key} declares {n_cells} cells x {n_genes} genes (8 bytes per cell "
                           f"and per gene)")

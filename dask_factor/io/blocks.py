@@ -24,7 +24,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .._graph_spec import ref, task
-from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .chunking import column_bounds_by_nnz, default_block_nnz
 from .targets import replacing
 from .validate import cast_values, check_block, mark_checked
 
@@ -260,7 +260,7 @@ def from_memory(A, *, block_nnz: int | None = None, dtype=None) -> da.Array:
     A : ndarray or scipy.sparse matrix/array of shape (m, n)
     block_nnz : int, optional
         Target stored entries per block (dense: ``m * columns``); default
-        :data:`~dask_factor.io.chunking.DEFAULT_BLOCK_NNZ`.
+        :func:`~dask_factor.io.chunking.default_block_nnz` of the rows.
     dtype : numpy dtype, optional
 
     Examples
@@ -268,10 +268,10 @@ def from_memory(A, *, block_nnz: int | None = None, dtype=None) -> da.Array:
     >>> from_memory(np.ones((3, 10)), block_nnz=12).chunks
     ((3,), (4, 4, 2))
     """
-    target = int(block_nnz or DEFAULT_BLOCK_NNZ)
     if A.ndim != 2:
         raise ValueError(f"source must be 2-D (features x samples), got shape {A.shape}")
     m, n = (int(s) for s in A.shape)
+    target = int(block_nnz or default_block_nnz(m))
     if sp.issparse(A):
         where = f"source (in-memory {type(A).__name__})"
         check_block(A, where=where)  # once, before scipy's C++ conversions touch it

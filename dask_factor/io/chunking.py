@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-#: default target of stored entries per column block (about 24 MB of CSC at float32/int32)
+#: the least default target of stored entries per column block (about 16 MB of CSC at
+#: float32/int32; :func:`default_block_nnz` raises it for matrices of many rows)
 DEFAULT_BLOCK_NNZ = 2_000_000
+#: default blocks hold at least this many stored entries per row of A: a block task's fixed cost
+#: grows with the rows (it zeroes, fills and hands to the reduction an m × k partial), its work
+#: with its entries (measured at 20,000 rows, k = 20: blocks of 2 M entries took 20 % longer a
+#: pass than blocks of 8 M, threaded, and 35 % longer on a 2-process cluster)
+ENTRIES_PER_ROW = 400
+#: ... and at most this many (a task decodes its whole block, about 8 bytes an entry)
+MAX_DEFAULT_BLOCK_NNZ = 16_000_000
 #: inputs are split into at least this many blocks (when they have the columns or stored blocks
 #: for it), so that small matrices spread over threads; fixed, not taken from the machine, so
 #: that the chunking and hence the factors do not depend on where the fit runs
@@ -20,6 +28,18 @@ def min_blocks(n_cols: int) -> int:
     (8, 3, 1)
     """
     return min(MIN_BLOCKS, max(1, int(n_cols) // 32))
+
+
+def default_block_nnz(m: int) -> int:
+    """The default target of stored entries per column block of a matrix of ``m`` rows:
+    :data:`ENTRIES_PER_ROW` per row, between :data:`DEFAULT_BLOCK_NNZ` and
+    :data:`MAX_DEFAULT_BLOCK_NNZ`.  It depends only on the data's shape, never on the machine.
+
+    >>> default_block_nnz(2_000), default_block_nnz(20_000), default_block_nnz(60_000)
+    (2000000, 8000000, 16000000)
+    """
+    return int(min(max(DEFAULT_BLOCK_NNZ, ENTRIES_PER_ROW * max(int(m), 0)),
+                   MAX_DEFAULT_BLOCK_NNZ))
 
 
 def column_bounds_by_nnz(

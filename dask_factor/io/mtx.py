@@ -32,7 +32,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from .blocks import BlockStream, PathLike, from_memory
-from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .chunking import column_bounds_by_nnz, default_block_nnz
 from .errors import MatrixFormatError, reading
 
 #: entries parsed per slice when streaming
@@ -223,7 +223,8 @@ def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     path : path-like
         ``.mtx`` or ``.mtx.gz``.
     block_nnz : int, optional
-        Target entries per block (default 2,000,000).
+        Target entries per block (default: :func:`~dask_factor.io.chunking.default_block_nnz`
+        of the rows).
     dtype : numpy dtype, optional
         Value dtype (default as ``scipy.io.mmread``: int64 for integer files, else float64).
     slice_entries : int, optional
@@ -245,7 +246,7 @@ def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     check_declared(path, header, whole=False)
     m, n = header.shape
     dtype = np.dtype(dtype or header.dtype)
-    target = int(block_nnz or DEFAULT_BLOCK_NNZ)
+    target = int(block_nnz or default_block_nnz(m))
     if slice_entries is None:
         slice_entries = min(SLICE_ENTRIES, max(target, 1 << 16))
     if not isinstance(slice_entries, int | np.integer) or slice_entries < 1:

@@ -263,9 +263,11 @@ def open_matrix(
         into memory once: it cannot be read by column range; use ``convert`` for big files).
         In-memory objects are cut into column blocks by non-zeros.
     block_nnz : int, optional
-        Target stored entries per block.  Default: the file's own blocks (zarr block bounds),
-        the chunks of a dask array, ~2,000,000 entries otherwise.  ``.spz`` blocks are runs of
-        whole chunks (``block_nnz=1``: one chunk each).  What the client reads to cut blocks:
+        Target stored entries per block.  Default
+        (:func:`~dask_factor.io.chunking.default_block_nnz`): about 400 entries per row of A,
+        between 2 and 16 million; a dask array keeps its chunks, a zarr store the blocks it was
+        written with; ``.spz`` blocks are runs of whole chunks (``block_nnz=1``: one chunk
+        each).  What the client reads to cut blocks:
         attributes and headers only, except the cell pointer of a CSR AnnData X (n + 1
         integers), a zarr store's column pointer when smaller blocks than the stored ones are
         asked for, and one counting pass over a dask array's blocks when ``block_nnz`` is given

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .blocks import BlockStream, PathLike, array_from_reader, file_token, merge_bounds, to_block
-from .chunking import DEFAULT_BLOCK_NNZ, min_blocks
+from .chunking import default_block_nnz, min_blocks
 from .errors import reading
 from .limits import Limits, get_limits
 from .stamp import Stamp, check_stamp, stamp
@@ -107,7 +107,8 @@ def _chunk_nnz(f) -> np.ndarray | None:
 
 
 def _bounds(f, block_nnz: int | None) -> np.ndarray:
-    """Runs of whole chunks of about ``block_nnz`` entries (default :data:`DEFAULT_BLOCK_NNZ`),
+    """Runs of whole chunks of about ``block_nnz`` entries (default
+    :func:`~dask_factor.io.chunking.default_block_nnz` of the rows),
     at least :func:`~dask_factor.io.chunking.min_blocks` of them where the file has the chunks
     for it (``block_nnz=1``: one chunk each).
 
@@ -118,8 +119,8 @@ def _bounds(f, block_nnz: int | None) -> np.ndarray:
     chunks = np.asarray(f.chunk_bounds, dtype=np.int64)
     if chunks.size < 2:
         return chunks
-    block_nnz = int(block_nnz or DEFAULT_BLOCK_NNZ)
     m = f.shape[0]
+    block_nnz = int(block_nnz or default_block_nnz(m))
     per_chunk = np.full(chunks.size - 1, m, dtype=np.int64) * np.diff(chunks) if f.is_dense \
         else _chunk_nnz(f)
     if per_chunk is None:  # assume an even spread
@@ -139,8 +140,9 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     path : path-like
         A v2 (sparse) or v3 (dense) StreamPress file.
     block_nnz : int, optional
-        Target entries per block (default :data:`~dask_factor.io.chunking.DEFAULT_BLOCK_NNZ`,
-        2,000,000); blocks are runs of whole chunks (``1``: one chunk each).
+        Target entries per block (default :func:`~dask_factor.io.chunking.default_block_nnz`
+        of the rows: 2,000,000, or 400 a row for more than 5,000 rows, at most 16,000,000);
+        blocks are runs of whole chunks (``1``: one chunk each).
     dtype : numpy dtype, optional
         Default: float32 for uint8/uint16/float16/quant8/float32 files, float64 for
         uint32/float64 (lossless).

@@ -58,7 +58,7 @@ from .blocks import (
     merge_bounds,
     to_block,
 )
-from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz
+from .chunking import column_bounds_by_nnz, default_block_nnz
 from .errors import MatrixFormatError, reading
 from .limits import check_budget, get_limits, source_size
 from .stamp import Stamp, check_stamp, stamp
@@ -333,13 +333,13 @@ def _stored_blocks(bounds, offsets, n: int, nnz: int, where: str):
 
 def _sparse_bounds(g, block_nnz: int | None) -> np.ndarray:
     attrs = g.attrs
-    n = int(attrs["shape"][1])
+    m, n = int(attrs["shape"][0]), int(attrs["shape"][1])
     stored = attrs.get("block_bounds")
     offsets = attrs.get("block_indptr")
     if stored is not None and offsets is not None:
         stored, offsets = _stored_blocks(stored, offsets, n, g["indices"].shape[0],
                                          f"zarr store {g.store_path}")
-        if block_nnz is None:
+        if block_nnz is None:  # the blocks the writer chose (io.chunking.default_block_nnz)
             return stored
         if stored.size < 2 or int(np.diff(offsets).max(initial=0)) <= block_nnz:
             return merge_bounds(stored, offsets, block_nnz)
@@ -349,7 +349,7 @@ def _sparse_bounds(g, block_nnz: int | None) -> np.ndarray:
                        where=f"zarr store {g.store_path}, columns 0:{n}")
     if n == 0:
         return np.array([0], dtype=np.int64)
-    return column_bounds_by_nnz(indptr, block_nnz or DEFAULT_BLOCK_NNZ)
+    return column_bounds_by_nnz(indptr, block_nnz or default_block_nnz(m))
 
 
 def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
@@ -400,7 +400,7 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
     if stored is not None and block_nnz is None:
         bounds = np.asarray(stored, dtype=np.int64)
     else:
-        target = block_nnz or max(DEFAULT_BLOCK_NNZ, m * int(arr.chunks[1]))
+        target = block_nnz or max(default_block_nnz(m), m * int(arr.chunks[1]))
         cols = max(1, int(target) // max(m, 1))
         bounds = np.unique(np.append(np.arange(0, n, cols), n)).astype(np.int64)
     reader = ZarrDenseReader(str(Path(path).resolve()), None if kind == "array" else "X", sdtype,
@@ -612,7 +612,7 @@ def _chunk_len(stream: BlockStream, block_nnz: int | None, chunk_nnz: int | None
     if stream.nnz is not None and stream.n_blocks:
         typical = stream.nnz / stream.n_blocks
     else:
-        typical = block_nnz or DEFAULT_BLOCK_NNZ
+        typical = block_nnz or default_block_nnz(stream.shape[0])
     c = int(np.clip(typical // 4, _MIN_CHUNK, _MAX_CHUNK))
     if stream.nnz is not None:
         c = min(c, max(int(stream.nnz), 1))
