@@ -233,7 +233,8 @@ def run(args) -> dict:
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     sim = res["simulate_s"]
     print(f"matrix {args.genes:,} genes x {args.cells:,} cells, nnz {nnz:,}, "
-          f"{size / 2**30:.2f} GiB on disk, values stored as {info.get('stored_value_type')}"
+          f"{size / 2**30:.2f} GiB on disk in {info.get('n_blocks')} blocks (a reused store keeps "
+          f"the blocks it was written with), values stored as {info.get('stored_value_type')}"
           + (f"; simulated in {sim:.1f} s ({nnz / sim / 1e6:.2f} M nnz/s)" if sim else ""))
 
     rd = _read_passes(str(path))

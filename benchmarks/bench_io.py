@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--features", type=int, default=2_000)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--density", type=float, default=0.06)
-    p.add_argument("--block-nnz", type=int, default=2_000_000)
+    p.add_argument("--block-nnz", type=int, default=None,
+                   help="entries per block (default: dask_factor.io.default_block_nnz(features))")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--workdir", default=None, help="where to write (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the written files")
@@ -76,6 +77,10 @@ def main(argv=None) -> int:
                    help="reuse A.zarr / A.spz already in --workdir (implies --keep)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     args = p.parse_args(argv)
+    if args.block_nnz is None:
+        from dask_factor.io import default_block_nnz
+
+        args.block_nnz = default_block_nnz(args.features)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-io-"))
     work.mkdir(parents=True, exist_ok=True)

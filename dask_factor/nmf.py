@@ -131,7 +131,8 @@ def nmf(
     target_lambda : float, default 0
     chunks : int, optional
         Columns per block (default: blocks of about 400 stored entries per row of A, between
-        2 and 16 million, at least 8 blocks; files keep runs of their own blocks).
+        2 and 8 million, at least 8 blocks; a zarr store keeps the blocks it was written with,
+        a ``.spz`` file is read in runs of whole chunks, a dask array keeps its chunks).
     block_nnz : int, optional
         Target stored entries per block for in-memory inputs.
     dtype : {"float32", "float64"}, default "float32"

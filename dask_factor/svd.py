@@ -308,7 +308,8 @@ def svd(
         Vectors per pass of the Krylov methods (overrides the default above).
     chunks : int, optional
         Columns per block (default: blocks of about 400 stored entries per row of A, between
-        2 and 16 million, at least 8 blocks; files keep runs of their own blocks).
+        2 and 8 million, at least 8 blocks; a zarr store keeps the blocks it was written with,
+        a ``.spz`` file is read in runs of whole chunks, a dask array keeps its chunks).
     block_nnz : int, optional
         Target stored entries per block for in-memory inputs.
     dtype : {"float64", "float32"}, default "float64"

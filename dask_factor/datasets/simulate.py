@@ -282,7 +282,7 @@ def simulate_counts(
         Output format (default: from the suffix of ``path``).
     block_cols : int, optional
         Columns per block (default: the expected non-zeros of
-        :func:`~dask_factor.io.chunking.default_block_nnz`, 8,000,000 at 20,000 genes, a
+        :func:`~dask_factor.io.default_block_nnz`, 8,000,000 at 20,000 genes, a
         multiple of 256).  Changes only the chunking, never the values.
     dtype : {"float32", "float64"}
         Value dtype (counts are exact in both).

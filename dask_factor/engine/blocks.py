@@ -157,12 +157,13 @@ def default_bounds(A=None, block_nnz: int | None = None, *, indptr=None,
     """The engine's one column-blocking rule for data it holds in memory.
 
     About ``block_nnz`` stored entries a block (dense: every entry counts; default
-    :func:`~dask_factor.io.chunking.default_block_nnz` of the rows: 2 M, or 400 a row for
-    taller matrices, at most 16 M) and at least :data:`MIN_BLOCKS` blocks when there are 32
+    :func:`~dask_factor.io.default_block_nnz` of the rows: 400 a row, between 2 M and 8 M)
+    and at least :data:`MIN_BLOCKS` blocks when there are 32
     columns a block for them. The rule depends only on the data, never on the machine or the
     cluster, so the same data give the same chunking, and hence the same factors, everywhere.
     Pass the matrix ``A``, or the CSC ``indptr`` of the stored entries per column with the
-    ``rows`` they span (inputs that share their columns: the rows of all of them).
+    ``rows`` they span (inputs that share their columns: the rows of all of them); ``rows``
+    is taken from ``A`` when ``A`` is given.
 
     Examples
     --------
@@ -175,7 +176,7 @@ def default_bounds(A=None, block_nnz: int | None = None, *, indptr=None,
             indptr = sp.csc_matrix(A).indptr
         else:
             indptr = np.arange(n + 1, dtype=np.int64) * rows  # dense: every entry counts
-    elif rows is None and block_nnz is None:
+    elif rows is None and not block_nnz:
         raise ValueError("default_bounds: give rows= (or block_nnz=) with indptr")
     n = np.asarray(indptr).size - 1
     target = int(block_nnz or default_block_nnz(rows))
@@ -205,7 +206,7 @@ def as_blocked(
         chunks unless ``chunks`` is given or they have fewer than ``MIN_BLOCKS`` of them.
     block_nnz : int, optional
         Target stored entries per block for in-memory inputs (default
-        :func:`~dask_factor.io.chunking.default_block_nnz` of the rows).
+        :func:`~dask_factor.io.default_block_nnz` of the rows).
     name : str
         Names the input in error messages.
     bounds : array of int, optional

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from .anndata_io import write_nmf_to_anndata
 from .blocks import BlockStream, atomic_path, iter_column_blocks
-from .chunking import DEFAULT_BLOCK_NNZ, column_bounds_by_nnz, uniform_column_bounds
+from .chunking import (
+    DEFAULT_BLOCK_NNZ,
+    column_bounds_by_nnz,
+    default_block_nnz,
+    uniform_column_bounds,
+)
 from .errors import MatrixFormatError
 from .registry import (
     FormatSpec,
@@ -36,6 +41,7 @@ __all__ = [
     "MatrixFormatError",
     "atomic_path",
     "column_bounds_by_nnz",
+    "default_block_nnz",
     "detect_format",
     "formats",
     "iter_column_blocks",

@@ -278,7 +278,8 @@ def open_array(
     raw : bool
         Read ``raw.X``.
     block_nnz : int, optional
-        Target entries per block (default 2,000,000).  For CSR ``X`` the cell pointer
+        Target entries per block (default :func:`~dask_factor.io.default_block_nnz` of the
+        genes).  For CSR ``X`` the cell pointer
         (n_cells + 1 integers) is read on the client to cut blocks by non-zeros.
     dtype : numpy dtype, optional
 

@@ -260,7 +260,7 @@ def from_memory(A, *, block_nnz: int | None = None, dtype=None) -> da.Array:
     A : ndarray or scipy.sparse matrix/array of shape (m, n)
     block_nnz : int, optional
         Target stored entries per block (dense: ``m * columns``); default
-        :func:`~dask_factor.io.chunking.default_block_nnz` of the rows.
+        :func:`~dask_factor.io.default_block_nnz` of the rows.
     dtype : numpy dtype, optional
 
     Examples

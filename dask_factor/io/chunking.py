@@ -9,11 +9,13 @@ import numpy as np
 DEFAULT_BLOCK_NNZ = 2_000_000
 #: default blocks hold at least this many stored entries per row of A: a block task's fixed cost
 #: grows with the rows (it zeroes, fills and hands to the reduction an m × k partial), its work
-#: with its entries (measured at 20,000 rows, k = 20: blocks of 2 M entries took 20 % longer a
-#: pass than blocks of 8 M, threaded, and 35 % longer on a 2-process cluster)
+#: with its entries (20,000 rows, k = 20, old and new code alternating: a pass from disk took
+#: 1.37–1.42 s with 2 M-entry blocks and 1.00–1.15 s with 8 M, threaded; docs/io.md)
 ENTRIES_PER_ROW = 400
-#: ... and at most this many (a task decodes its whole block, about 8 bytes an entry)
-MAX_DEFAULT_BLOCK_NNZ = 16_000_000
+#: ... and at most this many: a block's float32 values (32 MB) stay within the allocation size
+#: that the workers' allocator settings keep on malloc's heaps (``engine.malloc``), and 16 M
+#: entries a block were no faster than 8 M at 20,000 rows
+MAX_DEFAULT_BLOCK_NNZ = 8_000_000
 #: inputs are split into at least this many blocks (when they have the columns or stored blocks
 #: for it), so that small matrices spread over threads; fixed, not taken from the machine, so
 #: that the chunking and hence the factors do not depend on where the fit runs
@@ -31,12 +33,27 @@ def min_blocks(n_cols: int) -> int:
 
 
 def default_block_nnz(m: int) -> int:
-    """The default target of stored entries per column block of a matrix of ``m`` rows:
-    :data:`ENTRIES_PER_ROW` per row, between :data:`DEFAULT_BLOCK_NNZ` and
-    :data:`MAX_DEFAULT_BLOCK_NNZ`.  It depends only on the data's shape, never on the machine.
+    """The default target of stored entries per column block of a matrix of ``m`` rows.
 
-    >>> default_block_nnz(2_000), default_block_nnz(20_000), default_block_nnz(60_000)
-    (2000000, 8000000, 16000000)
+    :data:`ENTRIES_PER_ROW` (400) per row, between :data:`DEFAULT_BLOCK_NNZ` (2,000,000) and
+    :data:`MAX_DEFAULT_BLOCK_NNZ` (8,000,000).  Every block task of a fit fills an m × k
+    partial, so taller matrices get larger blocks.  The rule depends only on the data's shape,
+    never on the machine, so the chunking, and hence the factors, are the same everywhere.
+
+    Parameters
+    ----------
+    m : int
+        Rows of A (features, genes).
+
+    Returns
+    -------
+    int
+        Stored entries a block should hold (dense blocks: every entry counts).
+
+    Examples
+    --------
+    >>> default_block_nnz(2_000), default_block_nnz(12_000), default_block_nnz(60_000)
+    (2000000, 4800000, 8000000)
     """
     return int(min(max(DEFAULT_BLOCK_NNZ, ENTRIES_PER_ROW * max(int(m), 0)),
                    MAX_DEFAULT_BLOCK_NNZ))

@@ -223,7 +223,7 @@ def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     path : path-like
         ``.mtx`` or ``.mtx.gz``.
     block_nnz : int, optional
-        Target entries per block (default: :func:`~dask_factor.io.chunking.default_block_nnz`
+        Target entries per block (default: :func:`~dask_factor.io.default_block_nnz`
         of the rows).
     dtype : numpy dtype, optional
         Value dtype (default as ``scipy.io.mmread``: int64 for integer files, else float64).

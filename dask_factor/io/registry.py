@@ -264,8 +264,8 @@ def open_matrix(
         In-memory objects are cut into column blocks by non-zeros.
     block_nnz : int, optional
         Target stored entries per block.  Default
-        (:func:`~dask_factor.io.chunking.default_block_nnz`): about 400 entries per row of A,
-        between 2 and 16 million; a dask array keeps its chunks, a zarr store the blocks it was
+        (:func:`~dask_factor.io.default_block_nnz`): about 400 entries per row of A,
+        between 2 and 8 million; a dask array keeps its chunks, a zarr store the blocks it was
         written with; ``.spz`` blocks are runs of whole chunks (``block_nnz=1``: one chunk
         each).  What the client reads to cut blocks:
         attributes and headers only, except the cell pointer of a CSR AnnData X (n + 1

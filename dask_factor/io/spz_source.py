@@ -108,7 +108,7 @@ def _chunk_nnz(f) -> np.ndarray | None:
 
 def _bounds(f, block_nnz: int | None) -> np.ndarray:
     """Runs of whole chunks of about ``block_nnz`` entries (default
-    :func:`~dask_factor.io.chunking.default_block_nnz` of the rows),
+    :func:`~dask_factor.io.default_block_nnz` of the rows),
     at least :func:`~dask_factor.io.chunking.min_blocks` of them where the file has the chunks
     for it (``block_nnz=1``: one chunk each).
 
@@ -140,8 +140,8 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None,
     path : path-like
         A v2 (sparse) or v3 (dense) StreamPress file.
     block_nnz : int, optional
-        Target entries per block (default :func:`~dask_factor.io.chunking.default_block_nnz`
-        of the rows: 2,000,000, or 400 a row for more than 5,000 rows, at most 16,000,000);
+        Target entries per block (default :func:`~dask_factor.io.default_block_nnz`
+        of the rows: 400 a row, between 2,000,000 and 8,000,000);
         blocks are runs of whole chunks (``1``: one chunk each).
     dtype : numpy dtype, optional
         Default: float32 for uint8/uint16/float16/quant8/float32 files, float64 for
