@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from numba import njit
 
 from ..io.blocks import array_from_reader
-from ..io.chunking import default_block_nnz
+from ..io.chunking import default_block_nnz, min_blocks
 from ..io.registry import write_matrix
 
 #: columns per random-number group (fixed: changing it changes every simulated matrix)
@@ -315,6 +315,10 @@ def simulate_counts(
         per_col = max(density * n_features, 1.0)
         block_cols = max(GROUP_COLS, int(default_block_nnz(n_features) / per_col) // GROUP_COLS
                          * GROUP_COLS)
+        # at least the engine's minimum of blocks (a fit would otherwise re-cut a store's
+        # blocks, reading each whole for every slice), in whole random-number groups
+        fewest = max(1, n_samples // (min_blocks(n_samples) * GROUP_COLS)) * GROUP_COLS
+        block_cols = max(GROUP_COLS, min(block_cols, fewest))
     bounds = np.unique(np.append(np.arange(0, n_samples, block_cols), n_samples)).astype(np.int64)
     token = repr(model)
     model.scale  # noqa: B018 -- calibrate once on the client, not in every task

@@ -23,7 +23,7 @@ from ..io.blocks import call_reader, reader_source
 from ..io.chunking import (
     MIN_BLOCKS,
     column_bounds_by_nnz,
-    default_block_nnz,
+    default_column_bounds,
     min_blocks,
     uniform_column_bounds,
 )
@@ -179,8 +179,9 @@ def default_bounds(A=None, block_nnz: int | None = None, *, indptr=None,
     elif rows is None and not block_nnz:
         raise ValueError("default_bounds: give rows= (or block_nnz=) with indptr")
     n = np.asarray(indptr).size - 1
-    target = int(block_nnz or default_block_nnz(rows))
-    return column_bounds_by_nnz(indptr, target, min_blocks=min_blocks(n))
+    if not block_nnz:  # the readers' and writers' default rule
+        return default_column_bounds(indptr, rows)
+    return column_bounds_by_nnz(indptr, int(block_nnz), min_blocks=min_blocks(n))
 
 
 def as_blocked(

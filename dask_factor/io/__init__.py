@@ -19,6 +19,7 @@ from .chunking import (
     DEFAULT_BLOCK_NNZ,
     column_bounds_by_nnz,
     default_block_nnz,
+    default_column_bounds,
     uniform_column_bounds,
 )
 from .errors import MatrixFormatError
@@ -42,6 +43,7 @@ __all__ = [
     "atomic_path",
     "column_bounds_by_nnz",
     "default_block_nnz",
+    "default_column_bounds",
     "detect_format",
     "formats",
     "iter_column_blocks",

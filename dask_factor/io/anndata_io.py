@@ -37,7 +37,7 @@ from .blocks import (
     from_memory,
     to_block,
 )
-from .chunking import column_bounds_by_nnz, default_block_nnz
+from .chunking import default_block_nnz, default_column_bounds
 from .errors import MatrixFormatError, MissingElementError, reading
 from .limits import check_budget, get_limits, source_size
 from .registry import detect_format
@@ -306,7 +306,7 @@ def open_array(
             indptr = np.asarray(f[key]["indptr"][:], dtype=np.int64)
             check_full_pointer(indptr, int(nnz or 0), major="cell",
                                where=f"{str(Path(path).resolve())!r} ({key}), cells 0:{n_cells}")
-            bounds = column_bounds_by_nnz(indptr, target)
+            bounds = default_column_bounds(indptr, n_genes, block_nnz)
         elif enc == "csc":
             warnings.warn(
                 f"{path}: {key} is stored cells x genes CSC, so every block read scans the whole "

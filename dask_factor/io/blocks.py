@@ -24,7 +24,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .._graph_spec import ref, task
-from .chunking import column_bounds_by_nnz, default_block_nnz
+from .chunking import column_bounds_by_nnz, default_block_nnz, default_column_bounds
 from .targets import replacing
 from .validate import cast_values, check_block, mark_checked
 
@@ -280,7 +280,7 @@ def from_memory(A, *, block_nnz: int | None = None, dtype=None) -> da.Array:
             X = cast_values(X, dtype, where=where)
         if not X.has_sorted_indices:
             X = X.sorted_indices()
-        bounds = column_bounds_by_nnz(X.indptr, target)
+        bounds = default_column_bounds(X.indptr, m, block_nnz)
         blocks = [mark_checked(to_block(X[:, a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
         token = tokenize(X.indptr, X.indices, X.data, target)
         return _from_blocks(blocks, (m, n), bounds, X.dtype, True, token)

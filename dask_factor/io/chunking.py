@@ -59,6 +59,41 @@ def default_block_nnz(m: int) -> int:
                    MAX_DEFAULT_BLOCK_NNZ))
 
 
+def default_column_bounds(indptr: np.ndarray, m: int,
+                          block_nnz: int | None = None) -> np.ndarray:
+    """Column blocks of a sparse matrix of ``m`` rows as readers and writers cut it by default.
+
+    About ``block_nnz`` stored entries a block; by default :func:`default_block_nnz` of the rows,
+    and then at least :func:`min_blocks` blocks, the engine's own minimum, so that a fit never
+    re-cuts blocks a file holds (a block then read whole for each of its slices).
+
+    Parameters
+    ----------
+    indptr : ndarray of shape (n + 1,)
+        CSC column pointer.
+    m : int
+        Rows of the matrix.
+    block_nnz : int, optional
+        Target entries a block (given: no minimum of blocks).
+
+    Returns
+    -------
+    bounds : ndarray of int64, shape (n_blocks + 1,)
+
+    Examples
+    --------
+    >>> indptr = np.arange(0, 30_001, 100)  # 300 columns of 100 entries: fewer than 2 M
+    >>> default_column_bounds(indptr, 50)  # the engine's minimum of 8 blocks
+    array([  0,  38,  75, 113, 150, 188, 225, 263, 300])
+    >>> default_column_bounds(indptr, 50, block_nnz=10_000)
+    array([  0, 100, 200, 300])
+    """
+    if block_nnz:
+        return column_bounds_by_nnz(indptr, int(block_nnz))
+    n = np.asarray(indptr).size - 1
+    return column_bounds_by_nnz(indptr, default_block_nnz(m), min_blocks=min_blocks(n))
+
+
 def column_bounds_by_nnz(
     indptr: np.ndarray,
     target_nnz: int = DEFAULT_BLOCK_NNZ,

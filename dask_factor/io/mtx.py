@@ -32,7 +32,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from .blocks import BlockStream, PathLike, from_memory
-from .chunking import column_bounds_by_nnz, default_block_nnz
+from .chunking import default_block_nnz, default_column_bounds
 from .errors import MatrixFormatError, reading
 
 #: entries parsed per slice when streaming
@@ -271,7 +271,7 @@ def mtx_stream(path: PathLike, *, block_nnz: int | None = None, dtype=None,
         raise MatrixFormatError(f"path={str(path)!r}: the header declares {header.entries} "
                                 f"entries but the file holds {lines}; truncated or corrupt")
     indptr = np.concatenate([[0], np.cumsum(counts)])
-    bounds = column_bounds_by_nnz(indptr, target) if n else np.array([0], dtype=np.int64)
+    bounds = default_column_bounds(indptr, m, block_nnz) if n else np.array([0], dtype=np.int64)
 
     def sparse_blocks():
         yield from _spilled_blocks(path, header, bounds, dtype, slice_entries, tmpdir)

@@ -32,7 +32,7 @@ import pandas as pd
 
 from .._optional import require
 from .blocks import PathLike, array_from_reader, file_token
-from .chunking import column_bounds_by_nnz, default_block_nnz
+from .chunking import default_column_bounds
 from .errors import MatrixFormatError, reading
 from .limits import check_budget, get_limits, source_size
 from .stamp import Stamp, check_stamp, stamp
@@ -215,7 +215,7 @@ def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None,
         src_dtype = g["data"].dtype
     check_full_pointer(indptr, nnz, major="barcode",
                        where=f"{str(p.resolve())!r} ({group}), barcodes 0:{n}")
-    bounds = column_bounds_by_nnz(indptr, int(block_nnz or default_block_nnz(m)))
+    bounds = default_column_bounds(indptr, m, block_nnz)
     out_dtype = np.dtype(dtype or src_dtype)
     reader = TenxH5Reader(str(p.resolve()), group, m, None if dtype is None else out_dtype.str,
                           budget, st, n)

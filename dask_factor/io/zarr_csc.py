@@ -58,7 +58,7 @@ from .blocks import (
     merge_bounds,
     to_block,
 )
-from .chunking import column_bounds_by_nnz, default_block_nnz
+from .chunking import default_block_nnz, default_column_bounds
 from .errors import MatrixFormatError, reading
 from .limits import check_budget, get_limits, source_size
 from .stamp import Stamp, check_stamp, stamp
@@ -349,7 +349,7 @@ def _sparse_bounds(g, block_nnz: int | None) -> np.ndarray:
                        where=f"zarr store {g.store_path}, columns 0:{n}")
     if n == 0:
         return np.array([0], dtype=np.int64)
-    return column_bounds_by_nnz(indptr, block_nnz or default_block_nnz(m))
+    return default_column_bounds(indptr, m, block_nnz)
 
 
 def open_array(path: PathLike, *, block_nnz: int | None = None, dtype=None):
