@@ -316,7 +316,7 @@ def simulate_counts(
         block_cols = max(GROUP_COLS, int(default_block_nnz(n_features) / per_col) // GROUP_COLS
                          * GROUP_COLS)
         # at least the engine's minimum of blocks (a fit would otherwise re-cut a store's
-        # blocks, reading each whole for every slice), in whole random-number groups
+        # blocks through a rechunk), in whole random-number groups
         fewest = max(1, n_samples // (min_blocks(n_samples) * GROUP_COLS)) * GROUP_COLS
         block_cols = max(GROUP_COLS, min(block_cols, fewest))
     bounds = np.unique(np.append(np.arange(0, n_samples, block_cols), n_samples)).astype(np.int64)

@@ -65,7 +65,8 @@ def default_column_bounds(indptr: np.ndarray, m: int,
 
     About ``block_nnz`` stored entries a block; by default :func:`default_block_nnz` of the rows,
     and then at least :func:`min_blocks` blocks, the engine's own minimum, so that a fit never
-    re-cuts blocks a file holds (a block then read whole for each of its slices).
+    re-cuts blocks a file holds (through a rechunk: each stored block read by a task of its own,
+    then sliced, instead of inside the solve of the one block it is).
 
     Parameters
     ----------

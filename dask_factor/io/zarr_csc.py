@@ -339,7 +339,7 @@ def _sparse_bounds(g, block_nnz: int | None) -> np.ndarray:
     if stored is not None and offsets is not None:
         stored, offsets = _stored_blocks(stored, offsets, n, g["indices"].shape[0],
                                          f"zarr store {g.store_path}")
-        if block_nnz is None:  # the blocks the writer chose (io.chunking.default_block_nnz)
+        if block_nnz is None:  # the blocks the writer chose
             return stored
         if stored.size < 2 or int(np.diff(offsets).max(initial=0)) <= block_nnz:
             return merge_bounds(stored, offsets, block_nnz)

@@ -61,8 +61,8 @@ def test_files_are_cut_by_the_rows(small_rule, A, tmp_path, fmt):
 @pytest.mark.parametrize("fmt", ["zarr", "scan.zarr", "h5ad", "mtx", "simulated.zarr"])
 def test_files_hold_at_least_the_engines_minimum_of_blocks(tmp_path, fmt):
     """With the default rule a file of fewer entries than one default block is still written
-    (or read) in 8 blocks: a fit would otherwise re-cut them, reading a stored block whole for
-    each of its slices (a 34.5 M-entry store of 5 blocks fitted 1.6x slower a pass)."""
+    (or read) in 8 blocks: a fit would otherwise re-cut them through a rechunk (a 34.5 M-entry
+    store of 5 blocks fitted 1.5x slower a pass from the scan layout)."""
     from dask_factor.datasets import simulate_counts
 
     if fmt == "h5ad":
