@@ -234,8 +234,7 @@ def _prepare(A, k, *, dtype, chunks, block_nnz, cache, client):
         raise ValueError(f"A: expected a non-empty matrix, got shape ({m}, {n})")
     bm = as_blocked(A, dtype=dtype, chunks=chunks)
     if cache == "memory":
-        bm.blocks = list(client.persist(bm.blocks) if client is not None
-                         else dask.persist(*bm.blocks))
+        bm.hold_in_memory(client)
     # one validation pass that also yields the row means/variances centring needs
     moments = GramPasses(bm, client, row_major=False).prepare(True)
     if int(moments[4]):

@@ -24,6 +24,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from ..io.delta_csc import DeltaCSC
 from ..kernels.als import h_step_dense, h_step_sparse, w_solve
 from ..kernels.nnls import gram_cholesky
 from ..kernels.products import gram
@@ -115,7 +116,8 @@ class ALSState:
 
 
 def h_block_task(block, wpack, hprev, target, cfg: ALSConfig):
-    """H half-step on one block plus its W-update partials."""
+    """H half-step on one block plus its W-update partials (a CSC or dense block, or a
+    scan-layout store's block as stored, :class:`~dask_factor.io.delta_csc.DeltaCSC`)."""
     W = wpack.W
     m, k = W.shape
     n_p = block.shape[1]
@@ -129,14 +131,16 @@ def h_block_task(block, wpack, hprev, target, cfg: ALSConfig):
     nonneg, ub, l1 = cfg.nonneg[1], cfg.upper_bound[1], cfg.L1[1]
     tlam = cfg.target_lambda if (target is not None and cfg.target_lambda > 0) else 0.0
     Tt = target if tlam != 0.0 else np.zeros((1, k), dtype=np.float64)
-    if hasattr(block, "indptr"):
+    if hasattr(block, "indptr"):  # CSC, or a scan-layout block as stored (DeltaCSC)
+        coded = isinstance(block, DeltaCSC)
         P = np.zeros((m, k), dtype=W.dtype)
         Q = np.zeros((k, k), dtype=np.float64)
         s = np.zeros(k, dtype=np.float64)
         s2 = np.zeros(k, dtype=np.float64)
         sweeps = h_step_sparse(
-            block.indptr, block.indices, block.data, W, wpack.G, L, l1, Tt, tlam, use_chol,
-            nonneg, ub, Xprev, xscale, warm, cfg.cd_maxit, cfg.cd_tol, exact, Ht, P, Q, s, s2,
+            block.indptr, block.deltas if coded else block.indices, block.data, W, wpack.G, L,
+            l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm, cfg.cd_maxit, cfg.cd_tol,
+            exact, Ht, P, Q, s, s2, delta=coded,
         )
     else:
         P, Q, s, s2, sweeps = h_step_dense(
@@ -279,7 +283,7 @@ class ALSKind(FitKind):
         # task of its own costs a scheduler round trip (several ms), more than a split saves
         m, k = self.W0.shape
         self.fused_w = ctx.ex.distributed and m * k * k <= FUSED_W_WORK
-        self.bkeys = ctx.blocks(self.bm)
+        self.bkeys = ctx.blocks(self.bm, delta=True)  # h_block_task reads DeltaCSC blocks
         self.tkeys = ([ctx.put(f"target-{b}", t) for b, t in enumerate(self.target_blocks)]
                       if self.target_blocks is not None else [None] * self.bm.n_blocks)
 

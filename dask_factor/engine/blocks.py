@@ -45,6 +45,11 @@ class BlockedMatrix:
     dtype : numpy dtype of the values the blocks carry
     sparse : bool
     name : str, a unique token for task keys
+    source : the dask array the blocks were made from (None for in-memory inputs)
+    delta_blocks : list of dask.delayed.Delayed, optional
+        For a zarr scan-layout store read each pass: block ``b`` as stored
+        (:class:`~dask_factor.io.delta_csc.DeltaCSC`, checked), for the kernels that read
+        delta-coded blocks (ALS); None otherwise, or once the blocks are held in memory.
     """
 
     blocks: list[Delayed]
@@ -54,10 +59,19 @@ class BlockedMatrix:
     sparse: bool
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     source: Any = None
+    delta_blocks: list[Delayed] | None = None
 
     @property
     def n_blocks(self) -> int:
         return len(self.blocks)
+
+    def hold_in_memory(self, client=None) -> None:
+        """Compute the blocks once and keep them (``cache="memory"``): on ``client``'s workers,
+        else in this process; every later pass reads the decoded blocks held, never the source
+        (nor :attr:`delta_blocks`)."""
+        self.blocks = list(client.persist(self.blocks) if client is not None
+                           else dask.persist(*self.blocks))
+        self.delta_blocks = None
 
 
 def _to_block(x, dtype, sparse, where="A"):
@@ -103,6 +117,11 @@ def _read_source_block(reader, start: int, stop: int, m: int, dtype, sparse, whe
     """Columns ``start:stop`` of one of our readers' arrays, read and normalised in one task
     (``call_reader`` checks the block's shape and structure, as the array's own task does)."""
     return _to_block(call_reader(reader, start, stop, m), dtype, sparse, where)
+
+
+def _read_delta_block(reader, start: int, stop: int, dtype):
+    """Columns ``start:stop`` of a scan-layout store as stored (checked by its constructor)."""
+    return reader.delta_block(start, stop, dtype)
 
 
 def _too_few_blocks(A) -> bool:
@@ -242,15 +261,21 @@ def as_blocked(
         if src is not None and not _too_few_blocks(A):
             # one of our readers' arrays: each block is read in the task that normalises it
             bounds = np.asarray(src.bounds, dtype=np.int64)
-            blocks = []
+            coded = getattr(src.reader, "delta_coded", None)
+            coded = sparse and coded is not None and coded(dtype)
+            blocks, delta_blocks = [], [] if coded else None
             for c in range(bounds.size - 1):
                 key, a, b = f"block-{name}-{c}", int(bounds[c]), int(bounds[c + 1])
                 # the reader and this block's columns only (not the bounds: O(blocks) a task)
                 blocks.append(Delayed(key, {key: task(key, _read_source_block, src.reader, a, b,
                                                       src.m, dtype, sparse,
                                                       f"{label}: columns {a}:{b}")}))
+                if coded:
+                    dkey = f"block-{name}-delta-{c}"
+                    delta_blocks.append(Delayed(dkey, {dkey: task(
+                        dkey, _read_delta_block, src.reader, a, b, dtype)}))
             return BlockedMatrix(blocks, bounds, tuple(int(s) for s in A.shape), dtype, sparse,
-                                 name=name, source=A)
+                                 name=name, source=A, delta_blocks=delta_blocks)
         if bounds is not None:
             A = A.rechunk({1: tuple(int(c) for c in np.diff(np.asarray(bounds)))})
         elif chunks is not None:
@@ -311,15 +336,19 @@ def sum_stats(*parts):
     return np.sum(np.stack(parts), axis=0) if parts else np.zeros(4)
 
 
-def block_graph(bm: BlockedMatrix, ex, tag: str | None = None) -> tuple[dict, list[str]]:
+def block_graph(bm: BlockedMatrix, ex, tag: str | None = None, *,
+                delta: bool = False) -> tuple[dict, list[str]]:
     """The graph that produces the blocks (read tasks, or the in-memory values) and their keys.
 
     ``tag`` gives in-memory blocks fresh keys (after a lost worker the old ones may linger). On a
-    cluster, values already computed (in-memory inputs) travel once, as futures.
+    cluster, values already computed (in-memory inputs) travel once, as futures. ``delta``: the
+    consumer reads :class:`~dask_factor.io.delta_csc.DeltaCSC` blocks too, so a scan-layout
+    store's blocks are read as stored (``bm.delta_blocks``) where it has them.
     """
     dsk: dict = {}
     keys = []
-    for b, blk in enumerate(bm.blocks):
+    source = bm.delta_blocks if delta and bm.delta_blocks is not None else bm.blocks
+    for b, blk in enumerate(source):
         key = blk.key
         g = blk.__dask_graph__()
         g = g if isinstance(g, dict) else dict(g)

@@ -371,11 +371,13 @@ class Context:
         self.static[key] = self.ex.scatter(key, value) if self.ex.distributed else value
         return key
 
-    def blocks(self, bm) -> list[str]:
-        """The keys of a blocked matrix's column blocks (their read tasks join the static graph)."""
+    def blocks(self, bm, *, delta: bool = False) -> list[str]:
+        """The keys of a blocked matrix's column blocks (their read tasks join the static graph);
+        ``delta``: the kind's tasks also take blocks as a scan-layout store holds them
+        (:func:`~.blocks.block_graph`)."""
         from .blocks import block_graph
 
-        dsk, keys = block_graph(bm, self.ex, tag=self.token)
+        dsk, keys = block_graph(bm, self.ex, tag=self.token, delta=delta)
         self.static.update(dsk)
         return keys
 

@@ -140,8 +140,7 @@ def prepare_input(
     if isinstance(A, da.Array):
         bm = as_blocked(A, dtype=dtype, chunks=chunks, name=name)
         if cache == "memory":
-            bm.blocks = list(client.persist(bm.blocks) if client is not None
-                             else dask.persist(*bm.blocks))
+            bm.hold_in_memory(client)
         stats = compute_block_stats(bm, client)
         sq, n_bad, n_neg, nnz = float(stats[0]), int(stats[1]), int(stats[2]), int(stats[3])
         # NaN may be a missing value (allow_nonfinite); ±Inf never is: count them apart (a

@@ -155,7 +155,7 @@ class OnlineKind(FitKind):
         return len(self.batches)
 
     def setup(self, ctx):
-        self.bkeys = ctx.blocks(self.bm)
+        self.bkeys = ctx.blocks(self.bm, delta=True)  # h_block_task reads DeltaCSC blocks
 
     def initial_state(self):
         return {"pack": make_wpack(self.W0, 0, self.cfg),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .delta import delta_decode
 from .nnls import (
     batch_factor_cache,
     cd_from,
@@ -30,7 +31,15 @@ from .nnls import (
     nnls_workspace,
     sweep_budget,
 )
-from .simd import FIXED_MAX_WIDTH, fixed_width_kernel, gather_kernel, vfma_row, vload
+from .simd import (
+    FIXED_MAX_WIDTH,
+    delta_row,
+    fixed_width_kernel,
+    gather_kernel,
+    stored_row,
+    vfma_row,
+    vload,
+)
 
 #: the fast-math flags of the block kernels (the products may be fused into multiply-adds; no
 #: sum is reordered across stored entries)
@@ -86,17 +95,25 @@ _SCATTER = """
 def {name}(indptr, indices, data, Ht, P):
     for j in range(indptr.size - 1):
         h = vload(Ht, j, {B})
+        r = np.uint64(0)
         for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
-            vfma_row(P, np.uint64(indices[p]), data[p], h)
+            r = row(r, indices[p])
+            vfma_row(P, r, data[p], h)
 """
 
 _NAMESPACE = {"np": np, "vload": vload, "vfma_row": vfma_row,
               "__name__": __name__}  # numba's cache needs __name__
 
 
-def product_kernels(data, W, Ht, P):
+def product_kernels(data, W, Ht, P, *, delta: bool = False):
     """The ``(gather, scatter)`` pair for these arrays: :func:`gather_rhs` and
     :func:`scatter_partial`, or their fixed-width twins.
+
+    With ``delta`` the block's ``indices`` are delta-coded (the zarr scan layout's differences,
+    checked by :func:`~.delta.check_delta_rows`) and ``data`` may hold narrow integer counts:
+    the fixed-width kernels sum the differences and convert each count as they read them, the
+    same bits as on the decoded block; None when no fixed-width pair applies (the caller then
+    decodes the block, :func:`h_step_sparse`).
 
     With the rank ``k`` a compile-time constant a row of ``W``, ``H`` or ``P`` is one vector
     value (:mod:`.simd`): per stored entry one vector load and one multiply-add instead of ``k``
@@ -119,16 +136,19 @@ def product_kernels(data, W, Ht, P):
     """
     k = W.shape[1]
     dt = W.dtype
-    if (1 <= k <= FIXED_MAX_K and dt in (np.float32, np.float64)
-            and data.dtype == dt and Ht.dtype == dt and P.dtype == dt
+    values_fit = (np.can_cast(data.dtype, dt, "safe") and data.dtype.kind in "uif") if delta \
+        else data.dtype == dt
+    if (1 <= k <= FIXED_MAX_K and dt in (np.float32, np.float64) and values_fit
+            and Ht.dtype == dt and P.dtype == dt
             and W.ndim == Ht.ndim == P.ndim == 2 and Ht.shape[1] == k and P.shape[1] == k
             and W.flags.c_contiguous and Ht.flags.c_contiguous and P.flags.c_contiguous):
-        gather = gather_kernel(k, FASTMATH)
+        gather = gather_kernel(k, FASTMATH, delta=delta)
         zero = np.zeros((1, k), dtype=dt)
         return (lambda indptr, indices, data, W, Ht: gather(indptr, indices, data, W, zero, Ht),
-                fixed_width_kernel(_SCATTER, f"scatter_partial_w{k}", k, _NAMESPACE, __file__,
-                                   fastmath=FASTMATH))
-    return gather_rhs, scatter_partial
+                fixed_width_kernel(_SCATTER, f"scatter_partial{'_delta' if delta else ''}_w{k}",
+                                   k, {**_NAMESPACE, "row": delta_row if delta else stored_row},
+                                   __file__, fastmath=FASTMATH))
+    return None if delta else (gather_rhs, scatter_partial)
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -177,7 +197,7 @@ def solve_block(Ht, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, war
 
 def h_step_sparse(
     indptr, indices, data, W, G, L, l1, Tt, tlam, use_chol, nonneg, ub,
-    Xprev, xscale, warm, cd_maxit, cd_tol, exact, Ht, P, Q, s, s2,
+    Xprev, xscale, warm, cd_maxit, cd_tol, exact, Ht, P, Q, s, s2, delta=False,
 ):
     """One fused H half-step plus W-update partials over a CSC block.
 
@@ -200,6 +220,11 @@ def h_step_sparse(
         (the storage dtype: float32 by default; the engine reduces blocks in float64).
     Q : (k, k) float64 output, zeroed; receives ``H_p H_pᵀ``.
     s, s2 : (k,) float64 outputs, zeroed; receive Σ|h| and Σh² per factor.
+    delta : bool, default False
+        ``indices`` hold the zarr scan layout's per-column row differences (checked by
+        :func:`~.delta.check_delta_rows`) and ``data`` its stored values (narrow integer counts
+        are converted exactly): the products read them as stored, with the same bits as on the
+        decoded block (:func:`product_kernels`).
 
     Returns
     -------
@@ -223,7 +248,13 @@ def h_step_sparse(
     >>> bool(Ht.min() >= 0), bool(np.allclose(P, A @ Ht, atol=1e-4))
     (True, True)
     """
-    gather, scatter = product_kernels(data, W, Ht, P)
+    kernels = product_kernels(data, W, Ht, P, delta=delta)
+    if kernels is None:  # no fixed-width kernel reads this delta-coded block: decode it
+        rows = np.empty(indices.size, dtype=np.int32)
+        delta_decode(indptr, indices, rows)
+        indices, data = rows, data.astype(W.dtype)
+        kernels = product_kernels(data, W, Ht, P)
+    gather, scatter = kernels
     gather(indptr, indices, data, W, Ht)
     sweeps = solve_block(Ht, G, L, l1, Tt, tlam, use_chol, nonneg, ub, Xprev, xscale, warm,
                          cd_maxit, cd_tol, exact, Q, s, s2)

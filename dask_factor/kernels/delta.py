@@ -116,3 +116,46 @@ def delta_decode(indptr, deltas, out):
     start of ``indptr`` (which must be non-decreasing, from 0 to ``deltas.size``, checked by
     the caller), into the int32 array ``out``."""
     delta_decode_piece(indptr, deltas, 0, out, np.zeros(2, dtype=np.int64))
+
+
+@njit(nogil=True, cache=True)
+def check_delta_rows(indptr, deltas, m):
+    """The first column whose delta-coded rows leave ``[0, m)``, or -1 when every one is inside.
+
+    A kernel that sums the differences as it reads them (:func:`~.simd.gather_kernel` with
+    ``delta=True``) never sees a row this check has not bounded: within a column the differences
+    must be non-negative and their running sums (each row) below ``m``; the last sum is the
+    largest, so it is the one compared. Sums are int64 of at most 32-bit differences (no
+    overflow for fewer than 2**31 entries a column).
+
+    Parameters
+    ----------
+    indptr : (n + 1,) integer array
+        The block's column pointer, from 0, non-decreasing, ending within ``deltas`` (checked by
+        the caller).
+    deltas : (nnz,) uint8, uint16, int32 or uint32 array
+        The stored differences.
+    m : int
+        Rows of the matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> indptr = np.array([0, 2, 3])
+    >>> int(check_delta_rows(indptr, np.array([1, 2, 4], np.uint16), 5))
+    -1
+    >>> int(check_delta_rows(indptr, np.array([1, 2, 5], np.uint16), 5))
+    1
+    """
+    n = indptr.size - 1
+    bound = np.int64(m)
+    for j in range(n):
+        row = np.int64(0)
+        low = np.int64(0)
+        for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
+            d = np.int64(deltas[p])
+            row += d
+            low = min(low, d)
+        if low < 0 or (indptr[j + 1] > indptr[j] and row >= bound):
+            return j
+    return -1

@@ -45,7 +45,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["FVec", "vload", "vstore", "vmuladd", "vfma", "vaxpy_row", "vfma_row",
-           "chunks", "fixed_width_kernel", "gather_kernel", "FIXED_MAX_WIDTH"]
+           "chunks", "fixed_width_kernel", "gather_kernel", "stored_row", "delta_row",
+           "FIXED_MAX_WIDTH"]
 
 #: bytes of the widest vector piece (one AVX-512 register)
 MAX_PIECE_BYTES = 64
@@ -286,27 +287,54 @@ def {name}(indptr, indices, data, X, init, out):
         both = min(p1 - p0, e1 - p1)
         acc0 = vload(init, 0, {B})
         acc1 = vload(init, 0, {B})
+        r0 = np.uint64(0)
+        r1 = np.uint64(0)
         for t in range(both):
-            acc0 = madd(acc0, data[p0 + t], vload(X, np.uint64(indices[p0 + t]), {B}))
-            acc1 = madd(acc1, data[p1 + t], vload(X, np.uint64(indices[p1 + t]), {B}))
+            r0 = row(r0, indices[p0 + t])
+            r1 = row(r1, indices[p1 + t])
+            acc0 = madd(acc0, data[p0 + t], vload(X, r0, {B}))
+            acc1 = madd(acc1, data[p1 + t], vload(X, r1, {B}))
         for p in range(p0 + both, p1):
-            acc0 = madd(acc0, data[p], vload(X, np.uint64(indices[p]), {B}))
+            r0 = row(r0, indices[p])
+            acc0 = madd(acc0, data[p], vload(X, r0, {B}))
         for p in range(p1 + both, e1):
-            acc1 = madd(acc1, data[p], vload(X, np.uint64(indices[p]), {B}))
+            r1 = row(r1, indices[p])
+            acc1 = madd(acc1, data[p], vload(X, r1, {B}))
         vstore(out, j, acc0)
         vstore(out, j + 1, acc1)
         j += 2
     if j < n:
         acc0 = vload(init, 0, {B})
+        r0 = np.uint64(0)
         for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
-            acc0 = madd(acc0, data[p], vload(X, np.uint64(indices[p]), {B}))
+            r0 = row(r0, indices[p])
+            acc0 = madd(acc0, data[p], vload(X, r0, {B}))
         vstore(out, j, acc0)
 """
 
 
-def gather_kernel(width: int, fastmath=frozenset()) -> Callable:
+@njit(nogil=True, cache=True)
+def stored_row(r, i):
+    """The row of a stored index (``indices`` holds row numbers): ``i`` itself."""
+    return np.uint64(i)
+
+
+@njit(nogil=True, cache=True)
+def delta_row(r, i):
+    """The row of a delta-coded index (``indices`` holds each row's difference to the previous
+    one of its column, the first one as is, :mod:`.delta`): the running sum ``r + i``."""
+    return r + np.uint64(i)
+
+
+def gather_kernel(width: int, fastmath=frozenset(), *, delta: bool = False) -> Callable:
     """The compressed-sparse gather ``out[j] = init[0] + Σ_p data[p]·X[indices[p]]`` over each
     segment ``j`` (a CSC column, or a CSR row), for rows of ``width`` values.
+
+    With ``delta`` the ``indices`` are delta-coded (:mod:`.delta`: per segment, each row's
+    difference to the previous one) and summed as they are read: the block's row numbers are
+    never materialised. The caller must have checked that every segment's sums stay below the
+    rows of ``X`` (:func:`~.delta.check_delta_rows`). ``data`` may be any numeric type (each value
+    is converted to ``X``'s dtype, exactly for the narrow integer counts our stores hold).
 
     Signature ``(indptr, indices, data, X, init, out)``: ``X`` (rows × width) and ``out``
     (segments × width) C-contiguous of one float dtype, ``init`` (1 × width) the start of every
@@ -327,8 +355,10 @@ def gather_kernel(width: int, fastmath=frozenset()) -> Callable:
     """
     fm = frozenset(fastmath)
     fused = "contract" in fm
-    name = f"gather_{'fma' if fused else 'mul'}_{'_'.join(sorted(fm))}_w{int(width)}"
+    name = (f"gather_{'fma' if fused else 'mul'}_{'_'.join(sorted(fm))}"
+            f"{'_delta' if delta else ''}_w{int(width)}")
     ns = {"np": np, "vload": vload, "vstore": vstore, "madd": vfma if fused else vmuladd,
+          "row": delta_row if delta else stored_row,
           "__name__": __name__}  # numba's cache needs __name__
     return fixed_width_kernel(_GATHER, name, width, ns, __file__,
                               **({"fastmath": set(fm)} if fm else {}))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import scipy.io
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dask_factor import nmf
+from dask_factor.engine.blocks import as_blocked
 from dask_factor.io import MatrixFormatError, matrix_info, open_matrix, write_matrix
 from dask_factor.io.zarr_csc import narrowest_values
 from dask_factor.kernels.delta import delta_decode, delta_encode
@@ -214,3 +216,111 @@ def test_streamed_scan_fit_equals_in_memory_fit(tmp_path):
     np.testing.assert_array_equal(streamed.W, memory.W)
     np.testing.assert_array_equal(streamed.H, memory.H)
     assert streamed.loss_history == memory.loss_history
+
+
+# ------------------------------------------------------------------------------------------
+# blocks read as stored (DeltaCSC) for the ALS kernels of streamed fits
+
+
+def _reader(path):
+    from dask_factor.io.blocks import reader_source
+
+    X = open_matrix(path)
+    src = reader_source(X)
+    return X, src.reader, src.bounds
+
+
+@pytest.mark.parametrize(("m", "top", "diffs", "values"),
+                         [(300, 200, "uint16", "uint8"), (300, 60_000, "uint16", "uint16"),
+                          (300, 1e6, "uint16", "float32"), (70_000, 50, "int32", "uint8")])
+def test_blocks_as_stored_decode_to_the_blocks_read(tmp_path, m, top, diffs, values):
+    A = _counts(m, 400, 3_000 / m / 10, top, seed=3)
+    write_matrix(A, tmp_path / "a.zarr", layout="scan", block_nnz=900)
+    X, reader, bounds = _reader(tmp_path / "a.zarr")
+    assert reader.delta_coded(np.float32) and reader.delta_coded(np.float64)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        blk = reader.delta_block(int(a), int(b), np.float32)
+        assert blk.deltas.dtype == diffs and blk.data.dtype == values
+        assert blk.shape == (m, b - a) and blk.nnz == A[:, a:b].nnz
+        _same(blk.tocsc(), A[:, a:b])
+        _same(blk.tocsc(), reader(int(a), int(b)))
+
+
+def test_values_that_do_not_convert_exactly_are_read_decoded(tmp_path):
+    """float32 values are not served as stored to a float16 fit, nor float64 ones to float32:
+    those blocks go through the decoding reader (which checks the cast)."""
+    A = _counts(200, 300, 0.05, 1e6, dtype=np.float64)
+    A.data += 0.25  # fractions: stored as the value dtype
+    write_matrix(A, tmp_path / "a.zarr", layout="scan")
+    _, reader, _ = _reader(tmp_path / "a.zarr")
+    assert reader.delta_coded(np.float64) and not reader.delta_coded(np.float32)
+
+
+def test_delta_blocks_refuse_what_a_kernel_must_not_see():
+    from dask_factor.io.delta_csc import DeltaCSC
+
+    ip = np.array([0, 2, 3])
+    ok = DeltaCSC(ip, np.array([1, 2, 4], np.uint16), np.ones(3, np.uint8), (5, 2), np.float32,
+                  where="A")
+    assert ok.nnz == 3 and ok.nbytes == 3 * 8 + 3 * 2 + 3
+    cases = [
+        ((ip, np.array([1, 2, 5], np.uint16), np.ones(3, np.uint8)), r"column 7 reach row 5"),
+        ((ip, np.array([3, -1, 0], np.int32), np.ones(3, np.uint8)), "a negative difference"),
+        ((ip, np.array([1, 2, 0], np.int64), np.ones(3, np.uint8)), "row differences of type"),
+        ((ip, np.array([1, 2, 0], np.uint16), np.ones(2, np.uint8)), "3 row differences but"),
+        ((ip[:2], np.array([1, 2], np.uint16), np.ones(2, np.uint8)), "holds 2 entries"),
+        ((np.array([0, 3, 2]), np.zeros(3, np.uint16), np.ones(3, np.uint8)), "decreases"),
+        ((ip, np.zeros(3, np.uint16), np.ones(3, np.float64)), "do not convert exactly"),
+        ((ip, np.zeros(3, np.uint16), np.ones(3, np.bool_)), "do not convert exactly"),
+    ]
+    for (indptr, deltas, data), message in cases:
+        with pytest.raises(MatrixFormatError, match=message):
+            DeltaCSC(indptr, deltas, data, (5, 2), np.float32, where="A", offset=6)
+
+
+def test_forged_differences_stop_a_streamed_fit_before_a_kernel(tmp_path):
+    """A difference that takes a column past the last row: the streamed ALS fit (which reads the
+    blocks as stored) fails naming the column, before any product reads a row."""
+    A = _counts(100, 50, 0.2, 9)
+    write_matrix(A, tmp_path / "a.zarr", layout="scan")
+    g = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")
+    deltas = np.asarray(g["indices"][:]).copy()
+    deltas[A.indptr[10] + 1] = 60_000
+    _rewrite(tmp_path / "a.zarr", "indices", deltas)
+    with pytest.raises(MatrixFormatError, match=r"column 10 reach row \d+, outside \[0, 100\)"):
+        dask.compute(as_blocked(open_matrix(tmp_path / "a.zarr")).delta_blocks)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_streamed_fits_read_the_blocks_as_stored(tmp_path, monkeypatch, dtype):
+    """cache="none": every pass reads each block as stored (no decoded block is made), and the fit
+    is the in-memory one to the bit; cache="memory" holds decoded blocks and reads none as
+    stored."""
+    from dask_factor.io import zarr_csc
+
+    A = _counts(2_000, 900, 0.03, 400, seed=7)
+    write_matrix(A, tmp_path / "a.zarr", layout="scan", block_nnz=6_000)
+    X = open_matrix(tmp_path / "a.zarr")
+    n_blocks = len(X.chunks[1])
+    calls = {"delta": 0, "decoded": 0}
+    delta_block, read = zarr_csc.ZarrCSCReader.delta_block, zarr_csc.ZarrCSCReader._read
+
+    def spy_delta(self, *a):
+        calls["delta"] += 1
+        return delta_block(self, *a)
+
+    def spy_read(self, *a):
+        calls["decoded"] += 1
+        return read(self, *a)
+
+    monkeypatch.setattr(zarr_csc.ZarrCSCReader, "delta_block", spy_delta)
+    monkeypatch.setattr(zarr_csc.ZarrCSCReader, "_read", spy_read)
+    streamed = nmf(X, 5, seed=2, maxit=4, tol=0, cache="none", dtype=dtype)
+    assert calls["delta"] == 4 * n_blocks
+    assert calls["decoded"] == n_blocks  # the validation pass only
+    calls.update(delta=0, decoded=0)
+    held = nmf(X, 5, seed=2, maxit=4, tol=0, cache="memory", dtype=dtype)
+    assert calls == {"delta": 0, "decoded": n_blocks}
+    np.testing.assert_array_equal(streamed.W, held.W)
+    np.testing.assert_array_equal(streamed.H, held.H)
+    assert streamed.loss_history == held.loss_history
