@@ -22,6 +22,7 @@ import uuid
 import numpy as np
 import scipy.sparse as sp
 
+from ..io.delta_csc import DeltaCSC
 from ..kernels.svd import (
     csc_row_moments,
     csc_to_csr,
@@ -89,6 +90,8 @@ class RowMajorBlock:
 
 
 def _moments(block):
+    if isinstance(block, DeltaCSC):
+        block = block.tocsc()
     m, n_p = block.shape
     if sp.issparse(block):
         mean, m2, sumsq, n_bad = csc_row_moments(block.indptr, block.indices, block.data, m)
@@ -102,6 +105,8 @@ def _prepare_task(block, want_moments: bool, convert: bool):
     mom = _moments(block) if want_moments else None
     rb = None
     if convert:
+        if isinstance(block, DeltaCSC):
+            block = block.tocsc()
         if sp.issparse(block):
             rp, ci, cv = csc_to_csr(block.indptr, block.indices, block.data, block.shape[0])
             rb = RowMajorBlock(rp, ci, cv, block.shape)
@@ -120,12 +125,20 @@ def _merge_moments_task(*parts):
 
 
 def gram_apply(block, pack: GramPack):
-    """``(Y_p, Z_p, s_p)`` of one block for the pack's ``b`` vectors."""
+    """``(Y_p, Z_p, s_p)`` of one block for the pack's ``b`` vectors (a CSC, row-major or dense
+    block, or a scan-layout store's block as stored,
+    :class:`~dask_factor.io.delta_csc.DeltaCSC`)."""
     b = pack.c.size
-    if isinstance(block, RowMajorBlock) or sp.issparse(block):
-        w = kernel_width(b)
+    w = kernel_width(b)
+    if isinstance(block, DeltaCSC):
+        kernel = gram_kernel("csc", w, with_z=pack.with_z, delta=True)
+        if kernel is None:  # no fixed-width kernel for this width: decode the block
+            block = block.tocsc()
+    if isinstance(block, DeltaCSC | RowMajorBlock) or sp.issparse(block):
         Q, c = pack.padded(w)
-        if isinstance(block, RowMajorBlock):
+        if isinstance(block, DeltaCSC):
+            Y, Z, s = kernel(block.indptr, block.deltas, block.data, Q, c, block.shape[0])
+        elif isinstance(block, RowMajorBlock):
             kernel = gram_kernel("csr", w, with_z=pack.with_z)
             Y, Z, s = kernel(block.indptr, block.indices, block.data, Q, c, block.shape[1])
         else:
@@ -214,7 +227,8 @@ class GramPasses:
         placing(self.ex, "svd", self._place)
 
     def _place(self, tag: str | None = None):
-        self.static, self.bkeys = block_graph(self.bm, self.ex, tag=tag)
+        # blocks read each pass come as stored where the store allows (gram_apply reads them)
+        self.static, self.bkeys = block_graph(self.bm, self.ex, tag=tag, delta=True)
         self.convert = [bool(self.row_major and self.bm.sparse and _is_resident(self.static[k]))
                         for k in self.bkeys]
 

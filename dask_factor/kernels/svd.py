@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .simd import fixed_width_kernel, gather_kernel, vaxpy_row, vload
+from .simd import delta_row, fixed_width_kernel, gather_kernel, stored_row, vaxpy_row, vload
 
 
 @njit(nogil=True, cache=True)
@@ -149,8 +149,10 @@ def {name}(indptr, indices, data, Q, c, m):
     if with_z:
         for j in range(n):
             y = vload(Y, j, {B})
+            r = np.uint64(0)
             for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
-                vaxpy_row(Z, np.uint64(indices[p]), data[p], y)
+                r = row(r, indices[p])
+                vaxpy_row(Z, r, data[p], y)
         for j in range(n):
             for f in range({B}):
                 s[f] += Y[j, f]
@@ -199,13 +201,18 @@ def kernel_width(b: int) -> int:
     return next((w for w in FIXED_WIDTHS if w >= int(b)), int(b))
 
 
-def gram_kernel(layout: str, b: int, *, with_z: bool = True):
+def gram_kernel(layout: str, b: int, *, with_z: bool = True, delta: bool = False):
     """The fastest kernel for a block of ``b`` vectors in ``layout`` ("csc" or "csr").
 
     Every kernel has the signature of :func:`csc_gram_apply` (``layout="csc"``) or
     :func:`csr_gram_apply` (``"csr"``) and returns ``(Y, Z, s)``. ``with_z=False`` asks for
     ``Y = A_pᵀ Q − 1cᵀ`` only: a fixed-width kernel then makes one sweep instead of two and
     returns an empty ``Z`` (0 × b) and a zero ``s`` (the generic kernels compute everything).
+
+    ``delta`` (``layout="csc"``): the block's ``indices`` are the zarr scan layout's per-column
+    row differences (checked by :func:`~.delta.check_delta_rows`) and ``data`` its stored values
+    (narrow integer counts): the fixed-width kernel sums and converts them as it reads, the same
+    bits as on the decoded block; None for a width without one (the caller decodes the block).
 
     Examples
     --------
@@ -217,11 +224,17 @@ def gram_kernel(layout: str, b: int, *, with_z: bool = True):
     True
     """
     b = int(b)
+    if delta and layout != "csc":
+        raise ValueError(f"layout={layout!r}: delta-coded blocks are column-major ('csc')")
     if b in FIXED_WIDTHS:
-        name = f"{layout}_gram_w{b}" if with_z else f"{layout}_image_w{b}"
+        name = ((f"{layout}_gram" if with_z else f"{layout}_image")
+                + ("_delta" if delta else "") + f"_w{b}")
         return fixed_width_kernel(_CSC_TEMPLATE if layout == "csc" else _CSR_TEMPLATE, name, b,
                                   {**_NAMESPACE, "with_z": bool(with_z),
-                                   "gather": gather_kernel(b)}, __file__)
+                                   "row": delta_row if delta else stored_row,
+                                   "gather": gather_kernel(b, delta=delta)}, __file__)
+    if delta:
+        return None
     generic = csc_gram_apply if layout == "csc" else csr_gram_apply
     return generic
 

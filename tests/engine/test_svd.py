@@ -473,3 +473,33 @@ def test_same_result_on_local_cluster(mid_matrix):
     np.testing.assert_allclose(got.d, ref.d, rtol=1e-13)
     np.testing.assert_allclose(got.U, ref.U, atol=1e-12)
     np.testing.assert_allclose(V, ref.V(), atol=1e-12)
+
+
+@pytest.mark.parametrize(("k", "center"), [(3, False), (5, True), (20, False)])
+def test_streamed_scan_store_reads_blocks_as_stored_with_the_decoded_bits(tmp_path, monkeypatch,
+                                                                          k, center):
+    """From a scan-layout store every pass reads its blocks as stored (DeltaCSC; width 20 has
+    no fixed-width kernel and is decoded in the task) and gives, to the bit, what the same
+    matrix gives from a csc-layout store cut into the same blocks (decoded blocks)."""
+    from dask_factor import svd
+    from dask_factor.io import open_matrix, write_matrix, zarr_csc
+
+    A = sp.random(1_500, 700, density=0.05, format="csc", random_state=8, dtype=np.float64)
+    A.data = np.floor(A.data * 600) + 1
+    A = A.astype(np.float32)
+    write_matrix(A, tmp_path / "scan.zarr", layout="scan", block_nnz=7_000)
+    write_matrix(A, tmp_path / "csc.zarr", layout="csc", block_nnz=7_000)
+    calls = []
+    real = zarr_csc.ZarrCSCReader.delta_block
+    monkeypatch.setattr(zarr_csc.ZarrCSCReader, "delta_block",
+                        lambda self, *a: calls.append(a) or real(self, *a))
+    kw = dict(center=center, seed=3, cache="none", method="lanczos")
+    coded = svd(open_matrix(tmp_path / "scan.zarr"), k, **kw)
+    n_blocks = len(open_matrix(tmp_path / "scan.zarr").chunks[1])
+    assert len(calls) == n_blocks * (coded.passes + 1)  # and the validation (moments) read
+    calls.clear()
+    decoded = svd(open_matrix(tmp_path / "csc.zarr"), k, **kw)
+    assert calls == [] and coded.passes == decoded.passes
+    np.testing.assert_array_equal(coded.d, decoded.d)
+    np.testing.assert_array_equal(coded.U, decoded.U)
+    np.testing.assert_array_equal(coded.V, decoded.V)
