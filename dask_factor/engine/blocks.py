@@ -361,6 +361,8 @@ def block_graph(bm: BlockedMatrix, ex, tag: str | None = None, *,
     if ex.distributed:  # computed blocks travel once, in contiguous runs per worker
         values = [k for k in keys if not _is_task_like(dsk[k])]
         dsk.update(zip(values, ex.scatter_blocks([dsk[k] for k in values])))
+        # blocks read each pass: their tasks prefer the same contiguous runs
+        ex.assign_reads([k for k in keys if is_read(dsk[k])])
     return dsk, keys
 
 

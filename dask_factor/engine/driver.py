@@ -509,7 +509,7 @@ class _Run:
         self.static = ctx.static
         self.reads = inlinable_reads(self.static)
         self.owners = {k: w for k, v in self.static.items()
-                       if (w := self.ex.owner_of(v)) is not None}
+                       if (w := self.ex.owner_of(v, k)) is not None}
 
     def place(self, *trees: dict[str, Any]) -> list[dict[str, Any]]:
         """Client-side values -> handles where the tasks run (plain data, no history).

@@ -143,6 +143,22 @@ class Executor:
             return list(values)
         return list(self.client.scatter(list(values), hash=False))
 
+    def _runs(self, n: int) -> list[tuple[str, int, int]]:
+        """``(worker, a, b)``: consecutive items ``a:b`` of ``n`` per worker (in address order),
+        sized by its threads; empty with fewer than two workers."""
+        try:  # every worker (newer distributed lists 5 unless asked for all)
+            info = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        except TypeError:  # distributed before the n_workers argument lists them all
+            info = self.client.scheduler_info().get("workers", {})
+        workers = sorted(info)
+        if len(workers) <= 1:
+            return []
+        weights = np.array([max(int(info[w].get("nthreads", 1)), 1) for w in workers], float)
+        bounds = np.rint(np.concatenate([[0.0], np.cumsum(weights)]) / weights.sum()
+                         * n).astype(int)
+        return [(w, int(a), int(b)) for w, a, b in zip(workers, bounds[:-1], bounds[1:])
+                if b > a]
+
     def scatter_blocks(self, values: list) -> list:
         """Place a matrix's consecutive blocks on the workers in contiguous runs.
 
@@ -154,20 +170,11 @@ class Executor:
         """
         if self.client is None or not values:
             return list(values)
-        try:  # every worker (newer distributed lists 5 unless asked for all)
-            info = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        except TypeError:  # distributed before the n_workers argument lists them all
-            info = self.client.scheduler_info().get("workers", {})
-        workers = sorted(info)
-        if len(workers) <= 1:
+        runs = self._runs(len(values))
+        if not runs:
             return [self.client.scatter(v, hash=False) for v in values]
-        weights = np.array([max(int(info[w].get("nthreads", 1)), 1) for w in workers], float)
-        bounds = np.rint(np.concatenate([[0.0], np.cumsum(weights)]) / weights.sum()
-                         * len(values)).astype(int)
         out: list = []
-        for w, a, b in zip(workers, bounds[:-1], bounds[1:]):
-            if b <= a:
-                continue
+        for w, a, b in runs:
             try:
                 futs = self.client.scatter(list(values[a:b]), workers=[w], hash=False)
             except Exception:  # ``w`` left since scheduler_info: let the scheduler choose
@@ -175,6 +182,17 @@ class Executor:
             self.owners.update((f.key, w) for f in futs)
             out.extend(futs)
         return out
+
+    def assign_reads(self, keys: list[str]) -> None:
+        """Give a matrix's consecutive block reads (tasks run every pass) the workers' contiguous
+        runs, as :meth:`scatter_blocks` places held blocks: each block's task then prefers its
+        run's worker (loosely: another worker takes it if that one is busy elsewhere or gone,
+        work stealing included), and a reduction over consecutive blocks sums each worker's
+        run where it lies instead of moving a partial per block. Locally nothing."""
+        if self.client is None or not keys:
+            return
+        for w, a, b in self._runs(len(keys)):
+            self.owners.update((k, w) for k in keys[a:b])
 
     def locate(self, handles: list) -> None:
         """Learn where computed handles (kept block copies) lie, for :meth:`owner_of`."""
@@ -185,9 +203,12 @@ class Executor:
             if len(where) == 1:
                 self.owners[key] = next(iter(where))
 
-    def owner_of(self, handle: Any) -> str | None:
-        """The worker :meth:`scatter_blocks` put ``handle`` on (None if it did not place it)."""
-        return self.owners.get(handle.key) if _is_future(handle) else None
+    def owner_of(self, handle: Any, key: str | None = None) -> str | None:
+        """The worker :meth:`scatter_blocks` put ``handle`` on, or :meth:`assign_reads` gave the
+        read task of static key ``key``; None if neither placed it."""
+        if _is_future(handle):
+            return self.owners.get(handle.key)
+        return self.owners.get(key) if key is not None else None
 
     def scatter(self, key: str, value: Any) -> Any:
         """Place a value where the tasks run (a future on a cluster, the value itself locally)."""

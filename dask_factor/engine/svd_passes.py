@@ -258,7 +258,7 @@ class GramPasses:
         self.count += data_pass  # ``count`` is the number of passes over the data
         self._steps += 1
         owners = {k: w for k, v in self.static.items()
-                  if (w := self.ex.owner_of(v)) is not None}
+                  if (w := self.ex.owner_of(v, k)) is not None}
         return Step(f"svd-{label}", self.tok, self._steps, self.static, owners)
 
     def prepare(self, want_moments: bool):

@@ -314,6 +314,10 @@ def test_blocks_are_placed_in_contiguous_runs_and_fits_match_threads(pbmc3k):
         got = nmf(A, k=4, seed=2, tol=0, maxit=4, chunks=75, client=client)
         assert got.W.tobytes() == ref.W.tobytes()
         assert np.asarray(got.H).tobytes() == np.asarray(ref.H).tobytes()
+        # blocks read each pass get the same runs (their tasks prefer their run's worker)
+        ex.assign_reads([f"read-{i}" for i in range(7)])
+        assert [ex.owner_of(None, f"read-{i}") for i in range(7)] == where
+        assert ex.owner_of(None, "not-a-read") is None
 
 
 def test_block_reads_used_once_run_inside_their_task():
@@ -345,3 +349,41 @@ def test_block_reads_used_once_run_inside_their_task():
     assert dsk[a][1] is static["r0"] and dsk[b][1] == "r1" and dsk[d][2] == static["dep"]
     assert dask.get(dsk, [a, b, c, d, e]) == dask.get(g.dsk, [a, b, c, d, e]) == (3, 16, 6, 20, 1)
     assert g.with_reads_inlined(set()) is g.dsk
+
+
+@pytest.mark.cluster
+def test_streamed_block_reads_chain_their_reductions_per_worker_run(tmp_path, monkeypatch):
+    """A fit that reads its blocks every pass on a 2-worker cluster: the block reads get the
+    workers' contiguous runs, so each level-0 reduction group that spans both runs is summed as
+    a chain (one partial crosses per run boundary); the fit is the threaded one bitwise."""
+    import dask
+
+    distributed = pytest.importorskip("distributed")
+    from dask_factor import nmf
+    from dask_factor.datasets import simulate_counts
+    from dask_factor.engine import driver
+
+    path = simulate_counts(2_000, 300, 3, density=0.1, seed=4, path=tmp_path / "a.zarr",
+                           block_cols=250, layout="scan")
+    with dask.config.set(scheduler="threads"):
+        ref = nmf(str(path), 3, seed=1, tol=0, maxit=3, cache="none")
+    owners_seen = []
+    real = driver.Step.__init__
+
+    def spy(self, *a, **kw):
+        real(self, *a, **kw)
+        owners_seen.append(dict(self.owners))
+
+    monkeypatch.setattr(driver.Step, "__init__", spy)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        got = nmf(str(path), 3, seed=1, tol=0, maxit=3, cache="none", client=client)
+        H = np.asarray(got.H)  # gathered while the cluster is up
+    owners = owners_seen[-1]
+    reads = sorted((k for k in owners if "-delta-" in k), key=lambda k: int(k.rsplit("-", 1)[1]))
+    assert len(reads) == 8
+    where = [owners[k] for k in reads]
+    assert where == sorted(where) and len(set(where)) == 2
+    assert got.W.tobytes() == ref.W.tobytes()
+    assert H.tobytes() == np.asarray(ref.H).tobytes()
