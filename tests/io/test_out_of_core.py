@@ -5,10 +5,13 @@ zarr scan layout, then fitted with
 ``nmf(open_matrix(path), k)`` on 2 worker processes.  Checks:
 
 * the factors equal an in-memory fit with the same seed and the same column blocks;
-* every worker's peak RSS (sampled every 5 ms by a worker plugin) stays under its
-  ``memory_limit``, and its growth over the warmed-up baseline stays under ``budget``, a fraction
-  of the decoded matrix: a worker holds O(block + factors), never O(matrix);
-* no worker was restarted (the nanny kills a worker that passes 95% of its limit).
+* every worker's peak RSS (sampled every 5 ms by a worker plugin) grows over its warmed-up
+  baseline by less than ``budget``, a fraction of the decoded matrix: a worker holds
+  O(block + factors), never O(matrix). The bound is on the growth: a warmed-up worker's own size
+  (python, dask, numba's compiled kernels) depends on the machine and on whether numba's cache
+  was warm, so its ``memory_limit`` (``WORKER_BASELINE + budget``) is an allowance, and the test
+  session turns distributed's own pausing and restarting off (tests/conftest.py);
+* no worker was restarted.
 
 CI runs a small size (10 M non-zeros, 80 MB decoded, a budget of a third of that: a worker
 holding its half of the blocks would need half).
@@ -31,7 +34,7 @@ psutil = pytest.importorskip("psutil")
 
 import cloudpickle  # noqa: E402
 from distributed import Client, LocalCluster, WorkerPlugin  # noqa: E402
-from helpers import assert_factors_close  # noqa: E402
+from helpers import WORKER_BASELINE, assert_factors_close  # noqa: E402
 
 from dask_factor import nmf  # noqa: E402
 from dask_factor.datasets import simulate_counts  # noqa: E402
@@ -40,13 +43,9 @@ from dask_factor.io import matrix_info, open_matrix, write_matrix  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 FULL = os.environ.get("DASK_FACTOR_SCALE", "").lower() == "full"
-#: samples, features, density, columns per block, (memory limit = BASELINE + budget)
+#: samples, features, density, columns per block, (memory limit = WORKER_BASELINE + budget)
 SIZE = (600_000, 6_000, 0.06, 2_048) if FULL else (100_000, 2_000, 0.05, 2_048)
 K, SEED, MAXIT = 6, 11, 3
-#: RSS of a warmed-up worker: about 280 MB after an in-memory fit (python, dask, numba kernels),
-#: about 370 MB once it has also read blocks of the three formats (zarr, .spz and their caches),
-#: measured on this project's 2-core machines; the bound under test is ``budget`` on the growth
-BASELINE = 400 * 2**20
 
 # the plugin and helpers run inside the workers: ship this module by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -114,7 +113,7 @@ def reference(matrix):
 def cluster(matrix):
     _, _, decoded = matrix
     budget = decoded // 8 if FULL else decoded // 3
-    limit = BASELINE + budget
+    limit = WORKER_BASELINE + budget
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=limit,
                       dashboard_address=None) as lc, Client(lc) as client:
         client.register_plugin(PeakRSS())
@@ -148,7 +147,6 @@ def test_out_of_core_fit_equals_in_memory_fit_in_bounded_memory(matrix, referenc
           f"{ {w[-5:]: round(p / 2**20) for w, p in peaks.items()} }, growth MiB "
           f"{ {w[-5:]: round(g / 2**20) for w, g in growth.items()} }")
     assert client.run(_pid) == pids, "a worker was restarted"
-    assert max(peaks.values()) < limit, (peaks, limit)
     assert max(growth.values()) < budget, (growth, budget)
     assert model.iterations == MAXIT
     assert_factors_close(model, reference, rtol=1e-5, match=False)
