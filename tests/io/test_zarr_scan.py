@@ -113,6 +113,43 @@ def test_previous_layout_files_read_back(tmp_path, name):
     _same(_read(tmp_path / "new.zarr"), got)
 
 
+def _cname(store: Path, name: str) -> str:
+    meta = json.loads((store / name / "zarr.json").read_text())
+    return next(c["configuration"]["cname"] for c in meta["codecs"] if c["name"] == "blosc")
+
+
+@pytest.mark.parametrize("name", ["tiny_int", "small_float"])
+def test_scan_stores_of_the_earlier_codecs_read_back(tmp_path, name):
+    """Scan stores written before the counts were stored with lz4hc (every array blosc lz4,
+    tests/data/io/*.scan_v2.zarr) read as their .mtx twin, decoded and as stored, and fit
+    as the store this version writes from the same matrix."""
+    old = DATA / f"{name}.scan_v2.zarr"
+    assert _cname(old, "data") == "lz4" and _cname(old, "indices") == "lz4"
+    want = sp.csc_matrix(scipy.io.mmread(DATA / f"{name}.mtx"))
+    got = _read(old)
+    np.testing.assert_array_equal(got.toarray(), want.toarray().astype(got.dtype))
+    write_matrix(want, tmp_path / "new.zarr", layout="scan")
+    counts = name == "tiny_int"  # uint8 counts: lz4hc now; float values keep lz4
+    assert _cname(tmp_path / "new.zarr", "data") == ("lz4hc" if counts else "lz4")
+    assert _cname(tmp_path / "new.zarr", "indices") == "lz4"
+    _same(_read(tmp_path / "new.zarr"), got)
+    if counts:  # as stored (the streamed fit's blocks) too
+        for path in (old, tmp_path / "new.zarr"):
+            bm = as_blocked(open_matrix(path, dtype="float32"))
+            assert bm.delta_blocks is not None
+            blocks = dask.compute(*bm.delta_blocks, scheduler="sync")
+            joined = sp.hstack([b.tocsc() for b in blocks]).tocsc()
+            np.testing.assert_array_equal(joined.toarray(), want.toarray().astype(np.float32))
+
+
+def test_uint16_counts_are_stored_with_lz4hc_and_read_exactly(tmp_path):
+    A = _counts(500, 300, 0.1, 3000, seed=4)
+    write_matrix(A, tmp_path / "a.zarr", layout="scan", block_nnz=2000)
+    assert zarr.open_array(str(tmp_path / "a.zarr" / "data"), mode="r").dtype == np.uint16
+    assert _cname(tmp_path / "a.zarr", "data") == "lz4hc"
+    _same(_read(tmp_path / "a.zarr"), A)
+
+
 def test_anndata_refuses_the_scan_layout(tmp_path):
     """Its indices are differences: anndata must not read them as row numbers."""
     from anndata.io import read_elem
