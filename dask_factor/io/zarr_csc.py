@@ -27,7 +27,9 @@ The *scan* layout (``layout="scan"``, ``dask_factor_format`` 2, encoding-type
     data     the narrowest of uint8, uint16 or the value dtype that holds every value exactly
              (attribute ``dtype`` keeps the value dtype the reader returns)
 
-compressed with blosc (lz4, byte shuffle) and a CRC32C per chunk.  It is not AnnData's
+compressed with blosc (byte shuffle; lz4, and lz4hc for uint8/uint16 counts) and a CRC32C per
+chunk (stores written before the counts' lz4hc use lz4 throughout; the codec is in each array's
+metadata).  It is not AnnData's
 encoding (the indices are differences), hence its own encoding-type: anndata refuses it instead
 of misreading it.  Both layouts are read by :func:`open_array`; ``docs/io.md`` has the measured
 reasons.
@@ -791,7 +793,8 @@ def write(stream: BlockStream, path: PathLike, *, block_nnz: int | None = None,
     layout : {"csc", "scan"}
         ``"csc"``: AnnData's csc_matrix encoding (zstd, float values, int32 row numbers).
         ``"scan"``: the layout for fits that read the matrix at every iteration (delta-coded
-        uint16 rows, values in uint8/uint16 when they are small counts, lz4; module docstring).
+        uint16 rows, values in uint8/uint16 when they are small counts, blosc lz4/lz4hc;
+        module docstring).
 
     Examples
     --------
