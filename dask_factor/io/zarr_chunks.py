@@ -49,8 +49,9 @@ KEEP_BYTES = 64 << 20
 #: and last of a block's range) is usually read again by the neighbouring block, which the
 #: scheduler runs next to it (the same pass, the same worker's run); decoding it once instead of
 #: twice took a threaded streamed pass from 1.25 to 1.07 decompressions per chunk (docs/io.md).
-#: A process holds at most this many such chunks, and at most :data:`KEEP_BYTES` (8 x 4 MB for
-#: the scan layout's uint16 arrays at atlas scale).
+#: A process holds at most this many such chunks, and at most :data:`KEEP_BYTES` of them (8 x 4
+#: MB for the scan layout's uint16 arrays at atlas scale; the csc layout's float64 values, 16 MB
+#: chunks, reach the byte bound at 4), besides the column pointers' :data:`KEEP_BYTES`.
 EDGE_KEEP_CHUNKS = 8
 
 
@@ -234,8 +235,8 @@ def _decode_into(plan: ChunkPlan, body: np.ndarray | None, out: np.ndarray, c: i
 
 class _ChunkPool:
     """Decoded chunks kept in this process while their files are unchanged (the same size,
-    modification time and inode), the least recently used dropped first beyond ``max_bytes``
-    or ``max_chunks``; thread-safe. Its arrays are read-only."""
+    modification and change times and inode), the least recently used dropped first beyond
+    ``max_bytes`` or ``max_chunks``; thread-safe. Its arrays are read-only."""
 
     def __init__(self, max_bytes: int, max_chunks: int | None = None):
         self.max_bytes, self.max_chunks = max_bytes, max_chunks
@@ -252,7 +253,9 @@ class _ChunkPool:
             out = np.empty(plan.chunk, dtype=np.dtype(plan.dtype))
             _decode_into(plan, None, out, c, where)  # the fill value; nothing to keep
             return out
-        key = (path, plan.dtype, plan.chunk, st.st_size, st.st_mtime_ns, st.st_ino)
+        # ctime too: a rewrite that keeps the size and sets the old mtime back still moves it
+        key = (path, plan.dtype, plan.chunk, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+               st.st_ino)
         with self._lock:
             hit = self._chunks.get(key)
             if hit is not None:
@@ -316,8 +319,10 @@ def iter_decoded(plan: ChunkPlan, start: int, stop: int, *, where: str):
     """Entries ``start:stop`` decoded one chunk at a time: yields ``(offset, piece)``, the
     entries ``start + offset : start + offset + len(piece)`` in the stored dtype.
 
-    Each piece is a view of a scratch buffer of this thread that the next piece overwrites:
-    use it (decode, convert, copy) before asking for the next.  A chunk's decoded bytes are
+    Each piece is a view of a scratch buffer of this thread that the next piece overwrites, or,
+    for a chunk the range covers only in part, a read-only view of a chunk kept for the
+    neighbouring read: use it (decode, convert, copy) before asking for the next, never write
+    to it.  A chunk's decoded bytes are
     still in the core's cache when they are used, and no range-sized buffer of the stored type
     is allocated (its pages faulted in) at every read.
 
@@ -415,6 +420,8 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
             out[off : off + piece.size] = piece
         return out
     out = np.empty(stop - start, dtype=stored)
+    if stop == start:  # (an empty block's entries: no chunk to read)
+        return out
     ch = plan.chunk
     for c, lo, hi in _spans(plan, start, stop):
         piece = out[lo - start : hi - start]

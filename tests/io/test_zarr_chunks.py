@@ -109,6 +109,19 @@ def test_interleaved_decodes_in_one_thread_do_not_share_a_buffer(tmp_path):
     np.testing.assert_array_equal(np.concatenate([p for _, p in got_two]), values[100:999])
 
 
+def test_an_empty_range_reads_no_chunk(tmp_path):
+    """An empty block's entries (start == stop inside a chunk) read nothing, even from a store
+    whose chunk files are gone."""
+    plan = plan_of(_array(tmp_path, np.arange(100, dtype=np.uint16), 8, CODECS["blosc+crc"]),
+                   all_written=True)
+    for f in (tmp_path / "x" / "c").iterdir():
+        f.unlink()
+    for keep, dtype in ((False, None), (True, None), (False, "float32")):
+        got = read_range(plan, 5, 5, where="x", keep=keep, dtype=dtype)
+        assert got.size == 0 and got.dtype == np.dtype(dtype or np.uint16)
+    assert list(iter_decoded(plan, 5, 5, where="x")) == []
+
+
 def test_outside_the_array_is_refused(tmp_path):
     plan = plan_of(_array(tmp_path, np.arange(10, dtype=np.int32), 4, CODECS["none"]))
     for a, b in ((-1, 3), (3, 11), (5, 4)):
