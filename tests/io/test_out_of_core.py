@@ -15,8 +15,8 @@ zarr scan layout, then fitted with
 
 CI runs a small size (10 M non-zeros, 80 MB decoded, a budget of a third of that: a worker
 holding its half of the blocks would need half).
-``DASK_FACTOR_SCALE=full`` runs 216 M non-zeros (1.7 GB decoded) with workers limited to
-~570 MB each, three times less than the matrix.
+``DASK_FACTOR_SCALE=full`` runs 216 M non-zeros (1.7 GB decoded) with a ``memory_limit`` of
+about 730 MB a worker (``WORKER_BASELINE`` plus a growth budget of an eighth of the matrix).
 """
 
 from __future__ import annotations
