@@ -280,6 +280,12 @@ _kept = _ChunkPool(KEEP_BYTES)
 _edges = _ChunkPool(KEEP_BYTES, EDGE_KEEP_CHUNKS)
 
 
+def _is_edge(plan: ChunkPlan, c: int, lo: int, hi: int) -> bool:
+    """Whether a read takes only part (``lo:hi``) of chunk ``c``'s entries in the array: the
+    rest belongs to a neighbouring read, so the decoded chunk is kept for it (:data:`_edges`)."""
+    return hi - lo < min(plan.chunk, plan.size - c * plan.chunk)
+
+
 def _spans(plan: ChunkPlan, start: int, stop: int):
     """``(c, lo, hi)``: each chunk ``c`` the entries ``start:stop`` touch and the entries
     ``lo:hi`` of the range it holds."""
@@ -322,9 +328,8 @@ def iter_decoded(plan: ChunkPlan, start: int, stop: int, *, where: str):
     Each piece is a view of a scratch buffer of this thread that the next piece overwrites, or,
     for a chunk the range covers only in part, a read-only view of a chunk kept for the
     neighbouring read: use it (decode, convert, copy) before asking for the next, never write
-    to it.  A chunk's decoded bytes are
-    still in the core's cache when they are used, and no range-sized buffer of the stored type
-    is allocated (its pages faulted in) at every read.
+    to it.  A chunk's decoded bytes are still in the core's cache when they are used, and no
+    range-sized buffer of the stored type is allocated (its pages faulted in) at every read.
 
     Parameters
     ----------
@@ -353,7 +358,7 @@ def iter_decoded(plan: ChunkPlan, start: int, stop: int, *, where: str):
     buf = _take_scratch(plan)
     try:
         for c, lo, hi in _spans(plan, start, stop):
-            if hi - lo < min(ch, plan.size - c * ch):  # an edge: kept for the neighbour
+            if _is_edge(plan, c, lo, hi):
                 yield lo - start, _edges.get(plan, c, where)[lo - c * ch : hi - c * ch]
                 continue
             _decode_into(plan, _payload(plan, c, where), buf, c, where)
@@ -425,7 +430,7 @@ def read_range(plan: ChunkPlan, start: int, stop: int, *, where: str,
     ch = plan.chunk
     for c, lo, hi in _spans(plan, start, stop):
         piece = out[lo - start : hi - start]
-        if keep or hi - lo < min(ch, plan.size - c * ch):
+        if keep or _is_edge(plan, c, lo, hi):
             # a column pointer's chunk, or an edge that the neighbouring block reads too: kept
             piece[:] = (_kept if keep else _edges).get(plan, c, where)[lo - c * ch : hi - c * ch]
         elif hi - lo == ch:

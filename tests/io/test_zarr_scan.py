@@ -121,8 +121,8 @@ def _cname(store: Path, name: str) -> str:
 @pytest.mark.parametrize("name", ["tiny_int", "small_float"])
 def test_scan_stores_of_the_earlier_codecs_read_back(tmp_path, name):
     """Scan stores written before the counts were stored with lz4hc (every array blosc lz4,
-    tests/data/io/*.scan_v2.zarr) read as their .mtx twin, decoded and as stored, and fit
-    as the store this version writes from the same matrix."""
+    tests/data/io/*.scan_v2.zarr) read as their .mtx twin, decoded and as stored, and as the
+    store this version writes from the same matrix."""
     old = DATA / f"{name}.scan_v2.zarr"
     assert _cname(old, "data") == "lz4" and _cname(old, "indices") == "lz4"
     want = sp.csc_matrix(scipy.io.mmread(DATA / f"{name}.mtx"))
