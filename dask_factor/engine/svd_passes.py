@@ -33,7 +33,15 @@ from ..kernels.svd import (
     merge_moments,
 )
 from .blocks import BlockedMatrix, block_graph
-from .driver import BlockOutput, Step, kept_value, placing, sum_partials, wait_for_a_worker
+from .driver import (
+    BlockOutput,
+    Step,
+    inlinable_reads,
+    kept_value,
+    placing,
+    sum_partials,
+    wait_for_a_worker,
+)
 from .executor import Executor, is_worker_loss
 
 #: attempts at one pass, after lost workers, before the error is raised
@@ -229,6 +237,7 @@ class GramPasses:
     def _place(self, tag: str | None = None):
         # blocks read each pass come as stored where the store allows (gram_apply reads them)
         self.static, self.bkeys = block_graph(self.bm, self.ex, tag=tag, delta=True)
+        self.reads = inlinable_reads(self.static)
         self.convert = [bool(self.row_major and self.bm.sparse and _is_resident(self.static[k]))
                         for k in self.bkeys]
 
@@ -243,7 +252,11 @@ class GramPasses:
                         self.prepare(False)
                 g, keep, fetch = build()
                 t0 = time.perf_counter()
-                kept, out = self.ex.run(g.dsk, keep, fetch, g.placement())
+                # each block read runs inside its one user, as in the ALS steps: a read task
+                # of its own could run ahead of its user (while the pass's broadcast pack is
+                # still on its way) and hold decoded blocks past the O(block) bound
+                kept, out = self.ex.run(g.with_reads_inlined(self.reads), keep, fetch,
+                                        g.placement())
             except Exception as exc:
                 if not (self.ex.distributed and is_worker_loss(exc)) \
                         or attempt == MAX_PASS_ATTEMPTS:

@@ -503,3 +503,33 @@ def test_streamed_scan_store_reads_blocks_as_stored_with_the_decoded_bits(tmp_pa
     np.testing.assert_array_equal(coded.d, decoded.d)
     np.testing.assert_array_equal(coded.U, decoded.U)
     np.testing.assert_array_equal(coded.V, decoded.V)
+
+
+def test_streamed_passes_read_each_block_inside_its_one_user(tmp_path, monkeypatch):
+    """A pass over a store runs no block read as a task of its own: each read runs inside the
+    task that uses it (as in the ALS steps), so no worker can read blocks ahead of their users
+    and hold them (out-of-core SVD on a cluster once held half a worker's blocks at once)."""
+    from dask_factor import svd
+    from dask_factor.engine.blocks import is_read
+    from dask_factor.engine.executor import Executor
+    from dask_factor.io import open_matrix, write_matrix
+
+    A = sp.random(900, 600, density=0.05, format="csc", random_state=3, dtype=np.float64)
+    write_matrix(A, tmp_path / "A.zarr", block_nnz=1_000)
+    X = open_matrix(tmp_path / "A.zarr")
+    bm = as_blocked(X)
+    assert bm.n_blocks == len(X.chunks[1])  # blocks read by the store's reader, not rechunked
+    assert all(blk.key.startswith("block-") for blk in bm.blocks)
+    graphs = []
+    real = Executor.run
+    monkeypatch.setattr(Executor, "run", lambda self, dsk, *a, **kw:
+                        graphs.append(dsk) or real(self, dsk, *a, **kw))
+    res = svd(X, 4, center=True, seed=1, cache="none", method="lanczos")
+    assert len(graphs) >= res.passes
+    for dsk in graphs:
+        reads = {k for k, v in dsk.items() if str(k).startswith("block-") and is_read(v)}
+        used = set().union(*(dask.core.get_dependencies(dsk, k) for k in dsk))
+        assert not reads & used, sorted(reads & used)[:3]
+    ref = np.linalg.svd(A.toarray() - A.toarray().mean(axis=1, keepdims=True),
+                        compute_uv=False)[:4]
+    np.testing.assert_allclose(res.d, ref, rtol=1e-8)
