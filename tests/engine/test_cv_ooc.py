@@ -2,10 +2,11 @@
 
 A count matrix is simulated straight to zarr and fitted from disk (``cache="none"``) on a
 2-process LocalCluster whose workers are limited to a warmed-up baseline plus a third of the
-decoded matrix (a worker holding its half of the blocks would need half). The masked fit
-(``test_fraction=0.1, mask_zeros=True``) must stay under the same budget as the unmasked fit, and
-equal the in-memory masked fit. ``benchmarks/bench_cv.py`` runs the 200,000-sample version and
-reports the time relative to the unmasked fit.
+decoded matrix (a worker holding its half of the blocks would need half). Both the unmasked fit
+and the masked one (``test_fraction=0.1, mask_zeros=True``) must grow a warmed-up worker by less
+than that third, and the masked fit must equal the in-memory masked fit.
+``benchmarks/bench_cv.py`` runs the 200,000-sample version and reports the time relative to the
+unmasked fit.
 """
 
 from __future__ import annotations
@@ -79,9 +80,12 @@ def test_masked_fit_out_of_core_in_the_unmasked_memory_bound(tmp_path):
     cv = dict(test_fraction=0.1, mask_zeros=True, cv_seed=5, patience=100)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=limit,
                       dashboard_address=None, host="127.0.0.1") as lc, Client(lc) as client:
-        warm = simulate_counts(2_000, 300, 3, seed=1).compute()
-        nmf(warm, 3, seed=1, maxit=2, client=client)
-        nmf(warm, 3, seed=1, maxit=2, client=client, **cv)
+        # warm up both workers with one iteration of each fit on this store: numba kernels,
+        # the readers' imports and their per-process chunk pools, which are bounded by a
+        # constant (zarr_chunks.KEEP_BYTES), not by the matrix, but at this small size hold
+        # more than a third of it (the first fit from disk grew a worker by 23-42 MiB, once)
+        for kw in ({}, cv):
+            nmf(open_matrix(path), K, seed=1, maxit=1, tol=0, cache="none", client=client, **kw)
         pids = client.run(os.getpid)
         fits, growth = {}, {}
         for name, kw in (("unmasked", {}), ("masked", cv)):
@@ -93,9 +97,9 @@ def test_masked_fit_out_of_core_in_the_unmasked_memory_bound(tmp_path):
         print(f"\nnnz {nnz:,} ({decoded / 2**20:.0f} MiB decoded), budget "
               f"{budget / 2**20:.0f} MiB; peak growth MiB "
               f"{ {k: round(v / 2**20) for k, v in growth.items()} }")
-        # the unmasked fit's bound (a third of the matrix; RSS sampling from the client is
-        # coarse, so the unmasked fit's own measured growth, plus slack, also counts)
-        assert growth["masked"] < max(budget, growth["unmasked"] + 8 * 2**20)
+        # both within a third of the matrix: a worker holding its half of the blocks would not be
+        assert growth["unmasked"] < budget, growth
+        assert growth["masked"] < budget, growth
         masked = fits["masked"]
         H = np.asarray(masked.H)
     assert abs(masked.settings["n_test"] / nnz - 0.1) < 0.005
