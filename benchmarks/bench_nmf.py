@@ -23,7 +23,10 @@ scikit-learn (``--no-sklearn`` to skip): the time dask_factor needs to reach a t
 
 ``--cluster``: a 2-process ``LocalCluster`` (one thread each) against 2 threads in one process,
 per iteration, on pbmc3k and on a simulated matrix of ``--cluster-cells`` cells × 2,000 genes
-held in memory (targets ≤ 1.2 and ≤ 1.05); the factors must be identical.
+held in memory (targets ≤ 1.2 and ≤ 1.05); the factors must be identical. Beside each, the
+cluster's *scheduling floor*: no-op tasks shaped like one step (a task per block, one picking
+each block's H, the reduction, the statistics the client waits for), timed on the same cluster,
+as a multiple of the threaded iteration.
 
 RcppML as a peer: build RcppML 1.0 from its public repository (zdebruine/RcppML) with R's
 toolchain (``R CMD INSTALL`` of a clone, C++17); the benchmark then finds it through ``Rscript``.
@@ -129,21 +132,50 @@ def rcppml_case(A, k: int, maxit: int, threads: int, reps: int = 3):
         return rcppml_nmf(Path(d), k, maxit, threads, reps)
 
 
-def cluster_ratio(A, k: int, maxit: int) -> tuple[float, float, bool]:
-    """(2 threads s/it, 2-process LocalCluster s/it, identical factors) for one matrix."""
+def _noop(*args):
+    return 0
+
+
+def scheduling_floor(client, n_blocks: int, iters: int = 30) -> float:
+    """Median seconds per iteration of no-op tasks shaped like one ALS step on ``client``.
+
+    Per iteration: ``n_blocks`` block tasks (each on a scattered block and the last step's
+    package), one task per block picking its H out, the reduction that updates the package, and
+    the statistics task whose result the client waits for (no look-ahead). What the scheduler,
+    the workers' event loops and the client cost for a step with no arithmetic in it.
+    """
+    blocks = client.scatter([np.zeros(1) for _ in range(n_blocks)])
+    pack = client.submit(_noop, pure=False)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        solves = [client.submit(_noop, b, pack, pure=False) for b in blocks]
+        picks = [client.submit(_noop, x, pure=False) for x in solves]  # noqa: F841 (held)
+        pack = client.submit(_noop, *solves, pure=False)
+        client.submit(_noop, pack, pure=False).result()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[5:]))
+
+
+def cluster_ratio(A, k: int, maxit: int) -> tuple[float, float, bool, float, int]:
+    """(2 threads s/it, 2-process LocalCluster s/it, identical factors, the cluster's
+    scheduling floor s/it, column blocks) for one matrix."""
     import dask
     from distributed import Client, LocalCluster
 
     from dask_factor import nmf
+    from dask_factor.engine.blocks import default_bounds
 
     with dask.config.set(scheduler="threads", num_workers=2):
         t_thr, _, _, _ = ours(A, k, maxit, None, tol=0)
         ref = nmf(A, k, seed=1, maxit=3, tol=0)
+    n_blocks = len(default_bounds(A)) - 1
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as lc, Client(lc) as client:
         t_cl, _, _, _ = ours(A, k, maxit, None, tol=0, client=client)
         same = np.array_equal(nmf(A, k, seed=1, maxit=3, tol=0, client=client).W, ref.W)
-    return t_thr, t_cl, same
+        floor = scheduling_floor(client, n_blocks)
+    return t_thr, t_cl, same, floor, n_blocks
 
 
 def main(argv=None) -> int:
@@ -212,9 +244,11 @@ def main(argv=None) -> int:
         S = sp.csc_matrix(S.compute(), dtype=np.float32)
         print("\n2-process LocalCluster against 2 threads (per iteration, k = 10):")
         for name, M, maxit in (("pbmc3k", A, 30), (f"simulated {a.cluster_cells:,} cells", S, 10)):
-            t_thr, t_cl, same = cluster_ratio(M, 10, maxit)
+            t_thr, t_cl, same, floor, nb = cluster_ratio(M, 10, maxit)
             print(f"{name:<30} threads {t_thr * 1e3:8.1f} ms/it  LocalCluster {t_cl * 1e3:8.1f} "
                   f"ms/it  ratio {t_cl / t_thr:.2f}  identical factors: {same}")
+            print(f"{'':<30} scheduling floor (no-op tasks of one step, {nb} blocks): "
+                  f"{floor * 1e3:.1f} ms/it = {floor / t_thr:.2f} × threaded")
     return 0
 
 
