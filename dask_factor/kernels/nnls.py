@@ -11,7 +11,12 @@ RcppML does on its main path (docs/concepts.md), so the solvers here only see bo
 Two solvers:
 
 * :func:`nnls_cd_batch` — coordinate descent (docs/concepts.md) with a *true residual* warm start
-  ``r = b − G x₀`` (RcppML's sparse path forgets the ``G x₀`` term, ⚠ G3; we do not).
+  ``r = b − G x₀`` (RcppML's sparse path forgets the ``G x₀`` term, ⚠ G3; we do not). With
+  ``exact`` (the ``solver="auto"`` path) each problem is solved exactly (:func:`exact_solve`):
+  by block principal pivoting with a cache of free-set factors up to rank :data:`CACHE_MAX_K`
+  (:func:`bpp_solve`), by the active-set method with updated factors above it
+  (:func:`active_set_solve`), and by coordinate descent finished on its free set when a bound
+  or a singular set rules those out.
 * :func:`cholesky_clip_batch` — RcppML's "cholesky": ``x = G⁻¹ b`` then clip into the bounds.
   Not an NNLS solution, but what RcppML computes, so it reproduces RcppML runs.
 
@@ -343,16 +348,178 @@ def cd_solve(G, x, r, nonneg, ub, maxit, tol, exact, ws):
     return sweeps
 
 
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
-def exact_solve(G, b, x, r, nonneg, ub, maxit, tol, ws, cs, cf):
-    """One exact solve from the start in ``x`` (``r`` is scratch): block principal pivoting for
-    plain non-negativity (:func:`bpp_solve`, no sweep; ``cs``, ``cf`` its factor cache),
-    otherwise or if that fails coordinate descent finished on its free set (:func:`cd_solve`
-    with ``exact``). Returns the sweeps made.
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def _append_coordinate(G, L, pos, nf, i):
+    """Grow the lower Cholesky factor ``L`` of ``G_FF`` (``F = pos[:nf]``, in that order) by
+    coordinate ``i`` as its last row: O(nf²). False (``L`` unchanged) when ``G_FF ∪ {i}`` is
+    numerically singular."""
+    acc = G[i, i]
+    for a in range(nf):
+        v = G[int(pos[a]), i]
+        for t in range(a):
+            v -= L[a, t] * L[nf, t]
+        v = v / L[a, a]
+        L[nf, a] = v
+        acc -= v * v
+    if not acc > 1e-12 * G[i, i]:
+        return False
+    L[nf, nf] = np.sqrt(acc)
+    return True
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def _remove_coordinate(L, pos, xc, nf, r):
+    """Drop position ``r`` from the lower Cholesky factor ``L`` of ``G_FF`` (and from ``pos``,
+    ``xc``): the rows below ``r`` move up one and Givens rotations of their columns restore the
+    triangle, O(nf²)."""
+    for a in range(r, nf - 1):
+        pos[a] = pos[a + 1]
+        xc[a] = xc[a + 1]
+        for t in range(a + 2):
+            L[a, t] = L[a + 1, t]
+    # row a (r ≤ a < nf − 1) now has an entry at column a + 1: rotate columns (a, a + 1)
+    for a in range(r, nf - 1):
+        p = L[a, a]
+        q = L[a, a + 1]
+        h = np.sqrt(p * p + q * q)
+        c = p / h
+        sn = q / h
+        L[a, a] = h
+        L[a, a + 1] = 0.0
+        for t in range(a + 1, nf - 1):
+            u = L[t, a]
+            v = L[t, a + 1]
+            L[t, a] = c * u + sn * v
+            L[t, a + 1] = c * v - sn * u
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def active_set_solve(G, b, x, ws, max_changes):
+    """Exact NNLS (``x ≥ 0``, no upper bound) by Lawson and Hanson's active-set method from the
+    free set of ``x``, with the free set's Cholesky factor updated, not remade, at each change.
+
+    The start's positive coordinates form the free set ``F`` (its factor built by appending
+    them, O(nf³) once). Then, until the optimality (KKT) conditions hold: the free set's
+    solution ``z = G_FF⁻¹ b_F``; if a coordinate of ``z`` is not positive, the current point
+    moves toward ``z`` until the first free coordinate reaches 0 and every free coordinate at 0
+    leaves ``F``; otherwise ``z`` is the current point and the held coordinate with the largest
+    gradient ``(b − G x)_i`` above ``1e-10·G_ii·max|x|`` joins ``F``. Each change costs O(nf²)
+    (:func:`_append_coordinate`, :func:`_remove_coordinate`) where a pivoting step refactors the
+    whole set, O(nf³): the solver of large ranks, whose free sets rarely repeat across a batch
+    (below :data:`CACHE_MAX_K` :func:`bpp_solve` with its cache of factors is faster).
+
+    On success ``x`` holds the exact minimiser and True is returned; False (``x`` unchanged) on a
+    (numerically) singular free set, a coordinate with ``G_ii ≤ 0``, a coordinate that would
+    leave again at once after joining (rounding), or more than ``max_changes`` changes. ``ws``
+    is a :func:`nnls_workspace` of size k.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> G = np.array([[2.0, 1.0], [1.0, 2.0]]); b = np.array([1.0, -1.0])
+    >>> x = np.array([0.3, 0.2])
+    >>> bool(active_set_solve(G, b, x, nnls_workspace(2), 20)), np.round(x, 12).tolist()
+    (True, [0.5, 0.0])
     """
     k = x.size
-    if nonneg and ub <= 0.0 and bpp_solve(G, b, x, ws, 5 * k + 10, cs, cf):
-        return 0
+    L = ws[:k]
+    z = ws[k]
+    pos = ws[k + 1]
+    y = ws[k + 2]
+    xc = ws[k + 3]
+    inF = ws[k + 4]
+    for i in range(k):
+        if not G[i, i] > 0.0:
+            return False
+    nf = 0
+    for i in range(k):
+        inF[i] = 0.0
+        if x[i] > 0.0:
+            if not _append_coordinate(G, L, pos, nf, i):
+                return False
+            pos[nf] = i
+            xc[nf] = x[i]
+            inF[i] = 1.0
+            nf += 1
+    joined = -1  # the coordinate that joined F last (it must not leave at once)
+    for _ in range(max_changes + 1):
+        for a in range(nf):
+            z[a] = b[int(pos[a])]
+        cholesky_solve_leading(L, nf, z)
+        alpha = 1.0
+        blocking = -1
+        for a in range(nf):
+            if z[a] <= 0.0:
+                t = xc[a] / (xc[a] - z[a])
+                if blocking < 0 or t < alpha:
+                    alpha = t
+                    blocking = a
+        if blocking >= 0:  # move toward z until a free coordinate reaches 0; drop those at 0
+            if int(pos[blocking]) == joined:
+                return False
+            for a in range(nf):
+                xc[a] += alpha * (z[a] - xc[a])
+            xc[blocking] = 0.0
+            a = nf - 1
+            while a >= 0:
+                if xc[a] <= 0.0:
+                    inF[int(pos[a])] = 0.0
+                    _remove_coordinate(L, pos, xc, nf, a)
+                    nf -= 1
+                a -= 1
+            joined = -1
+            continue
+        xmax = 0.0
+        for a in range(nf):
+            xc[a] = z[a]
+            xmax = max(xmax, z[a])
+        # the gradient b − G x at every coordinate, along rows of the symmetric G
+        for i in range(k):
+            y[i] = b[i]
+        for a in range(nf):
+            ga = G[int(pos[a])]
+            za = z[a]
+            for i in range(k):
+                y[i] -= ga[i] * za
+        best = -1
+        top = 0.0
+        for i in range(k):
+            if inF[i] > 0.0:
+                continue
+            if y[i] > 1e-10 * G[i, i] * xmax and (best < 0 or y[i] > top):
+                best = i
+                top = y[i]
+        if best < 0:
+            for i in range(k):
+                x[i] = 0.0
+            for a in range(nf):
+                x[int(pos[a])] = xc[a]
+            return True
+        if not _append_coordinate(G, L, pos, nf, best):
+            return False
+        pos[nf] = best
+        xc[nf] = 0.0
+        inF[best] = 1.0
+        nf += 1
+        joined = best
+    return False
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
+def exact_solve(G, b, x, r, nonneg, ub, maxit, tol, ws, cs, cf):
+    """One exact solve from the start in ``x`` (``r`` is scratch): for plain non-negativity
+    block principal pivoting up to rank :data:`CACHE_MAX_K` (:func:`bpp_solve`, no sweep;
+    ``cs``, ``cf`` its factor cache) and the active-set method with updated factors above it
+    (:func:`active_set_solve`); otherwise or if that fails coordinate descent finished on its
+    free set (:func:`cd_solve` with ``exact``). Returns the sweeps made.
+    """
+    k = x.size
+    if nonneg and ub <= 0.0:
+        if k > CACHE_MAX_K:
+            if active_set_solve(G, b, x, ws, 3 * k + 10):
+                return 0
+        elif bpp_solve(G, b, x, ws, 5 * k + 10, cs, cf):
+            return 0
     residual(G, b, x, r)
     return cd_solve(G, x, r, nonneg, ub, maxit, tol, True, ws)
 

@@ -16,6 +16,9 @@ from scipy.optimize import lsq_linear, nnls
 
 from dask_factor.kernels.nnls import (
     CACHE_MAX_K,
+    _append_coordinate,
+    _remove_coordinate,
+    active_set_solve,
     bpp_solve,
     cd_solve,
     cholesky_clip_batch,
@@ -385,3 +388,90 @@ def test_bpp_refuses_a_dead_coordinate():
     x = np.array([0.5, 0.0])
     assert not bpp_solve(G, np.array([0.6, 0.0]), x, nnls_workspace(2), 10, *factor_cache(2))
     assert x.tolist() == [0.5, 0.0]
+
+
+# ---- the active-set solver of large ranks (k > CACHE_MAX_K) -------------------------------------
+
+large_problems = st.tuples(
+    st.integers(0, 2**32 - 1),  # seed
+    st.integers(1, 40),  # k, across CACHE_MAX_K
+    st.integers(1, 4),  # number of right-hand sides
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(large_problems, st.integers(0, 2**32 - 1), st.sampled_from([1e-3, 1.0, 1e3]))
+def test_active_set_from_any_start_equals_scipy_nnls(problem, start_seed, scale):
+    """Lawson–Hanson with updated factors, from a random free set (a warm start) or from zero,
+    reaches scipy's NNLS optimum; ``x`` is written only on success."""
+    seed, k, n = problem
+    M, Y, G, Bt = ls_problem(seed, k, n, scale=scale)
+    rng = np.random.default_rng(start_seed)
+    for j in range(n):
+        start = rng.random(k) * (rng.random(k) < 0.5) if rng.random() < 0.8 else np.zeros(k)
+        x = start.copy()
+        assert active_set_solve(G, Bt[j], x, nnls_workspace(k), 3 * k + 10)
+        ref = nnls(M, Y[:, j], maxiter=50 * k)[0]
+        np.testing.assert_allclose(x, ref, rtol=1e-7, atol=1e-9 * (1 + np.abs(ref).max()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(CACHE_MAX_K + 1, 40), st.integers(1, 20))
+def test_exact_batch_above_the_cache_equals_scipy(seed, k, n):
+    """``nnls_cd_batch(exact=True)`` above CACHE_MAX_K (the active-set path), warm-started from
+    a perturbed solution as in an ALS iteration, equals scipy's NNLS."""
+    M, Y, G, Bt = ls_problem(seed, k, n)
+    ref = np.array([nnls(M, Y[:, j], maxiter=50 * k)[0] for j in range(n)])
+    rng = np.random.default_rng(seed + 1)
+    warm = np.maximum(ref * rng.uniform(0.5, 1.5, ref.shape)
+                      + 0.1 * rng.standard_normal(ref.shape) * (ref.max() + 1e-12), 0.0)
+    Xt, sweeps = cd(G, Bt, warm=warm, maxit=10, tol=1e-8, exact=True)
+    assert sweeps == 0  # solved by the active-set method, no coordinate-descent fallback
+    np.testing.assert_allclose(Xt, ref, rtol=1e-7, atol=1e-9 * (1 + np.abs(ref).max()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.integers(1, 60))
+def test_factor_updates_keep_the_free_sets_cholesky(seed, k, changes):
+    """Random joins and leaves of coordinates: the updated factor is always a Cholesky factor of
+    the free set's Gram, in its current order."""
+    rng = np.random.default_rng(seed)
+    M = rng.standard_normal((k + 5, k))
+    G = M.T @ M
+    ws = nnls_workspace(k)
+    L, pos, xc = ws[:k], ws[k + 1], ws[k + 3]
+    free: list[int] = []
+    for _ in range(changes):
+        out = [i for i in range(k) if i not in free]
+        if out and (not free or rng.random() < 0.6):
+            i = int(rng.choice(out))
+            assert _append_coordinate(G, L, pos, len(free), i)
+            pos[len(free)] = i
+            xc[len(free)] = float(i)
+            free.append(i)
+        else:
+            r = int(rng.integers(len(free)))
+            _remove_coordinate(L, pos, xc, len(free), r)
+            free.pop(r)
+        nf = len(free)
+        assert [int(v) for v in pos[:nf]] == free and [int(v) for v in xc[:nf]] == free
+        Lf = np.tril(L[:nf, :nf])
+        np.testing.assert_allclose(Lf @ Lf.T, G[np.ix_(free, free)], rtol=1e-10,
+                                   atol=1e-10 * np.abs(G).max())
+        assert np.all(np.diag(Lf) > 0)
+
+
+def test_active_set_refuses_a_dead_coordinate_and_a_singular_start():
+    """``G_ii = 0``, or a start whose free set is singular: False and ``x`` untouched (the
+    caller falls back to coordinate descent)."""
+    x = np.array([0.5, 0.0])
+    assert not active_set_solve(np.diag([1.0, 0.0]), np.array([0.6, 0.0]), x,
+                                nnls_workspace(2), 20)
+    assert x.tolist() == [0.5, 0.0]
+    G = np.ones((2, 2))  # two identical columns
+    x = np.array([0.3, 0.3])
+    assert not active_set_solve(G, np.array([1.0, 1.0]), x, nnls_workspace(2), 20)
+    assert x.tolist() == [0.3, 0.3]
+    Xt, _ = cd(G, np.array([[1.0, 1.0]]), warm=np.array([[0.3, 0.3]]), maxit=2000, tol=1e-15,
+               exact=True)
+    np.testing.assert_allclose(G @ Xt[0], [1.0, 1.0], atol=1e-9)
