@@ -107,22 +107,42 @@ def _free_cholesky_solve(G, pos, nf, rhs, S, z):
 
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
+def _append_coordinate(G, L, pos, nf, i):
+    """Grow the lower Cholesky factor ``L`` of ``G_FF`` (``F = pos[:nf]``, in that order) by
+    coordinate ``i`` as its last row: O(nf²). False (``L`` unchanged) when ``G_FF ∪ {i}`` is
+    numerically singular. The one factorisation step: :func:`_free_cholesky` builds a whole
+    factor by appending the set's coordinates in order."""
+    acc = G[i, i]
+    for a in range(nf):
+        v = G[i, int(pos[a])]
+        for t in range(a):
+            v -= L[a, t] * L[nf, t]
+        v = v / L[a, a]
+        L[nf, a] = v
+        acc -= v * v
+    if not acc > 1e-12 * G[i, i]:
+        return False
+    L[nf, nf] = np.sqrt(acc)
+    return True
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _solvable(G):
+    """Whether every coordinate has ``G_ii > 0`` (a dead factor is not the direct solvers'
+    problem: they refuse and the caller sweeps)."""
+    for i in range(G.shape[0]):
+        if not G[i, i] > 0.0:
+            return False
+    return True
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
 def _free_cholesky(G, pos, nf, S):
     """The Cholesky factor of ``G_FF`` (``F = pos[:nf]``) into ``S``'s leading block; False
     when it is (numerically) singular."""
     for a in range(nf):
-        ia = int(pos[a])
-        for c in range(a + 1):
-            ic = int(pos[c])
-            v = G[ia, ic]
-            for t in range(c):
-                v -= S[a, t] * S[c, t]
-            if a == c:
-                if not v > 1e-12 * G[ia, ia]:
-                    return False
-                S[a, a] = np.sqrt(v)
-            else:
-                S[a, c] = v / S[c, c]
+        if not _append_coordinate(G, S, pos, a, int(pos[a])):
+            return False
     return True
 
 
@@ -155,9 +175,9 @@ def bpp_solve(G, b, x, ws, max_iter, cs, cf):
     pos = ws[k + 1]
     inF = ws[k + 3]
     bad = ws[k + 5]
+    if not _solvable(G):
+        return False
     for i in range(k):
-        if not G[i, i] > 0.0:
-            return False
         inF[i] = 1.0 if x[i] > 0.0 else 0.0
     ninf = k + 1
     p = 3
@@ -349,25 +369,6 @@ def cd_solve(G, x, r, nonneg, ub, maxit, tol, exact, ws):
 
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
-def _append_coordinate(G, L, pos, nf, i):
-    """Grow the lower Cholesky factor ``L`` of ``G_FF`` (``F = pos[:nf]``, in that order) by
-    coordinate ``i`` as its last row: O(nf²). False (``L`` unchanged) when ``G_FF ∪ {i}`` is
-    numerically singular."""
-    acc = G[i, i]
-    for a in range(nf):
-        v = G[int(pos[a]), i]
-        for t in range(a):
-            v -= L[a, t] * L[nf, t]
-        v = v / L[a, a]
-        L[nf, a] = v
-        acc -= v * v
-    if not acc > 1e-12 * G[i, i]:
-        return False
-    L[nf, nf] = np.sqrt(acc)
-    return True
-
-
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def _remove_coordinate(L, pos, xc, nf, r):
     """Drop position ``r`` from the lower Cholesky factor ``L`` of ``G_FF`` (and from ``pos``,
     ``xc``): the rows below ``r`` move up one and Givens rotations of their columns restore the
@@ -428,9 +429,8 @@ def active_set_solve(G, b, x, ws, max_changes):
     y = ws[k + 2]
     xc = ws[k + 3]
     inF = ws[k + 4]
-    for i in range(k):
-        if not G[i, i] > 0.0:
-            return False
+    if not _solvable(G):
+        return False
     nf = 0
     for i in range(k):
         inF[i] = 0.0
