@@ -651,15 +651,15 @@ def stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                  ms):
     """``Σ ℓ(yᵢ, μᵢ)`` over the stored, kept entries of column j at ``μ = F x``, up to terms
     free of μ (NB leaves out its log-gamma terms: ``r·log1p(μ/r) + y·log1p(r/μ)``, no large
-    constant to drown a small change when r is large). ``ms`` (2, p): row 0 receives each
-    stored entry's μ at its position ``q − indptr[j]``, row 1 its loss (:func:`stored_losses`);
-    the kept entries' losses are then summed in order. O(nnz·k)."""
+    constant to drown a small change when r is large). ``ms`` (4, p): row 0 receives each
+    stored entry's μ at its position ``q − indptr[j]``, row 1 its loss (:func:`stored_losses`),
+    row 3 is scratch; the kept entries' losses are then summed in order. O(nnz·k)."""
     start, end = indptr[j], indptr[j + 1]
     mus, losses = ms[0], ms[1]
     for q in range(start, end):
         mus[q - start] = _dot(F, indices[q], x)
     stored_losses(indices[start:end], data[start:end], mus, disp, j, disp_by_col, code, power,
-                  losses)
+                  losses, ms[3])
     out = 0.0
     e = 0
     for q in range(start, end):
@@ -674,9 +674,11 @@ def stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
 # error_model="numpy": no division can be by zero here (μ and r are floored), and the loop
 # vectorises for NB and KL (the logarithms of .vmath; the dispersion gathered by row)
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
-def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out):
+def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out, dq):
     """``out[t] = ℓ(y[t], mus[t])`` for the stored entries ``t`` of a column (rows ``idx``),
-    as :func:`stored_value` counts them (NB without its log-gamma terms)."""
+    as :func:`stored_value` counts them (NB without its log-gamma terms). ``dq`` (≥ n,):
+    scratch for the entries' dispersion by row, gathered in a loop of its own (a gather
+    inside the losses' loop keeps it from vectorising: NB 2.7× slower)."""
     n = idx.size
     if code == NB:
         if disp_by_col:
@@ -685,8 +687,9 @@ def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out):
                 out[t] = nb_mu_terms(rr, max(mus[t], MU_FLOOR), np.float64(y[t]))
         else:
             for t in range(n):
-                out[t] = nb_mu_terms(max(disp[idx[t]], 1e-10), max(mus[t], MU_FLOOR),
-                                     np.float64(y[t]))
+                dq[t] = max(disp[idx[t]], 1e-10)
+            for t in range(n):
+                out[t] = nb_mu_terms(dq[t], max(mus[t], MU_FLOOR), np.float64(y[t]))
     elif code == KL:
         for t in range(n):
             out[t] = kl_stored(np.float64(y[t]), max(mus[t], MU_FLOOR))
@@ -1131,8 +1134,8 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
     array). Scratch: ``G`` (k, k), ``vk`` (6, k), ``vp`` (5, p) with row 1 all ones on entry (it
-    is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (2, p; 3 rows for a robust NB fit,
-    :func:`robust_stored`). Returns the coordinate-descent sweeps made. The column must store no
+    is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (4, p: :func:`stored_value`'s rows;
+    row 2 a robust NB fit's saturated terms). Returns the coordinate-descent sweeps made. The column must store no
     explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part
     of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the robust
     (Huber) fit of :func:`robust_parts`: least squares makes every kept entry a weighted term of
@@ -1383,7 +1386,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     vp = np.empty((5, p if rows else 0))
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)
-    ms = np.empty((3 if concave and delta > 0.0 and code == NB else 2, p))
+    ms = np.empty((4, p))
     x = np.empty(k)
     cap = p if mk[0] else 1
     ex_row = np.empty(cap, dtype=np.int64)
