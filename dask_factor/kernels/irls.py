@@ -227,6 +227,20 @@ def nb_log_gamma(y, r):
 
 
 @njit(nogil=True, cache=True)
+def tweedie_stored(y, m, omp, tmp):
+    """Tweedie's ``ℓ(y, μ)`` at y > 0, 1 < q < 2 (``omp`` = 1 − q, ``tmp`` = 2 − q; m the
+    floored μ), :func:`unit_loss`'s; :func:`stored_losses` takes the powers in loops of their
+    own and then :func:`tweedie_parts` as this does (the same bits)."""
+    return tweedie_parts(y, _power(y, tmp), _power(m, omp), _power(m, tmp), omp, tmp)
+
+
+@njit(nogil=True, cache=True)
+def tweedie_parts(y, yp, mp, mq, omp, tmp):
+    """:func:`tweedie_stored` from its powers ``yp = y^tmp``, ``mp = μ^omp``, ``mq = μ^tmp``."""
+    return 2.0 * (yp / (omp * tmp) - y * mp / omp + mq / tmp)
+
+
+@njit(nogil=True, cache=True)
 def unit_loss(code, y, mu, disp, power):
     """ℓ(y, μ) of one entry (NB and GP: the full negative log-likelihood, log y! included)."""
     if code == MSE:
@@ -250,12 +264,9 @@ def unit_loss(code, y, mu, disp, power):
             return 2.0 * m
         if power == 2.0:
             return 2.0 * (-math.log(y / m) + (y - m) / m)
-        omp = 1.0 - power
-        tmp = 2.0 - power
         if y == 0.0:
             return zero_loss(code, mu, disp, power)
-        return 2.0 * (_power(y, tmp) / (omp * tmp) - y * _power(m, omp) / omp
-                      + _power(m, tmp) / tmp)
+        return tweedie_stored(y, m, 1.0 - power, 2.0 - power)
     # GP: λ = μ/(1+θ), ξ = θ/(1+θ), P(y) = λ(λ+ξy)^{y−1} e^{−λ−ξy} / y!
     th = max(disp, 0.0)
     lam = m / (1.0 + th)
@@ -651,15 +662,15 @@ def stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                  ms):
     """``Σ ℓ(yᵢ, μᵢ)`` over the stored, kept entries of column j at ``μ = F x``, up to terms
     free of μ (NB leaves out its log-gamma terms: ``r·log1p(μ/r) + y·log1p(r/μ)``, no large
-    constant to drown a small change when r is large). ``ms`` (4, p): row 0 receives each
+    constant to drown a small change when r is large). ``ms`` (6, p): row 0 receives each
     stored entry's μ at its position ``q − indptr[j]``, row 1 its loss (:func:`stored_losses`),
-    row 3 is scratch; the kept entries' losses are then summed in order. O(nnz·k)."""
+    rows 3–5 are scratch; the kept entries' losses are then summed in order. O(nnz·k)."""
     start, end = indptr[j], indptr[j + 1]
     mus, losses = ms[0], ms[1]
     for q in range(start, end):
         mus[q - start] = _dot(F, indices[q], x)
     stored_losses(indices[start:end], data[start:end], mus, disp, j, disp_by_col, code, power,
-                  losses, ms[3])
+                  losses, ms[3:].reshape(-1))
     out = 0.0
     e = 0
     for q in range(start, end):
@@ -676,9 +687,9 @@ def stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out, dq):
     """``out[t] = ℓ(y[t], mus[t])`` for the stored entries ``t`` of a column (rows ``idx``),
-    as :func:`stored_value` counts them (NB without its log-gamma terms). ``dq`` (≥ n,):
-    scratch for the entries' dispersion by row, gathered in a loop of its own (a gather
-    inside the losses' loop keeps it from vectorising: NB 2.7× slower)."""
+    as :func:`stored_value` counts them (NB without its log-gamma terms). ``dq`` (≥ 3n,):
+    scratch for the entries' dispersion by row (NB), gathered in a loop of its own (a gather
+    inside the losses' loop keeps it from vectorising: 2.7× slower), or Tweedie's powers."""
     n = idx.size
     if code == NB:
         if disp_by_col:
@@ -693,6 +704,15 @@ def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out, dq):
     elif code == KL:
         for t in range(n):
             out[t] = kl_stored(np.float64(y[t]), max(mus[t], MU_FLOOR))
+    elif code == TWEEDIE and power != 1.0 and power != 2.0:  # :func:`unit_loss`'s, y > 0
+        omp, tmp = 1.0 - power, 2.0 - power  # the powers in loops of their own (they vectorise)
+        yp, mp, mq = dq[:n], dq[n:2 * n], dq[2 * n:3 * n]
+        for t in range(n):
+            yp[t] = _power(np.float64(y[t]), tmp)
+        _powers(mus[:n], omp, mp)
+        _powers(mus[:n], tmp, mq)
+        for t in range(n):
+            out[t] = tweedie_parts(np.float64(y[t]), yp[t], mp[t], mq[t], omp, tmp)
     else:
         for t in range(n):
             d = disp[j] if disp_by_col else disp[idx[t]]
@@ -1134,7 +1154,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
     array). Scratch: ``G`` (k, k), ``vk`` (6, k), ``vp`` (5, p) with row 1 all ones on entry (it
-    is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (4, p: :func:`stored_value`'s rows;
+    is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (6, p: :func:`stored_value`'s rows;
     row 2 a robust NB fit's saturated terms). Returns the coordinate-descent sweeps made. The column must store no
     explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part
     of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the robust
@@ -1386,7 +1406,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     vp = np.empty((5, p if rows else 0))
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)
-    ms = np.empty((4, p))
+    ms = np.empty((6, p))
     x = np.empty(k)
     cap = p if mk[0] else 1
     ex_row = np.empty(cap, dtype=np.int64)

@@ -593,7 +593,7 @@ def test_nb_stored_value_changes_as_the_full_loss(y, m1, m2, r):
     """stored_value drops NB's μ-free terms: its changes are the full loss's, also at r = 1e6
     where a form with r·log r inside would lose them to rounding."""
     col = sp.csc_matrix(np.array([[float(y)]]))
-    ms = np.empty((4, 1))
+    ms = np.empty((6, 1))
 
     def sv(m):
         return K.stored_value(col.indptr, col.indices, col.data, 0, np.array([[m]]),
