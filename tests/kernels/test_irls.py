@@ -4,6 +4,7 @@ known parameters."""
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -193,6 +194,44 @@ def test_block_objective_is_the_dense_sum(loss):
               if Y[i, j] > 0 or K.zeros_observed(code, 1.5))
     assert obj == pytest.approx(ref, rel=1e-10)
     assert sse == pytest.approx(((Y - mu) ** 2).sum(), rel=1e-10)
+
+
+@pytest.mark.parametrize("loss", ["kl", "nb", "gamma", "inverse_gaussian", "tweedie", "gp",
+                                  "mse"])
+@pytest.mark.parametrize("by_col", [False, True])
+def test_column_objective_vectorised_equals_entry_by_entry(loss, by_col):
+    """column_objective with its scratch ``ms`` (the stored entries' losses in vectorised
+    passes) and without (entry by entry) equals the sum of unit_loss over the kept entries,
+    with and without excluded rows."""
+    rng = np.random.default_rng(7)
+    p, n, k = 300, 12, 4
+    F = rng.gamma(1.0, 1.0, (p, k))
+    X = rng.gamma(1.0, 0.5, (n, k))
+    Y = rng.poisson(F @ X.T * (rng.random((p, n)) < 0.3)).astype(np.float32)
+    A = sp.csc_matrix(Y)
+    code = K.LOSS_CODES[loss]
+    disp = rng.uniform(0.3, 6.0, n if by_col else p)
+    Fsum, Q = F.sum(axis=0), F.T @ F
+    # Fᵀ as the callers pass it: for the losses whose zeros are summed row by row
+    Ft = np.ascontiguousarray(F.T) if loss in ("nb", "tweedie") else np.empty((k, 0))
+    for j in range(n):
+        for ex in (np.zeros(0, dtype=np.int64), np.sort(rng.choice(p, 9, replace=False))):
+            args = (A.indptr, A.indices, A.data, j, F, X[j].copy(), Fsum, disp, by_col, code,
+                    1.5, ex, ex.size, False, 0.0, K.NO_PI, False, Ft)
+            mu = F @ X[j]
+            ref = math.fsum(K.unit_loss(code, float(Y[i, j]), mu[i], disp[j if by_col else i],
+                                        1.5)
+                            for i in sorted(set(range(p)) - set(ex.tolist()))
+                            if Y[i, j] > 0 or K.zeros_observed(code, 1.5))
+            for ms in (K.NO_FT, np.empty((6, p))):
+                got = K.column_objective(*args, np.empty(p), Q, ms)
+                assert got == pytest.approx(ref, rel=1e-12)
+
+
+@given(v=st.lists(st.floats(-1e6, 1e6), min_size=0, max_size=70))
+def test_lane_sum_is_the_sum(v):
+    a = np.array(v, dtype=np.float64)
+    assert K.lane_sum(a) == pytest.approx(math.fsum(v), rel=1e-12, abs=1e-6)
 
 
 def test_nb_size_by_moments_matches_the_closed_form_and_the_truth():
