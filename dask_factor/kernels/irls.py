@@ -1154,14 +1154,15 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
     array). Scratch: ``G`` (k, k), ``vk`` (6, k), ``vp`` (5, p) with row 1 all ones on entry (it
-    is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (6, p: :func:`stored_value`'s rows;
-    row 2 a robust NB fit's saturated terms). Returns the coordinate-descent sweeps made. The column must store no
-    explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part
-    of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the robust
-    (Huber) fit of :func:`robust_parts`: least squares makes every kept entry a weighted term of
-    each step (:func:`robust_column`, from the Gram ``Q`` = FᵀF); KL, GP, NB and Tweedie weigh
-    their stored entries by the Huber factor and take their zeros by their pull, as the plain
-    fit does (:func:`zero_pull` with ``delta``: a zero's Huberised loss is concave in μ too).
+    is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (6, p: :func:`stored_value`'s rows; row 2
+    a robust NB fit's saturated terms). Returns the coordinate-descent sweeps made. The column
+    must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or
+    missing: no part of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` >
+    0: the robust (Huber) fit of :func:`robust_parts`: least squares makes every kept entry a
+    weighted term of each step (:func:`robust_column`, from the Gram ``Q`` = FᵀF); KL, GP, NB
+    and Tweedie weigh their stored entries by the Huber factor and take their zeros by their
+    pull, as the plain fit does (:func:`zero_pull` with ``delta``: a zero's Huberised loss is
+    concave in μ too).
     ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
     by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
 

@@ -5,6 +5,7 @@ known parameters."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
