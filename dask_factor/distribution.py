@@ -38,7 +38,7 @@ NB_THRESHOLD = 0.1
 MIN_MU = 1e-6
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _block_scores(indptr, indices, data, Wd, Ht, out):
     """Add ``[Σ r², Σ r²/μ, Σ r²/μ², Σ r²/μ³, Σ (r² − μ)/μ², count, non-integers]`` of a CSC
     block (every entry, zeros included) to ``out`` (7,)."""

@@ -42,7 +42,7 @@ _PILOT = 256
 _PILOT_GENES = 2048
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _nb_counts(W, r, H, U):
     """NB counts by inverse CDF: mean (W H)[i, j], size r[i], uniform U[j, i].
 
@@ -87,7 +87,7 @@ def _nb_counts(W, r, H, U):
     return indptr, indices[:nz].copy(), data[:nz].copy()
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _expected_density(M, r, s):
     """Mean over entries of P(count > 0) when the means are ``s · M`` (M genes × cells)."""
     g, n = M.shape
@@ -100,7 +100,7 @@ def _expected_density(M, r, s):
     return acc / (g * n)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _means(W, H):
     """W H with a fixed summation order (no BLAS: the same bits on every machine)."""
     m, k = W.shape

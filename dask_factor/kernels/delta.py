@@ -19,7 +19,7 @@ _INT32_MAX = np.int64(2**31 - 1)
 _INT32_MIN = np.int64(-(2**31))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def delta_encode(indptr, indices, out):
     """Write the per-column differences of ``indices`` into ``out`` (same length); return the
     largest stored number (the caller checks it fits ``out``'s dtype) or -1 for a descent."""
@@ -39,7 +39,7 @@ def delta_encode(indptr, indices, out):
     return top
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def delta_decode_piece(indptr, deltas, offset, out, state):
     """:func:`delta_decode` of the entries ``offset : offset + deltas.size`` only (a chunk of
     the stored differences at a time).
@@ -110,7 +110,7 @@ def delta_decode_piece(indptr, deltas, offset, out, state):
     state[1] = acc
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def delta_decode(indptr, deltas, out):
     """Inverse of :func:`delta_encode`: running sums of ``deltas`` restarted at every column
     start of ``indptr`` (which must be non-decreasing, from 0 to ``deltas.size``, checked by
@@ -118,7 +118,7 @@ def delta_decode(indptr, deltas, out):
     delta_decode_piece(indptr, deltas, 0, out, np.zeros(2, dtype=np.int64))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def check_delta_rows(indptr, deltas, m):
     """The first column whose delta-coded rows leave ``[0, m)``, or -1 when every one is inside.
 

@@ -85,7 +85,7 @@ def _power(m, e):
     return m ** e
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def zeros_observed(code, power):
     """Whether a zero entry is part of the fit and the objective for this loss."""
     if code == GAMMA or code == INVERSE_GAUSSIAN:
@@ -95,7 +95,7 @@ def zeros_observed(code, power):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def irls_weight(code, mu, disp, power):
     """The IRLS weight ``1/V(μ)`` (floored μ, capped at :data:`W_CAP`)."""
     if code == MSE:
@@ -115,7 +115,7 @@ def irls_weight(code, mu, disp, power):
     return min(w, W_CAP)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def step_curvature(code, y, mu, disp, power, w):
     """The curvature an IRLS step gives a stored entry: the larger of its Fisher weight ``w``
     and the observed second derivative of ℓ in μ (subproblem units), capped at :data:`W_CAP`
@@ -139,7 +139,7 @@ def step_curvature(code, y, mu, disp, power, w):
     return min(max(w, obs), W_CAP)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def unit_slope(code, y, mu, disp, power):
     """``∂ℓ(y, μ)/∂μ`` of a stored entry in the objective's units (μ floored as
     :func:`unit_loss` floors it), for the IRLS losses (least squares, robust or not, is fitted
@@ -158,7 +158,7 @@ def unit_slope(code, y, mu, disp, power):
     return 2.0 * (m - y) * _power(m, -power)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def zero_slope(code, mu, disp, power):
     """``∂ℓ(0, μ)/∂μ`` in the IRLS subproblem's units (the pull of a zero entry)."""
     if code == KL or code == GP:
@@ -178,7 +178,7 @@ SMALL_COUNT = 16
 LOG_FACTORIAL = np.array([math.lgamma(y + 1.0) for y in range(SMALL_COUNT + 1)])
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def log_factorial(y):
     """``log Γ(y + 1)``: from :data:`LOG_FACTORIAL` for a small whole ``y``."""
     if 0.0 <= y <= SMALL_COUNT and y == math.floor(y):
@@ -213,7 +213,7 @@ def zero_loss(code, mu, disp, power):
     return 2.0 * _power(m, tmp) / tmp
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def nb_log_gamma(y, r):
     """NB's terms free of μ at a count ``y`` > 0 and size ``r``: ``log y! + log Γ(r) −
     log Γ(y + r)`` (a sum of logarithms for a small whole y, ``log Γ(y+r)/Γ(r) =
@@ -226,7 +226,7 @@ def nb_log_gamma(y, r):
     return -math.lgamma(y + r) + math.lgamma(r) + math.lgamma(y + 1.0)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def tweedie_stored(y, m, omp, tmp):
     """Tweedie's ``ℓ(y, μ)`` at y > 0, 1 < q < 2 (``omp`` = 1 − q, ``tmp`` = 2 − q; m the
     floored μ), :func:`unit_loss`'s; :func:`stored_losses` takes the powers in loops of their
@@ -234,13 +234,13 @@ def tweedie_stored(y, m, omp, tmp):
     return tweedie_parts(y, _power(y, tmp), _power(m, omp), _power(m, tmp), omp, tmp)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def tweedie_parts(y, yp, mp, mq, omp, tmp):
     """:func:`tweedie_stored` from its powers ``yp = y^tmp``, ``mp = μ^omp``, ``mq = μ^tmp``."""
     return 2.0 * (yp / (omp * tmp) - y * mp / omp + mq / tmp)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def unit_loss(code, y, mu, disp, power):
     """ℓ(y, μ) of one entry (NB and GP: the full negative log-likelihood, log y! included)."""
     if code == MSE:
@@ -279,7 +279,7 @@ def unit_loss(code, y, mu, disp, power):
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def robust_parts(code, y, mu, disp, power, delta):
     """``(entry, h)`` of one entry under ``robust=δ``: the Huber-robustified loss
     ``ℓ − s·max(√dev − δ, 0)²`` and its IRLS weight factor ``h = min(1, δ/√dev)``.
@@ -297,7 +297,7 @@ def robust_parts(code, y, mu, disp, power, delta):
     return ent, h
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def robust_terms(code, y, mu, disp, power, delta):
     """:func:`robust_parts` up to terms free of μ: NB leaves out its log-gamma terms
     (:func:`nb_mu_terms`; its deviance is their difference at μ and at y, which they cancel
@@ -330,7 +330,7 @@ def huber(ell, dev, s, delta):
     return ell - s * over * over, delta / max(rt, delta)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def _dot(F, i, x):
     acc = 0.0
     for f in range(x.size):
@@ -367,7 +367,7 @@ NO_PI = np.zeros(0)
 NO_FT = np.zeros((0, 0))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def zi_zero(code, mu, disp, power, pi):
     """``(ℓ, 1 − z)`` of a zero under zero inflation π: ``ℓ = −log(π + (1 − π)P₀(μ))`` and the
     count part's posterior share ``1 − z = (1 − π)P₀/(π + (1 − π)P₀)`` (P₀ = e^{−ℓ(0, μ)})."""
@@ -449,7 +449,7 @@ def zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, out, cz):
         cz[f] = c
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zrow, pj, ex_row, ne, mu,
             cz):
     """Column j's kept entries at ``μ = F x`` under zero inflation (π is ``zrow[i]`` when
@@ -495,7 +495,7 @@ def zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zrow, pj, ex_
     return part, F.shape[0] - ne, tz, s1, s2
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi, zpi_by_col,
                ex_row, ne, mu, cz, want_cz):
     """The zero-inflated part of column j's objective over its kept entries, with π
@@ -508,7 +508,7 @@ def zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zpi, zpi_b
                    zpi[j] if zpi_by_col else 0.0, ex_row, ne, mu, pull)[0]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, zpi, ex_row, ne,
                 Ft=NO_FT, mu=NO_PI):
     """The kept entries of column j at ``μ = F x`` under zero inflation: ``(kept, Σ zᵢ,
@@ -520,7 +520,7 @@ def zero_shares(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, zp
     return kept, tz, s1, s2
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_row, ne,
                Ft=NO_FT, mu=NO_PI):
     """One EM step of column j's zero-inflation probability at ``μ = F x``: the mean over its
@@ -532,7 +532,7 @@ def zi_pi_step(indptr, indices, j, F, x, disp, disp_by_col, code, power, pi, ex_
     return min(max(total, 0.0) / kept, PI_MAX)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def _robust_mse_column(indptr, indices, data, j, F, Ft, Q, x, delta, ex_row, ne, mu, G, b,
                        gram):
     """:func:`robust_column` for least squares with the zeros in the fit, from the Gram
@@ -600,7 +600,7 @@ def _robust_mse_column(indptr, indices, data, j, F, Ft, Q, x, delta, ex_row, ne,
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
                   ex_row, ne, obs_only, G, b, gram, Ft=NO_FT, Q=NO_FT, mu=NO_PI):
     """``Σ`` of :func:`robust_parts`' entries over every kept entry of column j (a dense pass over
@@ -639,7 +639,7 @@ def robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, code, power
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne):
     """``Σ μᵢ`` over the rows of column j that are neither stored nor excluded:
     ``Σ_all μ − Σ_stored, kept μ − Σ_excluded μ`` (O(nnz·k + ne·k))."""
@@ -657,7 +657,7 @@ def _zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne):
     return tot
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, ex_row, ne,
                  ms):
     """``Σ ℓ(yᵢ, μᵢ)`` over the stored, kept entries of column j at ``μ = F x``, up to terms
@@ -732,7 +732,7 @@ def all_means(Ft, x, mu):
             mu[i] += xf * Ft[f, i]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def tile_means(Ft, x, i0, mt):
     """``mt ← (F x)`` at rows ``i0 : i0 + mt.size`` from Fᵀ (k × p, C order): the tile loop of
     :func:`zero_pull` and :func:`zi_rows`, in the order of :func:`all_means` (to the bit)."""
@@ -750,13 +750,13 @@ def tile_means(Ft, x, i0, mt):
 PULL_TILE = 64
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def pull_scratch(k):
     """Scratch for :func:`zero_pull` at rank ``k``: (2, (k + 1)·PULL_TILE)."""
     return np.empty((2, (k + 1) * PULL_TILE))
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def _powers(m, e, out):
     """``out[:n] = max(m, MU_FLOOR) ** e`` (n = m.size, :func:`_power`): a loop of its own,
     which the compiler vectorises (square roots for e = ±½)."""
@@ -888,7 +888,7 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
 
 
 # error_model="numpy": Tweedie's loop (no division by zero: μ is floored) then vectorises
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "arcp", "nsz"})
 def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, base=NO_PI):
     """``Σ [ℓ(0, μ2ᵢ) − ℓ(0, μᵢ)]`` over the rows where ``zmask`` is set (μ, μ2 given at every
     row). NB sums ``r·log1p((μ2 − μ)/(r + μ))``: one logarithm per row, and a sum of the
@@ -926,7 +926,7 @@ def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, base=NO_PI):
     return 2.0 * out / tmp
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "arcp", "nsz"})
 def _huber_zero(ell, s, delta):
     """``(ρ, h)`` of a zero entry whose loss is ``ell`` (deviance ``ell/s``) under ``robust=δ``:
     ``ρ = ℓ − s·max(√(ℓ/s) − δ, 0)²`` (:func:`robust_parts` at y = 0) and the Huber factor
@@ -934,7 +934,7 @@ def _huber_zero(ell, s, delta):
     return huber(ell, ell / s, s, delta)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def huber_flat_mean(code, power, delta):
     """A mean at or below which a zero entry's Huber factor is exactly 1 under ``robust=δ``
     (KL, NB, Tweedie q < 2): ``ℓ(0, μ)/s ≤ δ²`` there, with a relative margin of 10⁻⁹ for
@@ -949,7 +949,7 @@ def huber_flat_mean(code, power, delta):
     return flat * (1.0 - 1e-9)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "arcp", "nsz"})
 def _nb_zero(mu, r):
     """NB's ``(ℓ(0, μ), ∂ℓ(0, μ)/∂μ)`` with ``r`` the floored size: ``r·log1p(μ/r)``,
     ``r/(r + μ)`` (:func:`zero_loss`, :func:`zero_slope`)."""
@@ -1022,18 +1022,22 @@ def robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, delta)
     return out
 
 
-@njit(nogil=True, cache=True)
+# error_model="numpy": no division is by zero (r ≥ 1e-10, y > 0 where used); without the
+# check the loop vectorises
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "arcp", "nsz"})
 def nb_saturated(indptr, indices, data, j, disp, disp_by_col, out):
     """``out[q − indptr[j]]`` = NB's :func:`nb_mu_terms` at μ = y for each stored entry of
     column j: the saturated terms its deviance is measured from (:func:`robust_stored`)."""
     start = indptr[j]
-    for q in range(start, indptr[j + 1]):
-        y = np.float64(data[q])
-        r = max(disp[j] if disp_by_col else disp[indices[q]], 1e-10)
-        out[q - start] = nb_mu_terms(r, y, y) if y > 0.0 else 0.0
+    n = indptr[j + 1] - start
+    for t in range(n):  # the sizes first, in a loop of their own (the next one vectorises)
+        out[t] = max(disp[j] if disp_by_col else disp[indices[start + t]], 1e-10)
+    for t in range(n):
+        y = np.float64(data[start + t])
+        out[t] = nb_mu_terms(out[t], y, y) if y > 0.0 else 0.0
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "arcp", "nsz"})
 def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
                   ex_row, ne, ms):
     """``Σ`` of :func:`robust_terms`' entries over the stored, kept entries of column j at
@@ -1046,13 +1050,26 @@ def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power
     hs = ms[1]
     s = 0.5 if code == KL or code == NB else 1.0
     out = 0.0
+    if ne == 0:  # each entry's transform in a loop that vectorises, then the sum in order
+        n = end - start
+        ents, sat = ms[3], ms[2]
+        if code == NB:
+            for t in range(n):
+                ell = hs[t]
+                ents[t], hs[t] = huber(ell, (ell - sat[t]) / s, s, delta)
+        else:
+            for t in range(n):
+                ell = hs[t]
+                ents[t], hs[t] = huber(ell, ell / s, s, delta)
+        for t in range(n):
+            out += ents[t]
+        return out
     e = 0
     for q in range(start, end):
         t = q - start
-        if ne > 0:
-            e, skip = _skip(ex_row, ne, e, indices[q])
-            if skip:
-                continue
+        e, skip = _skip(ex_row, ne, e, indices[q])
+        if skip:
+            continue
         ell = hs[t]
         dev = (ell - ms[2, t]) / s if code == NB else ell / s
         ent, h = huber(ell, dev, s, delta)
@@ -1061,7 +1078,7 @@ def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def _step_slope(gs, cb, l1, l2, xold, x):
     """The directional derivative of a column's objective at ``xold`` along ``x − xold``: the
     stored entries' slope ``gs``, the zeros' ``cb`` and the penalties' (objective units)."""
@@ -1071,7 +1088,7 @@ def _step_slope(gs, cb, l1, l2, xold, x):
     return dd
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def _relative_change(x, xold):
     """``maxᵢ |xᵢ − xoldᵢ| / (|xoldᵢ| + 1e-12)``, the IRLS stopping rule's measure."""
     change = 0.0
@@ -1082,7 +1099,7 @@ def _relative_change(x, xold):
     return change
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1, l2,
                  ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q, rpull):
     """The part of column j's penalised objective at ``x`` that :func:`irls_column` evaluates:
@@ -1108,7 +1125,7 @@ def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, powe
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne, zeros, ub, x):
     """A cold start of column j: ``x = c·1`` with ``c`` the scale at which the model's sum
     over the kept entries equals the column's (``Σ μᵢ = Σ yᵢ``, rows ``ex_row[:ne]`` left
@@ -1349,7 +1366,7 @@ NO_HOLDOUT = (False, np.uint64(0), np.uint64(0), False, False, False, False, np.
 NO_MASK = np.zeros(0, dtype=np.int64)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_test):
     """The excluded rows of column ``j`` (sorted, into ``ex_row``/``ex_val``/``ex_test``) for the
     hold-out ``mk`` = ``(masked, seed, thr, all_rows, mask_zeros, obs_only, transposed, g0)``:
@@ -1363,7 +1380,7 @@ def exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_t
                            mk[6])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2, nonneg, ub,
                Xprev, xscale, warm, cd_maxit, cd_tol, irls_maxit, irls_tol, Xt,
                mk=NO_HOLDOUT, mptr=NO_MASK, midx=NO_MASK, delta=0.0, zpi=NO_PI,
@@ -1434,7 +1451,7 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
 LANES = 8
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def lane_sum(v):
     """``Σ v`` in a fixed order that vectorises: entry t into partial sum t mod :data:`LANES`
     (in order), the partial sums then added in lane order."""
@@ -1452,7 +1469,7 @@ def lane_sum(v):
     return s
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
                      ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Ft=NO_FT,
                      mu=NO_PI, Q=NO_FT, ms=NO_FT):
@@ -1550,7 +1567,7 @@ def zero_losses(mu, disp, j, disp_by_col, code, power):
             mu[i] = zero_loss(code, mu[i], disp[i], power)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=False)
 def huber_losses(ell, s, delta):
     """``ell[i] ← ρ`` of :func:`huber` at every row, in place: zeros' losses whose deviance is
     the loss over ``s`` (KL, NB, Tweedie), under ``robust=δ``. A loop that vectorises."""
@@ -1558,7 +1575,7 @@ def huber_losses(ell, s, delta):
         ell[i] = huber(ell[i], ell[i] / s, s, delta)[0]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _sums_and_gram(F):
     """Column sums ``Σᵢ Fᵢ`` (k,) and Gram ``FᵀF`` (k × k) of F (p × k), float64, in row order."""
     p, k = F.shape
@@ -1572,7 +1589,7 @@ def _sums_and_gram(F):
     return Fsum, Q
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only):
     """``sse`` plus column j's squared error ``Σᵢ (yᵢ − μᵢ)²`` with ``μ = F x`` over the kept
     entries: ``xᵀQx`` (Q = FᵀF) corrected at the stored and the excluded entries (with
@@ -1602,7 +1619,7 @@ def _column_sse(indptr, indices, data, j, F, x, Q, sse, ex_row, ne, obs_only):
     return sse + sq
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _column_test(F, x, disp, disp_by_col, j, code, power, ex_row, ex_val, ex_test, ne, obs_only,
                  stats, zpi=NO_PI, zpi_by_col=False):
     """Add column j's held-out entries to ``stats``: [2] Σ ℓ over the test entries the loss
@@ -1630,7 +1647,7 @@ def _column_test(F, x, disp, disp_by_col, j, code, power, ex_row, ex_val, ex_tes
             stats[7] += 1.0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power, delta,
                     zpi, zpi_by_col):
     """``(Σ ℓ, Σ (y − μ)²)`` over a CSC block (p × n) with ``μ = F Xtᵀ``, all entries, float64.
@@ -1663,7 +1680,7 @@ def block_objective(indptr, indices, data, F, Xt, disp, disp_by_col, code, power
     return obj, sse
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row=NO_MASK, ne=0,
                     obs_only=False):
     """NB size by the method of moments for column ``j`` with ``μ = F x``:
@@ -1698,7 +1715,7 @@ def nb_size_moments(indptr, indices, data, j, F, x, Fsum, Q, ex_row=NO_MASK, ne=
     return sq_all, excess
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def gp_theta_mm(indptr, indices, data, j, F, x, Fsum, theta, theta_min, theta_max, inner,
                 ex_row=NO_MASK, ne=0, obs_only=False, zero_mass=0.0):
     """GP dispersion θ of column ``j`` by RcppML's closed-form MM update (``inner`` passes from
@@ -1759,7 +1776,7 @@ ROW_STATS = ("objective", "sse", "test_objective", "test_sse", "n_train", "n_tes
              "n_train_loss", "n_test_loss")
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def row_update(indptr, indices, data, F, disp_old, code, power, estimate, score_new,
                disp_bounds, Xt, out_disp, out_stats, mk=NO_HOLDOUT, mptr=NO_MASK,
                midx=NO_MASK, delta=0.0, zpi=NO_PI, zpi_by_col=False, zpi_out=NO_PI):

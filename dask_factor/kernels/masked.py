@@ -73,7 +73,7 @@ def is_held_out(seed, i, j, thr):
     return splitmix64_mix(z) < thr
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def speckled_mask_block(seed, thr, m, j0, n_p):
     """The dense test mask (m × n_p, bool) of columns ``j0:j0+n_p`` (for tests and small inputs)."""
     out = np.zeros((m, n_p), dtype=np.bool_)
@@ -83,7 +83,7 @@ def speckled_mask_block(seed, thr, m, j0, n_p):
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def count_test_stored(seed, thr, indptr, indices, data, j0, mask_zeros):
     """Number of stored entries of a CSC block that are test entries."""
     c = 0
@@ -96,7 +96,7 @@ def count_test_stored(seed, thr, indptr, indices, data, j0, mask_zeros):
     return c
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def column_excluded(indptr, indices, data, jl, jg, m, seed, thr, all_rows, mask_zeros,
                     mptr, midx, ex_row, ex_val, ex_test, transposed=False):
     """Fill the excluded entries of column ``jl`` (global ``jg``), by increasing row; returns
@@ -406,7 +406,7 @@ def masked_h_step(
     return sweeps
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def masked_w_rows(Qn, C, dh, Pn, l1, l2_eps, observed_only, nonneg, ub, Xwarm, warm,
                   cd_maxit, cd_tol, exact, Xt, Gx, Bx):
     """Solve rows of W, each against its own Gram.

@@ -45,7 +45,7 @@ COLD_CD_MAXIT = 100
 WS_EXTRA = 6
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def nnls_workspace(k):
     """Scratch space of one exact (``exact=True``) solve: a (k + 6) × k float64 array.
 
@@ -60,14 +60,14 @@ def nnls_workspace(k):
 CACHE_MAX_K = 12
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def no_factor_cache():
     """An empty :func:`factor_cache`: the solvers factor every free set (a batch whose Gram
     varies by problem)."""
     return np.zeros((0, 1, 1)), np.zeros(0, dtype=np.int8)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def factor_cache(k):
     """``(S, flags)``: room for the Cholesky factor of every free set of a rank-k problem (the
     set's bit mask indexes both; a flag is 0 until the factor is made, then 1, or −1 for a
@@ -84,7 +84,7 @@ def factor_cache(k):
     return np.empty((1 << k, k, k)), np.zeros(1 << k, dtype=np.int8)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def batch_factor_cache(k, exact, nonneg, ub):
     """The factor cache of a batch of rank-k problems sharing one Gram: :func:`factor_cache`
     when their solves go through :func:`bpp_solve` (``exact``, plain non-negativity), else
@@ -243,7 +243,7 @@ def bpp_solve(G, b, x, ws, max_iter, cs, cf):
     return False
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _free(xi, gii, nonneg, ub):
     """Whether a coordinate is free: strictly inside its bounds and solvable (``G_ii > 0``)."""
     if gii <= 0.0:
@@ -524,7 +524,7 @@ def exact_solve(G, b, x, r, nonneg, ub, maxit, tol, ws, cs, cf):
     return cd_solve(G, x, r, nonneg, ub, maxit, tol, True, ws)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def residual(G, b, x, r):
     """``r ← b − G x`` (all float64, length k)."""
     k = x.size
@@ -535,7 +535,7 @@ def residual(G, b, x, r):
         r[f] = acc
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def sweep_budget(warm, maxit):
     """The sweeps allowed to one ALS solve: ``maxit`` when warm-started, else at least
     :data:`COLD_CD_MAXIT` (a solve from zero needs more than a warm start's small budget).
@@ -602,7 +602,7 @@ def nnls_cd_batch(G, Bt, Xt, warm, nonneg, ub, maxit, tol, exact):
     return total
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def cholesky_solve_leading(L, n, z):
     """Solve ``L₁ L₁ᵀ y = z[:n]`` in place, ``L₁`` the leading n × n block of ``L`` (lower).
 
@@ -622,7 +622,7 @@ def cholesky_solve_leading(L, n, z):
         z[i] = acc / L[i, i]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def cholesky_solve(L, b, x):
     """Solve ``L Lᵀ x = b`` for a lower-triangular ``L`` (k × k); float64 vectors (``x`` may be
     ``b``)."""
@@ -632,7 +632,7 @@ def cholesky_solve(L, b, x):
     cholesky_solve_leading(L, k, x)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def clip_bounds(x, nonneg, ub):
     """Clip ``x`` in place: at 0 from below if ``nonneg``, at ``ub`` from above if ub > 0."""
     for f in range(x.size):
@@ -642,7 +642,7 @@ def clip_bounds(x, nonneg, ub):
             x[f] = ub
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def cholesky_clip_batch(L, Bt, Xt, nonneg, ub):
     """RcppML's "cholesky" solver: ``x_j = clip(G⁻¹ b_j)`` with ``G = L Lᵀ`` factored once.
 

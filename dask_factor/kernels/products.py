@@ -15,7 +15,7 @@ _NAMESPACE = {"np": np, "vload": vload, "vaxpy_row": vaxpy_row,
               "__name__": __name__}  # numba's cache needs __name__
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_wt_a(indptr, indices, data, W):
     """``Wᵀ A_p`` for a CSC block ``A_p`` (m × n_p) and a dense ``W`` (m × k).
 
@@ -37,7 +37,7 @@ def csc_wt_a(indptr, indices, data, W):
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_a_ht(indptr, indices, data, H, m):
     """``A_p H_pᵀ`` for a CSC block ``A_p`` (m × n_p) and a dense ``H_p`` (k × n_p).
 
@@ -58,7 +58,7 @@ def csc_a_ht(indptr, indices, data, H, m):
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_a_v(indptr, indices, data, V, m):
     """``A_p V`` for a CSC block ``A_p`` (m × n_p) and a dense ``V`` (n_p × k).
 
@@ -76,7 +76,7 @@ def csc_a_v(indptr, indices, data, V, m):
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_sq_sum(data):
     """Σ a² over the stored entries (float64)."""
     s = 0.0
@@ -86,7 +86,7 @@ def csc_sq_sum(data):
     return s
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_row_sums(indptr, indices, data, m):
     """Row sums and row sums of squares of a CSC block, float64 (m,) each."""
     s = np.zeros(m, dtype=np.float64)
@@ -109,7 +109,7 @@ def dense_a_ht(A, H):
     return np.asarray(A, dtype=np.float64) @ np.asarray(H, dtype=np.float64).T
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_residual_parts(indptr, indices, data, Wd, Ht):
     """Residual pieces of ``A_p ≈ Wd H_pᵀ`` at the stored entries, in float64.
 
@@ -133,7 +133,7 @@ def csc_residual_parts(indptr, indices, data, Wd, Ht):
     return res, rec
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def gram_rows(F):
     """``FᵀF`` of any dense float ``F`` (r × k), summed row by row: the generic kernel of
     :func:`gram`."""
@@ -150,7 +150,7 @@ def gram_rows(F):
     return G
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def column_sums(F, squares):
     """``Σᵢ |F[i, f]|`` (or ``Σᵢ F[i, f]²`` with ``squares``) per column of a dense ``F``
     (r × k), in float64, the rows added in order (a left fold: the same bits for any layout

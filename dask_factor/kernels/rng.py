@@ -62,7 +62,7 @@ def r_runif(seed: int, n: int) -> np.ndarray:
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def splitmix64_mix(z):
     """SplitMix64 finalizer of a uint64 (wrapping arithmetic)."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -70,7 +70,7 @@ def splitmix64_mix(z):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def splitmix64_uniform(seed, n):
     """RcppML's SplitMix64 uniform stream: state starts at ``seed`` (0 → 12345).
 

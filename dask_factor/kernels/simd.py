@@ -246,7 +246,8 @@ def fixed_width_kernel(template: str, name: str, width: int, namespace: dict, fi
     width the vector intrinsics need. ``namespace`` holds the globals the source uses (it must
     include the calling module's ``__name__``) and ``filename`` is the calling module's file: the
     generated code is attributed to it, which keeps numba's on-disk cache working. Compiled with
-    ``njit(nogil=True, cache=True, **jit_options)``; block tasks may ask from several threads.
+    ``njit(nogil=True, cache=True, **jit_options)`` (``fastmath=False`` unless given); block tasks
+    may ask from several threads.
 
     Examples
     --------
@@ -272,7 +273,10 @@ def fixed_width_kernel(template: str, name: str, width: int, namespace: dict, fi
                 src = template.format(name=name, B=int(width))
                 ns = dict(namespace)
                 exec(compile(src, filename, "exec"), ns)
-                kernel = _FIXED[key] = njit(nogil=True, cache=True, **jit_options)(ns[name])
+                # fastmath stated (False unless given): a kernel compiled without it would
+                # take its flags from whichever caller compiled it first (docs/performance.md)
+                opts = {"fastmath": False, **jit_options}
+                kernel = _FIXED[key] = njit(nogil=True, cache=True, **opts)(ns[name])
     return kernel
 
 
@@ -313,13 +317,13 @@ def {name}(indptr, indices, data, X, init, out):
 """
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def stored_row(r, i):
     """The row of a stored index (``indices`` holds row numbers): ``i`` itself."""
     return np.uint64(i)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def delta_row(r, i):
     """The row of a delta-coded index (``indices`` holds each row's difference to the previous
     one of its column, the first one as is, :mod:`.delta`): the running sum ``r + i``."""

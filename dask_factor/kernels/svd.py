@@ -20,7 +20,7 @@ from numba import njit
 from .simd import delta_row, fixed_width_kernel, gather_kernel, stored_row, vaxpy_row, vload
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_gram_apply(indptr, indices, data, Q, c, m):
     """``Y = A_pᵀ Q − 1cᵀ``, ``Z = A_p Y`` and ``s = 1ᵀY`` for a CSC block.
 
@@ -70,7 +70,7 @@ def csc_gram_apply(indptr, indices, data, Q, c, m):
     return Y, Z, s
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csr_gram_apply(indptr, indices, data, Q, c, n):
     """:func:`csc_gram_apply` for a block stored row-major (CSR of ``A_p``, m × n).
 
@@ -239,7 +239,7 @@ def gram_kernel(layout: str, b: int, *, with_z: bool = True, delta: bool = False
     return generic
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_to_csr(indptr, indices, data, m):
     """Row-major copy of a CSC block (counting sort; column ids ascending within each row).
 
@@ -268,7 +268,7 @@ def csc_to_csr(indptr, indices, data, m):
     return row_ptr, col_idx, values
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def csc_row_moments(indptr, indices, data, m):
     """Per-row moments of a CSC block about the block's own row means (for a stable merge).
 

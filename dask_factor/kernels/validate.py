@@ -19,7 +19,7 @@ BAD_END = 3  # indptr[-1] != len(indices)
 OUT_OF_RANGE = 4  # indices[pos] < 0 or >= n_minor
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def check_compressed(indptr, indices, n_minor):
     """Check a CSC (or CSR) structure in one pass; return ``(code, pos, canonical)``.
 
@@ -71,7 +71,7 @@ def check_compressed(indptr, indices, n_minor):
     return OK, -1, 1 if descents == 0 else 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def value_stats(vals):
     """One pass over stored values: ``(Σa², #non-finite, #±inf, #negative, #non-zero)``.
 

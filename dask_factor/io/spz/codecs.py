@@ -70,13 +70,13 @@ _F32_TINY = np.float32(np.finfo(np.float32).tiny)
 # ----------------------------------------------------------------------------- decoding
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def varint_minimal(buf, start, stop):
     """Whether the varint in ``buf[start:stop]`` is in its shortest form (no zero top group)."""
     return stop - start == 1 or buf[stop - 1] != 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def escape_symbols_header(buf, pos, end, count, freq):
     """The head of an escape-rANS block: its table into ``freq`` (length 256), then the length
     of its rANS bytes, checked against ``end`` and against what ``count`` symbols need
@@ -102,7 +102,7 @@ def escape_symbols_header(buf, pos, end, count, freq):
     return nsym, pos, pos + enc_len, 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def escape_overflow_list(buf, pos, end, nsym, strict):
     """The tail of an escape-rANS block at ``pos`` (after its rANS bytes): ``(ov_start, ov_end,
     err)`` of its overflow list, which must fit before ``end`` and, with ``strict`` (v2), be
@@ -117,7 +117,7 @@ def escape_overflow_list(buf, pos, end, nsym, strict):
     return pos, pos + ov_len, 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def decode_escape(buf, pos, end, count, out, strict):
     """Escape-rANS block -> ``out[:count]`` (uint64).  Returns ``(new_pos, err)``.
 
@@ -166,7 +166,7 @@ def decode_escape(buf, pos, end, count, out, strict):
     return pos, 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def decode_shuffle(buf, pos, end, count, width, out_bytes, strict):
     """Byte-shuffle block -> ``out_bytes`` (count*width, value-major).  Returns (pos, err).
 
@@ -207,7 +207,7 @@ def decode_shuffle(buf, pos, end, count, width, out_bytes, strict):
     return pos, 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def half_bits_to_f64(h):
     """IEEE-754 half bit pattern (int) -> float64 (exact, subnormals included)."""
     sign = (h >> 15) & 1
@@ -222,7 +222,7 @@ def half_bits_to_f64(h):
     return -v if sign else v
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def half_possible(h):
     """Whether RcppML's float->half converter can produce the half ``h``: never NaN (NaN
     becomes Inf) and never subnormal (flushed to zero)."""
@@ -231,7 +231,7 @@ def half_possible(h):
     return mant == 0 or (e != 0 and e != 31)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def quant8_possible(sc, off, q, nnz):
     """Whether a v2 quant8 chunk can come from the writer (spec 3.5): offset = the chunk's
     minimum (code 0), scale = f32(max - min) / 255 (code 255 for the maximum), or 1.0 with every
@@ -249,7 +249,7 @@ def quant8_possible(sc, off, q, nnz):
     return qmin == 0 and (qmax == 255 or (qmax == 0 and sc == np.float32(1.0)))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _escape_header(buf, pos, end, count, freq):
     """An escape-rANS block's positions before its symbols are decoded: ``(nsym, enc_start,
     enc_end, ov_start, ov_end)``, or ``nsym = 0`` when something is wrong (the caller's
@@ -264,7 +264,7 @@ def _escape_header(buf, pos, end, count, freq):
     return nsym, enc_start, enc_end, ov_start, ov_end
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _fast_int_streams(buf, pos, gend, vend, num_cols, nnz, m, vtype, sorted_rows, indptr,
                       rows, vals):
     """The gap and value streams of a chunk with integer values (types 0, 1, 2) in one pass.
@@ -324,7 +324,7 @@ def _fast_int_streams(buf, pos, gend, vend, num_cols, nnz, m, vtype, sorted_rows
     return og == og_end and ov == ov_end
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qoffset,
                  sorted_rows, indptr, rows, vals, fast=True):
     """Decode one chunk (gap stream then value stream, adjacent in ``buf``).
@@ -461,7 +461,7 @@ def decode_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale, qof
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def sort_within_columns(indptr, rows, vals):
     """Sort ``rows`` (and ``vals`` alongside) within each column, in place.
 
@@ -485,7 +485,7 @@ def sort_within_columns(indptr, rows, vals):
 # ----------------------------------------------------------------------------- encoding
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def first_invalid(vals, kind, limit):
     """Index of the first value a value type cannot hold, or -1 (no temporaries).
 
@@ -508,7 +508,7 @@ def first_invalid(vals, kind, limit):
     return -1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def scan_values(vals):
     """One pass for value_type="auto": (all non-negative integers, max, float32-lossy)."""
     all_uint = True
@@ -526,7 +526,7 @@ def scan_values(vals):
 
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def encode_escape(vals, out, pos):
     """Escape-rANS block of uint64 ``vals`` at ``out[pos:]``; returns the new position
     (:func:`decode_escape` reads it back).
@@ -569,7 +569,7 @@ def encode_escape(vals, out, pos):
     return pos
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _encode_gaps(indptr, rows):
     num_cols = indptr.size - 1
     nnz = rows.size
@@ -594,7 +594,7 @@ def _encode_gaps(indptr, rows):
     return out[:pos].copy()
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _encode_uint_values(vals):
     n = vals.size
     out = np.empty(530 + 8 + 2 * n + 4 + 10 * n, np.uint8)
@@ -602,7 +602,7 @@ def _encode_uint_values(vals):
     return out[:pos].copy()
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def encode_shuffle(raw, width):
     """Byte-shuffle block over ``raw`` (count*width bytes, value-major); the encoded bytes
     (:func:`decode_shuffle` reads them back).
@@ -627,14 +627,14 @@ def encode_shuffle(raw, width):
     return out[:pos].copy()
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _encode_q8(q):
     out = np.empty(514 + 4 + 2 * q.size + 4, np.uint8)
     pos = encode_stream(q, I256, out, I0, NO)
     return out[:pos].copy()
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _f32bits_to_half(bits):
     sign = (bits >> 16) & 0x8000
     e = ((bits >> 23) & 0xFF) - 127
@@ -655,7 +655,7 @@ def _f32bits_to_half(bits):
     return sign | (he << 10) | hm
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _f32_to_half_arr(bits, out):
     for i in range(bits.size):
         out[i] = _f32bits_to_half(np.int64(bits[i]))

@@ -31,7 +31,7 @@ __all__ = ["decode_panel", "encode_panel", "panel_size_ok"]
 RAW, FP16, QUANT8, FP16_RANS, FP32_RANS = 0, 1, 2, 3, 4
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _decode_rans_panel(buf, count, out):
     """``u32 table_len, table, rANS bytes to the end`` -> ``out[:count]``; returns err."""
     end = buf.size
@@ -52,7 +52,7 @@ def _decode_rans_panel(buf, count, out):
     return check_table(freq, nsym, out, count, np.int64(256))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _rans_panel_fits(buf, count):
     """Preflight of a rANS panel: a valid table and a stream long enough for ``count`` bytes."""
     end = buf.size
@@ -70,7 +70,7 @@ def _rans_panel_fits(buf, count):
     return 0 if rans_capacity_ok(freq, count, end - pos) else E_CAPACITY
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _halves_possible(raw):
     for k in range(raw.size // 2):
         if not half_possible(np.int64(raw[2 * k]) | (np.int64(raw[2 * k + 1]) << 8)):
@@ -95,7 +95,7 @@ def _quant8_possible(vmin, vmax, q: np.ndarray) -> bool:
     return lo == 0 and hi == 255
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _encode_rans_panel(data):
     counts = np.zeros(256, np.int64)
     for i in range(data.size):

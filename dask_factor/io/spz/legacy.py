@@ -31,17 +31,17 @@ _V1_TO_V2_TYPE = {0: 0, 1: 1, 2: 2, 3: 6}
 _UMAX = (255, 65535, 4294967295)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _round_away(x):
     return np.floor(x + 0.5) if x >= 0 else -np.floor(-x + 0.5)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _unzigzag(u):
     return np.int64(u >> np.uint64(1)) ^ -np.int64(u & np.uint64(1))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _gaps_to_rows(syms, indptr, m, use_pred, dens, block_size, rows):
     """Structure symbols -> row indices (with optional density prediction)."""
     nb = dens.size
@@ -72,7 +72,7 @@ def _gaps_to_rows(syms, indptr, m, use_pred, dens, block_size, rows):
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _int_values(syms, indptr, rows, use_pred, rowmean, gcm_q, vmax, vals):
     for j in range(indptr.size - 1):
         col_nnz = indptr[j + 1] - indptr[j]
@@ -96,7 +96,7 @@ def _int_values(syms, indptr, rows, use_pred, rowmean, gcm_q, vmax, vals):
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _read_model(buf, pos, end, count, zig, out):
     """``count`` varints (zigzag-decoded and accumulated mod 2**16 when ``zig``)."""
     acc = np.int64(0)

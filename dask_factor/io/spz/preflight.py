@@ -35,7 +35,7 @@ from .rans import (
 __all__ = ["preflight_chunk"]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _skim_rans(buf, pos, end, count, freq, want_nsym, with_len):
     """``[u32 table_len] table u32 enc_len bytes``: checks, returns ``(pos after, nsym, err)``."""
     tl = np.int64(0)
@@ -60,7 +60,7 @@ def _skim_rans(buf, pos, end, count, freq, want_nsym, with_len):
     return pos + enc_len, nsym, 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _skim_escape(buf, pos, end, count, freq):
     pos, nsym, err = _skim_rans(buf, pos, end, count, freq, I0, NO)
     if err:
@@ -75,7 +75,7 @@ def _skim_escape(buf, pos, end, count, freq):
     return pos + ov_len, 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def preflight_chunk(buf, gap_size, value_size, num_cols, nnz, m, vtype, qscale):
     """Check one v2 chunk's structure without decoding it (and without allocating per entry).
 

@@ -88,7 +88,7 @@ ERRORS: dict[int, str] = {
 }
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def read_u32(buf, pos, end):
     """Little-endian u32 at ``buf[pos]``; returns ``(value, new_pos, err)``."""
     if pos < 0 or pos + 4 > end:
@@ -102,7 +102,7 @@ def read_u32(buf, pos, end):
     return v, pos + 4, 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def read_varint(buf, pos, end):
     """Unsigned LEB128 (up to 64 bits); returns ``(value as uint64, new_pos, err)``."""
     result = np.uint64(0)
@@ -120,7 +120,7 @@ def read_varint(buf, pos, end):
         shift += 7
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def write_varint(out, pos, value):
     """Write ``value`` (uint64) as LEB128 at ``out[pos]``; returns the new position."""
     v = np.uint64(value)
@@ -132,7 +132,7 @@ def write_varint(out, pos, value):
     return pos + 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def read_freq_table(buf, pos, end, freq):
     """Read ``u16 nsym, nsym × u16`` into ``freq`` (length 256, zero-filled past nsym).
 
@@ -159,7 +159,7 @@ def read_freq_table(buf, pos, end, freq):
     return nsym, pos + 2 * nsym, 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def rans_capacity_ok(freq, count, nbytes):
     """Whether ``nbytes`` of rANS can hold ``count`` symbols coded with table ``freq``.
 
@@ -181,7 +181,7 @@ def rans_capacity_ok(freq, count, nbytes):
     return count * bits <= 8.01 * max(nbytes - 4, 0) + 9.0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def check_table(freq, nsym, syms, count, want_nsym):
     """The checks a table allows once its symbols are decoded (spec 4.1, the writer's rule).
 
@@ -242,7 +242,7 @@ def check_table(freq, nsym, syms, count, want_nsym):
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _decode_tables(freq, fc, lut):
     """``lut[slot]`` = the symbol owning the slot, ``fc[s]`` = ``freq[s] << 16 | cum[s]`` (one
     load gives both numbers of a decoding step).  False (nothing written past ``lut``) unless
@@ -265,7 +265,7 @@ def _decode_tables(freq, fc, lut):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def rans_decode(buf, start, stop, freq, count, out):
     """Decode ``count`` symbols from ``buf[start:stop]`` into ``out[:count]``.
 
@@ -307,7 +307,7 @@ def rans_decode(buf, start, stop, freq, count, out):
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def rans_decode_pair(buf, a0, a1, fa, b0, b1, fb, count, outa, outb):
     """Decode two independent streams of ``count`` symbols each in one loop.
 
@@ -392,14 +392,14 @@ def rans_decode_pair(buf, a0, a1, fa, b0, b1, fb, count, outa, outb):
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _less(f, a, b, desc):
     if desc:
         return f[a] > f[b]
     return f[a] < f[b]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _lt_val(f, va, b, desc):
     # comp(val, *it) where val is an element (symbol) held aside
     if desc:
@@ -407,7 +407,7 @@ def _lt_val(f, va, b, desc):
     return f[va] < f[b]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _adjust_heap(a, first, hole, length, value, f, desc):
     top = hole
     child = hole
@@ -429,7 +429,7 @@ def _adjust_heap(a, first, hole, length, value, f, desc):
     a[first + hole] = value
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _heap_sort(a, first, last, f, desc):
     length = last - first
     if length >= 2:
@@ -446,7 +446,7 @@ def _heap_sort(a, first, last, f, desc):
         _adjust_heap(a, first, np.int64(0), last - first, value, f, desc)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _introsort(a, f, desc):
     """Sort ``a`` (symbol ids) by ``f[a]`` exactly like libstdc++'s ``std::sort``."""
     n = a.size
@@ -538,7 +538,7 @@ def _introsort(a, f, desc):
         a[j] = val
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def normalize_freqs(counts, nsym):
     """Scale a histogram ``counts[:nsym]`` to frequencies summing to 16384 (RcppML's rule).
 
@@ -589,7 +589,7 @@ def normalize_freqs(counts, nsym):
     return freq
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def write_freq_table(out, pos, freq):
     """Write ``u16 nsym`` and the frequencies at ``out[pos]``; returns the new position."""
     nsym = freq.size
@@ -603,7 +603,7 @@ def write_freq_table(out, pos, freq):
     return pos
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def rans_encode(syms, freq, out, pos):
     """rANS-encode ``syms`` (uint8) with ``freq`` into ``out[pos:]``; returns the new position.
 
@@ -641,7 +641,7 @@ def rans_encode(syms, freq, out, pos):
     return n
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def encode_stream(syms, nsym, out, pos, with_table_len):
     """Histogram + normalise + ``[u32 table_len] table, u32 enc_len, rANS bytes``.
 

@@ -19,14 +19,14 @@ from .sources import SparseChunk
 __all__ = ["count_rows", "plan_groups", "sparse_transpose_chunks", "dense_transpose_panels"]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def count_rows(rows, counts):
     """``counts[r] += 1`` for every row index in ``rows`` (O(nnz), unlike bincount's O(m))."""
     for k in range(rows.size):
         counts[rows[k]] += 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=False)
 def _scatter(indptr, rows, vals, col_start, r0, r1, tptr, fill, tcols, tvals):
     for j in range(indptr.size - 1):
         for k in range(indptr[j], indptr[j + 1]):
