@@ -1493,7 +1493,7 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
     start, end = indptr[j], indptr[j + 1]
     out = 0.0
     e = 0
-    if not robust and ms.shape[1] >= end - start:  # the μ-dependent part, then NB's log-gammas
+    if not robust and ms.shape[0] > 0:  # the μ-dependent part, then NB's log-gammas
         out = stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                            ex_row, ne, ms)
         if code == NB:

@@ -274,7 +274,8 @@ def fixed_width_kernel(template: str, name: str, width: int, namespace: dict, fi
                 ns = dict(namespace)
                 exec(compile(src, filename, "exec"), ns)
                 # fastmath stated (False unless given): a kernel compiled without it would
-                # take its flags from whichever caller compiled it first (docs/performance.md)
+                # take its flags from whichever caller compiled it first (docs/concepts.md,
+                # "Determinism")
                 opts = {"fastmath": False, **jit_options}
                 kernel = _FIXED[key] = njit(nogil=True, cache=True, **opts)(ns[name])
     return kernel
