@@ -1043,38 +1043,31 @@ def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power
     """``Σ`` of :func:`robust_terms`' entries over the stored, kept entries of column j at
     ``μ = F x`` (KL, NB, Tweedie): the plain losses (:func:`stored_value`, which leaves each
     stored entry's μ in ``ms[0]`` and its loss in ``ms[1]``), then each one's Huber transform
-    (:func:`huber`); ``ms[1]`` then holds the kept entries' Huber factors (the next IRLS
-    step's). NB reads its saturated terms from ``ms[2]`` (:func:`nb_saturated`). O(nnz·k)."""
+    (:func:`huber`, in a loop that vectorises; ``ms[3]`` receives the transformed entries, which
+    are then summed in order, the excluded ones left out); ``ms[1]`` then holds the Huber
+    factors (the kept entries' are the next IRLS step's). NB reads its saturated terms from
+    ``ms[2]`` (:func:`nb_saturated`). O(nnz·k)."""
     start, end = indptr[j], indptr[j + 1]
     stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, ex_row, ne, ms)
-    hs = ms[1]
+    n = end - start
+    hs, sat, ents = ms[1], ms[2], ms[3]
     s = 0.5 if code == KL or code == NB else 1.0
-    out = 0.0
-    if ne == 0:  # each entry's transform in a loop that vectorises, then the sum in order
-        n = end - start
-        ents, sat = ms[3], ms[2]
-        if code == NB:
-            for t in range(n):
-                ell = hs[t]
-                ents[t], hs[t] = huber(ell, (ell - sat[t]) / s, s, delta)
-        else:
-            for t in range(n):
-                ell = hs[t]
-                ents[t], hs[t] = huber(ell, ell / s, s, delta)
+    if code == NB:
         for t in range(n):
-            out += ents[t]
-        return out
+            ell = hs[t]
+            ents[t], hs[t] = huber(ell, (ell - sat[t]) / s, s, delta)
+    else:
+        for t in range(n):
+            ell = hs[t]
+            ents[t], hs[t] = huber(ell, ell / s, s, delta)
+    out = 0.0
     e = 0
     for q in range(start, end):
-        t = q - start
-        e, skip = _skip(ex_row, ne, e, indices[q])
-        if skip:
-            continue
-        ell = hs[t]
-        dev = (ell - ms[2, t]) / s if code == NB else ell / s
-        ent, h = huber(ell, dev, s, delta)
-        hs[t] = h
-        out += ent
+        if ne > 0:
+            e, skip = _skip(ex_row, ne, e, indices[q])
+            if skip:
+                continue
+        out += ents[q - start]
     return out
 
 
@@ -1447,26 +1440,21 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     return total
 
 
-#: partial sums of :func:`lane_sum`
-LANES = 8
-
-
 @njit(nogil=True, cache=True, fastmath=False)
 def lane_sum(v):
-    """``Σ v`` in a fixed order that vectorises: entry t into partial sum t mod :data:`LANES`
-    (in order), the partial sums then added in lane order."""
-    acc = np.zeros(LANES)
-    n = v.size
-    top = n - n % LANES
-    for t0 in range(0, top, LANES):
-        for c in range(LANES):
-            acc[c] += v[t0 + c]
-    for t in range(top, n):
-        acc[t - top] += v[t]
-    s = 0.0
-    for c in range(LANES):
-        s += acc[c]
-    return s
+    """``Σ v`` in a fixed order that vectorises, the lanes of :func:`zero_pull` and
+    :func:`zero_change`: entry i into partial sum i mod :data:`PULL_TILE` (in order), the
+    partial sums then added in lane order."""
+    T = PULL_TILE
+    acc = np.zeros(T)
+    for i0 in range(0, v.size, T):
+        n = min(T, v.size - i0)
+        for t in range(n):
+            acc[t] += v[i0 + t]
+    out = 0.0
+    for t in range(T):
+        out += acc[t]
+    return out
 
 
 @njit(nogil=True, cache=True, fastmath=False)
