@@ -52,6 +52,7 @@ from numba import njit
 
 from .masked import column_excluded
 from .nnls import cd_solve, residual, sweep_budget
+from .simd import vfma, vfma_vec, vload, vmuladd, vstore, vzeros
 from .vmath import vexp, vlog, vlog1p
 
 MSE, KL, NB, GAMMA, INVERSE_GAUSSIAN, TWEEDIE, GP = 0, 1, 2, 3, 4, 5, 6
@@ -404,13 +405,15 @@ def zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, out, cz):
     π is ``zrow[i]`` when ``zrow`` has entries, else ``pj``): ``out`` (4,) ← ``(Σ ℓᵢ, Σ zᵢ,
     Σ (1 − zᵢ)μᵢ, Σ (1 − zᵢ)μᵢ²)``, ``mu`` ← F x (as :func:`all_means`, to the bit) and ``cz``
     ← ``Σᵢ (1 − zᵢ)·∂ℓ(0, μᵢ)/∂μ·Fᵢ``. ``Ft`` is Fᵀ (k × p, C order).
-    O(p·k), in tiles of :data:`PULL_TILE` rows whose sums go lane by lane into partials added
+    O(p·k), in tiles of :data:`PULL_TILE` rows whose sums go into :data:`LANES` partials added
     in lane order at the end (as :func:`zero_pull`): every loop vectorises, the order is
     fixed."""
     k, p = Ft.shape
     T = PULL_TILE
-    acc = np.zeros((k, T))
-    lanes = np.zeros((4, T))
+    L = LANES
+    acc = np.zeros(k * L)
+    lanes = np.zeros(4 * L)
+    terms = np.empty((4, T))
     w1 = np.empty(T)
     dt = np.empty(T)
     pt = np.empty(T)
@@ -428,25 +431,19 @@ def zi_rows(Ft, x, j, disp, disp_by_col, code, zrow, pj, mu, out, cz):
             pt[:n] = pj
         for t in range(n):
             ell, keep, slope = _zi_term(code, mt[t], dt[t], pt[t])
-            lanes[0, t] += ell
-            lanes[1, t] += 1.0 - keep
-            lanes[2, t] += keep * mt[t]
-            lanes[3, t] += keep * mt[t] * mt[t]
+            terms[0, t] = ell
+            terms[1, t] = 1.0 - keep
+            terms[2, t] = keep * mt[t]
+            terms[3, t] = keep * mt[t] * mt[t]
             w1[t] = keep * slope
+        for s_ in range(4):
+            lanes_add(lanes[s_ * L:(s_ + 1) * L], terms[s_], n)
         for f in range(k):
-            ft = Ft[f, i0:i0 + n]
-            af = acc[f]
-            for t in range(n):
-                af[t] += w1[t] * ft[t]
+            lanes_fma(acc[f * L:(f + 1) * L], w1, Ft[f, i0:i0 + n], n)
     for s_ in range(4):
-        out[s_] = 0.0
-        for t in range(T):
-            out[s_] += lanes[s_, t]
+        out[s_] = lanes_total(lanes, s_ * L)
     for f in range(k):
-        c = 0.0
-        for t in range(T):
-            c += acc[f, t]
-        cz[f] = c
+        cz[f] = lanes_total(acc, f * L)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
@@ -719,41 +716,117 @@ def stored_losses(idx, y, mus, disp, j, disp_by_col, code, power, out, dq):
             out[t] = unit_loss(code, np.float64(y[t]), mus[t], d, power)
 
 
-@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def all_means(Ft, x, mu):
-    """``μ = F x`` over every row of F, from its transpose ``Ft`` (k × p, C order): k passes of
-    contiguous multiply-adds the compiler vectorises (a row-by-row dot product does not)."""
-    k, p = Ft.shape
-    for i in range(p):
-        mu[i] = 0.0
-    for f in range(k):
-        xf = x[f]
-        for i in range(p):
-            mu[i] += xf * Ft[f, i]
+    """``μ = F x`` over every row of F, from its transpose ``Ft`` (k × p, C order), tile by
+    tile (:func:`tile_means`)."""
+    p = Ft.shape[1]
+    for i0 in range(0, p, PULL_TILE):
+        tile_means(Ft, x, i0, mu[i0:min(i0 + PULL_TILE, p)])
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
 def tile_means(Ft, x, i0, mt):
-    """``mt ← (F x)`` at rows ``i0 : i0 + mt.size`` from Fᵀ (k × p, C order): the tile loop of
-    :func:`zero_pull` and :func:`zi_rows`, in the order of :func:`all_means` (to the bit)."""
+    """``mt ← (F x)`` at rows ``i0 : i0 + mt.size`` from Fᵀ (k × p, C order), ``i0`` a multiple
+    of :data:`LANES`: each row's multiply-adds in factor order from 0 (the bits of a scalar
+    loop ``m += x[f]·Fᵢf``, fused), :data:`LANES` rows at a time held in a vector register
+    while the factors go by (one store per row, not one per factor). Used by every pass over
+    the rows of F (:func:`zero_pull`, :func:`zi_rows`, :func:`all_means`)."""
     n = mt.size
-    for t in range(n):
-        mt[t] = 0.0
-    for f in range(x.size):
-        xf = x[f]
-        ft = Ft[f, i0:i0 + n]
-        for t in range(n):
-            mt[t] += xf * ft[t]
+    k = x.size
+    nf = n - n % LANES
+    for c in range(0, nf, LANES):
+        m = vzeros(mt, LANES)
+        for f in range(k):  # (rows of Fᵀ as slices: a reshaped view was 2× slower)
+            m = vfma(m, x[f], vload(Ft[f], i0 + c, LANES))
+        vstore(mt, c, m)
+    for t in range(nf, n):
+        s = 0.0
+        for f in range(k):
+            s += x[f] * Ft[f, i0 + t]
+        mt[t] = s
 
 
-#: rows per tile of :func:`zero_pull`: the tile's slice of Fᵀ (k × 64 floats) stays in L1
+#: rows per tile of :func:`zero_pull` and the other passes over every row of F: the tile's
+#: slice of Fᵀ (k × 64 floats) stays in L1 while its means, weights and sums are formed
 PULL_TILE = 64
+#: lanes of every fixed-order sum of the IRLS kernels (:func:`lanes_fma`): term t of a run
+#: goes into partial sum t mod LANES, the partials are added in lane order at the end. One
+#: vector register of float64 on AVX-512 (two on AVX2); the order is the source's on every CPU
+LANES = 8
+
+
+@njit(nogil=True, cache=True, inline="always")
+def lanes_fma(acc, u, v, n):
+    """``acc[t mod LANES] += u[t]·v[t]`` for ``t < n`` in order (``acc`` (LANES,), ``u``, ``v``
+    C-contiguous, each run starting at a multiple of :data:`LANES` of its sum): the lanes are
+    one vector held in registers over the run, so a dot product costs two loads per
+    :data:`LANES` multiply-adds, not a load and a store per term. Each lane is fused as the
+    scalar ``acc[l] += u[t] * v[t]`` under ``fastmath={"contract"}`` (:mod:`.simd`).
+    Inlined (called once per tile and factor, a call cost 1.5× the pass): its callers state
+    ``"contract"``, so the run's last terms fuse as its vector lanes do."""
+    a = vload(acc, 0, LANES)
+    nf = n - n % LANES
+    for c in range(0, nf, LANES):
+        a = vfma_vec(a, vload(u, c, LANES), vload(v, c, LANES))
+    vstore(acc, 0, a)
+    for t in range(nf, n):
+        acc[t - nf] += u[t] * v[t]
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def lanes_fma4(acc, u, v0, v1, v2, v3, n):
+    """:func:`lanes_fma` of ``u`` against four vectors at once (``acc`` (4·LANES,): the four
+    sums' lanes side by side): ``u`` is loaded once for four multiply-adds."""
+    a0 = vload(acc, 0, LANES)
+    a1 = vload(acc, LANES, LANES)
+    a2 = vload(acc, 2 * LANES, LANES)
+    a3 = vload(acc, 3 * LANES, LANES)
+    nf = n - n % LANES
+    for c in range(0, nf, LANES):
+        uc = vload(u, c, LANES)
+        a0 = vfma_vec(a0, uc, vload(v0, c, LANES))
+        a1 = vfma_vec(a1, uc, vload(v1, c, LANES))
+        a2 = vfma_vec(a2, uc, vload(v2, c, LANES))
+        a3 = vfma_vec(a3, uc, vload(v3, c, LANES))
+    vstore(acc, 0, a0)
+    vstore(acc, LANES, a1)
+    vstore(acc, 2 * LANES, a2)
+    vstore(acc, 3 * LANES, a3)
+    for t in range(nf, n):
+        l = t - nf
+        acc[l] += u[t] * v0[t]
+        acc[LANES + l] += u[t] * v1[t]
+        acc[2 * LANES + l] += u[t] * v2[t]
+        acc[3 * LANES + l] += u[t] * v3[t]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def lanes_add(acc, v, n):
+    """``acc[t mod LANES] += v[t]`` for ``t < n`` in order (:func:`lanes_fma` with u = 1: the
+    same lanes for sums of terms)."""
+    a = vload(acc, 0, LANES)
+    nf = n - n % LANES
+    for c in range(0, nf, LANES):
+        a = vmuladd(a, 1.0, vload(v, c, LANES))  # 1·v is exact: a plain sum
+    vstore(acc, 0, a)
+    for t in range(nf, n):
+        acc[t - nf] += v[t]
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def lanes_total(acc, off=0):
+    """The sum of the :data:`LANES` partials ``acc[off : off + LANES]``, in lane order."""
+    s = 0.0
+    for t in range(LANES):
+        s += acc[off + t]
+    return s
 
 
 @njit(nogil=True, cache=True, fastmath=False)
 def pull_scratch(k):
-    """Scratch for :func:`zero_pull` at rank ``k``: (2, (k + 1)·PULL_TILE)."""
-    return np.empty((2, (k + 1) * PULL_TILE))
+    """Scratch for :func:`zero_pull` at rank ``k``: (2, PULL_TILE + k·LANES)."""
+    return np.empty((2, PULL_TILE + k * LANES))
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
@@ -776,10 +849,10 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
     of :func:`pull_scratch`'s shape. O(p·k).
 
     One pass over ``Ft`` (Fᵀ, k × p, C order) in tiles of :data:`PULL_TILE` rows: the tile's
-    means, its slopes, then each factor's products added lane by lane into ``PULL_TILE``
-    partial sums (row i into lane i mod PULL_TILE, rows in order), which are summed in lane
-    order at the end. Every loop runs along contiguous rows, so the compiler vectorises all
-    three without reassociating a sum: a fixed order, the same on every machine.
+    means (:func:`tile_means`), its slopes, then each factor's products added into
+    :data:`LANES` partial sums (row i into lane i mod LANES, rows in order, :func:`lanes_fma`),
+    which are summed in lane order at the end. Every loop runs along contiguous rows and
+    vectorises without reassociating a sum: a fixed order, the same on every machine.
 
     By concavity ``ℓ(0, μ') ≤ ℓ(0, μ) + ∂ℓ(0, μ)/∂μ · (μ' − μ)``: ``cb·(x' − x)`` bounds the
     change of the zeros' part of the objective from above (:func:`irls_column`'s step test).
@@ -792,10 +865,11 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
     nb = code == NB or code == KL  # one slope in both units (cb = cz)
     w1, w2 = ws[0, :T], ws[1, :T]  # the tile's slopes
     dt = w2  # a robust NB's sizes (w2 is free when cb = cz)
-    acc = ws[0, T:].reshape((k, T))  # lane partial sums of cz
-    acc2 = ws[1, T:].reshape((k, T))  # of cb (Tweedie)
-    acc[:, :] = 0.0
-    acc2[:, :] = 0.0
+    L = LANES
+    acc = ws[0, T:T + k * L]  # lane partial sums of cz, factor f at f·LANES
+    acc2 = ws[1, T:T + k * L]  # of cb (Tweedie)
+    acc[:] = 0.0
+    acc2[:] = 0.0
     rr = max(disp[j], 1e-10) if disp_by_col else 0.0
     q1 = 1.0 - power  # Tweedie: ℓ(0, μ) = 2μ^{2−q}/(2−q), slope 2μ^{1−q}; subproblem μ·w(μ)
     flat = huber_flat_mean(code, power, delta) if delta > 0.0 else 0.0
@@ -860,31 +934,17 @@ def zero_pull(F, Ft, x, j, disp, disp_by_col, code, power, zmask, mu, ws, cz, cb
                 tt = w2[t]
                 w1[t] = zt[t] * min(tt, max(mt[t], MU_FLOOR) * W_CAP)
                 w2[t] = zt[t] * (2.0 * tt)
-        if nb:
+        if nb:  # (a branch inside the factors' loop made it 1.5× slower)
             for f in range(k):
-                ft = Ft[f, i0:i0 + n]
-                af = acc[f]
-                for t in range(n):
-                    af[t] += w1[t] * ft[t]
+                lanes_fma(acc[f * L:(f + 1) * L], w1, Ft[f, i0:i0 + n], n)
         else:
             for f in range(k):
                 ft = Ft[f, i0:i0 + n]
-                af, af2 = acc[f], acc2[f]
-                for t in range(n):
-                    af[t] += w1[t] * ft[t]
-                    af2[t] += w2[t] * ft[t]
+                lanes_fma(acc[f * L:(f + 1) * L], w1, ft, n)
+                lanes_fma(acc2[f * L:(f + 1) * L], w2, ft, n)
     for f in range(k):
-        s = 0.0
-        for t in range(T):
-            s += acc[f, t]
-        cz[f] = s
-        if nb:
-            cb[f] = s
-        else:
-            s2 = 0.0
-            for t in range(T):
-                s2 += acc2[f, t]
-            cb[f] = s2
+        cz[f] = lanes_total(acc, f * L)
+        cb[f] = cz[f] if nb else lanes_total(acc2, f * L)
 
 
 # error_model="numpy": Tweedie's loop (no division by zero: μ is floored) then vectorises
@@ -895,9 +955,9 @@ def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, base=NO_PI):
     changes rather than a difference of two large sums (no cancellation near convergence).
     Tweedie: ``base``, when not empty, holds ``max(μᵢ, MU_FLOOR)^{2−q}`` at every row
     (:func:`_powers`; the same sum, one power a row fewer).
-    Tweedie (1 ≤ q < 2, ``ℓ(0, μ) = 2μ^{2−q}/(2−q)``) sums ``zmaskᵢ·(μ2ᵢ^{2−q} − μᵢ^{2−q})`` in
-    :data:`PULL_TILE` lane partials (row i into lane i mod PULL_TILE, as :func:`zero_pull`),
-    a loop the compiler vectorises (q = 1.5: square roots)."""
+    Tweedie (1 ≤ q < 2, ``ℓ(0, μ) = 2μ^{2−q}/(2−q)``) sums ``zmaskᵢ·(μ2ᵢ^{2−q} − μᵢ^{2−q})``,
+    formed a tile at a time in a loop the compiler vectorises (q = 1.5: square roots), in
+    :data:`LANES` partials (row i into lane i mod LANES, :func:`lanes_add`)."""
     out = 0.0
     if code == NB:
         for i in range(mu.size):
@@ -908,7 +968,8 @@ def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, base=NO_PI):
         return out
     tmp = 2.0 - power
     T = PULL_TILE
-    acc = np.zeros(T)
+    acc = np.zeros(LANES)
+    vt = np.empty(T)  # the tile's terms
     p = mu.size
     for i0 in range(0, p, T):
         n = min(T, p - i0)
@@ -916,14 +977,13 @@ def zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, base=NO_PI):
         if base.size > 0:
             c = base[i0:i0 + n]
             for t in range(n):
-                acc[t] += zt[t] * (_power(max(b[t], MU_FLOOR), tmp) - c[t])
+                vt[t] = zt[t] * (_power(max(b[t], MU_FLOOR), tmp) - c[t])
         else:
             for t in range(n):
-                acc[t] += zt[t] * (_power(max(b[t], MU_FLOOR), tmp)
-                                   - _power(max(a[t], MU_FLOOR), tmp))
-    for t in range(T):
-        out += acc[t]
-    return 2.0 * out / tmp
+                vt[t] = zt[t] * (_power(max(b[t], MU_FLOOR), tmp)
+                                 - _power(max(a[t], MU_FLOOR), tmp))
+        lanes_add(acc, vt, n)
+    return 2.0 * lanes_total(acc) / tmp
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "arcp", "nsz"})
@@ -963,10 +1023,10 @@ def _nb_zero(mu, r):
 @njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, delta):
     """``Σ [ρ(μ2ᵢ) − ρ(μᵢ)]`` of the zeros' robust losses (:func:`_huber_zero`) over the rows
-    where ``zmask`` is set (KL, NB, Tweedie q < 2), in :data:`PULL_TILE` lane partials (a
-    fixed order)."""
+    where ``zmask`` is set (KL, NB, Tweedie q < 2), in :data:`LANES` partials (a fixed
+    order, :func:`lanes_add`)."""
     T = PULL_TILE
-    acc = np.zeros(T)
+    acc = np.zeros(LANES)
     dt = np.empty(T)
     pa = np.empty(T)
     pb = np.empty(T)
@@ -1015,11 +1075,9 @@ def robust_zero_change(mu, mu2, zmask, j, disp, disp_by_col, code, power, delta)
                         vt[t] = (_huber_zero(2.0 * pb[t] / tmp, 1.0, delta)[0]
                                  - _huber_zero(2.0 * pa[t] / tmp, 1.0, delta)[0])
         for t in range(n):
-            acc[t] += zt[t] * vt[t]
-    out = 0.0
-    for t in range(T):
-        out += acc[t]
-    return out
+            vt[t] *= zt[t]
+        lanes_add(acc, vt, n)
+    return lanes_total(acc)
 
 
 # error_model="numpy": no division is by zero (r ≥ 1e-10, y > 0 where used); without the
@@ -1155,9 +1213,44 @@ def scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne, zeros, ub, x):
 
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
+def weighted_gram(Fs, n, G, b, gs, lane):
+    """The IRLS step's sums over a column's ``n`` kept stored entries, from ``Fs`` (k + 4, ≥ n):
+    rows 0..k−1 the entries' rows of F, transposed; rows k, k+1, k+2 their curvature h, target
+    t and slope s; row k+3 scratch. ``G[f, g] ← Σ (h·F_f)·F_g`` (g ≤ f: the lower triangle),
+    ``b[f] ← Σ t·F_f``, ``gs[f] ← Σ s·F_f``, each a :func:`lanes_fma` sum (``lane`` (4·LANES,)
+    scratch): vector multiply-adds along the entries, four columns of G per pass over
+    ``h·F_f``. The products are the scalar loop's (``h·F_f`` rounded, then fused with
+    ``F_g``); only the order of each sum is the lanes'."""
+    k = G.shape[0]
+    L = LANES
+    hs, ts, ds, hf = Fs[k], Fs[k + 1], Fs[k + 2], Fs[k + 3]
+    for f in range(k):
+        ff = Fs[f]
+        for u in range(n):
+            hf[u] = hs[u] * ff[u]
+        lane[:2 * L] = 0.0
+        lanes_fma(lane[:L], ts, ff, n)
+        lanes_fma(lane[L:2 * L], ds, ff, n)
+        b[f] = lanes_total(lane, 0)
+        gs[f] = lanes_total(lane, L)
+        g = 0
+        while g + 4 <= f + 1:
+            lane[:] = 0.0
+            lanes_fma4(lane, hf, Fs[g], Fs[g + 1], Fs[g + 2], Fs[g + 3], n)
+            for c in range(4):
+                G[f, g + c] = lanes_total(lane, c * L)
+            g += 4
+        while g <= f:
+            lane[:L] = 0.0
+            lanes_fma(lane[:L], hf, Fs[g], n)
+            G[f, g] = lanes_total(lane, 0)
+            g += 1
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, power, l1, l2,
                 nonneg, ub, x, cd_maxit, cd_tol, irls_maxit, irls_tol, warm, G, vk, vp, ws, ms,
-                ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Q=NO_FT,
+                Fs, lane, ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Q=NO_FT,
                 gain_tol=0.0):
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
@@ -1165,7 +1258,9 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
     array). Scratch: ``G`` (k, k), ``vk`` (6, k), ``vp`` (5, p) with row 1 all ones on entry (it
     is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (6, p: :func:`stored_value`'s rows; row 2
-    a robust NB fit's saturated terms). Returns the coordinate-descent sweeps made. The column
+    a robust NB fit's saturated terms), ``Fs`` (k + 4, p) and ``lane`` (4·LANES,): the kept
+    stored entries' rows of F, transposed, and their weights, for the step's weighted Gram
+    (:func:`weighted_gram`). Returns the coordinate-descent sweeps made. The column
     must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or
     missing: no part of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` >
     0: the robust (Huber) fit of :func:`robust_parts`: least squares makes every kept entry a
@@ -1234,6 +1329,19 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
         nb_saturated(indptr, indices, data, j, disp, disp_by_col, ms[2])
     if not warm and code != MSE:  # a start from 0 has infinite weights: start at the scale
         warm = scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne, zeros, ub, x)
+    slopes = not (robust and not rpull)
+    nk = 0  # the kept stored entries, their rows of F gathered once for every step's Gram
+    if slopes:
+        e = 0
+        for q in range(start, end):
+            i = indices[q]
+            if ne > 0:
+                e, skip = _skip(ex_row, ne, e, i)
+                if skip:
+                    continue
+            for f in range(k):
+                Fs[f, nk] = F[i, f]
+            nk += 1
     sweeps = 0
     gain = 0.0  # the decrease of the column's objective over the accepted steps
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
@@ -1244,18 +1352,19 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
         if concave:
             zero_pull(F, Ft, x, j, disp, disp_by_col, search, power, zmask, mu, ws, cz, cb,
                       delta if rpull else 0.0)
-        for f in range(k):
-            b[f] = 0.0
-            gs[f] = 0.0  # the stored entries' slope Σ ∂ℓ/∂μ·Fᵢ (objective units): the step's
-            for g in range(k):  # directional derivative, for the backtracking below
-                G[f, g] = 0.0
-        slopes = not (robust and not rpull)
-        if robust and not rpull:
+        if not slopes:
+            for f in range(k):
+                b[f] = 0.0
+                gs[f] = 0.0
+                for g in range(k):
+                    G[f, g] = 0.0
             robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
                           delta, ex_row, ne, obs_only, G, b, True, Ft, Q, mu)
         else:  # μ at the stored entries: from the last evaluation, at this x
             newton = warm or it > 0  # a cold start (x = 0) has no curvature to observe
+            hs, ts, ds = Fs[k], Fs[k + 1], Fs[k + 2]  # each kept entry's h, t and slope
             e = 0
+            u = 0
             for q in range(start, end):
                 i = indices[q]
                 if ne > 0:
@@ -1273,14 +1382,11 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
                     w *= hr
                     h *= hr
                     dl *= hr
-                t = h * mq - w * (mq - y)
-                for f in range(k):
-                    Fif = F[i, f]
-                    b[f] += t * Fif
-                    gs[f] += dl * Fif
-                    hf = h * Fif
-                    for g in range(f + 1):
-                        G[f, g] += hf * F[i, g]
+                hs[u] = h
+                ts[u] = h * mq - w * (mq - y)
+                ds[u] = dl  # the stored entries' slope Σ ∂ℓ/∂μ·Fᵢ (objective units): the
+                u += 1  # step's directional derivative, for the backtracking below
+            weighted_gram(Fs, nk, G, b, gs, lane)
         for f in range(k):
             for g in range(f):
                 G[g, f] = G[f, g]
@@ -1418,6 +1524,8 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)
     ms = np.empty((6, p))
+    Fs = np.empty((k + 4, p))
+    lane = np.empty(4 * LANES)
     x = np.empty(k)
     cap = p if mk[0] else 1
     ex_row = np.empty(cap, dtype=np.int64)
@@ -1430,8 +1538,8 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
             x[f] = Xprev[j, f] * xscale[f] if warm else 0.0
         total += irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code,
                              power, l1, l2, nonneg, ub, x, cd_maxit, cd_tol, irls_maxit,
-                             irls_tol, warm, G, vk, vp, ws, ms, ex_row, ne, mk[5], delta, zpi,
-                             zpi_by_col, Q, gain_tol)
+                             irls_tol, warm, G, vk, vp, ws, ms, Fs, lane, ex_row, ne, mk[5],
+                             delta, zpi, zpi_by_col, Q, gain_tol)
         for f in range(k):
             Xt[j, f] = x[f]
         if zpi_out.size > 0:
@@ -1442,19 +1550,12 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
 
 @njit(nogil=True, cache=True, fastmath=False)
 def lane_sum(v):
-    """``Σ v`` in a fixed order that vectorises, the lanes of :func:`zero_pull` and
-    :func:`zero_change`: entry i into partial sum i mod :data:`PULL_TILE` (in order), the
-    partial sums then added in lane order."""
-    T = PULL_TILE
-    acc = np.zeros(T)
-    for i0 in range(0, v.size, T):
-        n = min(T, v.size - i0)
-        for t in range(n):
-            acc[t] += v[i0 + t]
-    out = 0.0
-    for t in range(T):
-        out += acc[t]
-    return out
+    """``Σ v`` (1-D, C order) in a fixed order that vectorises, the lanes of every IRLS sum:
+    entry i into partial sum i mod :data:`LANES` (in order), the partials then added in lane
+    order (:func:`lanes_add`)."""
+    acc = np.zeros(LANES)
+    lanes_add(acc, v, v.size)
+    return lanes_total(acc)
 
 
 @njit(nogil=True, cache=True, fastmath=False)

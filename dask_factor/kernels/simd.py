@@ -44,9 +44,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["FVec", "vload", "vstore", "vmuladd", "vfma", "vaxpy_row", "vfma_row",
-           "chunks", "fixed_width_kernel", "gather_kernel", "stored_row", "delta_row",
-           "FIXED_MAX_WIDTH"]
+__all__ = ["FVec", "vload", "vstore", "vzeros", "vmuladd", "vfma", "vfma_vec", "vaxpy_row",
+           "vfma_row", "chunks", "fixed_width_kernel", "gather_kernel", "stored_row",
+           "delta_row", "FIXED_MAX_WIDTH"]
 
 #: bytes of the widest vector piece (one AVX-512 register)
 MAX_PIECE_BYTES = 64
@@ -100,19 +100,21 @@ _FLOATS = (types.float32, types.float64)
 
 
 def _check_matrix(X, what: str) -> None:
-    if not (isinstance(X, types.Array) and X.ndim == 2 and X.dtype in _FLOATS
+    if not (isinstance(X, types.Array) and X.ndim in (1, 2) and X.dtype in _FLOATS
             and X.layout == "C"):
-        raise TypeError(f"{what}: expected a C-contiguous 2-D float32/float64 array, got {X}")
+        raise TypeError(f"{what}: expected a C-contiguous 1-D or 2-D float32/float64 array, "
+                        f"got {X}")
 
 
 def _row_pointer(context, builder, arrty, arr, i):
-    """Pointer to ``X[i, 0]`` (no wraparound, no bounds check)."""
+    """Pointer to ``X[i, 0]`` of a 2-D ``X``, to ``X[i]`` of a 1-D one (no wraparound, no
+    bounds check)."""
     ary = context.make_array(arrty)(context, builder, arr)
+    inds = [i, ir.Constant(i.type, 0)] if arrty.ndim == 2 else [i]
     return cgutils.get_item_pointer2(context, builder, data=ary.data,
                                      shape=cgutils.unpack_tuple(builder, ary.shape),
                                      strides=cgutils.unpack_tuple(builder, ary.strides),
-                                     layout=arrty.layout, inds=[i, ir.Constant(i.type, 0)],
-                                     wraparound=False)
+                                     layout=arrty.layout, inds=inds, wraparound=False)
 
 
 def _piece_pointers(builder, row_ptr, vty: FVec):
@@ -159,7 +161,8 @@ def _muladd(builder, acc, a, v, vty: FVec, flags):
 
 @intrinsic(prefer_literal=True)
 def vload(typingctx, X, i, width):
-    """Row ``i`` of ``X`` (``X[i, :width]``) as a vector; ``width`` a literal int."""
+    """Row ``i`` of ``X`` (``X[i, :width]``) as a vector; ``width`` a literal int. For a 1-D
+    ``X``, the ``width`` values from ``X[i]`` on (``X[i:i + width]``)."""
     _check_matrix(X, "vload")
     if not isinstance(width, types.IntegerLiteral) or not isinstance(i, types.Integer):
         return None  # numba then reports the call it could not type
@@ -174,7 +177,7 @@ def vload(typingctx, X, i, width):
 
 @intrinsic
 def vstore(typingctx, X, i, v):
-    """``X[i, :width] = v`` (``X`` of the vector's dtype)."""
+    """``X[i, :width] = v`` (``X`` of the vector's dtype; 1-D: ``X[i:i + width] = v``)."""
     _check_matrix(X, "vstore")
     if not isinstance(v, FVec) or not isinstance(i, types.Integer) or v.dtype != X.dtype:
         raise TypeError("vstore(X, i, v): i an integer, v a vector of X's dtype")
@@ -221,6 +224,42 @@ def _axpy_intrinsic(flags, doc):
 
     typer.__doc__ = doc
     return intrinsic(typer)
+
+
+@intrinsic(prefer_literal=True)
+def vzeros(typingctx, X, width):
+    """A vector of ``width`` zeros (a literal int) of ``X``'s dtype (``X`` only gives the type)."""
+    _check_matrix(X, "vzeros")
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    vty = FVec(X.dtype, int(width.literal_value))
+
+    def codegen(context, builder, sig, args):
+        lt = _lltype(vty.dtype)
+        return ir.Constant(ir.LiteralStructType([ir.VectorType(lt, n) for _, n in vty.pieces]),
+                           [ir.Constant(ir.VectorType(lt, n), [0.0] * n) for _, n in vty.pieces])
+
+    return vty(X, width), codegen
+
+
+@intrinsic
+def vfma_vec(typingctx, acc, u, v):
+    """``acc + u * v`` lane by lane for three vectors of one type, contractible into a fused
+    multiply-add like :func:`vfma` (each lane rounded as the scalar statement
+    ``acc[t] += u[t] * v[t]`` compiled with ``fastmath={"contract", ...}``)."""
+    if not (isinstance(acc, FVec) and acc == u and acc == v):
+        raise TypeError("vfma_vec(acc, u, v): three vectors of the same type")
+
+    def codegen(context, builder, sig, args):
+        out = ir.Constant(args[0].type, ir.Undefined)
+        for c in range(len(acc.pieces)):
+            prod = builder.fmul(builder.extract_value(args[1], c),
+                                builder.extract_value(args[2], c), flags=("contract",))
+            out = builder.insert_value(out, builder.fadd(builder.extract_value(args[0], c),
+                                                         prod, flags=("contract",)), c)
+        return out
+
+    return acc(acc, u, v), codegen
 
 
 vmuladd = _muladd_intrinsic((), "``acc + a * v`` lane by lane (the product rounded, then the sum).")

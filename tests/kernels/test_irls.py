@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import gammaln
+from numba import njit
 from scipy.stats import nbinom
 
 from dask_factor.kernels import irls as K
@@ -233,6 +234,88 @@ def test_column_objective_vectorised_equals_entry_by_entry(loss, by_col):
 def test_lane_sum_is_the_sum(v):
     a = np.array(v, dtype=np.float64)
     assert K.lane_sum(a) == pytest.approx(math.fsum(v), rel=1e-12, abs=1e-6)
+    lanes = [0.0] * K.LANES  # the order, by hand
+    for t, x in enumerate(v):
+        lanes[t % K.LANES] += x
+    assert K.lane_sum(a) == sum(lanes)  # term t into lane t mod LANES, lanes added in order
+
+
+@njit(fastmath={"contract"})
+def _lanes_by_scalars(u, v, n, L):
+    acc = np.zeros(L)
+    for t in range(n):
+        acc[t % L] += u[t] * v[t]
+    return acc
+
+
+@njit(fastmath={"contract"})
+def _lanes_by_kernel(u, v, n, runs):
+    """K.lanes_fma over ``runs`` consecutive runs (each a multiple of LANES long but the last),
+    as the tiles of zero_pull call it."""
+    acc = np.zeros(K.LANES)
+    step = max(n // runs, 1)
+    step -= step % K.LANES
+    step = max(step, K.LANES)
+    for i0 in range(0, n, step):
+        m = min(step, n - i0)
+        K.lanes_fma(acc, u[i0:i0 + m], v[i0:i0 + m], m)
+    return acc
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 150), st.integers(1, 4), st.integers(0, 2**31))
+def test_lanes_fma_is_the_scalar_lane_order(n, runs, seed):
+    """Each lane is the scalar loop's fused sum of its terms, to the bit, however the terms
+    are split into runs; the lanes' total is the dot product."""
+    rng = np.random.default_rng(seed)
+    u, v = rng.normal(size=n) * 1e3, rng.normal(size=n)
+    got = _lanes_by_kernel(u, v, n, runs)
+    assert np.array_equal(got, _lanes_by_scalars(u, v, n, K.LANES))
+    assert K.lanes_total(got) == pytest.approx(float(u @ v), rel=1e-9, abs=1e-9)
+
+
+@njit(fastmath={"contract"})
+def _means_by_scalars(Ft, x):
+    k, p = Ft.shape
+    out = np.empty(p)
+    for i in range(p):
+        s = 0.0
+        for f in range(k):
+            s += x[f] * Ft[f, i]
+        out[i] = s
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 140), st.integers(1, 13), st.integers(0, 2**31))
+def test_all_means_is_the_scalar_dot_product(p, k, seed):
+    """μ = F x by tiles of vector lanes: every row the scalar loop's fused chain, to the bit."""
+    rng = np.random.default_rng(seed)
+    Ft = np.ascontiguousarray(rng.uniform(size=(k, p)))
+    x = rng.uniform(size=k) * 10
+    mu = np.empty(p)
+    K.all_means(Ft, x, mu)
+    assert np.array_equal(mu, _means_by_scalars(Ft, x))
+    assert np.allclose(mu, x @ Ft, rtol=1e-13)
+
+
+@pytest.mark.parametrize("k", [1, 3, 4, 7, 10])
+def test_weighted_gram_is_the_numpy_product(k):
+    """The IRLS step's G (lower triangle), b and slope from the gathered entries against numpy
+    on the same entries (k below, at and above the four-column pass)."""
+    rng = np.random.default_rng(k)
+    n, p = 37, 50
+    Fs = np.empty((k + 4, p))
+    Fs[:k, :n] = rng.uniform(size=(k, n))
+    h, t, s = rng.uniform(size=n), rng.normal(size=n), rng.normal(size=n)
+    Fs[k, :n], Fs[k + 1, :n], Fs[k + 2, :n] = h, t, s
+    G, b, gs = np.full((k, k), np.nan), np.empty(k), np.empty(k)
+    K.weighted_gram(Fs, n, G, b, gs, np.empty(4 * K.LANES))
+    X = Fs[:k, :n]
+    assert np.allclose(np.tril(G), np.tril((X * h) @ X.T), rtol=1e-13)
+    assert np.isnan(G[np.triu_indices(k, 1)]).all()  # the upper triangle is left to the caller
+    assert np.allclose(b, X @ t, rtol=1e-12, atol=1e-13)
+    assert np.allclose(gs, X @ s, rtol=1e-12, atol=1e-13)
 
 
 def test_nb_size_by_moments_matches_the_closed_form_and_the_truth():
