@@ -11,9 +11,9 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import gammaln
-from numba import njit
 from scipy.stats import nbinom
 
 from dask_factor.kernels import irls as K
