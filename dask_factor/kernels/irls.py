@@ -656,16 +656,40 @@ def _zero_mass(indptr, indices, j, F, x, Fsum, ex_row, ne):
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, ex_row, ne,
-                 ms):
+                 ms, Fs=NO_FT):
     """``Σ ℓ(yᵢ, μᵢ)`` over the stored, kept entries of column j at ``μ = F x``, up to terms
     free of μ (NB leaves out its log-gamma terms: ``r·log1p(μ/r) + y·log1p(r/μ)``, no large
     constant to drown a small change when r is large). ``ms`` (6, p): row 0 receives each
     stored entry's μ at its position ``q − indptr[j]``, row 1 its loss (:func:`stored_losses`),
-    rows 3–5 are scratch; the kept entries' losses are then summed in order. O(nnz·k)."""
+    rows 3–5 are scratch; the kept entries' losses are then summed in order. O(nnz·k).
+    ``Fs`` (≥ k rows), when not empty: the column's kept stored rows of F, transposed
+    (:func:`irls_column`), from which their means are formed in vector lanes
+    (:func:`tile_means`: the bits of the row-by-row dot products; an excluded entry's by its
+    dot product)."""
     start, end = indptr[j], indptr[j + 1]
     mus, losses = ms[0], ms[1]
-    for q in range(start, end):
-        mus[q - start] = _dot(F, indices[q], x)
+    if Fs.shape[0] > 0 and ne == 0:
+        tile_means(Fs, x, 0, mus[:end - start])
+    elif Fs.shape[0] > 0:
+        kept = ms[3]
+        nk = end - start
+        e = 0
+        for q in range(start, end):
+            e, skip = _skip(ex_row, ne, e, indices[q])
+            nk -= skip
+        tile_means(Fs, x, 0, kept[:nk])
+        e = 0
+        u = 0
+        for q in range(start, end):
+            e, skip = _skip(ex_row, ne, e, indices[q])
+            if skip:
+                mus[q - start] = _dot(F, indices[q], x)
+            else:
+                mus[q - start] = kept[u]
+                u += 1
+    else:
+        for q in range(start, end):
+            mus[q - start] = _dot(F, indices[q], x)
     stored_losses(indices[start:end], data[start:end], mus, disp, j, disp_by_col, code, power,
                   losses, ms[3:].reshape(-1))
     out = 0.0
@@ -1097,7 +1121,7 @@ def nb_saturated(indptr, indices, data, j, disp, disp_by_col, out):
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "arcp", "nsz"})
 def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, delta,
-                  ex_row, ne, ms):
+                  ex_row, ne, ms, Fs=NO_FT):
     """``Σ`` of :func:`robust_terms`' entries over the stored, kept entries of column j at
     ``μ = F x`` (KL, NB, Tweedie): the plain losses (:func:`stored_value`, which leaves each
     stored entry's μ in ``ms[0]`` and its loss in ``ms[1]``), then each one's Huber transform
@@ -1106,7 +1130,8 @@ def robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, code, power
     factors (the kept entries' are the next IRLS step's). NB reads its saturated terms from
     ``ms[2]`` (:func:`nb_saturated`). O(nnz·k)."""
     start, end = indptr[j], indptr[j + 1]
-    stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, ex_row, ne, ms)
+    stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power, ex_row, ne, ms,
+                 Fs)
     n = end - start
     hs, sat, ents = ms[1], ms[2], ms[3]
     s = 0.5 if code == KL or code == NB else 1.0
@@ -1152,24 +1177,25 @@ def _relative_change(x, xold):
 
 @njit(nogil=True, cache=True, fastmath={"contract", "arcp", "nsz"})
 def column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1, l2,
-                 ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q, rpull):
+                 ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q, rpull, Fs):
     """The part of column j's penalised objective at ``x`` that :func:`irls_column` evaluates:
     the penalties plus the robust objective of every kept entry (``delta`` > 0,
     :func:`robust_column`), or the stored entries' loss (:func:`stored_value`, which fills
     ``ms``) plus, under zero inflation, the zeros' mixture loss (:func:`zi_entries`, which fills
-    ``cz`` with their pull). Without either, the zeros' part is left to the step test."""
+    ``cz`` with their pull). Without either, the zeros' part is left to the step test. ``Fs``:
+    the column's stored rows of F, transposed, or empty (:func:`stored_value`)."""
     out = 0.0
     for f in range(x.size):
         out += l1 * x[f] + 0.5 * l2 * x[f] * x[f]
     if rpull:  # robust, the zeros left to the step test (:func:`zero_pull` with delta)
         return out + robust_stored(indptr, indices, data, j, F, x, disp, disp_by_col, search,
-                                   power, delta, ex_row, ne, ms)
+                                   power, delta, ex_row, ne, ms, Fs)
     if delta > 0.0:
         return out + robust_column(indptr, indices, data, j, F, x, disp, disp_by_col, search,
                                    power, delta, ex_row, ne, obs_only, np.empty((0, 0)), cz,
                                    False, Ft, Q, mu)
     out += stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power,
-                        ex_row, ne, ms)
+                        ex_row, ne, ms, Fs)
     if zpi.size > 0 and not obs_only and zeros_observed(search, power):
         out += zi_entries(indptr, indices, j, F, Ft, x, disp, disp_by_col, search, zpi,
                           zpi_by_col, ex_row, ne, mu, cz, True)
@@ -1216,11 +1242,11 @@ def scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne, zeros, ub, x):
 def weighted_gram(Fs, n, G, b, gs, lane):
     """The IRLS step's sums over a column's ``n`` kept stored entries, from ``Fs`` (k + 4, ≥ n):
     rows 0..k−1 the entries' rows of F, transposed; rows k, k+1, k+2 their curvature h, target
-    t and slope s; row k+3 scratch. ``G[f, g] ← Σ (h·F_f)·F_g`` (g ≤ f: the lower triangle),
-    ``b[f] ← Σ t·F_f``, ``gs[f] ← Σ s·F_f``, each a :func:`lanes_fma` sum (``lane`` (4·LANES,)
-    scratch): vector multiply-adds along the entries, four columns of G per pass over
-    ``h·F_f``. The products are the scalar loop's (``h·F_f`` rounded, then fused with
-    ``F_g``); only the order of each sum is the lanes'."""
+    t and slope s; row k+3 scratch. ``G[f, g] ← Σ (h·F_f)·F_g``
+    (g ≤ f: the lower triangle), ``b[f] ← Σ t·F_f``, ``gs[f] ← Σ s·F_f``, each a
+    :func:`lanes_fma` sum (``lane`` (4·LANES,) scratch): vector multiply-adds along the
+    entries, four columns of G per pass over ``h·F_f``. The products are the scalar loop's
+    (``h·F_f`` rounded, then fused with ``F_g``); only the order of each sum is the lanes'."""
     k = G.shape[0]
     L = LANES
     hs, ts, ds, hf = Fs[k], Fs[k + 1], Fs[k + 2], Fs[k + 3]
@@ -1330,7 +1356,9 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     if not warm and code != MSE:  # a start from 0 has infinite weights: start at the scale
         warm = scale_start(indptr, indices, data, j, F, Fsum, ex_row, ne, zeros, ub, x)
     slopes = not (robust and not rpull)
-    nk = 0  # the kept stored entries, their rows of F gathered once for every step's Gram
+    # the kept stored entries' rows of F, gathered once for every evaluation's μ and step's
+    # Gram (in order, the excluded ones left out: each sum's lanes do not depend on them)
+    nk = 0
     if slopes:
         e = 0
         for q in range(start, end):
@@ -1347,7 +1375,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     search = KL if code == GP else code  # GP's factor updates fit the KL objective (RcppML)
     v_old = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search, power, l1,
                          l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col, cz, ms, Ft, mu, Q,
-                         rpull)
+                         rpull, Fs)
     for it in range(irls_maxit):
         if concave:
             zero_pull(F, Ft, x, j, disp, disp_by_col, search, power, zmask, mu, ws, cz, cb,
@@ -1413,7 +1441,7 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
         while True:
             v_new = column_value(indptr, indices, data, j, F, x, disp, disp_by_col, search,
                                  power, l1, l2, ex_row, ne, obs_only, delta, zpi, zpi_by_col,
-                                 cz, ms, Ft, mu, Q, rpull)
+                                 cz, ms, Ft, mu, Q, rpull, Fs)
             lin = 0.0
             for f in range(k):
                 lin += cb[f] * (x[f] - xold[f])
