@@ -1586,6 +1586,46 @@ def lane_sum(v):
     return lanes_total(acc)
 
 
+@njit(nogil=True, cache=True, fastmath=False, error_model="numpy")
+def nb_log_gamma_sum(indptr, indices, data, j, disp, disp_by_col, ex_row, ne):
+    """``Σ`` :func:`nb_log_gamma` over the kept stored entries of column j (rows ``ex_row[:ne]``
+    left out), in stored order. With one size for the column (``disp_by_col``) a small whole
+    count's ``Σ_{t<y} log(r + t)`` is a running sum kept for the column: each logarithm is
+    taken once per column, not once per count of every entry (on pbmc3k's genes 0.22 M
+    logarithms instead of 6.3 M)."""
+    start, end = indptr[j], indptr[j + 1]
+    out = 0.0
+    e = 0
+    if disp_by_col:
+        r = max(disp[j], 1e-10)
+        S = np.empty(SMALL_COUNT + 1)  # S[y] = Σ_{t<y} log(r + t), filled as far as needed
+        S[0] = 0.0
+        top = 0
+        for q in range(start, end):
+            if ne > 0:
+                e, skip = _skip(ex_row, ne, e, indices[q])
+                if skip:
+                    continue
+            y = np.float64(data[q])
+            if 0.0 <= y <= SMALL_COUNT and y == math.floor(y):
+                iy = int(y)
+                while top < iy:
+                    S[top + 1] = S[top] + vlog(r + top)
+                    top += 1
+                out += LOG_FACTORIAL[iy] - S[iy]
+            else:
+                out += nb_log_gamma(y, r)
+        return out
+    for q in range(start, end):
+        i = indices[q]
+        if ne > 0:
+            e, skip = _skip(ex_row, ne, e, i)
+            if skip:
+                continue
+        out += nb_log_gamma(np.float64(data[q]), max(disp[i], 1e-10))
+    return out
+
+
 @njit(nogil=True, cache=True, fastmath=False)
 def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, code, power,
                      ex_row, ne, obs_only, delta=0.0, zpi=NO_PI, zpi_by_col=False, Ft=NO_FT,
@@ -1614,14 +1654,7 @@ def column_objective(indptr, indices, data, j, F, x, Fsum, disp, disp_by_col, co
         out = stored_value(indptr, indices, data, j, F, x, disp, disp_by_col, code, power,
                            ex_row, ne, ms)
         if code == NB:
-            for q in range(start, end):
-                i = indices[q]
-                if ne > 0:
-                    e, skip = _skip(ex_row, ne, e, i)
-                    if skip:
-                        continue
-                out += nb_log_gamma(np.float64(data[q]), max(disp[j] if disp_by_col else disp[i],
-                                                             1e-10))
+            out += nb_log_gamma_sum(indptr, indices, data, j, disp, disp_by_col, ex_row, ne)
     else:
         for q in range(start, end):
             i = indices[q]

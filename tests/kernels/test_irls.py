@@ -847,3 +847,21 @@ def test_robust_least_squares_from_the_gram_equals_the_dense_pass(seed, n_ex, de
     scale = np.abs(F.T @ F).max()
     np.testing.assert_allclose(np.tril(G2), np.tril(G1), rtol=0, atol=1e-13 * scale)
     np.testing.assert_allclose(b2, b1, rtol=1e-12, atol=1e-12 * np.abs(b1).max())
+
+
+@pytest.mark.parametrize("by_col", [False, True])
+def test_nb_log_gamma_sum_is_the_scipy_sum(by_col):
+    """NB's μ-free terms summed over a column's kept entries (small counts from the column's
+    running sum of logarithms, large and fractional ones by lgamma) against scipy's gammaln."""
+    rng = np.random.default_rng(5)
+    p = 200
+    y = np.concatenate([rng.integers(1, 17, 120), rng.integers(17, 400, 30), [2.5, 0.75]])
+    rows = np.sort(rng.choice(p, y.size, replace=False))
+    A = sp.csc_matrix((y, (rows, np.zeros(y.size, dtype=int))), shape=(p, 1))
+    disp = rng.uniform(0.05, 50.0, p) if not by_col else np.array([3.7])
+    ex = np.sort(rng.choice(rows, 20, replace=False)).astype(np.int64)
+    keep = ~np.isin(A.indices, ex)
+    yk, rk = A.data[keep], (disp[A.indices[keep]] if not by_col else disp[0])
+    want = np.sum(gammaln(yk + 1) + gammaln(rk) - gammaln(yk + rk))
+    got = K.nb_log_gamma_sum(A.indptr, A.indices, A.data, 0, disp, by_col, ex, ex.size)
+    assert got == pytest.approx(want, rel=1e-12)
