@@ -45,12 +45,14 @@ import scipy.sparse as sp
 
 from ..kernels.irls import (
     LOSS_CODES,
+    NO_FT,
     NO_HOLDOUT,
     NO_MASK,
     NO_PI,
     ROW_STATS,
     block_objective,
     irls_block,
+    row_passes,
     row_update,
 )
 from . import checkpoint
@@ -258,13 +260,19 @@ def h_task(block, pack: IRLSPack, hprev, cfg: ALSConfig, spec: LossSpec, mk=NO_H
     # multiplies every entry of F by a float64, and rounding the solutions to the stored dtype
     # after the solve equals rounding them in the store.
     Hx = np.empty((n_p, k))
+    # Wᵀ for the passes over every row of W, in float32 when W is stored so (the same values:
+    # half the bytes each pass streams; a million-cell atlas's 20,000 genes then fit in L2)
+    Ft = NO_FT
+    if row_passes(spec.code, spec.power, spec.robust, spec.zi != "none"):
+        dt = np.float32 if np.dtype(pack.W.dtype).itemsize <= 4 else np.float64
+        Ft = np.ascontiguousarray(pack.W.T, dtype=dt)
     warm = hprev is not None
     Xprev = hprev if warm else np.zeros((1, k), dtype=cfg.dtype)
     irls_block(indptr, indices, data, np.asarray(pack.W, dtype=np.float64), pack.disp, False,
                spec.code, spec.power, cfg.L1[1], cfg.L2[1] + EPS_GRAM, cfg.nonneg[1],
                cfg.upper_bound[1], Xprev, pack.xscale, warm, cfg.cd_maxit, cfg.cd_tol,
                spec.irls_max_iter, spec.irls_tol, Hx, mk, mptr, midx, spec.robust, zpi, by_col,
-               zpi_out, spec.irls_gain_tol)
+               zpi_out, spec.irls_gain_tol, Ft)
     Ht = Hx.astype(cfg.dtype, copy=False)  # the kept H: rounded to the stored dtype
     H64 = Ht.astype(np.float64, copy=False)
     return BlockOutput(((Ht, zpi_out if by_col else None),
@@ -297,7 +305,7 @@ def w_task(tblock, red, pack: IRLSPack, r0: int, r1: int, cfg: ALSConfig, spec: 
     irls_block(indptr, indices, data, Hn, disp_old, True, spec.code, spec.power, cfg.L1[0],
                cfg.L2[0] + EPS_GRAM, cfg.nonneg[0], cfg.upper_bound[0], Xprev, dh, warm,
                cfg.cd_maxit, cfg.cd_tol, spec.irls_max_iter, spec.irls_tol, Wt, mk, mptr, midx,
-               spec.robust, zpi, by_col, NO_PI, spec.irls_gain_tol)  # every argument: one signature
+               spec.robust, zpi, by_col, NO_PI, spec.irls_gain_tol, NO_FT)  # every argument
     new_disp = np.empty(rows)
     st = np.zeros(len(ROW_STATS))
     estimate = spec.has_dispersion and spec.dispersion != "none"

@@ -52,7 +52,7 @@ from numba import njit
 
 from .masked import column_excluded
 from .nnls import cd_solve, residual, sweep_budget
-from .simd import vfma, vfma_vec, vload, vmuladd, vstore, vzeros
+from .simd import vfma, vfma_vec, vload, vload_f64, vmuladd, vstore, vzeros
 from .vmath import vexp, vlog, vlog1p
 
 MSE, KL, NB, GAMMA, INVERSE_GAUSSIAN, TWEEDIE, GP = 0, 1, 2, 3, 4, 5, 6
@@ -460,7 +460,7 @@ def zi_sums(indptr, indices, j, F, Ft, x, disp, disp_by_col, code, zrow, pj, ex_
     the stored and the excluded rows' zero terms are taken back out (O(nnz)); an empty ``Ft``
     is made here. O(p·k)."""
     if Ft.shape[1] != F.shape[0] or mu.size != F.shape[0]:
-        Ft = np.ascontiguousarray(F.T)
+        Ft = _transposed(F, Ft)
         mu = np.empty(F.shape[0])
     k = x.size
     s = np.empty(4)
@@ -762,7 +762,7 @@ def tile_means(Ft, x, i0, mt):
     for c in range(0, nf, LANES):
         m = vzeros(mt, LANES)
         for f in range(k):  # (rows of Fᵀ as slices: a reshaped view was 2× slower)
-            m = vfma(m, x[f], vload(Ft[f], i0 + c, LANES))
+            m = vfma(m, x[f], vload_f64(Ft[f], i0 + c, LANES))
         vstore(mt, c, m)
     for t in range(nf, n):
         s = 0.0
@@ -792,7 +792,7 @@ def lanes_fma(acc, u, v, n):
     a = vload(acc, 0, LANES)
     nf = n - n % LANES
     for c in range(0, nf, LANES):
-        a = vfma_vec(a, vload(u, c, LANES), vload(v, c, LANES))
+        a = vfma_vec(a, vload(u, c, LANES), vload_f64(v, c, LANES))
     vstore(acc, 0, a)
     for t in range(nf, n):
         acc[t - nf] += u[t] * v[t]
@@ -1508,10 +1508,39 @@ def exclusions(indptr, indices, data, j, p, mk, mptr, midx, ex_row, ex_val, ex_t
 
 
 @njit(nogil=True, cache=True, fastmath=False)
+def row_passes(code, power, delta, zi):
+    """Whether :func:`irls_block` passes over every row of F (Fᵀ and μ at every row): the
+    zeros' pull of NB and Tweedie (q < 2) and of a robust fit with zeros, zero inflation, and
+    robust least squares (from FᵀF).
+
+    Examples
+    --------
+    >>> row_passes(NB, 1.5, 0.0, False), row_passes(KL, 1.5, 0.0, False)
+    (True, False)
+    """
+    concave = ((code == NB or (code == TWEEDIE and power < 2.0)) and delta == 0.0
+               or (delta > 0.0 and code != MSE and zeros_observed(code, power)))
+    return concave or zi or (code == MSE and delta > 0.0)
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _transposed(F, Ft):
+    """``Ft`` when it is Fᵀ's shape (given by the caller), else Fᵀ made from F in Ft's dtype
+    (float32 only where F's values are float32: :func:`irls_block`)."""
+    if Ft.shape[0] == F.shape[1] and Ft.shape[1] == F.shape[0]:
+        return Ft
+    out = np.empty((F.shape[1], F.shape[0]), dtype=Ft.dtype)
+    for f in range(F.shape[1]):
+        for i in range(F.shape[0]):
+            out[f, i] = F[i, f]
+    return out
+
+
+@njit(nogil=True, cache=True, fastmath=False)
 def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2, nonneg, ub,
                Xprev, xscale, warm, cd_maxit, cd_tol, irls_maxit, irls_tol, Xt,
                mk=NO_HOLDOUT, mptr=NO_MASK, midx=NO_MASK, delta=0.0, zpi=NO_PI,
-               zpi_by_col=False, zpi_out=NO_PI, gain_tol=0.0):
+               zpi_by_col=False, zpi_out=NO_PI, gain_tol=0.0, Ft=NO_FT):
     """IRLS-NNLS for every column of a CSC matrix (p × n) against ``F`` (p × k).
 
     ``Xprev`` (n × k) times ``xscale`` (k,) is the warm start when ``warm``; ``Xt`` (n × k)
@@ -1521,6 +1550,9 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     ``zpi_by_col`` and a non-empty ``zpi_out`` (n,), each column's π after one EM step at its
     solution (:func:`zi_pi_step`, with the loss's own P₀). ``gain_tol``: each column's IRLS
     also stops at a step that gains at most that share of its gain so far (:func:`irls_column`).
+    ``Ft``: Fᵀ (k × p, C order) for the passes over every row of F (:func:`row_passes`), in
+    float32 when F's values are (exactly: the same results, half the bytes streamed per
+    pass), or empty (Fᵀ is then made here, in F's float64).
     Returns the total coordinate-descent sweeps.
 
     Examples
@@ -1543,8 +1575,8 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     concave = ((code == NB or (code == TWEEDIE and power < 2.0)) and delta == 0.0
                or (delta > 0.0 and code != MSE and zeros_observed(code, power)))
     robust_ls = code == MSE and delta > 0.0  # robust least squares: from FᵀF
-    rows = concave or zpi.size > 0 or robust_ls  # passes over every row of F: Fᵀ and μ
-    Ft = np.ascontiguousarray(F.T) if rows else np.empty((k, 0), dtype=F.dtype)
+    rows = row_passes(code, power, delta, zpi.size > 0)  # passes over every row of F
+    Ft = _transposed(F, Ft) if rows else np.empty((k, 0), dtype=Ft.dtype)
     Q = _sums_and_gram(F)[1] if robust_ls else np.empty((0, 0))
     G = np.empty((k, k))
     vk = np.empty((6, k))

@@ -44,8 +44,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["FVec", "vload", "vstore", "vzeros", "vmuladd", "vfma", "vfma_vec", "vaxpy_row",
-           "vfma_row", "chunks", "fixed_width_kernel", "gather_kernel", "stored_row",
+__all__ = ["FVec", "vload", "vload_f64", "vstore", "vzeros", "vmuladd", "vfma", "vfma_vec",
+           "vaxpy_row", "vfma_row", "chunks", "fixed_width_kernel", "gather_kernel", "stored_row",
            "delta_row", "FIXED_MAX_WIDTH"]
 
 #: bytes of the widest vector piece (one AVX-512 register)
@@ -171,6 +171,41 @@ def vload(typingctx, X, i, width):
     def codegen(context, builder, sig, args):
         row = _row_pointer(context, builder, sig.args[0], args[0], args[1])
         return _load(builder, _piece_pointers(builder, row, vty), vty)
+
+    return vty(X, i, width), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vload_f64(typingctx, X, i, width):
+    """:func:`vload` as float64 lanes: a float32 ``X``'s values widened (exactly), a float64
+    one's as they are."""
+    _check_matrix(X, "vload_f64")
+    if not isinstance(width, types.IntegerLiteral) or not isinstance(i, types.Integer):
+        return None
+    src = FVec(X.dtype, int(width.literal_value))
+    vty = FVec(types.float64, int(width.literal_value))
+
+    def codegen(context, builder, sig, args):
+        row = _row_pointer(context, builder, sig.args[0], args[0], args[1])
+        val = _load(builder, _piece_pointers(builder, row, src), src)
+        if src.dtype == types.float64:
+            return val
+        # the float32 pieces (up to 16 lanes) re-cut into float64 pieces (up to 8 lanes)
+        lanes = []
+        for c, (_, n) in enumerate(src.pieces):
+            piece = builder.extract_value(val, c)
+            for t in range(n):
+                lanes.append(builder.extract_element(piece, ir.Constant(ir.IntType(32), t)))
+        out = ir.Constant(ir.LiteralStructType([ir.VectorType(ir.DoubleType(), n)
+                                                for _, n in vty.pieces]), ir.Undefined)
+        for c, (first, n) in enumerate(vty.pieces):
+            vec = ir.Constant(ir.VectorType(ir.FloatType(), n), ir.Undefined)
+            for t in range(n):
+                vec = builder.insert_element(vec, lanes[first + t],
+                                             ir.Constant(ir.IntType(32), t))
+            out = builder.insert_value(out, builder.fpext(vec, ir.VectorType(ir.DoubleType(),
+                                                                              n)), c)
+        return out
 
     return vty(X, i, width), codegen
 
