@@ -1281,21 +1281,20 @@ def irls_column(indptr, indices, data, j, F, Ft, Fsum, disp, disp_by_col, code, 
     """Solve column ``j`` by IRLS, in place in ``x`` (k,: the start, then the solution).
 
     ``disp`` holds the dispersion (NB size r, GP θ) per row of F (``disp_by_col`` False) or per
-    column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any
-    array). Scratch: ``G`` (k, k), ``vk`` (6, k), ``vp`` (5, p) with row 1 all ones on entry (it
-    is left so), ``ws`` (:func:`pull_scratch`), ``ms`` (6, p: :func:`stored_value`'s rows; row 2
-    a robust NB fit's saturated terms), ``Fs`` (k + 4, p) and ``lane`` (4·LANES,): the kept
+    column (True: ``disp[j]``). ``Ft`` is Fᵀ in C order (used by NB and Tweedie; else any array).
+    Scratch: ``G`` (k, k), ``vk`` (6, k), ``vp`` (5, p) with row 1 all ones on entry (it is left
+    so), ``ws`` (:func:`pull_scratch`), ``ms`` (6, p: :func:`stored_value`'s rows; row 2 a robust NB
+    fit's saturated terms), ``Fs`` (k + 4, ≥ the column's entries) and ``lane`` (4·LANES,): the kept
     stored entries' rows of F, transposed, and their weights, for the step's weighted Gram
-    (:func:`weighted_gram`). Returns the coordinate-descent sweeps made. The column
-    must store no explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or
-    missing: no part of the fit); with ``obs_only`` every unstored entry is missing. ``delta`` >
-    0: the robust (Huber) fit of :func:`robust_parts`: least squares makes every kept entry a
-    weighted term of each step (:func:`robust_column`, from the Gram ``Q`` = FᵀF); KL, GP, NB
-    and Tweedie weigh their stored entries by the Huber factor and take their zeros by their
-    pull, as the plain fit does (:func:`zero_pull` with ``delta``: a zero's Huberised loss is
-    concave in μ too).
-    ``zpi``: the zero-inflation probabilities (by column of the block with ``zpi_by_col``, else
-    by row of F; empty: none) — the zeros' pull is then weighted by their E-step share.
+    (:func:`weighted_gram`). Returns the coordinate-descent sweeps made. The column must store no
+    explicit zeros. Rows ``ex_row[:ne]`` (sorted) get zero weight (held out or missing: no part of
+    the fit); with ``obs_only`` every unstored entry is missing. ``delta`` > 0: the robust (Huber)
+    fit of :func:`robust_parts`: least squares makes every kept entry a weighted term of each step
+    (:func:`robust_column`, from the Gram ``Q`` = FᵀF); KL, GP, NB and Tweedie weigh their stored
+    entries by the Huber factor and take their zeros by their pull, as the plain fit does
+    (:func:`zero_pull` with ``delta``: a zero's Huberised loss is concave in μ too). ``zpi``: the
+    zero-inflation probabilities (by column of the block with ``zpi_by_col``, else by row of F;
+    empty: none) — the zeros' pull is then weighted by their E-step share.
 
     **When it stops.** After ``irls_maxit`` steps, when a step moves no coordinate by more than
     ``irls_tol`` relative to its start (RcppML's rule, :func:`_relative_change`), when no
@@ -1584,7 +1583,10 @@ def irls_block(indptr, indices, data, F, disp, disp_by_col, code, power, l1, l2,
     vp[1, :] = 1.0
     ws = pull_scratch(k if concave else 0)
     ms = np.empty((6, p))
-    Fs = np.empty((k + 4, p))
+    most = 0  # the most entries a column stores: the gathered rows' scratch (≤ p)
+    for j in range(n):
+        most = max(most, indptr[j + 1] - indptr[j])
+    Fs = np.empty((k + 4, most))
     lane = np.empty(4 * LANES)
     x = np.empty(k)
     cap = p if mk[0] else 1
